@@ -1,0 +1,1 @@
+"""The engine: llama-cpp-python in a supervised child process."""
