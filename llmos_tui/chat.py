@@ -1,0 +1,87 @@
+"""A conversation with the engine: the message list, sampling settings, and what each reply measured.
+
+Shared by the TUI and the console; a listener hook lets the journal persist every message.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from llmos_tui.config import ChatSettings
+from llmos_tui.engine.supervisor import Reply, Supervisor
+
+
+@dataclass
+class Message:
+    role: str  # system, user, assistant
+    content: str
+    status: str = "done"  # done, cancelled, interrupted, error
+    metrics: dict[str, Any] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+
+
+MessageListener = Callable[["ChatSession", Message], None]
+
+
+class ChatSession:
+    def __init__(self, supervisor: Supervisor, settings: ChatSettings | None = None) -> None:
+        self.supervisor = supervisor
+        self.settings = settings or ChatSettings()
+        self.messages: list[Message] = []
+        self.chat_id: int | None = None  # set by the journal when it records this chat
+        self._listeners: list[MessageListener] = []
+        self._lock = threading.Lock()
+
+    def add_listener(self, listener: MessageListener) -> None:
+        self._listeners.append(listener)
+
+    def _record(self, message: Message) -> None:
+        with self._lock:
+            self.messages.append(message)
+        for listener in self._listeners:
+            try:
+                listener(self, message)
+            except Exception:  # persisting must never break chatting
+                pass
+
+    def wire_messages(self) -> list[dict[str, str]]:
+        """What the model sees: system prompt, then every completed turn (partial replies included)."""
+        out: list[dict[str, str]] = []
+        if self.settings.system_prompt:
+            out.append({"role": "system", "content": self.settings.system_prompt})
+        for m in self.messages:
+            if m.role in ("user", "assistant") and (m.content or m.role == "user"):
+                out.append({"role": m.role, "content": m.content})
+        return out
+
+    def send(self, prompt: str, *, on_piece: Callable[[str], None] | None = None, **sampling: Any) -> Reply:
+        """Ask the engine; the user message is recorded now, the reply when it ends."""
+        self._record(Message("user", prompt))
+        args = {**self.settings.sampling(), **sampling}
+        reply = self.supervisor.chat(self.wire_messages(), on_piece=on_piece, **args)
+        reply.add_done_callback(self._on_reply_done)
+        return reply
+
+    def _on_reply_done(self, reply: Reply) -> None:
+        status = reply.status
+        self._record(Message("assistant", reply.text, status=status, metrics=dict(reply.metrics)))
+
+    def reset(self) -> None:
+        """Start a fresh conversation; the engine forgets its KV cache too."""
+        with self._lock:
+            self.messages.clear()
+        self.chat_id = None
+        if self.supervisor.is_ready:
+            try:
+                self.supervisor.reset_context()
+            except Exception:
+                pass
+
+    def load(self, messages: list[Message], chat_id: int | None = None) -> None:
+        """Resume an earlier conversation (from the journal)."""
+        with self._lock:
+            self.messages = list(messages)
+        self.chat_id = chat_id

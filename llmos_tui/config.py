@@ -1,0 +1,184 @@
+"""Settings: one TOML file in the user's config folder, overridden by command-line options.
+
+Every bad value becomes a ConfigError that names the file, the key and the value.
+
+    [engine]            # any EngineParams field
+    model_path = "~/models/qwen2.5-7b-instruct-q4_k_m.gguf"
+    n_ctx = 8192
+    n_gpu_layers = -1
+
+    [chat]
+    system_prompt = "You are a helpful assistant."
+    max_tokens = 512
+    temperature = 0.7
+
+    [telemetry]
+    interval = 1.0
+
+    [journal]
+    path = "~/.local/share/llmos-tui/journal.sqlite"
+
+    [ui]
+    theme = "textual-dark"
+    [ui.keys]           # binding id = keys, e.g. dashboard = "f2,ctrl+b"
+
+    [doctor]            # policy per detector or severity (off / suggest / auto); read by the doctor
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.errors import ConfigError
+from llmos_tui.paths import DEMO_MODEL, Paths, default_paths
+
+
+@dataclass
+class ChatSettings:
+    system_prompt: str = ""
+    max_tokens: int = 512
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+
+    def sampling(self) -> dict[str, Any]:
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
+        }
+
+
+@dataclass
+class Config:
+    engine: EngineParams
+    chat: ChatSettings = field(default_factory=ChatSettings)
+    telemetry_interval: float = 1.0
+    journal_path: Path | None = None
+    theme: str = "textual-dark"
+    keys: dict[str, str] = field(default_factory=dict)
+    doctor: dict[str, Any] = field(default_factory=dict)
+    readonly: bool = False
+    source: Path | None = None
+    paths: Paths = field(default_factory=default_paths)
+
+    @property
+    def uses_demo_model(self) -> bool:
+        return Path(self.engine.model_path) == DEMO_MODEL
+
+    @property
+    def journal_file(self) -> Path:
+        return self.journal_path or self.paths.journal
+
+
+def _section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table, got {value!r}")
+    return value
+
+
+def _number(value: Any, key: str, where: str, kind: type, lo: float, hi: float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = kind(str(value))
+        except ValueError:
+            raise ConfigError(f"{where}: {key} must be a number, got {value!r}") from None
+    value = kind(value)
+    if not lo <= value <= hi:
+        raise ConfigError(f"{where}: {key} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    paths: Paths | None = None,
+) -> Config:
+    """Read the config file (if any), then apply command-line overrides (engine params and friends)."""
+    paths = paths or default_paths()
+    path = Path(path).expanduser() if path else paths.config_file
+    data: dict[str, Any] = {}
+    where = str(path)
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{where}: not valid TOML ({exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
+    elif overrides and overrides.get("config_explicit"):
+        raise ConfigError(f"config file not found: {where}")
+
+    engine_values = dict(_section(data, "engine", where))
+    engine_values.setdefault("model_path", str(DEMO_MODEL))
+    try:
+        engine = EngineParams.from_mapping(engine_values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: [engine] {exc}") from None
+    if engine.model_path:
+        engine = EngineParams.from_mapping({"model_path": str(Path(engine.model_path).expanduser())}, engine)
+
+    chat_data = _section(data, "chat", where)
+    chat = ChatSettings()
+    for key, value in chat_data.items():
+        if key == "system_prompt":
+            chat.system_prompt = str(value)
+        elif key == "max_tokens":
+            chat.max_tokens = _number(value, "chat.max_tokens", where, int, 1, 1_000_000)
+        elif key == "temperature":
+            chat.temperature = _number(value, "chat.temperature", where, float, 0.0, 5.0)
+        elif key == "top_p":
+            chat.top_p = _number(value, "chat.top_p", where, float, 0.0, 1.0)
+        elif key == "top_k":
+            chat.top_k = _number(value, "chat.top_k", where, int, 0, 100_000)
+        elif key == "repeat_penalty":
+            chat.repeat_penalty = _number(value, "chat.repeat_penalty", where, float, 0.0, 10.0)
+        else:
+            raise ConfigError(f"{where}: unknown key chat.{key}")
+
+    telemetry = _section(data, "telemetry", where)
+    interval = _number(telemetry.get("interval", 1.0), "telemetry.interval", where, float, 0.05, 3600)
+    journal = _section(data, "journal", where)
+    journal_path = Path(str(journal["path"])).expanduser() if "path" in journal else None
+    ui = _section(data, "ui", where)
+    keys = ui.get("keys", {})
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+        raise ConfigError(f"{where}: [ui.keys] must map binding ids to key strings")
+
+    config = Config(
+        engine=engine,
+        chat=chat,
+        telemetry_interval=interval,
+        journal_path=journal_path,
+        theme=str(ui.get("theme", "textual-dark")),
+        keys=dict(keys),
+        doctor=dict(_section(data, "doctor", where)),
+        source=path if path.exists() else None,
+        paths=paths,
+    )
+    if overrides:
+        apply_overrides(config, overrides)
+    return config
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> None:
+    engine_changes = {k: v for k, v in overrides.items() if k in EngineParams.field_names() and v is not None}
+    if overrides.get("model"):
+        engine_changes["model_path"] = str(Path(overrides["model"]).expanduser())
+    if engine_changes:
+        config.engine = EngineParams.from_mapping(engine_changes, config.engine)
+    if overrides.get("journal"):
+        config.journal_path = Path(overrides["journal"]).expanduser()
+    if overrides.get("interval") is not None:
+        config.telemetry_interval = _number(overrides["interval"], "--interval", "command line", float, 0.05, 3600)
+    if overrides.get("readonly"):
+        config.readonly = True

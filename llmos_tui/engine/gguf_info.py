@@ -1,0 +1,158 @@
+"""Read what an operator wants to know about a GGUF file from its header, without loading weights.
+
+Also the first line of defence for bad input: a missing path, a file that is not GGUF,
+and a truncated file each become a one-line ModelError before llama.cpp ever sees them.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmos_tui.errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+
+
+@dataclass
+class ModelInfo:
+    path: str
+    name: str
+    architecture: str
+    size_bytes: int
+    quantization: str
+    context_length: int | None
+    n_params: int
+    n_layer: int | None = None
+    n_embd: int | None = None
+    n_head: int | None = None
+    n_head_kv: int | None = None
+    head_dim_k: int | None = None
+    head_dim_v: int | None = None
+    vocab_size: int | None = None
+    has_chat_template: bool = False
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_demo(self) -> bool:
+        return self.name == "llmos demo"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        ctx = f"ctx {self.context_length}" if self.context_length else "ctx ?"
+        return f"{self.name} · {human_bytes(self.size_bytes)} · {self.quantization} · {self.architecture} · {ctx}"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def check_model_path(path: str | os.PathLike[str]) -> Path:
+    """Raise ModelError unless path is an existing, readable file that starts with the GGUF magic."""
+    p = Path(path).expanduser()
+    if not str(path):
+        raise ModelError("no model path given")
+    if not p.exists():
+        raise ModelError(f"model not found: {p}")
+    if p.is_dir():
+        raise ModelError(f"model path is a folder, not a GGUF file: {p}")
+    try:
+        with p.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read model {p}: {exc.strerror or exc}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"not a GGUF file (bad magic {magic!r}): {p}")
+    return p
+
+
+def _field_value(reader: Any, key: str) -> Any:
+    f = reader.get_field(key)
+    if f is None:
+        return None
+    try:
+        value = f.contents()
+    except Exception:  # an odd field type must not stop discovery
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    return value
+
+
+def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
+    """Parse the GGUF header (metadata and tensor table) of path; never reads tensor data."""
+    p = check_model_path(path)
+    try:
+        from gguf import GGUFReader, LlamaFileType
+    except ImportError as exc:  # pragma: no cover - dependency missing
+        raise ModelError(f"the gguf package is missing: {exc}") from None
+    size = p.stat().st_size
+    try:
+        reader = GGUFReader(str(p), "r")
+    except Exception as exc:
+        raise ModelError(f"damaged or truncated GGUF ({type(exc).__name__}: {exc}): {p}") from None
+
+    data_end = 0
+    n_params = 0
+    type_counts: collections.Counter[str] = collections.Counter()
+    for t in reader.tensors:
+        data_end = max(data_end, int(t.data_offset) + int(t.n_bytes))
+        n_params += int(t.n_elements)
+        if len(t.shape) >= 2:
+            type_counts[t.tensor_type.name] += int(t.n_elements)
+    if data_end > size:
+        raise ModelError(f"truncated GGUF: tensor data needs {data_end} bytes, file has {size}: {p}")
+
+    arch = _field_value(reader, "general.architecture") or "unknown"
+
+    def arch_key(suffix: str) -> Any:
+        return _field_value(reader, f"{arch}.{suffix}")
+
+    file_type = _field_value(reader, "general.file_type")
+    quant = None
+    if isinstance(file_type, int):
+        try:
+            quant = LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            quant = None
+    if quant is None:
+        quant = type_counts.most_common(1)[0][0] if type_counts else "unknown"
+
+    n_embd = arch_key("embedding_length")
+    n_head = arch_key("attention.head_count")
+    n_head_kv = arch_key("attention.head_count_kv") or n_head
+    head_k = arch_key("attention.key_length")
+    head_v = arch_key("attention.value_length")
+    if isinstance(n_head, int) and isinstance(n_embd, int) and n_head:
+        head_k = head_k or n_embd // n_head
+        head_v = head_v or n_embd // n_head
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    name = _field_value(reader, "general.name") or p.stem
+    return ModelInfo(
+        path=str(p),
+        name=str(name),
+        architecture=str(arch),
+        size_bytes=size,
+        quantization=str(quant),
+        context_length=arch_key("context_length"),
+        n_params=n_params,
+        n_layer=arch_key("block_count"),
+        n_embd=n_embd,
+        n_head=n_head if isinstance(n_head, int) else None,
+        n_head_kv=n_head_kv if isinstance(n_head_kv, int) else None,
+        head_dim_k=head_k,
+        head_dim_v=head_v,
+        vocab_size=len(tokens.data) if tokens is not None else None,
+        has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
+        description=str(_field_value(reader, "general.description") or ""),
+    )

@@ -1,0 +1,40 @@
+"""The wire between the supervisor and the engine child: JSON lines, names shared by both ends."""
+
+from __future__ import annotations
+
+from llmos_tui.engine.params import CACHE_TYPES
+
+# commands (parent -> child, stdin)
+OP_LOAD = "load"
+OP_CHAT = "chat"
+OP_CANCEL = "cancel"
+OP_RESET = "reset"
+OP_FAULT = "fault"
+OP_SHUTDOWN = "shutdown"
+
+# events (child -> parent, private stdout copy)
+EV_HELLO = "hello"
+EV_PROGRESS = "progress"
+EV_LOADED = "loaded"
+EV_LOAD_FAILED = "load_failed"
+EV_TOKEN = "token"
+EV_DONE = "done"
+EV_ERROR = "error"
+EV_RESET_DONE = "reset_done"
+EV_BYE = "bye"
+
+FAULTS = ("abort", "oom", "exit", "slow", "hang")
+
+# What llama.cpp's CUDA backend logs when an allocation fails during decode, followed by
+# ggml_abort; the injected "oom" fault writes the same shape so the doctor reads it alike.
+OOM_LOG_LINES = (
+    "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 4096.00 MiB on device 0: cudaMalloc failed: out of memory",
+    "ggml_gallocr_reserve_n: failed to allocate CUDA0 buffer of size 4294967296",
+    "CUDA error: out of memory",
+    "  current device: 0, in function ggml_backend_cuda_buffer_type_alloc_buffer (injected by llmos-tui)",
+    "GGML_ASSERT: ggml-cuda.cu: CUDA error",
+)
+
+
+def cache_type_id(name: str) -> int:
+    return CACHE_TYPES[name]

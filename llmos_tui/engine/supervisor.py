@@ -1,0 +1,528 @@
+"""The engine supervisor: starts the llama.cpp child, streams replies, keeps its logs, notices its death.
+
+This is the one engine API that every face uses (TUI, console, doctor, tuner). It is plain
+threads and callbacks, so it serves Textual, prompt-toolkit and scripts alike.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import itertools
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from llmos_tui.engine import protocol as P
+from llmos_tui.engine.gguf_info import ModelInfo, read_model_info
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.errors import EngineError, ModelError
+
+
+class EngineState(str, enum.Enum):
+    STOPPED = "stopped"
+    LOADING = "loading"
+    READY = "ready"
+    GENERATING = "generating"
+    CRASHED = "crashed"
+    RESTARTING = "restarting"
+    FAILED = "failed"  # the last load failed; the engine is not running
+
+
+@dataclass
+class EngineEvent:
+    """What subscribers receive. kind: state, progress, loaded, load_failed, unloaded,
+    crashed, restarting, request_done, error."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    ts: float
+    text: str
+
+
+class Reply:
+    """One streamed answer. Iterate it for text pieces; afterwards read status and metrics.
+
+    status: streaming, done, cancelled, interrupted (the engine died mid-reply), error.
+    """
+
+    _END = object()
+
+    def __init__(self, rid: int, on_piece: Callable[[str], None] | None = None) -> None:
+        self.id = rid
+        self.text = ""
+        self.status = "streaming"
+        self.finish_reason: str | None = None
+        self.metrics: dict[str, Any] = {}
+        self.error: str | None = None
+        self.started = time.perf_counter()
+        self.first_piece_at: float | None = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._on_piece = on_piece
+        self._callbacks: list[Callable[["Reply"], None]] = []
+        self._cb_lock = threading.Lock()
+
+    # called by the supervisor's reader thread
+    def _piece(self, text: str) -> None:
+        if self.first_piece_at is None:
+            self.first_piece_at = time.perf_counter()
+        self.text += text
+        if self._on_piece is not None:
+            self._on_piece(text)
+        self._queue.put(text)
+
+    def _finish(self, status: str, *, metrics: dict[str, Any] | None = None, error: str | None = None,
+                finish_reason: str | None = None) -> None:
+        with self._cb_lock:
+            if self._done.is_set():
+                return
+            self.status = status
+            self.metrics = metrics or {}
+            self.error = error
+            self.finish_reason = finish_reason
+            self._done.set()
+            callbacks = list(self._callbacks)
+        self._queue.put(self._END)
+        for callback in callbacks:
+            callback(self)
+
+    def add_done_callback(self, callback: Callable[["Reply"], None]) -> None:
+        """Run callback(reply) when the reply ends (at once if it already has)."""
+        with self._cb_lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> "Reply":
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"reply {self.id} still streaming after {timeout} s")
+        return self
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            yield item
+
+    def batches(self) -> Iterator[str]:
+        """Like iterating, but joins the pieces that arrived while the reader was busy."""
+        while True:
+            parts = [self._queue.get()]
+            while True:
+                try:
+                    parts.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ended = parts[-1] is self._END
+            text = "".join(p for p in parts if p is not self._END)
+            if text:
+                yield text
+            if ended:
+                return
+
+
+Listener = Callable[[EngineEvent], None]
+
+
+class Supervisor:
+    """Owns one engine child process at a time."""
+
+    def __init__(
+        self,
+        params: EngineParams,
+        *,
+        log_capacity: int = 2000,
+        load_timeout: float = 600.0,
+        python: str = sys.executable,
+    ) -> None:
+        self.params = params.validate()
+        self.load_timeout = load_timeout
+        self.python = python
+        self.model_info: ModelInfo | None = None
+        self.runtime: dict[str, Any] = {}
+        self.state = EngineState.STOPPED
+        self.load_progress = 0.0
+        self.last_exit: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self.requests = 0
+        self.errors = 0
+        self.restarts = 0
+        self.ctx_used = 0
+        self.last_metrics: dict[str, Any] = {}
+        self._gen_tps: collections.deque[float] = collections.deque(maxlen=10)
+        self._logs: collections.deque[LogLine] = collections.deque(maxlen=log_capacity)
+        self._listeners: list[Listener] = []
+        self._lock = threading.RLock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        self._ids = itertools.count(1)
+        self._active: Reply | None = None
+        self._load_done = threading.Event()
+        self._load_result: dict[str, Any] = {}
+        self._reset_done = threading.Event()
+
+    # ---- observers ------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        event = EngineEvent(kind, data)
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # a broken observer must not break the engine
+                self._log(f"llmos: event listener {listener!r} raised {type(exc).__name__}: {exc}")
+
+    def _set_state(self, state: EngineState, **data: Any) -> None:
+        with self._lock:
+            prev, self.state = self.state, state
+        if prev != state:
+            self._emit("state", state=state.value, prev=prev.value, **data)
+
+    def _log(self, text: str) -> None:
+        self._logs.append(LogLine(time.time(), text))
+
+    def logs(self, n: int | None = None) -> list[LogLine]:
+        lines = list(self._logs)
+        return lines[-n:] if n else lines
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state == EngineState.READY
+
+    # ---- life cycle -----------------------------------------------------------------
+    def start(self, params: EngineParams | None = None, *, timeout: float | None = None) -> ModelInfo:
+        """Start a child and load the model; block until it is ready. Raises ModelError/EngineError."""
+        params = (params or self.params).validate()
+        try:
+            info = read_model_info(params.model_path)
+        except ModelError as exc:
+            self.last_error = str(exc)
+            self._set_state(EngineState.FAILED, error=str(exc))
+            self._emit("load_failed", error=str(exc), params=params.to_dict())
+            raise
+        self.stop()
+        with self._lock:
+            self.params = params
+            self.model_info = info
+            self.load_progress = 0.0
+            self._stopping = False
+            self._load_done.clear()
+            self._load_result = {}
+        self._set_state(EngineState.LOADING, model=info.name)
+        proc = self._spawn()
+        self._send({"op": P.OP_LOAD, "params": params.to_dict()})
+        if not self._load_done.wait(timeout or self.load_timeout):
+            self._kill(proc)
+            message = f"model load timed out after {timeout or self.load_timeout:.0f} s"
+            self._fail_load(message)
+            raise EngineError(message)
+        result = self._load_result
+        if result.get("ev") != P.EV_LOADED:
+            message = result.get("message") or "engine failed to load the model"
+            raise (ModelError if result.get("ev") == P.EV_LOAD_FAILED else EngineError)(message)
+        return info
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        proc = subprocess.Popen(
+            [self.python, "-m", "llmos_tui.engine.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # the terminal's Ctrl-C is the operator's, not the engine's
+        )
+        with self._lock:
+            self._proc = proc
+        threading.Thread(target=self._read_events, args=(proc,), name="engine-events", daemon=True).start()
+        threading.Thread(target=self._read_logs, args=(proc,), name="engine-logs", daemon=True).start()
+        return proc
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Unload and end the child (gracefully, then by force)."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            self._stopping = True
+        if proc.poll() is None:
+            try:
+                self._send({"op": P.OP_SHUTDOWN})
+                assert proc.stdin is not None
+                proc.stdin.close()
+            except (OSError, EngineError):
+                pass
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill(proc)
+        self._wait_reader_finish(proc)
+        with self._lock:
+            if self._proc is proc:
+                self._proc = None
+        if self.state not in (EngineState.CRASHED, EngineState.FAILED):
+            self._set_state(EngineState.STOPPED)
+        self._emit("unloaded")
+
+    def restart(self, params: EngineParams | None = None, *, reason: str = "") -> ModelInfo:
+        self.restarts += 1
+        self._emit("restarting", reason=reason, params=(params or self.params).to_dict())
+        self._set_state(EngineState.RESTARTING)
+        return self.start(params)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to the child (tests, and an operator's last resort)."""
+        pid = self.pid
+        if pid is None:
+            raise EngineError("engine is not running")
+        os.kill(pid, sig)
+
+    def _kill(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            proc.kill()
+            proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+    def _wait_reader_finish(self, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + 2.0
+        while getattr(proc, "_llmos_reader_done", False) is False and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    # ---- requests -------------------------------------------------------------------
+    def chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        on_piece: Callable[[str], None] | None = None,
+        **sampling: Any,
+    ) -> Reply:
+        """Send a chat request; returns at once with a Reply that streams."""
+        with self._lock:
+            if self.state != EngineState.READY:
+                raise EngineError(f"engine is {self.state.value}, not ready")
+            reply = Reply(next(self._ids), on_piece)
+            self._active = reply
+        self._set_state(EngineState.GENERATING)
+        sampling = {k: v for k, v in sampling.items() if v is not None}
+        try:
+            self._send({"op": P.OP_CHAT, "id": reply.id, "messages": messages, "sampling": sampling})
+        except EngineError as exc:
+            reply._finish("interrupted", error=str(exc))
+        return reply
+
+    def cancel(self) -> None:
+        if self._active is not None and not self._active.finished:
+            try:
+                self._send({"op": P.OP_CANCEL})
+            except EngineError:
+                pass
+
+    def reset_context(self, timeout: float = 10.0) -> None:
+        """Clear the KV cache (the conversation the engine remembers)."""
+        if self.state != EngineState.READY:
+            raise EngineError(f"engine is {self.state.value}, not ready")
+        self._reset_done.clear()
+        self._send({"op": P.OP_RESET})
+        if not self._reset_done.wait(timeout):
+            raise EngineError("engine did not clear its context in time")
+        self.ctx_used = 0
+
+    def inject(self, kind: str, **args: Any) -> None:
+        """Make the child misbehave on purpose: abort, oom, exit, slow, hang."""
+        if kind not in P.FAULTS:
+            raise EngineError(f"unknown fault {kind!r} (known: {', '.join(P.FAULTS)})")
+        self._send({"op": P.OP_FAULT, "kind": kind, **args})
+
+    def _send(self, cmd: dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.poll() is not None:
+            raise EngineError("engine is not running")
+        try:
+            proc.stdin.write((json.dumps(cmd) + "\n").encode())
+            proc.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError) as exc:
+            raise EngineError(f"engine is not answering: {exc}") from None
+
+    # ---- reader threads -------------------------------------------------------------
+    def _read_logs(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            text = raw.decode("utf-8", "replace").rstrip("\n")
+            if text:
+                self._log(text)
+
+    def _read_events(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        try:
+            for raw in proc.stdout:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    self._log(f"llmos: unreadable event line {raw[:120]!r}")
+                    continue
+                self._on_event(event)
+        finally:
+            code = proc.wait()
+            self._on_exit(proc, code)
+            proc._llmos_reader_done = True  # type: ignore[attr-defined]
+
+    def _on_event(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("ev")
+        reply = self._active
+        if kind == P.EV_TOKEN:
+            if reply is not None and reply.id == ev.get("id"):
+                reply._piece(ev["text"])
+        elif kind == P.EV_DONE:
+            metrics = ev.get("metrics") or {}
+            if reply is not None and reply.id == ev.get("id"):
+                reply._finish(ev.get("status", "done"), metrics=metrics, finish_reason=ev.get("finish_reason"))
+                self._active = None
+            self.requests += 1
+            self.ctx_used = int(metrics.get("ctx_used") or 0)
+            self.last_metrics = metrics
+            if metrics.get("gen_tps"):
+                self._gen_tps.append(float(metrics["gen_tps"]))
+            self._set_state(EngineState.READY)
+            self._emit("request_done", id=ev.get("id"), status=ev.get("status"), metrics=metrics)
+        elif kind == P.EV_PROGRESS:
+            self.load_progress = float(ev.get("progress", 0.0))
+            self._emit("progress", progress=self.load_progress)
+        elif kind == P.EV_LOADED:
+            self.runtime = ev.get("runtime") or {}
+            self.ctx_used = 0
+            self.last_error = None
+            self.load_progress = 1.0
+            self._load_result = ev
+            self._set_state(EngineState.READY)
+            self._emit("loaded", load_ms=ev.get("load_ms"), model=self.model_info.name if self.model_info else "",
+                       params=self.params.to_dict(), runtime=self.runtime)
+            self._load_done.set()
+        elif kind == P.EV_LOAD_FAILED:
+            message = self._explain_load_failure(ev.get("message", ""))
+            ev = {**ev, "message": message}
+            self._load_result = ev
+            self._fail_load(message)
+            self._load_done.set()
+        elif kind == P.EV_RESET_DONE:
+            self._reset_done.set()
+        elif kind == P.EV_ERROR:
+            self.errors += 1
+            message = ev.get("message", "")
+            self.last_error = message
+            if reply is not None and ev.get("id") == reply.id:
+                reply._finish("error", error=message)
+                self._active = None
+                self._set_state(EngineState.READY)
+            self._emit("error", message=message, id=ev.get("id"))
+
+    def _explain_load_failure(self, message: str) -> str:
+        """llama-cpp-python says 'Failed to load model from file'; llama.cpp's log says why."""
+        time.sleep(0.05)  # let the log reader catch the lines printed just before
+        reasons = [l.text for l in self.logs(40) if "error" in l.text.lower() or "failed" in l.text.lower()]
+        reasons = [r for r in reasons if not r.startswith("llmos")]
+        detail = f" ({reasons[-1].strip()})" if reasons else ""
+        path = self.params.model_path
+        return f"llama.cpp refused {os.path.basename(path)}: {message}{detail}"
+
+    def _fail_load(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message
+        self._set_state(EngineState.FAILED, error=message)
+        self._emit("load_failed", error=message, params=self.params.to_dict())
+        proc = self._proc
+        if proc is not None:
+            threading.Thread(target=self.stop, name="engine-stop", daemon=True).start()
+
+    def _on_exit(self, proc: subprocess.Popen[bytes], code: int) -> None:
+        with self._lock:
+            expected = self._stopping or self._proc is not proc
+        if expected:
+            return
+        time.sleep(0.05)  # the log reader drains the child's last words (the abort message)
+        sig = -code if code < 0 else None
+        exit_info = {
+            "exit_code": code if code >= 0 else None,
+            "signal": signal.Signals(sig).name if sig else None,
+            "last_logs": [l.text for l in self.logs(20)],
+        }
+        self.last_exit = exit_info
+        self.errors += 1
+        reply = self._active
+        self._active = None
+        if reply is not None:
+            reply._finish("interrupted", error=describe_exit(exit_info))
+        if not self._load_done.is_set():
+            self._load_result = {"ev": "crashed", "message": f"engine died while loading: {describe_exit(exit_info)}"}
+            self._load_done.set()
+        with self._lock:
+            if self._proc is proc:
+                self._proc = None
+        self.last_error = describe_exit(exit_info)
+        self._set_state(EngineState.CRASHED, **exit_info)
+        self._emit("crashed", **exit_info, interrupted_request=reply.id if reply else None)
+
+    # ---- numbers for telemetry and status bars --------------------------------------
+    def stats(self) -> dict[str, Any]:
+        rolling = sum(self._gen_tps) / len(self._gen_tps) if self._gen_tps else None
+        info = self.model_info
+        return {
+            "state": self.state.value,
+            "model": info.name if info else "",
+            "model_path": self.params.model_path,
+            "params": self.params.to_dict(),
+            "n_ctx": int(self.runtime.get("n_ctx") or self.params.n_ctx),
+            "ctx_used": self.ctx_used,
+            "last_gen_tps": self.last_metrics.get("gen_tps"),
+            "rolling_gen_tps": rolling,
+            "last_prompt_tps": self.last_metrics.get("prompt_tps"),
+            "last_ttft_ms": self.last_metrics.get("ttft_ms"),
+            "requests": self.requests,
+            "errors": self.errors,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "load_progress": self.load_progress,
+            "last_error": self.last_error,
+        }
+
+
+def describe_exit(info: dict[str, Any]) -> str:
+    if info.get("signal"):
+        return f"engine killed by {info['signal']}"
+    return f"engine exited with code {info.get('exit_code')}"

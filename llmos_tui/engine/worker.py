@@ -1,0 +1,317 @@
+"""The engine child process: llama-cpp-python runs here, never in the operator's process.
+
+A CUDA out-of-memory or a GGML assert aborts the whole process; living in a child means it
+takes down only this worker, and the supervisor in the parent sees the exit code or signal.
+
+Protocol (see protocol.py): JSON commands, one per line, on stdin; JSON events, one per
+line, on a private copy of the original stdout. File descriptor 1 is pointed at stderr
+before llama.cpp is imported, so that nothing llama.cpp prints can corrupt the event
+stream; stderr carries llama.cpp's log lines, which the supervisor keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+from llmos_tui.engine import protocol as P
+
+_out_fd = -1
+_out_lock = threading.Lock()
+
+
+def emit(event: dict[str, Any]) -> None:
+    data = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    with _out_lock:
+        view = memoryview(data)
+        while view:
+            n = os.write(_out_fd, view)
+            view = view[n:]
+
+
+def log(line: str) -> None:
+    sys.stderr.write(f"llmos-worker: {line}\n")
+    sys.stderr.flush()
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.llm: Any = None
+        self.params: dict[str, Any] = {}
+        self.cancel = threading.Event()
+        self.commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.slow_ms = 0.0  # injected per-token delay (fault "slow")
+        self.formatter: Any = None
+
+    # ---- stdin reader: cancel and faults act at once, the rest waits its turn ----
+    def read_commands(self) -> None:
+        for raw in sys.stdin.buffer:
+            try:
+                cmd = json.loads(raw)
+            except ValueError:
+                emit({"ev": P.EV_ERROR, "message": f"bad command line: {raw[:80]!r}"})
+                continue
+            op = cmd.get("op")
+            if op == P.OP_CANCEL:
+                self.cancel.set()
+            elif op == P.OP_FAULT and cmd.get("kind") in ("slow", "abort", "exit"):
+                self.fault(cmd)  # immediate, even mid-reply
+            else:
+                self.commands.put(cmd)
+        self.commands.put(None)  # parent closed stdin: shut down
+
+    def run(self) -> None:
+        threading.Thread(target=self.read_commands, name="stdin", daemon=True).start()
+        emit({"ev": P.EV_HELLO, "pid": os.getpid()})
+        while True:
+            cmd = self.commands.get()
+            if cmd is None or cmd.get("op") == P.OP_SHUTDOWN:
+                break
+            op = cmd.get("op")
+            try:
+                if op == P.OP_LOAD:
+                    self.load(cmd["params"])
+                elif op == P.OP_CHAT:
+                    self.chat(cmd)
+                elif op == P.OP_RESET:
+                    self.reset()
+                elif op == P.OP_FAULT:
+                    self.fault(cmd)
+                else:
+                    emit({"ev": P.EV_ERROR, "id": cmd.get("id"), "message": f"unknown op {op!r}"})
+            except Exception as exc:  # an error answers the request; the worker lives on
+                emit({"ev": P.EV_ERROR, "id": cmd.get("id"), "message": f"{type(exc).__name__}: {exc}"})
+        self.unload()
+        emit({"ev": P.EV_BYE})
+
+    # ---- model ----------------------------------------------------------------
+    def load(self, params: dict[str, Any]) -> None:
+        import llama_cpp
+        import llama_cpp.llama_cpp as C
+
+        self.unload()
+        t0 = time.perf_counter()
+        last = [0.0]
+
+        @C.llama_progress_callback
+        def on_progress(progress: float, _user: Any) -> bool:
+            if progress - last[0] >= 0.05 or progress >= 1.0:
+                last[0] = progress
+                emit({"ev": P.EV_PROGRESS, "progress": round(float(progress), 3)})
+            return True
+
+        # llama-cpp-python exposes neither load progress nor flash-attention "auto";
+        # both are set through the C defaults it reads while constructing Llama.
+        original_defaults = C.llama_model_default_params
+        original_disabled = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+
+        def model_defaults() -> Any:
+            mp = original_defaults()
+            mp.progress_callback = on_progress
+            return mp
+
+        C.llama_model_default_params = model_defaults
+        if params["flash_attn"] == "auto":
+            C.LLAMA_FLASH_ATTN_TYPE_DISABLED = C.LLAMA_FLASH_ATTN_TYPE_AUTO
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=params["model_path"],
+                n_gpu_layers=params["n_gpu_layers"],
+                n_ctx=params["n_ctx"],
+                n_batch=params["n_batch"],
+                n_ubatch=params["n_ubatch"],
+                n_threads=params["n_threads"],
+                n_threads_batch=params["n_threads_batch"],
+                flash_attn=params["flash_attn"] == "on",
+                type_k=P.cache_type_id(params["type_k"]),
+                type_v=P.cache_type_id(params["type_v"]),
+                seed=params["seed"],
+                use_mmap=params["use_mmap"],
+                verbose=True,  # llama.cpp's log lines go to stderr, which the supervisor keeps
+            )
+        except Exception as exc:
+            emit({"ev": P.EV_LOAD_FAILED, "message": str(exc) or type(exc).__name__})
+            return
+        finally:
+            C.llama_model_default_params = original_defaults
+            C.LLAMA_FLASH_ATTN_TYPE_DISABLED = original_disabled
+        self.params = params
+        load_ms = (time.perf_counter() - t0) * 1000
+        emit({"ev": P.EV_LOADED, "load_ms": load_ms, "runtime": self.runtime_facts()})
+
+    def runtime_facts(self) -> dict[str, Any]:
+        import llama_cpp.llama_cpp as C
+
+        llm = self.llm
+        model = llm.model
+        return {
+            "n_ctx": int(C.llama_n_ctx(llm.ctx)),
+            "n_layer": int(C.llama_model_n_layer(model)),
+            "n_params": int(C.llama_model_n_params(model)),
+            "model_size": int(C.llama_model_size(model)),
+            "desc": _c_string(C.llama_model_desc, model),
+            "n_ctx_train": int(C.llama_model_n_ctx_train(model)),
+            "gpu_offload": bool(C.llama_supports_gpu_offload()),
+            "chat_format": getattr(llm, "chat_format", None),
+        }
+
+    def format_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
+        """Apply the model's chat template ourselves: create_chat_completion takes no
+        stopping criteria, and those give us per-token timing and instant cancel."""
+        llm = self.llm
+        if self.formatter is None:
+            from llama_cpp import llama_chat_format as F
+
+            template = llm.metadata.get("tokenizer.chat_template")
+            if template:
+                eos_id, bos_id = llm.token_eos(), llm.token_bos()
+                self.formatter = F.Jinja2ChatFormatter(
+                    template=template,
+                    eos_token=llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+                    bos_token=llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+                    stop_token_ids=[eos_id],
+                )
+            else:  # no template in the GGUF: ChatML is what most instruct models expect
+                self.formatter = F.format_chatml
+        result = self.formatter(messages=messages)
+        tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
+        return tokens, stop
+
+    def unload(self) -> None:
+        self.formatter = None
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
+
+    def reset(self) -> None:
+        if self.llm is not None:
+            self.llm.reset()
+            self.llm._ctx.kv_cache_clear()
+        emit({"ev": P.EV_RESET_DONE})
+
+    # ---- chat -------------------------------------------------------------------
+    def chat(self, cmd: dict[str, Any]) -> None:
+        import llama_cpp.llama_cpp as C
+
+        rid = cmd["id"]
+        if self.llm is None:
+            emit({"ev": P.EV_ERROR, "id": rid, "message": "no model loaded"})
+            return
+        llm = self.llm
+        self.cancel.clear()
+        sampling = dict(cmd.get("sampling") or {})
+        first_token_at: list[float] = []
+        n_sampled = 0
+
+        def on_token(_ids: Any, _logits: Any) -> bool:
+            nonlocal n_sampled
+            n_sampled += 1
+            if not first_token_at:
+                first_token_at.append(time.perf_counter())
+            if self.slow_ms:
+                time.sleep(self.slow_ms / 1000)
+            return self.cancel.is_set()
+
+        import llama_cpp
+
+        C.llama_perf_context_reset(llm.ctx)
+        t0 = time.perf_counter()
+        finish = None
+        try:
+            tokens, stop = self.format_prompt(cmd["messages"])
+            stream = llm.create_completion(
+                prompt=tokens,
+                stream=True,
+                stop=stop,
+                stopping_criteria=llama_cpp.StoppingCriteriaList([on_token]),
+                **sampling,
+            )
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                text = choice.get("text")
+                if text:
+                    emit({"ev": P.EV_TOKEN, "id": rid, "text": text})
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        except ValueError as exc:  # e.g. the prompt does not fit the context window
+            emit({"ev": P.EV_ERROR, "id": rid, "message": str(exc)})
+            return
+        t_end = time.perf_counter()
+        perf = C.llama_perf_context(llm.ctx)
+        cancelled = self.cancel.is_set()
+        ttft_ms = (first_token_at[0] - t0) * 1000 if first_token_at else None
+        metrics = {
+            "prompt_tokens": int(perf.n_p_eval) + int(perf.n_reused),
+            "prompt_eval_tokens": int(perf.n_p_eval),
+            "prompt_reused_tokens": int(perf.n_reused),
+            "gen_tokens": int(perf.n_eval),
+            "sampled_tokens": n_sampled,
+            "prompt_ms": float(perf.t_p_eval_ms),
+            "gen_ms": float(perf.t_eval_ms),
+            "prompt_tps": _rate(perf.n_p_eval, perf.t_p_eval_ms),
+            "gen_tps": _rate(perf.n_eval, perf.t_eval_ms),
+            "ttft_ms": ttft_ms,
+            "wall_ms": (t_end - t0) * 1000,
+            "ctx_used": int(llm.n_tokens),
+            "n_ctx": int(C.llama_n_ctx(llm.ctx)),
+        }
+        emit(
+            {
+                "ev": P.EV_DONE,
+                "id": rid,
+                "status": "cancelled" if cancelled else "done",
+                "finish_reason": "cancelled" if cancelled else (finish or "stop"),
+                "metrics": metrics,
+            }
+        )
+
+    # ---- faults, for tests and demos (llmos-tui inject) --------------------------
+    def fault(self, cmd: dict[str, Any]) -> None:
+        kind = cmd.get("kind")
+        if kind == "abort":
+            log("GGML_ASSERT(injected) failed: fault injected by llmos-tui")
+            os.abort()
+        elif kind == "oom":
+            for line in P.OOM_LOG_LINES:
+                log(line)
+            os.abort()
+        elif kind == "exit":
+            os._exit(int(cmd.get("code", 3)))
+        elif kind == "slow":
+            self.slow_ms = float(cmd.get("ms", 50))
+            log(f"fault: slow generation, {self.slow_ms:.0f} ms per token")
+        elif kind == "hang":
+            log("fault: hanging the command loop")
+            threading.Event().wait()
+        else:
+            emit({"ev": P.EV_ERROR, "message": f"unknown fault {kind!r}"})
+
+
+def _rate(n: int, ms: float) -> float | None:
+    return (n * 1000.0 / ms) if n and ms > 0 else None
+
+
+def _c_string(fn: Any, model: Any) -> str:
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)
+    fn(model, buf, ctypes.sizeof(buf))
+    return buf.value.decode("utf-8", "replace")
+
+
+def main() -> None:
+    global _out_fd
+    _out_fd = os.dup(1)
+    os.dup2(2, 1)  # whatever writes to stdout from here on lands in the log, not the protocol
+    sys.stdout = sys.stderr
+    Worker().run()
+
+
+if __name__ == "__main__":
+    main()

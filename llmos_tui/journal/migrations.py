@@ -1,0 +1,214 @@
+"""Ordered schema migrations for the journal, keyed on ``PRAGMA user_version``.
+
+``MIGRATIONS[i]`` upgrades a journal from schema ``i`` to ``i + 1``; the file's
+``user_version`` is the number of migrations already applied. A journal written
+by an older release therefore opens in a newer one: the missing steps run, in
+order, inside one write transaction, and ``user_version`` moves with them (it
+lives in the database header, so it commits or rolls back with the steps).
+
+Rules for adding a step: append, never edit or reorder a released step; a step
+receives a ``sqlite_utils.Database`` already inside the transaction and must not
+commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+import sqlite_utils
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def v1_core_tables(db: sqlite_utils.Database) -> None:
+    """Configuration versions, events, findings, actions, tuning, chats, telemetry."""
+    text_default = lambda *cols: {c: "" for c in cols}  # noqa: E731
+
+    db["configs"].create(
+        {
+            "id": int,
+            "ts": float,
+            "model_path": str,
+            "params": str,  # JSON: EngineParams.to_dict() without model_path
+            "source": str,  # operator | tuner | repair | plugin | undo
+            "parent_id": int,
+            "active": int,  # exactly one row has 1 (partial unique index below)
+            "standing": str,  # unverified | good | bad
+            "reason": str,
+            "good_ts": float,  # when it was last verified good: picks the last-known-good
+            "note": str,
+        },
+        pk="id",
+        not_null=["ts", "model_path", "params", "source", "active", "standing", "reason", "note"],
+        defaults={**text_default("model_path", "reason", "note"), "params": "{}", "source": "operator",
+                  "active": 0, "standing": "unverified"},
+    )
+    db["configs"].create_index(["ts"])
+    db["configs"].create_index(["good_ts"])
+    # The database itself guarantees "exactly one active": a second active row is refused.
+    db.execute("CREATE UNIQUE INDEX idx_configs_one_active ON configs(active) WHERE active = 1")
+
+    db["events"].create(
+        {"id": int, "ts": float, "kind": str, "config_id": int, "data": str},
+        pk="id",
+        not_null=["ts", "kind", "data"],
+        defaults={"data": "{}"},
+    )
+    db["events"].create_index(["ts"])
+    db["events"].create_index(["kind", "ts"])
+
+    db["findings"].create(
+        {
+            "id": int,
+            "ts": float,
+            "detector": str,
+            "severity": str,
+            "title": str,
+            "evidence": str,  # JSON
+            "fingerprint": str,  # same trouble, same fingerprint: lets the doctor de-duplicate
+        },
+        pk="id",
+        not_null=["ts", "detector", "severity", "title", "evidence", "fingerprint"],
+        defaults={**text_default("fingerprint"), "evidence": "{}"},
+    )
+    db["findings"].create_index(["ts"])
+    db["findings"].create_index(["fingerprint", "ts"])
+
+    db["actions"].create(
+        {
+            "id": int,
+            "ts": float,
+            "finding_id": int,
+            "kind": str,
+            "params": str,  # JSON
+            "proposed_by": str,  # operator | auto | plugin
+            "state": str,  # proposed -> applied -> verified | failed | rolled_back | rejected
+            "updated": float,
+            "config_before": int,
+            "config_after": int,
+            "note": str,
+        },
+        pk="id",
+        not_null=["ts", "kind", "params", "proposed_by", "state", "updated", "note"],
+        defaults={"params": "{}", "note": ""},
+    )
+    db["actions"].create_index(["ts"])
+    db["actions"].create_index(["finding_id"])
+    db["actions"].create_index(["config_after"])
+
+    db["action_states"].create(
+        {"id": int, "action_id": int, "ts": float, "state": str, "note": str},
+        pk="id",
+        not_null=["action_id", "ts", "state", "note"],
+        defaults={"note": ""},
+        foreign_keys=[("action_id", "actions", "id")],
+    )
+    db["action_states"].create_index(["action_id"])
+
+    db["studies"].create(
+        {"id": int, "started": float, "ended": float, "name": str, "objective": str, "space": str},
+        pk="id",
+        not_null=["started", "name", "objective", "space"],
+        defaults={"name": "", "space": "{}"},
+    )
+    db["studies"].create_index(["started"])
+
+    db["trials"].create(
+        {
+            "id": int,
+            "study_id": int,
+            "ts": float,
+            "params": str,
+            "value": float,
+            "metrics": str,
+            "outcome": str,  # ok | oom | crash | timeout | error
+            "config_id": int,
+        },
+        pk="id",
+        not_null=["study_id", "ts", "params", "metrics", "outcome"],
+        defaults={"params": "{}", "metrics": "{}"},
+        foreign_keys=[("study_id", "studies", "id")],
+    )
+    db["trials"].create_index(["ts"])
+    db["trials"].create_index(["study_id"])
+
+    db["chats"].create(
+        {"id": int, "created": float, "title": str, "model": str, "config_id": int},
+        pk="id",
+        not_null=["created", "title", "model"],
+        defaults={"title": "", "model": ""},
+    )
+    db["chats"].create_index(["created"])
+
+    db["messages"].create(
+        {
+            "id": int,
+            "chat_id": int,
+            "ts": float,
+            "role": str,
+            "content": str,
+            "metrics": str,
+            "status": str,  # done | cancelled | interrupted | error | streaming
+        },
+        pk="id",
+        not_null=["chat_id", "ts", "role", "content", "metrics", "status"],
+        defaults={"content": "", "metrics": "{}", "status": "done"},
+        foreign_keys=[("chat_id", "chats", "id")],
+    )
+    db["messages"].create_index(["ts"])
+    # (chat_id) also orders by rowid inside a chat: a resumed chat reads in order from the index.
+    db["messages"].create_index(["chat_id"])
+
+    db["telemetry"].create(
+        {"id": int, "ts": float, "data": str},
+        pk="id",
+        not_null=["ts", "data"],
+        defaults={"data": "{}"},
+    )
+    db["telemetry"].create_index(["ts"])
+
+
+def v2_chat_activity(db: sqlite_utils.Database) -> None:
+    """Chats remember their last activity, so the chat list shows the most recent first."""
+    db["chats"].add_column("updated", float)
+    db.execute(
+        "UPDATE chats SET updated = COALESCE("
+        "(SELECT MAX(ts) FROM messages WHERE messages.chat_id = chats.id), created)"
+    )
+    db["chats"].create_index(["updated"])
+
+
+MIGRATIONS: list[Migration] = [v1_core_tables, v2_chat_activity]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> tuple[int, int]:
+    """Bring the journal up to ``target`` in one write transaction; return (from, to).
+
+    An up-to-date journal is left alone without taking the write lock (so opening never
+    waits on another process's transaction). Otherwise ``BEGIN IMMEDIATE`` takes the
+    lock before ``user_version`` is read again, so two processes opening an old journal
+    at once do not both run the same step.
+    """
+    conn = db.conn
+    current = user_version(conn)
+    if current >= target:
+        return current, current  # the common case: no write lock needed
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        start = user_version(conn)
+        for step in MIGRATIONS[start:target]:
+            step(db)
+        if start < target:
+            conn.execute(f"PRAGMA user_version = {int(target)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return start, max(start, target)

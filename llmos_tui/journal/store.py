@@ -1,0 +1,1166 @@
+"""The journal: one SQLite file holding every configuration version, engine event,
+finding, action, tuning trial, chat and telemetry summary.
+
+It is the audit log and the undo history. ``Journal`` is the synchronous API
+(the CLI, tests, and the writer thread use it); the UI writes through
+``JournalWriter`` so that no write ever runs on the UI thread.
+
+Durability: WAL mode with ``synchronous=NORMAL``. In WAL mode a commit is a
+``write()`` of the transaction's frames into the ``-wal`` file; once ``write()``
+returns the bytes belong to the operating system, so a SIGKILL of this process
+(or a crash of Python, or of llama.cpp in our process) cannot lose a committed
+row and cannot corrupt the file — the next open replays or ignores the WAL
+frames by their checksums. What NORMAL gives up is only the last commits on an
+OS crash or power cut (never consistency). Configuration changes and undo are
+the undo history itself, so those transactions are committed with
+``synchronous=FULL`` (fsync of the WAL at commit) and survive a power cut too.
+``busy_timeout`` lets two llmos-tui processes share one journal: a writer waits
+for the other's transaction instead of failing at once.
+
+The file is never replaced or deleted here: a journal that is locked, read-only,
+not SQLite, too new, or damaged raises a ``JournalError`` subclass whose message
+names the file and the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator, Mapping, Sequence
+
+import sqlite_utils
+
+from llmos_tui.errors import JournalError
+from llmos_tui.journal import migrations
+from llmos_tui.journal.timeparse import format_ts
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DEFAULT_BUSY_TIMEOUT = 5.0
+WAY_OUT = (
+    "use --journal OTHER to work with another file, or `llmos-tui journal repair --move-aside` "
+    "to rename this one aside (nothing is deleted)"
+)
+
+CONFIG_SOURCES = ("operator", "tuner", "repair", "plugin", "undo")
+PROPOSERS = ("operator", "auto", "plugin")
+ACTION_STATES = ("proposed", "applied", "verified", "failed", "rolled_back", "rejected")
+# Allowed moves of an action's state; anything else is a bug in the caller.
+ACTION_MOVES: dict[str, tuple[str, ...]] = {
+    "proposed": ("applied", "rejected", "failed"),
+    "applied": ("verified", "failed", "rolled_back"),
+    "verified": ("rolled_back",),
+    "failed": ("rolled_back",),
+    "rolled_back": (),
+    "rejected": (),
+}
+TRIAL_OUTCOMES = ("ok", "oom", "crash", "timeout", "error")
+MESSAGE_STATUSES = ("done", "cancelled", "interrupted", "error", "streaming")
+
+
+# ---- errors ----------------------------------------------------------------
+class JournalLocked(JournalError):
+    """Another process holds the journal's lock longer than busy_timeout."""
+
+
+class JournalReadOnly(JournalError):
+    """The file or its folder is not writable; a read-only open may still work."""
+
+
+class JournalNotSQLite(JournalError):
+    """The path holds something that is not an SQLite database."""
+
+
+class JournalDamaged(JournalError):
+    """SQLite's integrity check fails, or SQLite reports the file malformed."""
+
+
+class JournalTooNew(JournalError):
+    """Written by a newer llmos-tui whose schema this release does not know."""
+
+
+class JournalMissing(JournalError):
+    """No journal at that path (and the caller asked not to create one)."""
+
+
+# ---- values ----------------------------------------------------------------
+@dataclass(frozen=True)
+class ConfigVersion:
+    id: int
+    ts: float
+    model_path: str
+    params: dict[str, Any]
+    source: str
+    parent_id: int | None
+    active: bool
+    standing: str  # unverified | good | bad
+    reason: str = ""
+    good_ts: float | None = None
+    note: str = ""
+
+    @property
+    def entry_id(self) -> str:
+        return f"cfg:{self.id}"
+
+    def engine_params(self):
+        """The EngineParams this version ran with (keys a newer release wrote are ignored)."""
+        from llmos_tui.engine.params import EngineParams
+
+        known = set(EngineParams.field_names())
+        values = {k: v for k, v in self.params.items() if k in known}
+        values["model_path"] = self.model_path
+        return EngineParams.from_mapping(values)
+
+    def summary(self) -> str:
+        return _params_summary(self.model_path, self.params)
+
+
+@dataclass(frozen=True)
+class Action:
+    id: int
+    ts: float
+    finding_id: int | None
+    kind: str
+    params: dict[str, Any]
+    proposed_by: str
+    state: str
+    updated: float
+    config_before: int | None
+    config_after: int | None
+    note: str = ""
+    history: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def entry_id(self) -> str:
+        return f"act:{self.id}"
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    chat_id: int
+    ts: float
+    role: str
+    content: str
+    metrics: dict[str, Any]
+    status: str
+
+
+@dataclass(frozen=True)
+class Chat:
+    id: int
+    created: float
+    updated: float
+    title: str
+    model: str
+    config_id: int | None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the unified timeline; ``id`` is what `journal show` / `undo` accept."""
+
+    id: str
+    type: str
+    kind: str
+    ts: float
+    summary: str
+    undoable: bool = False
+
+    @property
+    def time(self) -> str:
+        return format_ts(self.ts)
+
+
+@dataclass(frozen=True)
+class _Source:
+    prefix: str
+    type: str
+    table: str
+    time_col: str
+    kind_expr: str
+    search_expr: str
+    in_timeline: bool = True
+
+
+SOURCES: tuple[_Source, ...] = (
+    _Source("cfg", "config", "configs", "ts", "source", "source||' '||model_path||' '||params||' '||note||' '||standing"),
+    _Source("evt", "event", "events", "ts", "kind", "kind||' '||data"),
+    _Source("fnd", "finding", "findings", "ts", "detector", "detector||' '||severity||' '||title||' '||evidence"),
+    _Source("act", "action", "actions", "ts", "kind", "kind||' '||state||' '||proposed_by||' '||params||' '||note"),
+    _Source("std", "study", "studies", "started", "objective", "name||' '||objective||' '||space"),
+    _Source("trl", "trial", "trials", "ts", "outcome", "outcome||' '||params||' '||metrics"),
+    _Source("chat", "chat", "chats", "created", "model", "title||' '||model"),
+    _Source("msg", "message", "messages", "ts", "role", "role||' '||content", in_timeline=False),
+    _Source("tel", "telemetry", "telemetry", "ts", "'sample'", "data", in_timeline=False),
+)
+_BY_PREFIX = {s.prefix: s for s in SOURCES}
+_BY_NAME = {**_BY_PREFIX, **{s.type: s for s in SOURCES}, **{s.table: s for s in SOURCES}}
+
+
+def parse_entry_id(entry_id: str | int) -> tuple[str, int]:
+    """``"evt:40"`` -> ``("evt", 40)``; type names work too (``event:40``); a bare number is a config."""
+    if isinstance(entry_id, int):
+        return "cfg", entry_id
+    text = str(entry_id).strip()
+    prefix, sep, number = text.rpartition(":")
+    if not sep:
+        prefix, number = "cfg", text
+    source = _BY_NAME.get(prefix.lower())
+    if source is None or not number.isdigit():
+        known = ", ".join(f"{s.prefix}:N" for s in SOURCES)
+        raise JournalError(f"bad journal entry id {text!r}: expected one of {known}")
+    return source.prefix, int(number)
+
+
+def _dumps(value: Any) -> str:
+    # default=str: an odd value in event data (a Path, an exception) is kept as text, never lost.
+    return json.dumps(value if value is not None else {}, default=str, separators=(",", ":"))
+
+
+def _loads(text: str | None) -> Any:
+    if not text:
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _params_summary(model_path: str, params: Mapping[str, Any]) -> str:
+    parts = []
+    if model_path:
+        parts.append(os.path.basename(model_path))
+    short = {
+        "n_gpu_layers": "ngl", "n_ctx": "ctx", "n_batch": "batch", "n_ubatch": "ubatch",
+        "n_threads": "threads", "flash_attn": "fa", "type_k": "k", "type_v": "v",
+    }
+    parts.extend(f"{label}={params[key]}" for key, label in short.items() if key in params)
+    return " ".join(parts)
+
+
+def _short_data(data: Any, limit: int = 90) -> str:
+    if not isinstance(data, dict):
+        return str(data)[:limit]
+    bits = []
+    for key, value in data.items():
+        if isinstance(value, (list, dict)):
+            continue  # log lines and nested evidence belong in `show`, not on one line
+        bits.append(f"{key}={value}")
+    return " ".join(bits)[:limit]
+
+
+# ---- the journal ---------------------------------------------------------------
+class Journal:
+    """Synchronous access to one journal file. Safe to share between threads (one lock)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        readonly: bool = False,
+        create: bool = True,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        check: bool = True,
+        telemetry_retention_days: float | None = 7.0,
+    ) -> None:
+        if path is None:
+            from llmos_tui.paths import default_paths
+
+            path = default_paths().journal
+        self.path = Path(path).expanduser()
+        self.readonly = readonly
+        self.busy_timeout = float(busy_timeout)
+        self.telemetry_retention_days = telemetry_retention_days
+        self._lock = threading.RLock()
+        self._last_prune = 0.0
+        self._conn: sqlite3.Connection | None = None
+        self.migrated_from: int | None = None  # schema version before this open upgraded it
+        self.readonly_note = ""
+        if readonly:
+            self._open_readonly(check)
+        else:
+            self._open_writable(create, check)
+        self.db = sqlite_utils.Database(self._conn, execute_plugins=False, recursive_triggers=False)
+
+    # ---- opening -----------------------------------------------------------
+    def _sniff(self) -> None:
+        """Refuse a file that is not SQLite before SQLite touches it."""
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(100)
+        except PermissionError:
+            raise JournalReadOnly(f"journal {self.path} cannot be read (permission denied); {WAY_OUT}") from None
+        except OSError as exc:
+            raise JournalError(f"cannot read journal {self.path}: {exc.strerror}") from None
+        if head and not head.startswith(SQLITE_MAGIC):
+            raise JournalNotSQLite(
+                f"journal {self.path} is not an SQLite file (it starts with {head[:16]!r}); "
+                f"it was left as it is: {WAY_OUT}"
+            )
+        if head and len(head) < 100:
+            raise JournalDamaged(f"journal {self.path} is truncated ({len(head)} bytes); it was left as it is: {WAY_OUT}")
+
+    def _open_writable(self, create: bool, check: bool) -> None:
+        path = self.path
+        if path.is_dir():
+            raise JournalError(f"journal path {path} is a folder, not a file; use --journal FILE")
+        exists = path.exists()
+        if exists:
+            self._sniff()
+        elif not create:
+            raise JournalMissing(f"no journal at {path} yet (llmos-tui creates it on first use)")
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise JournalReadOnly(
+                    f"cannot create the journal's folder {path.parent}: {exc.strerror}; use --journal OTHER"
+                ) from None
+        if exists and not os.access(path, os.W_OK):
+            raise JournalReadOnly(
+                f"journal {path} is read-only (the file is not writable); open it read-only "
+                f"(`llmos-tui journal list` does so by itself) or use --journal OTHER"
+            )
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise JournalReadOnly(
+                f"journal folder {path.parent} is not writable (SQLite keeps {path.name}-wal beside the file); "
+                f"open it read-only or use --journal OTHER"
+            )
+        conn = sqlite3.connect(str(path), timeout=self.busy_timeout, check_same_thread=False)
+        self._conn = conn
+        try:
+            with self._errors("open"):
+                if exists:
+                    # Before anything writes (even switching to WAL rewrites the header):
+                    # a damaged or too-new file must be refused untouched.
+                    if check:
+                        self._integrity_or_raise()
+                    self._version_or_raise()
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise JournalError(f"journal {path} could not switch to WAL mode (it stays {mode!r})")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+                start, end = migrations.migrate(db)
+                if start != end:
+                    self.migrated_from = start
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
+
+    def _open_readonly(self, check: bool) -> None:
+        path = self.path.resolve()
+        if not path.is_file():
+            raise JournalMissing(f"no journal at {self.path}")
+        self._sniff()
+        attempts = [("mode=ro", "")]
+        # A WAL journal in a folder we cannot write has no -shm to share; read it as a
+        # snapshot instead (changes made by others while we read are not seen).
+        attempts.append(("immutable=1", " (as a snapshot: the folder is not writable)"))
+        last: Exception | None = None
+        for query, note in attempts:
+            conn = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True, timeout=self.busy_timeout, check_same_thread=False)
+            self._conn = conn
+            try:
+                with self._errors("open read-only"):
+                    if check:
+                        self._integrity_or_raise()
+                    version = self._version_or_raise()
+                    if version == 0:
+                        raise JournalMissing(f"journal {self.path} is empty")
+                    if version < migrations.SCHEMA_VERSION:
+                        raise JournalError(
+                            f"journal {self.path} has schema v{version}, older than this release's "
+                            f"v{migrations.SCHEMA_VERSION}, and a read-only open cannot upgrade it; "
+                            f"open it once with write access"
+                        )
+                    conn.execute("PRAGMA query_only=ON")
+                self.readonly_note = note
+                return
+            except JournalError as exc:
+                conn.close()
+                self._conn = None
+                last = exc
+                if not isinstance(exc, (JournalReadOnly,)) and "cannot open" not in str(exc):
+                    raise
+        assert last is not None
+        raise last
+
+    def _version_or_raise(self) -> int:
+        version = migrations.user_version(self._conn)
+        if version > migrations.SCHEMA_VERSION:
+            raise JournalTooNew(
+                f"journal {self.path} was written by a newer llmos-tui (schema v{version}; this release "
+                f"knows up to v{migrations.SCHEMA_VERSION}); open it with that release, or use --journal OTHER"
+            )
+        return version
+
+    def _integrity_or_raise(self) -> None:
+        problems = self.check()
+        if problems:
+            raise JournalDamaged(
+                f"journal {self.path} is damaged (integrity check: {problems[0]}); "
+                f"it was left as it is: {WAY_OUT}"
+            )
+
+    def check(self, full: bool = False) -> list[str]:
+        """SQLite's own check of the file; [] when healthy. ``full`` also checks index contents."""
+        pragma = "integrity_check" if full else "quick_check"
+        with self._lock:
+            try:
+                rows = self._conn.execute(f"PRAGMA {pragma}(20)").fetchall()
+            except sqlite3.DatabaseError as exc:
+                if "not a database" in str(exc) or "malformed" in str(exc):
+                    return [str(exc)]
+                raise
+        problems = [str(r[0]) for r in rows]
+        return [] if problems == ["ok"] else problems
+
+    # ---- plumbing ----------------------------------------------------------
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return migrations.user_version(self._conn)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r}{', readonly' if self.readonly else ''})"
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except JournalError:
+            raise
+        except sqlite3.Error as exc:
+            raise self._translate(exc, what) from exc
+
+    def _translate(self, exc: sqlite3.Error, what: str) -> JournalError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        text = str(exc)
+        lower = text.lower()
+        p = self.path
+        if primary in (5, 6) or "locked" in lower:
+            return JournalLocked(
+                f"journal {p} is locked by another process (waited {self.busy_timeout:g} s to {what}); "
+                f"close the other program using it, or use --journal OTHER"
+            )
+        if primary == 8 or "readonly" in lower or "read-only" in lower:
+            return JournalReadOnly(f"journal {p} is read-only ({what} refused); make it writable or use --journal OTHER")
+        if primary == 26 or "not a database" in lower:
+            return JournalNotSQLite(f"journal {p} is not an SQLite file; it was left as it is: {WAY_OUT}")
+        if primary == 11 or "malformed" in lower:
+            return JournalDamaged(f"journal {p} is damaged ({text}); it was left as it is: {WAY_OUT}")
+        if primary == 13:
+            return JournalError(f"the disk holding journal {p} is full ({what} failed)")
+        if primary == 14:
+            return JournalReadOnly(f"cannot open journal {p} ({text}); check the file and folder permissions")
+        return JournalError(f"journal {p}: {what} failed: {text}")
+
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError(f"journal {self.path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _write(self, what: str, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE), or a savepoint inside the caller's batch."""
+        with self._lock, self._errors(what):
+            conn = self._require_conn()
+            if self.readonly:
+                raise JournalReadOnly(f"journal {self.path} is open read-only; cannot {what}")
+            if conn.in_transaction:
+                with self.db.atomic():  # nested: a savepoint, so one failed write leaves the batch intact
+                    yield conn
+                return
+            if durable:
+                conn.execute("PRAGMA synchronous=FULL")
+            try:
+                # IMMEDIATE takes the write lock up front (waiting busy_timeout for another
+                # process); a deferred BEGIN could fail later without waiting, mid-transaction.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if durable:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator["Journal"]:
+        """Group many writes into one transaction (the writer thread uses this)."""
+        with self._write("write a batch"):
+            yield self
+
+    def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
+        with self._lock, self._errors("read"):
+            cursor = self._require_conn().execute(sql, params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self._query(sql, params)
+        return rows[0] if rows else None
+
+    # ---- configuration versions -------------------------------------------------
+    def record_config(
+        self,
+        params: Any,
+        *,
+        source: str = "operator",
+        parent_id: int | None = None,
+        model_path: str | None = None,
+        note: str = "",
+        activate: bool = True,
+        ts: float | None = None,
+    ) -> ConfigVersion:
+        """Journal a configuration version; by default it becomes the one active version.
+
+        ``params`` is an EngineParams or a mapping; ``parent_id`` defaults to the active version.
+        """
+        if source not in CONFIG_SOURCES:
+            raise JournalError(f"config source must be one of {', '.join(CONFIG_SOURCES)}, got {source!r}")
+        values = dict(params.to_dict() if hasattr(params, "to_dict") else params)
+        path = values.pop("model_path", "")
+        model_path = path if model_path is None else model_path
+        with self._write("record a configuration", durable=True) as conn:
+            if parent_id is None:
+                row = conn.execute("SELECT id FROM configs WHERE active = 1").fetchone()
+                parent_id = row[0] if row else None
+            elif not conn.execute("SELECT 1 FROM configs WHERE id = ?", (parent_id,)).fetchone():
+                raise JournalError(f"parent configuration cfg:{parent_id} does not exist")
+            if activate:
+                conn.execute("UPDATE configs SET active = 0 WHERE active = 1")
+            cursor = conn.execute(
+                "INSERT INTO configs (ts, model_path, params, source, parent_id, active, note) VALUES (?,?,?,?,?,?,?)",
+                (ts or time.time(), model_path or "", _dumps(values), source, parent_id, int(activate), note),
+            )
+            new_id = cursor.lastrowid
+        return self.get_config(new_id)
+
+    def get_config(self, config_id: int) -> ConfigVersion:
+        row = self._one("SELECT * FROM configs WHERE id = ?", (config_id,))
+        if row is None:
+            raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
+        return self._config(row)
+
+    @staticmethod
+    def _config(row: Mapping[str, Any]) -> ConfigVersion:
+        return ConfigVersion(
+            id=row["id"], ts=row["ts"], model_path=row["model_path"], params=_loads(row["params"]),
+            source=row["source"], parent_id=row["parent_id"], active=bool(row["active"]),
+            standing=row["standing"], reason=row["reason"], good_ts=row["good_ts"], note=row["note"],
+        )
+
+    def active_config(self) -> ConfigVersion | None:
+        row = self._one("SELECT * FROM configs WHERE active = 1")
+        return self._config(row) if row else None
+
+    def configs(self, limit: int = 100) -> list[ConfigVersion]:
+        return [self._config(r) for r in self._query("SELECT * FROM configs ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def activate(self, config_id: int) -> ConfigVersion:
+        """Make an existing version the active one (no new version; prefer undo or record_config)."""
+        with self._write("activate a configuration", durable=True) as conn:
+            if not conn.execute("SELECT 1 FROM configs WHERE id = ?", (config_id,)).fetchone():
+                raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
+            conn.execute("UPDATE configs SET active = 0 WHERE active = 1 AND id != ?", (config_id,))
+            conn.execute("UPDATE configs SET active = 1 WHERE id = ?", (config_id,))
+        return self.get_config(config_id)
+
+    def mark_good(self, config_id: int, *, ts: float | None = None) -> None:
+        """The version ran and passed verification: it becomes the last-known-good."""
+        with self._write("mark a configuration good", durable=True) as conn:
+            cursor = conn.execute(
+                "UPDATE configs SET standing = 'good', reason = '', good_ts = ? WHERE id = ?",
+                (ts or time.time(), config_id),
+            )
+            if cursor.rowcount == 0:
+                raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
+
+    def mark_bad(self, config_id: int, reason: str) -> None:
+        """The version failed (crash, OOM, failed verification); it is never the last-known-good again."""
+        with self._write("mark a configuration bad", durable=True) as conn:
+            cursor = conn.execute("UPDATE configs SET standing = 'bad', reason = ? WHERE id = ?", (reason, config_id))
+            if cursor.rowcount == 0:
+                raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
+
+    def last_known_good(self, *, exclude_active: bool = False) -> ConfigVersion | None:
+        sql = "SELECT * FROM configs WHERE standing = 'good'"
+        if exclude_active:
+            sql += " AND active = 0"
+        row = self._one(sql + " ORDER BY good_ts DESC, id DESC LIMIT 1")
+        return self._config(row) if row else None
+
+    @staticmethod
+    def standing_label(config: ConfigVersion, lkg_id: int | None) -> str:
+        """"active", "last-known-good", "bad" (or a combination), as the operator reads it."""
+        labels = []
+        if config.active:
+            labels.append("active")
+        if config.standing == "bad":
+            labels.append("bad")
+        elif lkg_id == config.id:
+            labels.append("last-known-good")
+        elif config.standing == "good":
+            labels.append("good")
+        return ",".join(labels)
+
+    # ---- findings and actions ----------------------------------------------------
+    def record_finding(
+        self,
+        detector: str,
+        severity: str,
+        title: str,
+        evidence: Any = None,
+        *,
+        fingerprint: str = "",
+        ts: float | None = None,
+    ) -> int:
+        with self._write("record a finding") as conn:
+            cursor = conn.execute(
+                "INSERT INTO findings (ts, detector, severity, title, evidence, fingerprint) VALUES (?,?,?,?,?,?)",
+                (ts or time.time(), detector, severity, title, _dumps(evidence), fingerprint or ""),
+            )
+            return cursor.lastrowid
+
+    def get_finding(self, finding_id: int) -> dict[str, Any]:
+        row = self._one("SELECT * FROM findings WHERE id = ?", (finding_id,))
+        if row is None:
+            raise JournalError(f"no finding fnd:{finding_id} in journal {self.path}")
+        row["evidence"] = _loads(row["evidence"])
+        return row
+
+    def propose_action(
+        self,
+        kind: str,
+        params: Any = None,
+        *,
+        proposed_by: str = "operator",
+        finding_id: int | None = None,
+        note: str = "",
+        ts: float | None = None,
+    ) -> int:
+        if proposed_by not in PROPOSERS:
+            raise JournalError(f"proposed_by must be one of {', '.join(PROPOSERS)}, got {proposed_by!r}")
+        now = ts or time.time()
+        with self._write("record an action") as conn:
+            cursor = conn.execute(
+                "INSERT INTO actions (ts, finding_id, kind, params, proposed_by, state, updated, note) "
+                "VALUES (?,?,?,?,?,'proposed',?,?)",
+                (now, finding_id, kind, _dumps(params), proposed_by, now, note),
+            )
+            action_id = cursor.lastrowid
+            conn.execute(
+                "INSERT INTO action_states (action_id, ts, state, note) VALUES (?,?,'proposed',?)",
+                (action_id, now, note),
+            )
+            return action_id
+
+    def set_action_state(
+        self,
+        action_id: int,
+        state: str,
+        *,
+        note: str = "",
+        config_before: int | None = None,
+        config_after: int | None = None,
+        ts: float | None = None,
+    ) -> None:
+        """Move an action along proposed -> applied -> verified | failed | rolled_back | rejected."""
+        if state not in ACTION_STATES:
+            raise JournalError(f"action state must be one of {', '.join(ACTION_STATES)}, got {state!r}")
+        now = ts or time.time()
+        with self._write("update an action", durable=True) as conn:
+            row = conn.execute("SELECT state FROM actions WHERE id = ?", (action_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no action act:{action_id} in journal {self.path}")
+            if state not in ACTION_MOVES[row[0]]:
+                raise JournalError(f"action act:{action_id} is {row[0]}; it cannot become {state}")
+            conn.execute(
+                "UPDATE actions SET state = ?, updated = ?, config_before = COALESCE(?, config_before), "
+                "config_after = COALESCE(?, config_after) WHERE id = ?",
+                (state, now, config_before, config_after, action_id),
+            )
+            conn.execute(
+                "INSERT INTO action_states (action_id, ts, state, note) VALUES (?,?,?,?)", (action_id, now, state, note)
+            )
+
+    def get_action(self, action_id: int) -> Action:
+        row = self._one("SELECT * FROM actions WHERE id = ?", (action_id,))
+        if row is None:
+            raise JournalError(f"no action act:{action_id} in journal {self.path}")
+        history = self._query(
+            "SELECT ts, state, note FROM action_states WHERE action_id = ? ORDER BY id", (action_id,)
+        )
+        row["params"] = _loads(row["params"])
+        return Action(**row, history=tuple(history))
+
+    def change_config(
+        self,
+        params: Any,
+        *,
+        source: str = "operator",
+        kind: str = "reconfigure",
+        proposed_by: str = "operator",
+        finding_id: int | None = None,
+        action_id: int | None = None,
+        note: str = "",
+    ) -> tuple[Action, ConfigVersion]:
+        """A configuration change as one journaled action: the new version becomes active.
+
+        With ``action_id`` (an action proposed earlier) that action is marked applied;
+        otherwise a new action is recorded. The caller applies the returned config to the
+        engine and later calls ``set_action_state(…, "verified" | "failed")``.
+        """
+        with self._write("change the configuration", durable=True) as conn:
+            row = conn.execute("SELECT id FROM configs WHERE active = 1").fetchone()
+            before = row[0] if row else None
+            if action_id is None:
+                values = dict(params.to_dict() if hasattr(params, "to_dict") else params)
+                action_id = self.propose_action(
+                    kind, values, proposed_by=proposed_by, finding_id=finding_id, note=note
+                )
+            config = self.record_config(params, source=source, note=note)
+            self.set_action_state(action_id, "applied", note=note, config_before=before, config_after=config.id)
+        return self.get_action(action_id), self.get_config(config.id)
+
+    def undo(self, entry_id: str | int, *, proposed_by: str = "operator", note: str = "") -> ConfigVersion:
+        """Revert a configuration change; return the configuration to apply to the engine.
+
+        ``cfg:N`` reverts version N to its parent; ``act:N`` reverts the change that action made
+        (back to its ``config_before``). The revert is itself an action (kind ``undo``, state
+        applied) and creates a new active version whose parent is the reverted one, so an undo
+        can be undone too. The action that produced the reverted version is marked rolled_back.
+        """
+        prefix, number = parse_entry_id(entry_id)
+        with self._write("undo a change", durable=True) as conn:
+            if prefix == "act":
+                action = self.get_action(number)
+                if action.config_after is None:
+                    raise JournalError(
+                        f"act:{number} ({action.kind}, {action.state}) changed no configuration; there is nothing to undo"
+                    )
+                reverted = self.get_config(action.config_after)
+                restore_id = action.config_before if action.config_before is not None else reverted.parent_id
+                producers = [number]
+            elif prefix == "cfg":
+                reverted = self.get_config(number)
+                restore_id = reverted.parent_id
+                producers = [r[0] for r in conn.execute("SELECT id FROM actions WHERE config_after = ?", (number,))]
+            else:
+                raise JournalError(
+                    f"{prefix}:{number} is not a configuration change; undo takes a cfg:N or act:N entry"
+                )
+            if restore_id is None:
+                raise JournalError(f"cfg:{reverted.id} is the first configuration; it has no parent to revert to")
+            restore = self.get_config(restore_id)
+            label = f"act:{number}" if prefix == "act" else f"cfg:{number}"
+            text = note or f"undo {label}: back to the settings of cfg:{restore.id}"
+            action_id = self.propose_action(
+                "undo", {"undo_of": label, "reverts": f"cfg:{reverted.id}", "restores": f"cfg:{restore.id}"},
+                proposed_by=proposed_by, note=text,
+            )
+            active = conn.execute("SELECT id FROM configs WHERE active = 1").fetchone()
+            config = self.record_config(
+                restore.params, model_path=restore.model_path, source="undo", parent_id=reverted.id, note=text
+            )
+            self.set_action_state(
+                action_id, "applied", note=text,
+                config_before=active[0] if active else None, config_after=config.id,
+            )
+            for producer in producers:
+                state = conn.execute("SELECT state FROM actions WHERE id = ?", (producer,)).fetchone()[0]
+                if "rolled_back" in ACTION_MOVES[state]:
+                    self.set_action_state(producer, "rolled_back", note=f"undone by act:{action_id}")
+        return config
+
+    def action_for_config(self, config_id: int) -> Action | None:
+        """The action that produced this version, if any (the newest when several)."""
+        row = self._one("SELECT id FROM actions WHERE config_after = ? ORDER BY id DESC LIMIT 1", (config_id,))
+        return self.get_action(row["id"]) if row else None
+
+    # ---- engine and box events -----------------------------------------------------
+    def record_event(
+        self, kind: str, data: Any = None, *, ts: float | None = None, config_id: int | None = None
+    ) -> int:
+        """An engine or box event; ``config_id`` defaults to the version active when it is written."""
+        with self._write("record an event") as conn:
+            cursor = conn.execute(
+                "INSERT INTO events (ts, kind, config_id, data) "
+                "VALUES (?, ?, COALESCE(?, (SELECT id FROM configs WHERE active = 1)), ?)",
+                (ts or time.time(), kind, config_id, _dumps(data)),
+            )
+            return cursor.lastrowid
+
+    def events(self, kind: str | None = None, *, since: float | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        where, args = ["ts >= ?"], [since or 0.0]
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        rows = self._query(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit))
+        for row in rows:
+            row["data"] = _loads(row["data"])
+        return rows
+
+    # ---- tuning ------------------------------------------------------------------
+    def start_study(self, space: Any, objective: str, *, name: str = "", ts: float | None = None) -> int:
+        with self._write("start a study") as conn:
+            return conn.execute(
+                "INSERT INTO studies (started, name, objective, space) VALUES (?,?,?,?)",
+                (ts or time.time(), name, objective, _dumps(space)),
+            ).lastrowid
+
+    def end_study(self, study_id: int, *, ts: float | None = None) -> None:
+        with self._write("end a study") as conn:
+            if conn.execute("UPDATE studies SET ended = ? WHERE id = ?", (ts or time.time(), study_id)).rowcount == 0:
+                raise JournalError(f"no study std:{study_id} in journal {self.path}")
+
+    def record_trial(
+        self,
+        study_id: int,
+        params: Any,
+        outcome: str,
+        *,
+        value: float | None = None,
+        metrics: Any = None,
+        config_id: int | None = None,
+        ts: float | None = None,
+    ) -> int:
+        if outcome not in TRIAL_OUTCOMES:
+            raise JournalError(f"trial outcome must be one of {', '.join(TRIAL_OUTCOMES)}, got {outcome!r}")
+        with self._write("record a trial") as conn:
+            if not conn.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone():
+                raise JournalError(f"no study std:{study_id} in journal {self.path}")
+            return conn.execute(
+                "INSERT INTO trials (study_id, ts, params, value, metrics, outcome, config_id) VALUES (?,?,?,?,?,?,?)",
+                (study_id, ts or time.time(), _dumps(params), value, _dumps(metrics), outcome, config_id),
+            ).lastrowid
+
+    def trials(self, study_id: int) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM trials WHERE study_id = ? ORDER BY id", (study_id,))
+        for row in rows:
+            row["params"], row["metrics"] = _loads(row["params"]), _loads(row["metrics"])
+        return rows
+
+    # ---- chats ---------------------------------------------------------------------
+    def create_chat(
+        self, title: str = "", *, model: str = "", config_id: int | None = None, ts: float | None = None
+    ) -> int:
+        now = ts or time.time()
+        with self._write("create a chat") as conn:
+            return conn.execute(
+                "INSERT INTO chats (created, updated, title, model, config_id) "
+                "VALUES (?, ?, ?, ?, COALESCE(?, (SELECT id FROM configs WHERE active = 1)))",
+                (now, now, title, model, config_id),
+            ).lastrowid
+
+    def rename_chat(self, chat_id: int, title: str) -> None:
+        with self._write("rename a chat") as conn:
+            if conn.execute("UPDATE chats SET title = ? WHERE id = ?", (title, chat_id)).rowcount == 0:
+                raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
+
+    def add_message(
+        self,
+        chat_id: int,
+        role: str,
+        content: str,
+        *,
+        metrics: Any = None,
+        status: str = "done",
+        ts: float | None = None,
+    ) -> int:
+        if status not in MESSAGE_STATUSES:
+            raise JournalError(f"message status must be one of {', '.join(MESSAGE_STATUSES)}, got {status!r}")
+        now = ts or time.time()
+        with self._write("add a message") as conn:
+            if conn.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id)).rowcount == 0:
+                raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
+            return conn.execute(
+                "INSERT INTO messages (chat_id, ts, role, content, metrics, status) VALUES (?,?,?,?,?,?)",
+                (chat_id, now, role, content, _dumps(metrics), status),
+            ).lastrowid
+
+    def update_message(
+        self, message_id: int, *, content: str | None = None, status: str | None = None, metrics: Any = None
+    ) -> None:
+        """Finish a streamed reply: its final text, status and metrics."""
+        if status is not None and status not in MESSAGE_STATUSES:
+            raise JournalError(f"message status must be one of {', '.join(MESSAGE_STATUSES)}, got {status!r}")
+        with self._write("update a message") as conn:
+            cursor = conn.execute(
+                "UPDATE messages SET content = COALESCE(?, content), status = COALESCE(?, status), "
+                "metrics = COALESCE(?, metrics) WHERE id = ?",
+                (content, status, None if metrics is None else _dumps(metrics), message_id),
+            )
+            if cursor.rowcount == 0:
+                raise JournalError(f"no message msg:{message_id} in journal {self.path}")
+            conn.execute(
+                "UPDATE chats SET updated = ? WHERE id = (SELECT chat_id FROM messages WHERE id = ?)",
+                (time.time(), message_id),
+            )
+
+    def list_chats(self, limit: int = 50) -> list[Chat]:
+        rows = self._query("SELECT * FROM chats ORDER BY updated DESC, id DESC LIMIT ?", (limit,))
+        return [Chat(**row) for row in rows]
+
+    def get_chat(self, chat_id: int) -> Chat:
+        row = self._one("SELECT * FROM chats WHERE id = ?", (chat_id,))
+        if row is None:
+            raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
+        return Chat(**row)
+
+    def chat_messages(self, chat_id: int) -> list[Message]:
+        """The chat's messages in the order they were written, to reopen and resume it."""
+        rows = self._query("SELECT * FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
+        return [Message(**{**row, "metrics": _loads(row["metrics"])}) for row in rows]
+
+    # ---- telemetry history -----------------------------------------------------------
+    def record_telemetry(self, summary: Mapping[str, Any], *, ts: float | None = None) -> int:
+        """One low-rate summary row (e.g. per minute); rows past the retention are pruned hourly."""
+        with self._write("record telemetry") as conn:
+            row_id = conn.execute("INSERT INTO telemetry (ts, data) VALUES (?, ?)", (ts or time.time(), _dumps(summary))).lastrowid
+            if self.telemetry_retention_days is not None and time.time() - self._last_prune > 3600:
+                self.prune_telemetry(self.telemetry_retention_days)
+            return row_id
+
+    def prune_telemetry(self, max_age_days: float, *, now: float | None = None) -> int:
+        """Delete telemetry rows older than ``max_age_days``; return how many went."""
+        cutoff = (now or time.time()) - max_age_days * 86400.0
+        with self._write("prune telemetry") as conn:
+            self._last_prune = time.time()
+            return conn.execute("DELETE FROM telemetry WHERE ts < ?", (cutoff,)).rowcount
+
+    def telemetry(self, *, since: float | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM telemetry WHERE ts >= ? ORDER BY ts LIMIT ?", (since or 0.0, limit))
+        for row in rows:
+            row["data"] = _loads(row["data"])
+        return rows
+
+    # ---- queries across kinds ------------------------------------------------------
+    @staticmethod
+    def _resolve_kinds(kinds: Sequence[str] | str | None) -> tuple[list[_Source], list[str]]:
+        """Split ``--kind`` words into entry types (event, cfg, ...) and sub-kinds (crashed, undo, ...)."""
+        if kinds is None:
+            return [s for s in SOURCES if s.in_timeline], []
+        words = [w.strip() for w in (kinds.split(",") if isinstance(kinds, str) else kinds) if w.strip()]
+        types = [_BY_NAME[w.lower()] for w in words if w.lower() in _BY_NAME]
+        subkinds = [w for w in words if w.lower() not in _BY_NAME]
+        if not types:
+            types = [s for s in SOURCES if s.in_timeline]
+        return list(dict.fromkeys(types)), subkinds
+
+    def timeline(
+        self,
+        *,
+        kinds: Sequence[str] | str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        text: str | None = None,
+        limit: int = 200,
+    ) -> list[Entry]:
+        """Newest first, across kinds. Each kind is read by its time index with its own LIMIT and the
+        streams are merged, so the cost does not grow with the journal's size."""
+        sources, subkinds = self._resolve_kinds(kinds)
+        streams = []
+        lkg = self.last_known_good()
+        for source in sources:
+            where, args = [], []
+            if since is not None:
+                where.append(f"{source.time_col} >= ?")
+                args.append(since)
+            if until is not None:
+                where.append(f"{source.time_col} < ?")
+                args.append(until)
+            if subkinds:
+                where.append(f"{source.kind_expr} IN ({','.join('?' * len(subkinds))})")
+                args.extend(subkinds)
+            if text:
+                where.append(f"({source.search_expr}) LIKE ?")
+                args.append(f"%{text}%")
+            sql = f"SELECT * FROM {source.table}"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += f" ORDER BY {source.time_col} DESC, id DESC LIMIT ?"
+            rows = self._query(sql, (*args, limit))
+            streams.append([self._entry(source, row, lkg.id if lkg else None) for row in rows])
+        merged = heapq.merge(*streams, key=lambda e: e.ts, reverse=True)
+        return [entry for _, entry in zip(range(limit), merged)]
+
+    def _entry(self, source: _Source, row: dict[str, Any], lkg_id: int | None) -> Entry:
+        p = source.prefix
+        ts = row[source.time_col]
+        if p == "cfg":
+            config = self._config(row)
+            label = self.standing_label(config, lkg_id)
+            summary = f"{config.summary()}{'  [' + label + ']' if label else ''}"
+            if config.note:
+                summary += f"  {config.note}"
+            return Entry(f"cfg:{row['id']}", "config", row["source"], ts, summary, undoable=row["parent_id"] is not None)
+        if p == "evt":
+            return Entry(f"evt:{row['id']}", "event", row["kind"], ts, _short_data(_loads(row["data"])))
+        if p == "fnd":
+            return Entry(f"fnd:{row['id']}", "finding", row["detector"], ts, f"[{row['severity']}] {row['title']}")
+        if p == "act":
+            change = ""
+            if row["config_after"] is not None:
+                change = f" cfg:{row['config_before']}->cfg:{row['config_after']}"
+            summary = f"{row['state']} by {row['proposed_by']}{change}  {row['note']}".rstrip()
+            return Entry(f"act:{row['id']}", "action", row["kind"], ts, summary, undoable=row["config_after"] is not None)
+        if p == "std":
+            state = "ended" if row["ended"] else "running"
+            return Entry(f"std:{row['id']}", "study", row["objective"], ts, f"{row['name'] or 'study'} ({state})")
+        if p == "trl":
+            value = "" if row["value"] is None else f" value={row['value']:.4g}"
+            return Entry(f"trl:{row['id']}", "trial", row["outcome"], ts, f"std:{row['study_id']}{value} {_short_data(_loads(row['params']))}")
+        if p == "chat":
+            return Entry(f"chat:{row['id']}", "chat", row["model"], ts, row["title"] or "(untitled)")
+        if p == "msg":
+            text = " ".join(row["content"].split())[:90]
+            return Entry(f"msg:{row['id']}", "message", row["role"], ts, f"chat:{row['chat_id']} [{row['status']}] {text}")
+        return Entry(f"tel:{row['id']}", "telemetry", "sample", ts, _short_data(_loads(row["data"])))
+
+    def show(self, entry_id: str) -> dict[str, Any]:
+        """Everything about one entry, JSON columns decoded, with what it links to."""
+        prefix, number = parse_entry_id(entry_id)
+        source = _BY_PREFIX[prefix]
+        row = self._one(f"SELECT * FROM {source.table} WHERE id = ?", (number,))
+        if row is None:
+            raise JournalError(f"no entry {prefix}:{number} in journal {self.path}")
+        for key in ("params", "data", "evidence", "metrics", "space"):
+            if key in row and isinstance(row[key], str):
+                row[key] = _loads(row[key])
+        out: dict[str, Any] = {
+            "id": f"{prefix}:{number}",
+            "type": source.type,
+            "time": format_ts(row.get(source.time_col)),
+            **{key: value for key, value in row.items() if key != "id"},
+        }
+        if prefix == "cfg":
+            config = self._config(row)
+            lkg = self.last_known_good()
+            out["standing_label"] = self.standing_label(config, lkg.id if lkg else None)
+            if config.parent_id is not None:
+                parent = self._one("SELECT params, model_path FROM configs WHERE id = ?", (config.parent_id,))
+                if parent:
+                    out["changes_from_parent"] = _diff(
+                        {**_loads(parent["params"]), "model_path": parent["model_path"]},
+                        {**config.params, "model_path": config.model_path},
+                    )
+            out["actions"] = [f"act:{r['id']}" for r in self._query(
+                "SELECT id FROM actions WHERE config_after = ? OR config_before = ? ORDER BY id", (number, number))]
+            out["children"] = [f"cfg:{r['id']}" for r in self._query("SELECT id FROM configs WHERE parent_id = ? ORDER BY id", (number,))]
+        elif prefix == "act":
+            out["history"] = [
+                {**h, "time": format_ts(h["ts"])}
+                for h in self._query("SELECT ts, state, note FROM action_states WHERE action_id = ? ORDER BY id", (number,))
+            ]
+            if row["finding_id"] is not None:
+                with contextlib.suppress(JournalError):
+                    out["finding"] = self.get_finding(row["finding_id"])
+            if row["config_before"] is not None and row["config_after"] is not None:
+                before, after = self.get_config(row["config_before"]), self.get_config(row["config_after"])
+                out["changes"] = _diff({**before.params, "model_path": before.model_path},
+                                       {**after.params, "model_path": after.model_path})
+        elif prefix == "fnd":
+            out["actions"] = [f"act:{r['id']}" for r in self._query("SELECT id FROM actions WHERE finding_id = ? ORDER BY id", (number,))]
+        elif prefix == "std":
+            out["trials"] = [
+                {"id": f"trl:{t['id']}", "outcome": t["outcome"], "value": t["value"], "params": t["params"]}
+                for t in self.trials(number)
+            ]
+        elif prefix == "chat":
+            out["messages"] = [
+                {"id": f"msg:{m.id}", "role": m.role, "status": m.status, "content": m.content, "metrics": m.metrics}
+                for m in self.chat_messages(number)
+            ]
+        return out
+
+    # ---- export --------------------------------------------------------------------
+    _JSON_COLUMNS = ("params", "data", "evidence", "metrics", "space")
+
+    def export(self) -> dict[str, Any]:
+        """Every table, JSON columns decoded: an archive an operator can read or feed to jq."""
+        with self._lock, self._errors("export"):
+            tables: dict[str, list[dict[str, Any]]] = {}
+            for name in self.db.table_names():
+                if name.startswith("sqlite_"):
+                    continue
+                rows = []
+                for row in self.db[name].rows:
+                    for key in self._JSON_COLUMNS:
+                        if isinstance(row.get(key), str):
+                            row[key] = _loads(row[key])
+                    rows.append(row)
+                tables[name] = rows
+            return {
+                "journal": str(self.path),
+                "schema_version": migrations.user_version(self._conn),
+                "exported_at": time.time(),
+                "tables": tables,
+            }
+
+    def export_json(self, fh: IO[str]) -> None:
+        json.dump(self.export(), fh, indent=1, default=str)
+        fh.write("\n")
+
+    def counts(self) -> dict[str, int]:
+        with self._lock, self._errors("count"):
+            return {name: self.db[name].count for name in self.db.table_names() if not name.startswith("sqlite_")}
+
+
+def _diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    keys = sorted(set(before) | set(after))
+    return {k: [before.get(k), after.get(k)] for k in keys if before.get(k) != after.get(k)}
+
+
+def move_aside(path: str | os.PathLike[str], *, now: float | None = None) -> list[Path]:
+    """Rename a journal (and its -wal / -shm) to ``NAME.aside-YYYYmmdd-HHMMSS``; never deletes.
+
+    Returns the new paths. The next open starts a fresh journal at the old path.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise JournalMissing(f"no journal at {path}; nothing to move aside")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now or time.time()))
+    suffix = f".aside-{stamp}"
+    n = 1
+    while any(Path(f"{path}{extra}{suffix}").exists() for extra in ("", "-wal", "-shm")):
+        n += 1
+        suffix = f".aside-{stamp}-{n}"
+    moved = []
+    for extra in ("", "-wal", "-shm"):
+        src = Path(f"{path}{extra}")
+        if src.exists():
+            dst = Path(f"{path}{suffix}{extra}")
+            try:
+                os.rename(src, dst)
+            except OSError as exc:
+                raise JournalError(f"cannot move {src} aside to {dst}: {exc.strerror}") from None
+            moved.append(dst)
+    return moved

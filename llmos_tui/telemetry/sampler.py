@@ -1,0 +1,228 @@
+"""The sampler: polls its sources on a fixed interval in one thread and hands each Sample out.
+
+- One thread, and a lock around each poll: polls never overlap, even when
+  ``poll_once()`` is also called from another thread. The next poll is due one
+  interval after the previous one started, but never starts before it finished
+  (a slow poll delays the next one; there are no catch-up bursts).
+- Blocking NVML calls run on that thread, never on the UI's.
+- Every numeric field goes into :class:`SeriesStore` rings (flat memory).
+- ``subscribe(callback)`` hands every Sample to any number of subscribers (UI,
+  doctor, recorder) on the sampler thread; a subscriber that raises is logged
+  and skipped, the sampler goes on.
+
+A *source* is any object with ``collect(sample: Sample) -> None`` that fills
+its part of the sample (NvmlSource: GPUs; HostSource: host; ReplaySource: all of
+it from a trace). Optional: ``close()``; ``next_delay(interval) -> float`` to pace
+the sampler (replay at recorded speed); ``exhausted`` (True when a trace ended:
+the sampler thread stops and ``finished`` is set).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Mapping, Protocol
+
+from llmos_tui.telemetry.sample import Sample
+from llmos_tui.telemetry.series import SeriesStore
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[Sample], Any]
+EngineStats = Callable[[], "Mapping[str, Any] | None"]
+
+
+class Source(Protocol):
+    def collect(self, sample: Sample) -> None: ...
+
+
+def default_sources() -> tuple[Source, ...]:
+    """The live sources: NVML (GPUs) and psutil (host)."""
+    from llmos_tui.telemetry.host import HostSource
+    from llmos_tui.telemetry.nvml import NvmlSource
+
+    return (NvmlSource(), HostSource())
+
+
+class Sampler:
+    """Samples ``sources`` every ``interval`` seconds; keeps ``history`` samples of every series."""
+
+    def __init__(
+        self,
+        *sources: Source,
+        interval: float = 1.0,
+        engine_stats: EngineStats | None = None,
+        history: int = 3600,
+        recent: int = 120,
+    ) -> None:
+        self.sources: tuple[Source, ...] = sources or default_sources()
+        self.interval = interval
+        self.engine_stats = engine_stats
+        self.series = SeriesStore(history)
+        self._recent: deque[Sample] = deque(maxlen=max(1, recent))
+        self._latest: Sample | None = None
+        self._subscribers: list[Subscriber] = []
+        self._sub_failures: dict[int, int] = {}
+        self._sub_lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._engine_failures = 0
+        self.polls = 0
+        self.last_poll_seconds: float | None = None  # wall time of the last poll, for self-monitoring
+
+    # ---- settings ---------------------------------------------------------------
+    @property
+    def interval(self) -> float:
+        return self._interval
+
+    @interval.setter
+    def interval(self, value: float) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"sampling interval must be a positive number of seconds, got {value!r}")
+        self._interval = float(value)
+
+    # ---- results ----------------------------------------------------------------
+    @property
+    def latest(self) -> Sample | None:
+        return self._latest
+
+    def recent(self, n: int | None = None) -> list[Sample]:
+        """The last ``n`` whole samples (a short history; the series hold the long one)."""
+        items = list(self._recent)
+        return items if n is None else items[-n:] if n > 0 else []
+
+    # ---- subscribers ------------------------------------------------------------
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(sample)`` on the sampler thread after each poll; returns an unsubscribe function."""
+        with self._sub_lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                try:
+                    self._subscribers.remove(callback)
+                except ValueError:
+                    pass
+                self._sub_failures.pop(id(callback), None)
+
+        return unsubscribe
+
+    def _publish(self, sample: Sample) -> None:
+        with self._sub_lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(sample)
+            except Exception:  # noqa: BLE001 - one bad subscriber must not stop the others
+                failures = self._sub_failures.get(id(callback), 0) + 1
+                self._sub_failures[id(callback)] = failures
+                if failures == 1 or failures % 100 == 0:
+                    log.exception("telemetry subscriber %r failed (%d times)", callback, failures)
+
+    # ---- polling ----------------------------------------------------------------
+    def poll_once(self) -> Sample:
+        """Take one sample now from every source, store it and hand it to the subscribers."""
+        with self._poll_lock:
+            if self._exhausted() and self._latest is not None:
+                return self._latest
+            started = time.perf_counter()
+            sample = Sample(ts=time.time(), engine=self._read_engine())
+            for source in self.sources:
+                try:
+                    source.collect(sample)
+                except Exception:  # noqa: BLE001 - a source is meant never to raise; guard anyway
+                    log.exception("telemetry source %r failed", source)
+            self.series.add_sample(sample)
+            self._recent.append(sample)
+            self._latest = sample
+            self.polls += 1
+            self.last_poll_seconds = time.perf_counter() - started
+            self._publish(sample)
+            return sample
+
+    def _read_engine(self) -> dict[str, Any] | None:
+        if self.engine_stats is None:
+            return None
+        try:
+            stats = self.engine_stats()
+        except Exception:  # noqa: BLE001
+            self._engine_failures += 1
+            if self._engine_failures == 1 or self._engine_failures % 100 == 0:
+                log.exception("engine_stats() failed (%d times)", self._engine_failures)
+            return None
+        return dict(stats) if stats is not None else None
+
+    def _exhausted(self) -> bool:
+        return any(getattr(source, "exhausted", False) for source in self.sources)
+
+    def _next_delay(self) -> float:
+        delays = [self._interval]
+        for source in self.sources:
+            pace = getattr(source, "next_delay", None)
+            if pace is not None:
+                try:
+                    delays = [float(pace(self._interval))]
+                except Exception:  # noqa: BLE001
+                    log.exception("next_delay of %r failed", source)
+        return max(0.0, delays[-1])
+
+    # ---- the thread -------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def finished(self) -> threading.Event:
+        """Set when the sampling thread ends (stopped, or a replayed trace ran out)."""
+        return self._finished
+
+    def start(self) -> "Sampler":
+        if self.running:
+            return self
+        self._stop.clear()
+        self._finished.clear()
+        self._thread = threading.Thread(target=self._run, name="llmos-telemetry", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (waits for a poll in progress, up to ``timeout`` seconds)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._thread = None if thread is None or not thread.is_alive() else thread
+
+    def close(self) -> None:
+        """Stop and release the sources (NVML shutdown, trace file closed)."""
+        self.stop()
+        for source in self.sources:
+            close = getattr(source, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    log.exception("closing telemetry source %r failed", source)
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set() and not self._exhausted():
+                started = time.monotonic()
+                self.poll_once()
+                wait = started + self._next_delay() - time.monotonic()
+                if self._stop.wait(max(0.0, wait)):
+                    break
+        except Exception:  # noqa: BLE001 - poll_once guards its parts; this is the last net
+            log.exception("telemetry sampler stopped by an error")
+        finally:
+            self._finished.set()

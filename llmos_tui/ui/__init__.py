@@ -1,0 +1,1 @@
+"""The Textual face. The only package that imports Textual."""

@@ -1,0 +1,125 @@
+"""The Textual app: screens as modes, one key apart, over the headless Operator."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from llmos_tui.config import Config
+from llmos_tui.operator import Operator
+from llmos_tui.ui.chat_screen import ChatScreen
+from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
+from llmos_tui.ui.messages import EngineChanged, EngineStartFinished
+from llmos_tui.ui.status import EngineStatus
+
+
+class LlmosApp(App[int]):
+    TITLE = "llmos-tui"
+    BINDINGS = [
+        Binding("f1", "help", "Keys", id="app.help"),
+        Binding("question_mark", "help", "Keys", show=False, id="app.help_q"),
+        Binding("f2", "mode('dashboard')", "Dashboard", id="app.dashboard"),
+        Binding("f3", "mode('chat')", "Chat", id="app.chat"),
+        Binding("f4", "mode('doctor')", "Doctor", id="app.doctor"),
+        Binding("f5", "mode('journal')", "Journal", id="app.journal"),
+        Binding("ctrl+r", "restart_engine", "Restart engine", id="app.restart"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    def __init__(self, operator: Operator, *, start_screen: str | None = None, start_engine: bool = True) -> None:
+        super().__init__()
+        self.operator = operator
+        self.start_engine = start_engine
+        self.screen_factories: dict[str, Callable[[], Screen[Any]]] = {"chat": ChatScreen}
+        self.screen_factories.update(extra_screens(operator))
+        for name, factory in self.screen_factories.items():
+            self.add_mode(name, factory)
+        self.start_screen = start_screen if start_screen in self.screen_factories else (
+            "dashboard" if "dashboard" in self.screen_factories else "chat")
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def on_mount(self) -> None:
+        config = self.operator.config
+        try:
+            self.theme = config.theme
+        except Exception:
+            self.notify(f"unknown theme {config.theme!r}; using the default", severity="warning")
+        if config.keys:
+            self.set_keymap(config.keys)
+        self._unsubscribe = self.operator.supervisor.subscribe(lambda ev: self.post_message(EngineChanged(ev)))
+        self.switch_mode(self.start_screen)
+        for problem in self.operator.problems:
+            self.notify(problem, severity="warning", timeout=10)
+        if self.start_engine:
+            self.operator.start_engine_in_background(lambda error: self.post_message(EngineStartFinished(error)))
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+
+    # ---- engine events (already on the UI thread) ---------------------------------
+    def on_engine_changed(self, message: EngineChanged) -> None:
+        event = message.event
+        for status in self.screen.query(EngineStatus):
+            status.refresh_status()
+        if event.kind == "crashed":
+            self.notify(f"{self.operator.supervisor.last_error}. Ctrl+R restarts it.", title="Engine crashed",
+                        severity="error", timeout=10)
+        elif event.kind == "loaded" and isinstance(self.screen, ChatScreen):
+            self.screen.engine_changed()
+
+    def on_engine_start_finished(self, message: EngineStartFinished) -> None:
+        if message.error:
+            self.notify(message.error, title="Engine did not start", severity="error", timeout=15)
+        for status in self.screen.query(EngineStatus):
+            status.refresh_status()
+
+    # ---- actions ----------------------------------------------------------------------
+    def action_mode(self, name: str) -> None:
+        if name not in self.screen_factories:
+            self.notify(f"the {name} screen is not available in this build", severity="warning")
+            return
+        self.switch_mode(name)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(collect_bindings(self.screen)))
+
+    def action_restart_engine(self) -> None:
+        if self.operator.config.readonly:
+            self.notify("read-only mode: restarting the engine is disabled", severity="warning")
+            return
+        self.notify("Restarting the engine…")
+
+        def run() -> None:
+            error = self.operator.restart_engine(reason="operator: Ctrl+R")
+            self.post_message(EngineStartFinished(error))
+
+        self.run_worker(run, thread=True, group="engine", exclusive=True)
+
+
+def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[Any]]]:
+    """Screens contributed by the other parts of the core, wired when they are present."""
+    screens: dict[str, Callable[[], Screen[Any]]] = {}
+    sampler = getattr(operator, "sampler", None)
+    if sampler is not None:
+        from llmos_tui.ui.dashboard import DashboardScreen
+
+        screens["dashboard"] = lambda: DashboardScreen(sampler)
+    return screens
+
+
+def run_app(config: Config, *, replay: str | None = None, replay_speed: float = 1.0, screen: str | None = None) -> int:
+    from llmos_tui.operator import build_operator
+
+    operator = build_operator(config, replay=replay, replay_speed=replay_speed)
+    try:
+        app = LlmosApp(operator, start_screen=screen)
+        app.run()
+    finally:
+        operator.close()
+    return 0

@@ -1,0 +1,167 @@
+"""The chat screen: prompts, replies streamed as markdown, and each reply's measured numbers."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Markdown, Static
+
+from llmos_tui.engine.metrics import format_metrics
+from llmos_tui.engine.supervisor import Reply
+from llmos_tui.errors import LlmosError
+from llmos_tui.textsafe import sanitize
+from llmos_tui.ui.status import EngineStatus
+
+DEMO_NOTE = (
+    "You are chatting with the **embedded demo model**: a tiny model trained on a small corpus, "
+    "so expect short, simple answers. Start with `--model PATH` (or set `engine.model_path`) "
+    "for a real GGUF; `llmos-tui models` lists the ones on this machine."
+)
+
+
+class UserMessage(Static):
+    DEFAULT_CSS = "UserMessage { margin: 1 0 0 0; padding: 0 1; background: $boost; color: $text; }"
+
+
+class ReplyView(Vertical):
+    """One assistant reply: markdown body, then a dim line of metrics or an outcome."""
+
+    DEFAULT_CSS = """
+    ReplyView { height: auto; margin: 0 0 0 2; }
+    ReplyView > Markdown { margin: 0; padding: 0; }
+    ReplyView > .metrics { color: $text-muted; height: auto; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = Markdown("")
+        self.footer_line = Static("…", classes="metrics")
+
+    def compose(self) -> ComposeResult:
+        yield self.body
+        yield self.footer_line
+
+    def finish(self, reply: Reply) -> None:
+        line = Text()
+        if reply.status == "cancelled":
+            line.append("■ cancelled · ", style="yellow")
+        elif reply.status == "interrupted":
+            line.append(f"⚠ interrupted: {reply.error} · ", style="bold red")
+        elif reply.status == "error":
+            line.append(f"⚠ error: {reply.error}", style="bold red")
+        line.append(format_metrics(reply.metrics))
+        self.footer_line.update(line)
+
+
+class ChatScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "cancel_reply", "Cancel reply", id="chat.cancel"),
+        Binding("up", "history(-1)", "Earlier prompt", show=False, id="chat.history_up"),
+        Binding("down", "history(1)", "Later prompt", show=False, id="chat.history_down"),
+        Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
+    ]
+    DEFAULT_CSS = """
+    ChatScreen #log { height: 1fr; padding: 0 1; }
+    ChatScreen #prompt { dock: bottom; margin-bottom: 2; }
+    ChatScreen .note { color: $warning; margin: 1 0 0 0; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: list[str] = []
+        self.history_pos = 0
+        self.reply: Reply | None = None
+
+    @property
+    def operator(self):  # type: ignore[no-untyped-def]
+        return self.app.operator  # type: ignore[attr-defined]
+
+    def compose(self) -> ComposeResult:
+        yield VerticalScroll(id="log")
+        yield Input(placeholder="Type a prompt, Enter to send · Esc cancels · ? or F1 for keys", id="prompt")
+        yield EngineStatus()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt", Input).focus()
+        self.show_demo_note()
+
+    def show_demo_note(self) -> None:
+        info = self.operator.supervisor.model_info
+        log = self.query_one("#log", VerticalScroll)
+        if info is not None and info.is_demo and not log.query(".note"):
+            log.mount(Markdown(DEMO_NOTE, classes="note"), before=0 if log.children else None)
+
+    # ---- sending ----------------------------------------------------------------
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        prompt = event.value.strip()
+        if not prompt:
+            return
+        if self.reply is not None and not self.reply.finished:
+            self.notify("A reply is still streaming: Esc cancels it.", severity="warning")
+            return
+        try:
+            reply = self.operator.chat.send(prompt)
+        except LlmosError as exc:
+            self.notify(str(exc), title="Cannot send", severity="error")
+            return
+        event.input.value = ""
+        self.history.append(prompt)
+        self.history_pos = len(self.history)
+        self.reply = reply
+        log = self.query_one("#log", VerticalScroll)
+        view = ReplyView()
+        log.mount(UserMessage(Text(prompt)))
+        log.mount(view)
+        log.scroll_end(animate=False)
+        self.stream_reply(reply, view)
+
+    @work(thread=True, group="reply")
+    def stream_reply(self, reply: Reply, view: ReplyView) -> None:
+        stream = Markdown.get_stream(view.body)
+        log = self.query_one("#log", VerticalScroll)
+
+        async def write(text: str) -> None:
+            at_bottom = log.scroll_y >= log.max_scroll_y - 1
+            await stream.write(text)
+            if at_bottom:
+                log.scroll_end(animate=False)
+
+        for piece in reply.batches():
+            self.app.call_from_thread(write, sanitize(piece))
+
+        async def finish() -> None:
+            await stream.stop()
+            view.finish(reply)
+            log.scroll_end(animate=False)
+
+        self.app.call_from_thread(finish)
+
+    # ---- actions ----------------------------------------------------------------
+    def action_cancel_reply(self) -> None:
+        if self.reply is not None and not self.reply.finished:
+            self.operator.supervisor.cancel()
+
+    def action_history(self, step: int) -> None:
+        if not self.history:
+            return
+        self.history_pos = max(0, min(len(self.history), self.history_pos + step))
+        prompt = self.query_one("#prompt", Input)
+        prompt.value = self.history[self.history_pos] if self.history_pos < len(self.history) else ""
+        prompt.cursor_position = len(prompt.value)
+
+    def action_new_chat(self) -> None:
+        if self.reply is not None and not self.reply.finished:
+            self.operator.supervisor.cancel()
+        self.operator.chat.reset()
+        log = self.query_one("#log", VerticalScroll)
+        log.remove_children()
+        self.show_demo_note()
+        self.notify("New conversation")
+
+    def engine_changed(self) -> None:
+        self.show_demo_note()

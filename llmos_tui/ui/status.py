@@ -1,0 +1,54 @@
+"""The engine status bar: model, parameters and state, on every screen."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from llmos_tui.engine.gguf_info import human_bytes
+
+STATE_STYLE = {
+    "ready": "bold green",
+    "generating": "bold cyan",
+    "loading": "bold yellow",
+    "restarting": "bold yellow",
+    "crashed": "bold white on red",
+    "failed": "bold white on red",
+    "stopped": "dim",
+}
+
+
+class EngineStatus(Static):
+    """Two compact lines; rebuilt only when the engine says something changed."""
+
+    DEFAULT_CSS = """
+    EngineStatus { height: 2; dock: bottom; background: $panel; padding: 0 1; }
+    """
+
+    def on_mount(self) -> None:
+        self.refresh_status()
+
+    def refresh_status(self) -> None:
+        sup = self.app.operator.supervisor  # type: ignore[attr-defined]
+        stats = sup.stats()
+        state = stats["state"]
+        info = sup.model_info
+        line1 = Text()
+        label = state.upper()
+        if state == "loading":
+            label += f" {stats['load_progress'] * 100:.0f}%"
+        line1.append(f" {label} ", style=STATE_STYLE.get(state, "bold"))
+        if info is not None:
+            line1.append(f" {info.name}", style="bold")
+            if info.is_demo:
+                line1.append(" (demo model)", style="italic yellow")
+            line1.append(f" · {human_bytes(info.size_bytes)} · {info.quantization} · {info.architecture}"
+                         f" · train ctx {info.context_length or '?'}")
+        if state in ("crashed", "failed") and stats.get("last_error"):
+            line1.append(f" · {stats['last_error']}", style="red")
+        line2 = Text(f" {sup.params.summary()}", style="dim")
+        if stats["n_ctx"]:
+            line2.append(f" · ctx used {stats['ctx_used']}/{stats['n_ctx']}", style="dim")
+        if stats["last_gen_tps"]:
+            line2.append(f" · last {stats['last_gen_tps']:.1f} tok/s", style="dim")
+        self.update(Text("\n").join([line1, line2]))
