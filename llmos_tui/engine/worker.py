@@ -223,6 +223,7 @@ class Worker:
         C.llama_perf_context_reset(llm.ctx)
         t0 = time.perf_counter()
         finish = None
+        tokens: list[int] = []
         try:
             tokens, stop = self.format_prompt(cmd["messages"])
             stream = llm.create_completion(
@@ -247,9 +248,8 @@ class Worker:
         cancelled = self.cancel.is_set()
         ttft_ms = (first_token_at[0] - t0) * 1000 if first_token_at else None
         metrics = {
-            "prompt_tokens": int(perf.n_p_eval) + int(perf.n_reused),
-            "prompt_eval_tokens": int(perf.n_p_eval),
-            "prompt_reused_tokens": int(perf.n_reused),
+            "prompt_tokens": len(tokens),
+            "prompt_eval_tokens": int(perf.n_p_eval),  # the rest came from the prefix cache
             "gen_tokens": int(perf.n_eval),
             "sampled_tokens": n_sampled,
             "prompt_ms": float(perf.t_p_eval_ms),

@@ -122,7 +122,7 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, group="reply")
     def stream_reply(self, reply: Reply, view: ReplyView) -> None:
-        stream = Markdown.get_stream(view.body)
+        stream = self.app.call_from_thread(Markdown.get_stream, view.body)  # needs the event loop
         log = self.query_one("#log", VerticalScroll)
 
         async def write(text: str) -> None:

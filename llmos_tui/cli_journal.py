@@ -1,0 +1,209 @@
+"""`llmos-tui journal …`: read the journal's timeline, show an entry, undo a change, export, repair.
+
+Every handler returns an exit code and reports trouble as one line on stderr, never a
+traceback: 0 done, 1 the journal refused (locked, damaged, no such entry…), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from llmos_tui.errors import LlmosError
+
+PROG = "llmos-tui journal"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "journal",
+        help="the journal: every configuration, event, finding and action; undo changes",
+        description="Read and undo the journal. IDs look like cfg:12, evt:40, act:3, fnd:7, trl:5, chat:2.",
+    )
+    # Also accepted after the subcommand; SUPPRESS keeps a top-level --journal from being reset.
+    parser.add_argument("--journal", metavar="PATH", default=argparse.SUPPRESS, help="journal SQLite file")
+    parser.set_defaults(func=_cmd_list, kind=None, since=None, limit=50, json=False)
+    sub = parser.add_subparsers(dest="journal_command", metavar="ACTION")
+
+    listing = sub.add_parser("list", help="recent entries, newest first (the default)")
+    listing.add_argument("--kind", metavar="KINDS", help="comma list of types (config,event,finding,action,study,trial,"
+                         "chat,message,telemetry) or kinds (crashed,loaded,undo,tuner,...)")
+    listing.add_argument("--since", metavar="WHEN", help="10m, 2h, 1d, 1w or an ISO time")
+    listing.add_argument("--limit", type=int, default=50, metavar="N", help="at most N entries (default 50)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=_cmd_list)
+
+    show = sub.add_parser("show", help="one entry with its evidence and links")
+    show.add_argument("entry", metavar="ID", help="e.g. act:3")
+    show.set_defaults(func=_cmd_show)
+
+    undo = sub.add_parser("undo", help="revert a configuration change (the revert is journaled too)")
+    undo.add_argument("entry", metavar="ID", help="cfg:N (back to its parent) or act:N (back to before it)")
+    undo.set_defaults(func=_cmd_undo)
+
+    export = sub.add_parser("export", help="every table as JSON")
+    export.add_argument("--json", action="store_true", default=True, help="JSON (the only format; the default)")
+    export.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
+    export.set_defaults(func=_cmd_export)
+
+    repair = sub.add_parser("repair", help="check the journal; --move-aside renames a bad one (never deletes)")
+    repair.add_argument("--move-aside", action="store_true", help="rename the journal (and its -wal/-shm) aside")
+    repair.add_argument("--full", action="store_true", help="full integrity check (slower than the quick one)")
+    repair.set_defaults(func=_cmd_repair)
+
+
+# ---- helpers --------------------------------------------------------------------
+def journal_path(args: argparse.Namespace) -> Path:
+    """--journal, else the config file's [journal] path, else the default."""
+    explicit = getattr(args, "journal", None)
+    if explicit:
+        return Path(explicit).expanduser()
+    from llmos_tui.paths import default_paths
+
+    config_arg = getattr(args, "config", None)
+    if config_arg or default_paths().config_file.exists():
+        from llmos_tui.config import load_config
+
+        overrides = {"config_explicit": bool(config_arg)}
+        return load_config(Path(config_arg) if config_arg else None, overrides=overrides).journal_file
+    return default_paths().journal
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except LlmosError as exc:
+            return _error(str(exc))
+        except BrokenPipeError:
+            return 0
+        except OSError as exc:
+            return _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        except Exception as exc:  # a bug: still one line for the operator, never a traceback
+            return _error(f"internal error ({type(exc).__name__}: {exc}); please report it")
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+def _open_for_reading(path: Path):
+    """Writable when possible (an old schema gets upgraded); read-only when that is all we may do."""
+    from llmos_tui.journal import Journal, JournalReadOnly
+
+    try:
+        return Journal(path, create=False)
+    except JournalReadOnly as exc:
+        print(f"{PROG}: note: {exc}; reading it read-only", file=sys.stderr)
+        return Journal(path, readonly=True)
+
+
+# ---- handlers -------------------------------------------------------------------
+@_guarded
+def _cmd_list(args: argparse.Namespace) -> int:
+    from llmos_tui.journal import JournalMissing, parse_since
+
+    if args.limit is not None and args.limit < 1:
+        print(f"{PROG}: error: --limit must be at least 1, got {args.limit}", file=sys.stderr)
+        return 2
+    since = parse_since(args.since) if args.since else None
+    path = journal_path(args)
+    try:
+        journal = _open_for_reading(path)
+    except JournalMissing:
+        print(f"no journal at {path} yet (llmos-tui creates it on first use)")
+        return 0
+    with journal:
+        entries = journal.timeline(kinds=args.kind, since=since, limit=args.limit)
+    if args.json:
+        print(json.dumps([{"id": e.id, "type": e.type, "kind": e.kind, "ts": e.ts, "time": e.time,
+                           "summary": e.summary, "undoable": e.undoable} for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no entries" + (" match" if args.kind or args.since else f" in {path}"))
+        return 0
+    width_id = max(len(e.id) for e in entries)
+    width_kind = max(len(e.kind) for e in entries)
+    for e in entries:
+        print(f"{e.id:<{width_id}}  {e.time}  {e.type:<9} {e.kind:<{width_kind}}  {e.summary}")
+    return 0
+
+
+@_guarded
+def _cmd_show(args: argparse.Namespace) -> int:
+    from llmos_tui.journal import parse_entry_id
+
+    parse_entry_id(args.entry)  # a bad ID is reported before the journal is opened
+    with _open_for_reading(journal_path(args)) as journal:
+        detail = journal.show(args.entry)
+    print(json.dumps(detail, indent=2, default=str, ensure_ascii=False))
+    return 0
+
+
+@_guarded
+def _cmd_undo(args: argparse.Namespace) -> int:
+    from llmos_tui.journal import Journal, parse_entry_id
+
+    parse_entry_id(args.entry)
+    with Journal(journal_path(args), create=False) as journal:
+        config = journal.undo(args.entry)
+        action = journal.action_for_config(config.id)
+        restored = (action.params.get("restores") if action else None) or f"cfg:{config.parent_id}"
+        changes = journal.show(action.entry_id).get("changes", {}) if action else {}
+    print(f"undo recorded as {action.entry_id if action else '?'}: {config.entry_id} is now the active "
+          f"configuration (the settings of {restored})")
+    for key, (before, after) in changes.items():
+        print(f"  {key}: {before} -> {after}")
+    print(f"  {config.summary()}")
+    print("no engine runs in this command: the next engine start uses it")
+    return 0
+
+
+@_guarded
+def _cmd_export(args: argparse.Namespace) -> int:
+    with _open_for_reading(journal_path(args)) as journal:
+        data = journal.export()
+    if not args.out:
+        json.dump(data, sys.stdout, indent=1, default=str, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    out = Path(args.out).expanduser()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:  # written whole, then renamed: never a half file
+        json.dump(data, fh, indent=1, default=str, ensure_ascii=False)
+        fh.write("\n")
+    os.replace(tmp, out)
+    rows = sum(len(rows) for rows in data["tables"].values())
+    print(f"exported {rows} rows from {len(data['tables'])} tables to {out}")
+    return 0
+
+
+@_guarded
+def _cmd_repair(args: argparse.Namespace) -> int:
+    from llmos_tui.journal import Journal, move_aside
+
+    path = journal_path(args)
+    if args.move_aside:
+        moved = move_aside(path)
+        print(f"moved {path} aside to {moved[0]}" + (f" (with {len(moved) - 1} companion files)" if len(moved) > 1 else ""))
+        print("nothing was deleted; the next start creates a fresh journal at the old path")
+        return 0
+    # The open runs SQLite's quick check before anything is written, and names the way out.
+    with Journal(path, create=False) as journal:
+        problems = journal.check(full=True) if args.full else []
+        if problems:
+            return _error(f"journal {path} is damaged: {problems[0]}; "
+                          f"`{PROG} repair --move-aside` renames it aside (nothing is deleted)")
+        counts = journal.counts()
+        version = journal.schema_version
+    print(f"journal {path} is healthy (schema v{version}, {sum(counts.values())} rows)")
+    return 0

@@ -1,0 +1,158 @@
+"""The `status` and `record` subcommands: telemetry without the TUI.
+
+``register(subparsers)`` adds them to the `llmos-tui` argument parser; each handler
+takes the parsed ``args`` and returns an exit code, printing one clear line on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable
+
+from llmos_tui.errors import LlmosError
+
+# status waits this long after creating the host source so that CPU % covers a real interval
+_CPU_BASELINE_S = 0.25
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    status = subparsers.add_parser(
+        "status",
+        help="print one telemetry snapshot (GPU, host, engine)",
+        description="Print one snapshot of GPU (NVML), host and engine telemetry.",
+    )
+    status.add_argument("--json", action="store_true", help="print the sample as JSON")
+    status.add_argument(
+        "--watch",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="print a new snapshot every SECONDS until Ctrl-C (JSON: one object per line)",
+    )
+    status.set_defaults(func=cmd_status)
+
+    record = subparsers.add_parser(
+        "record",
+        help="record GPU and host telemetry to a JSON-lines trace",
+        description="Sample GPU and host telemetry into FILE (JSON lines) until the duration ends or Ctrl-C.",
+    )
+    record.add_argument("file", metavar="FILE", help="trace file to write (replaced if it exists)")
+    record.add_argument("--interval", type=_positive_seconds, default=1.0, help="seconds between samples (1)")
+    record.add_argument("--duration", type=_positive_seconds, metavar="SECONDS", help="stop after SECONDS")
+    record.set_defaults(func=cmd_record)
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn any failure into one line on stderr and exit code 1 (never a traceback)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except LlmosError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:  # `status | head`
+            return 0
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
+            print(f"error: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+
+    name = handler.__name__.removeprefix("cmd_")
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+def _render(sample: Any, as_json: bool, compact: bool) -> str:
+    from llmos_tui.telemetry.format import format_status
+
+    if as_json:
+        data = sample.to_dict()
+        return json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2)
+    return format_status(sample)
+
+
+@_guarded
+def cmd_status(args: argparse.Namespace) -> int:
+    """One snapshot (or one every --watch seconds until Ctrl-C). Exits 0, GPU or not."""
+    from llmos_tui.telemetry.sampler import Sampler
+
+    sampler = Sampler(history=2)
+    try:
+        time.sleep(_CPU_BASELINE_S)
+        if not args.watch:
+            print(_render(sampler.poll_once(), args.json, compact=False))
+            return 0
+        clear = not args.json and sys.stdout.isatty()
+        try:
+            while True:
+                started = time.monotonic()
+                text = _render(sampler.poll_once(), args.json, compact=True)
+                if clear:
+                    sys.stdout.write("\x1b[H\x1b[2J")
+                print(text, flush=True)
+                time.sleep(max(0.0, args.watch - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            return 0
+    finally:
+        sampler.close()
+
+
+@_guarded
+def cmd_record(args: argparse.Namespace) -> int:
+    """Record GPU + host samples to a trace (headless; no engine needed)."""
+    from llmos_tui.telemetry.replay import Recorder
+    from llmos_tui.telemetry.sampler import Sampler
+
+    recorder = Recorder(args.file, interval=args.interval, command="record")
+    failure: list[str] = []
+
+    def write(sample: Any) -> None:
+        if failure:
+            return
+        try:
+            recorder.write(sample)
+        except LlmosError as exc:
+            failure.append(str(exc))
+
+    sampler = Sampler(interval=args.interval, history=60)
+    sampler.subscribe(write)
+    until = f"for {args.duration:g} s" if args.duration else "until Ctrl-C"
+    print(f"recording to {args.file} every {args.interval:g} s {until}", file=sys.stderr)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    sampler.start()
+    try:
+        while not failure and sampler.running:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            time.sleep(0.2 if remaining is None else min(0.2, remaining))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sampler.close()
+        recorder.close()
+    if failure:
+        print(f"error: {failure[0]} (after {recorder.count} samples)", file=sys.stderr)
+        return 1
+    note = ""
+    latest = sampler.latest
+    if latest is not None and not latest.gpus:
+        note = f" (host only: No NVIDIA GPU: {latest.nvml_error})"
+    print(f"recorded {recorder.count} samples to {args.file}{note}", file=sys.stderr)
+    return 0

@@ -1,0 +1,71 @@
+"""Shared fixtures: the embedded demo model on real llama.cpp, and an isolated llmos home."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.supervisor import Supervisor
+from llmos_tui.paths import DEMO_MODEL
+
+
+@pytest.fixture(autouse=True)
+def llmos_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own config/data/state folders (never the developer's own)."""
+    home = tmp_path / "llmos-home"
+    monkeypatch.setenv("LLMOS_TUI_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def demo_params() -> EngineParams:
+    assert DEMO_MODEL.exists(), "the embedded demo model is missing: run scripts/make_demo_model.py"
+    return EngineParams(model_path=str(DEMO_MODEL), n_ctx=1024, n_threads=2, n_threads_batch=2)
+
+
+@pytest.fixture
+def supervisor(demo_params: EngineParams):
+    sup = Supervisor(demo_params)
+    sup.start(timeout=60)
+    yield sup
+    sup.stop()
+
+
+def write_refused_gguf(path: Path) -> Path:
+    """A well-formed GGUF header that llama.cpp refuses: llama metadata, but no tensors."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_context_length(128)
+    writer.add_embedding_length(64)
+    writer.add_feed_forward_length(128)
+    writer.add_head_count(4)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def bad_models(tmp_path: Path) -> dict[str, Path]:
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("this is not a model\n")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(DEMO_MODEL.read_bytes()[: DEMO_MODEL.stat().st_size // 3])
+    return {
+        "missing": tmp_path / "absent.gguf",
+        "not_gguf": not_gguf,
+        "truncated": truncated,
+        "refused": write_refused_gguf(tmp_path / "refused.gguf"),
+    }
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

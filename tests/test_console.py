@@ -1,0 +1,102 @@
+"""`llmos-tui chat` as a real subprocess: piped stdin, an interactive terminal, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from llmos_tui.textsafe import sanitize
+from tests.conftest import cli_env
+
+CLI = [sys.executable, "-m", "llmos_tui.cli"]
+
+
+def run_cli(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                          env=cli_env())
+
+
+def test_piped_prompt_writes_only_the_answer() -> None:
+    result = run_cli("chat", "--n-threads", "2", "--temperature", "0", stdin="What is VRAM?\n")
+    assert result.returncode == 0, result.stderr
+    answer = result.stdout.strip()
+    assert len(answer.split()) >= 4, answer
+    assert "tok/s" not in result.stdout and "llmos-tui" not in result.stdout  # no banner, no metrics
+    assert "\x1b" not in result.stdout
+
+
+def test_empty_stdin_is_a_clear_error() -> None:
+    result = run_cli("chat", stdin="")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "llmos-tui: error: no prompt on stdin"
+
+
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [("missing", "model not found"), ("not_gguf", "not a GGUF file"), ("truncated", "truncated"),
+     ("refused", "llama.cpp refused")],
+)
+def test_bad_model_exits_nonzero_with_one_line(bad_models, kind: str, fragment: str) -> None:
+    result = run_cli("chat", "--model", str(bad_models[kind]), stdin="hi\n")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_parameter_exits_nonzero_naming_it() -> None:
+    result = run_cli("chat", "--n-ctx", "huge", stdin="hi\n")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "llmos-tui: error: n_ctx must be an integer, got 'huge'"
+
+
+def enter(child: pexpect.spawn, text: str) -> None:
+    """Type a line and press Enter as a terminal does (CR; LF is Ctrl-J, which adds a line)."""
+    child.send(text + "\r")
+
+
+def test_interactive_session_with_slash_commands(llmos_home: Path) -> None:
+    env = cli_env() | {"PROMPT_TOOLKIT_NO_CPR": "1"}
+    child = pexpect.spawn(CLI[0], [*CLI[1:], "chat", "--n-threads", "2"], env=env, encoding="utf-8",
+                          timeout=30, dimensions=(40, 120))
+    try:
+        child.expect("llmos demo")
+        child.expect(">")
+        enter(child, "/help")
+        child.expect("/params")
+        enter(child, "/model")
+        child.expect("chat template yes")
+        enter(child, "/params n_ctx=512")
+        child.expect("ready · .*ctx=512")
+        enter(child, "/params n_ctx=nope")
+        child.expect("error: n_ctx must be an integer, got 'nope'")
+        enter(child, "What is the KV cache?")
+        child.expect(r"gen tok")  # the metrics line after the reply
+        enter(child, "/reset")
+        child.expect("new conversation")
+        enter(child, "/quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    history = (llmos_home / "state" / "chat_history").read_text()
+    assert "What is the KV cache?" in history
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        ("plain text\nline two\tok", "plain text\nline two\tok"),
+        ("\x1b[2J\x1b[Hclear", "clear"),
+        ("title\x1b]0;pwned\x07 after", "title after"),
+        ("bell\x07 back\x08", "bell^G back^H"),
+        ("cr\rover", "cr\nover"),
+        ("c1 \x9b31m red", "c1  red"),
+    ],
+)
+def test_model_output_never_reaches_the_terminal_raw(raw: str, shown: str) -> None:
+    assert sanitize(raw) == shown

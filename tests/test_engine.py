@@ -1,0 +1,134 @@
+"""The supervisor on real llama.cpp with the demo model: streaming, metrics, cancel, crashes, bad input."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.supervisor import EngineState, Supervisor
+from llmos_tui.errors import EngineError, ModelError
+
+ASK = [{"role": "user", "content": "What is the KV cache?"}]
+
+
+def test_streams_real_tokens_with_llama_cpp_metrics(supervisor: Supervisor) -> None:
+    assert supervisor.state is EngineState.READY
+    assert supervisor.model_info is not None and supervisor.model_info.is_demo
+    reply = supervisor.chat(ASK, max_tokens=120, temperature=0.0)
+    pieces = list(reply)
+    assert reply.status == "done"
+    assert len(pieces) > 3, "the reply should arrive in several pieces, not one block"
+    text = "".join(pieces)
+    assert text == reply.text and len(text.split()) >= 5
+    m = reply.metrics
+    assert m["prompt_tokens"] >= m["prompt_eval_tokens"] > 0
+    assert m["gen_tokens"] > 0 and m["gen_tps"] > 0 and m["prompt_tps"] > 0
+    assert 0 < m["ttft_ms"] < m["wall_ms"]
+    assert m["ctx_used"] == m["prompt_tokens"] + m["gen_tokens"] or m["ctx_used"] > m["prompt_tokens"]
+    stats = supervisor.stats()
+    assert stats["requests"] == 1 and stats["last_gen_tps"] == m["gen_tps"]
+    assert stats["pid"] and stats["state"] == "ready"
+
+
+def test_events_and_logs_are_kept(demo_params: EngineParams) -> None:
+    sup = Supervisor(demo_params)
+    seen: list[str] = []
+    sup.subscribe(lambda e: seen.append(e.kind))
+    try:
+        sup.start()
+        assert "loaded" in seen and "progress" in seen
+        assert any("llama" in line.text for line in sup.logs()), "llama.cpp's log lines are captured"
+    finally:
+        sup.stop()
+    assert sup.state is EngineState.STOPPED and sup.pid is None
+
+
+def test_cancel_stops_a_reply_mid_stream(supervisor: Supervisor) -> None:
+    supervisor.inject("slow", ms=20)
+    reply = supervisor.chat([{"role": "user", "content": "Tell me about GPUs."}], max_tokens=400, temperature=1.0)
+    first = next(iter(reply))
+    assert first
+    supervisor.cancel()
+    reply.wait(10)
+    assert reply.status == "cancelled"
+    assert reply.metrics["gen_tokens"] < 400
+    assert supervisor.state is EngineState.READY
+    supervisor.inject("slow", ms=0)
+    again = supervisor.chat(ASK, max_tokens=20).wait(10)
+    assert again.status == "done"
+
+
+def test_kill_mid_reply_marks_it_interrupted_and_restart_recovers(supervisor: Supervisor) -> None:
+    crashes = []
+    supervisor.subscribe(lambda e: crashes.append(e) if e.kind == "crashed" else None)
+    supervisor.inject("slow", ms=20)
+    reply = supervisor.chat(ASK, max_tokens=400, temperature=1.0)
+    next(iter(reply))
+    supervisor.kill(signal.SIGKILL)
+    reply.wait(10)
+    assert reply.status == "interrupted"
+    assert "SIGKILL" in (reply.error or "")
+    deadline = time.monotonic() + 5
+    while supervisor.state is not EngineState.CRASHED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert supervisor.state is EngineState.CRASHED
+    assert crashes and crashes[0].data["signal"] == "SIGKILL"
+    with pytest.raises(EngineError, match="crashed"):
+        supervisor.chat(ASK)
+    supervisor.restart(reason="test")
+    assert supervisor.state is EngineState.READY and supervisor.restarts == 1
+    assert supervisor.chat(ASK, max_tokens=10).wait(10).status == "done"
+
+
+def test_injected_oom_aborts_like_ggml_and_leaves_log_lines(supervisor: Supervisor) -> None:
+    supervisor.inject("oom")
+    deadline = time.monotonic() + 5
+    while supervisor.state is not EngineState.CRASHED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert supervisor.last_exit is not None and supervisor.last_exit["signal"] == "SIGABRT"
+    assert any("out of memory" in line for line in supervisor.last_exit["last_logs"])
+
+
+def test_prompt_larger_than_context_is_an_error_not_a_crash(supervisor: Supervisor) -> None:
+    reply = supervisor.chat([{"role": "user", "content": "token " * 3000}], max_tokens=10).wait(10)
+    assert reply.status == "error" and "context window" in (reply.error or "")
+    assert supervisor.state is EngineState.READY
+
+
+def test_reset_context_forgets_the_conversation(supervisor: Supervisor) -> None:
+    supervisor.chat(ASK, max_tokens=20).wait(10)
+    assert supervisor.ctx_used > 0
+    supervisor.reset_context()
+    assert supervisor.ctx_used == 0
+    assert supervisor.chat(ASK, max_tokens=10).wait(10).metrics["prompt_eval_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("missing", "model not found"),
+        ("not_gguf", "not a GGUF file"),
+        ("truncated", "truncated"),
+        ("refused", "llama.cpp refused"),
+    ],
+)
+def test_bad_models_give_one_clear_line(bad_models, demo_params: EngineParams, kind: str, message: str) -> None:
+    sup = Supervisor(demo_params.replace(model_path=str(bad_models[kind])))
+    with pytest.raises(ModelError, match=message) as info:
+        sup.start(timeout=30)
+    assert "\n" not in str(info.value)
+    assert sup.state is EngineState.FAILED
+    sup.stop()
+    assert sup.pid is None
+
+
+def test_a_failed_load_does_not_lose_the_running_engine_state(bad_models, supervisor: Supervisor) -> None:
+    good = supervisor.params
+    with pytest.raises(ModelError):
+        supervisor.restart(good.replace(model_path=str(bad_models["refused"])))
+    assert supervisor.state is EngineState.FAILED
+    supervisor.restart(good)
+    assert supervisor.chat(ASK, max_tokens=5).wait(10).status == "done"

@@ -1,0 +1,68 @@
+"""Engine parameters and the config file: every bad value is named in the error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmos_tui.config import load_config
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.errors import ConfigError
+from llmos_tui.paths import DEMO_MODEL
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"n_ctx": "lots"}, "n_ctx must be an integer, got 'lots'"),
+        ({"n_ctx": 8}, "n_ctx must be 0"),
+        ({"n_batch": 0}, "n_batch must be"),
+        ({"n_batch": 64, "n_ubatch": 128}, "n_ubatch (128) must not exceed n_batch (64)"),
+        ({"n_gpu_layers": -2}, "n_gpu_layers must be"),
+        ({"flash_attn": "maybe"}, "flash_attn must be one of auto, on, off, got 'maybe'"),
+        ({"type_k": "q9_9"}, "type_k must be one of"),
+        ({"type_v": "q8_0", "flash_attn": "off"}, "needs flash_attn"),
+        ({"n_threads": 0}, "n_threads must be"),
+        ({"colour": "blue"}, "unknown engine parameter 'colour'"),
+    ],
+)
+def test_bad_params_name_the_value(values: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        EngineParams.from_mapping(values)
+    assert fragment in str(info.value)
+
+
+def test_strings_from_the_command_line_are_coerced() -> None:
+    p = EngineParams.from_mapping({"n_ctx": "4096", "flash_attn": "ON", "use_mmap": "false", "type_k": "Q8_0"})
+    assert (p.n_ctx, p.flash_attn, p.use_mmap, p.type_k) == (4096, "on", False, "q8_0")
+
+
+def test_config_file_defaults_to_demo_model_and_applies_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[engine]\nn_ctx = 512\n[chat]\ntemperature = 0.2\nsystem_prompt = "Be brief."\n'
+                   '[telemetry]\ninterval = 2.5\n')
+    config = load_config(cfg, overrides={"n_batch": "256", "n_ubatch": "128"})
+    assert config.engine.model_path == str(DEMO_MODEL) and config.uses_demo_model
+    assert (config.engine.n_ctx, config.engine.n_batch, config.engine.n_ubatch) == (512, 256, 128)
+    assert config.chat.temperature == 0.2 and config.chat.system_prompt == "Be brief."
+    assert config.telemetry_interval == 2.5
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[engine\n", "not valid TOML"),
+        ("[engine]\nn_ctx = 'big'\n", "[engine] n_ctx must be an integer, got 'big'"),
+        ("[chat]\ntemperature = 9\n", "chat.temperature must be between"),
+        ("[chat]\nmood = 'happy'\n", "unknown key chat.mood"),
+        ("[telemetry]\ninterval = 0\n", "telemetry.interval must be between"),
+        ("engine = 3\n", "[engine] must be a table"),
+    ],
+)
+def test_bad_config_names_file_and_key(tmp_path: Path, text: str, fragment: str) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    assert fragment in str(info.value) and str(cfg) in str(info.value)

@@ -1,0 +1,126 @@
+"""The TUI's chat through Textual's pilot, on real llama.cpp and the demo model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from textual.widgets import Input, Markdown
+
+from llmos_tui.config import load_config
+from llmos_tui.operator import Operator
+from llmos_tui.ui.app import LlmosApp
+from llmos_tui.ui.chat_screen import ChatScreen, ReplyView
+from llmos_tui.ui.help_screen import HelpScreen
+from llmos_tui.ui.status import EngineStatus
+
+
+def make_app(**overrides) -> LlmosApp:
+    config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, **overrides})
+    return LlmosApp(Operator(config), start_screen="chat")
+
+
+async def wait_for(pilot, predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.05)
+
+
+async def type_prompt(pilot, text: str) -> None:
+    prompt = pilot.app.screen.query_one("#prompt", Input)
+    prompt.value = text
+    await pilot.press("enter")
+
+
+async def test_chat_streams_a_reply_with_its_metrics_line() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.operator.supervisor.is_ready)
+        assert isinstance(app.screen, ChatScreen)
+        status = app.screen.query_one(EngineStatus)
+        await pilot.pause()
+        assert "READY" in str(status.render()) and "llmos demo" in str(status.render())
+        assert "(demo model)" in str(status.render())
+        await type_prompt(pilot, "What is the KV cache?")
+        await wait_for(pilot, lambda: app.screen.reply is not None and app.screen.reply.finished)
+        await pilot.pause(0.3)
+        view = app.screen.query(ReplyView).last()
+        body = view.body.source
+        assert len(body.split()) >= 5, body
+        metrics = str(view.footer_line.render())
+        assert "prompt tok" in metrics and "gen tok" in metrics and "tok/s" in metrics and "TTFT" in metrics
+        notes = app.screen.query(".note")
+        assert notes and "embedded demo model" in notes.first(Markdown).source
+    app.operator.close()
+
+
+async def test_up_recalls_earlier_prompts_and_escape_cancels() -> None:
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.operator.supervisor.is_ready)
+        await type_prompt(pilot, "first question")
+        await wait_for(pilot, lambda: app.screen.reply.finished)
+        app.operator.supervisor.inject("slow", ms=30)
+        await type_prompt(pilot, "second question")
+        await wait_for(pilot, lambda: app.screen.reply.text != "")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen.reply.finished)
+        assert app.screen.reply.status == "cancelled"
+        await pilot.pause(0.3)
+        assert "cancelled" in str(app.screen.query(ReplyView).last().footer_line.render())
+        await pilot.press("up")
+        assert app.screen.query_one("#prompt", Input).value == "second question"
+        await pilot.press("up")
+        assert app.screen.query_one("#prompt", Input).value == "first question"
+        await pilot.press("down")
+        assert app.screen.query_one("#prompt", Input).value == "second question"
+    app.operator.close()
+
+
+async def test_killed_engine_marks_the_reply_interrupted_and_shows_crashed() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.operator.supervisor.is_ready)
+        app.operator.supervisor.inject("slow", ms=30)
+        await type_prompt(pilot, "Tell me about GPUs")
+        await wait_for(pilot, lambda: app.screen.reply.text != "")
+        app.operator.supervisor.kill()
+        await wait_for(pilot, lambda: app.screen.reply.finished)
+        await pilot.pause(0.3)
+        assert app.screen.reply.status == "interrupted"
+        assert "interrupted" in str(app.screen.query(ReplyView).last().footer_line.render())
+        assert "CRASHED" in str(app.screen.query_one(EngineStatus).render())
+        assert app.is_running
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.operator.supervisor.is_ready)
+        await pilot.pause(0.2)
+        assert "READY" in str(app.screen.query_one(EngineStatus).render())
+    app.operator.close()
+
+
+async def test_help_lists_every_key() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        text = "\n".join(" ".join(row) for row in app.screen.rows)
+        for words in ("Cancel reply", "Restart engine", "Quit", "Chat", "New chat"):
+            assert words in text, words
+        await pilot.press("escape")
+        assert isinstance(app.screen, ChatScreen)
+    app.operator.close()
+
+
+async def test_bad_model_is_shown_and_the_app_stays_up(bad_models) -> None:
+    app = make_app(model=str(bad_models["refused"]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.operator.supervisor.state.value == "failed")
+        await pilot.pause(0.2)
+        assert "FAILED" in str(app.screen.query_one(EngineStatus).render())
+        await type_prompt(pilot, "hello?")
+        await pilot.pause(0.2)
+        assert app.is_running
+        assert any("not ready" in str(n.message) for n in app._notifications)
+    app.operator.close()
