@@ -22,6 +22,7 @@ from typing import Any
 from llmos_tui.engine import protocol as P
 
 _out_fd = -1
+FLUSH_INTERVAL_S = 0.004  # slower models (most real ones) get every piece at once
 _out_lock = threading.Lock()
 
 
@@ -233,13 +234,24 @@ class Worker:
                 stopping_criteria=llama_cpp.StoppingCriteriaList([on_token]),
                 **sampling,
             )
+            pending: list[str] = []
+            last_flush = 0.0
             for chunk in stream:
                 choice = chunk["choices"][0]
                 text = choice.get("text")
                 if text:
-                    emit({"ev": P.EV_TOKEN, "id": rid, "text": text})
+                    # Coalesce pieces that come faster than anyone can read them: every wakeup
+                    # of the parent steals a core from llama.cpp's threads on a small box.
+                    pending.append(text)
+                    now = time.perf_counter()
+                    if now - last_flush >= FLUSH_INTERVAL_S:
+                        emit({"ev": P.EV_TOKEN, "id": rid, "text": "".join(pending)})
+                        pending.clear()
+                        last_flush = now
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
+            if pending:
+                emit({"ev": P.EV_TOKEN, "id": rid, "text": "".join(pending)})
         except ValueError as exc:  # e.g. the prompt does not fit the context window
             emit({"ev": P.EV_ERROR, "id": rid, "message": str(exc)})
             return

@@ -13,7 +13,9 @@ from llmos_tui.operator import Operator
 from llmos_tui.ui.chat_screen import ChatScreen
 from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
 from llmos_tui.ui.messages import EngineChanged, EngineStartFinished
+from llmos_tui.paths import REPO_THEMES
 from llmos_tui.ui.status import EngineStatus
+from llmos_tui.ui.themes import load_themes
 
 
 class LlmosApp(App[int]):
@@ -43,6 +45,10 @@ class LlmosApp(App[int]):
 
     def on_mount(self) -> None:
         config = self.operator.config
+        themes, problems = load_themes([REPO_THEMES, config.paths.user_themes])
+        for theme in themes:
+            self.register_theme(theme)
+        self.operator.problems.extend(problems)
         try:
             self.theme = config.theme
         except Exception:

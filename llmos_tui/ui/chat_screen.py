@@ -66,7 +66,7 @@ class ChatScreen(Screen[None]):
     ]
     DEFAULT_CSS = """
     ChatScreen #log { height: 1fr; padding: 0 1; }
-    ChatScreen #prompt { dock: bottom; margin-bottom: 2; }
+    ChatScreen #prompt { height: auto; }
     ChatScreen .note { color: $warning; margin: 1 0 0 0; }
     """
 

@@ -22,7 +22,7 @@ class EngineStatus(Static):
     """Two compact lines; rebuilt only when the engine says something changed."""
 
     DEFAULT_CSS = """
-    EngineStatus { height: 2; dock: bottom; background: $panel; padding: 0 1; }
+    EngineStatus { height: 2; background: $panel; padding: 0 1; }
     """
 
     def on_mount(self) -> None:
