@@ -21,6 +21,10 @@ class Operator:
         self.supervisor = Supervisor(config.engine)
         self.chat = ChatSession(self.supervisor, config.chat)
         self.problems: list[str] = []  # non-fatal start-up problems, shown by every face
+        self.sampler: Any = None  # telemetry.Sampler, when telemetry is wired
+        self.journal_writer: Any = None  # journal.JournalWriter, when the journal opened
+        self.journal_link: Any = None
+        self.doctor: Any = None
         self._closers: list[Callable[[], None]] = []
 
     # ---- engine ---------------------------------------------------------------------
@@ -52,6 +56,19 @@ class Operator:
         thread.start()
         return thread
 
+    def undo(self, entry_id: str) -> str:
+        """Revert a journaled configuration change and apply the result to the engine."""
+        if self.journal_writer is None:
+            raise LlmosError("the journal is not open; nothing can be undone")
+        config = self.journal_writer.submit(lambda j: j.undo(entry_id)).result(timeout=30)
+        params = config.engine_params()
+        if self.journal_link is not None:
+            self.journal_link.next_source = "undo"
+        error = self.restart_engine(params, reason=f"undo {entry_id}")
+        if error:
+            return f"undone in the journal ({config.entry_id}), but the engine did not start: {error}"
+        return f"undone: now running {config.entry_id} ({params.summary()})"
+
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closers.append(closer)
 
@@ -65,7 +82,58 @@ class Operator:
         self.supervisor.stop()
 
 
-def build_operator(config: Config, *, replay: str | None = None, replay_speed: float = 1.0) -> Operator:
-    """The Operator with every part of the core this build has, wired together."""
+def build_operator(config: Config, *, replay: str | None = None, replay_speed: float = 1.0,
+                   with_journal: bool = True, with_telemetry: bool = True, with_doctor: bool = True) -> Operator:
+    """The Operator with every part of the core wired together.
+
+    A part that cannot start (a locked journal, a trace that cannot be read) is left out
+    with a one-line problem that every face shows; the engine and chat still work.
+    """
     op = Operator(config)
+    if with_journal:
+        _attach_journal(op)
+    if with_telemetry:
+        _attach_telemetry(op, replay, replay_speed)
+    if with_doctor:
+        _attach_doctor(op)
     return op
+
+
+def _attach_journal(op: Operator) -> None:
+    from llmos_tui.journal.link import JournalLink
+    from llmos_tui.journal.writer import JournalWriter
+
+    try:
+        writer = JournalWriter(op.config.journal_file)
+    except LlmosError as exc:
+        op.problems.append(f"journal disabled: {exc}")
+        return
+    op.journal_writer = writer
+    op.journal_link = JournalLink(writer, op.supervisor, op.chat)
+    op.on_close(op.journal_link.close)
+
+
+def _attach_telemetry(op: Operator, replay: str | None, replay_speed: float) -> None:
+    from llmos_tui.telemetry.sampler import Sampler
+
+    if replay:
+        from llmos_tui.telemetry.replay import ReplaySource
+
+        source = ReplaySource(replay, speed=replay_speed, loop=True)  # TraceError is an LlmosError: fatal, said once
+        sampler = Sampler(source, interval=source.interval, engine_stats=None)
+    else:
+        sampler = Sampler(interval=op.config.telemetry_interval, engine_stats=op.supervisor.stats)
+    op.sampler = sampler
+    sampler.start()
+    op.on_close(sampler.close)
+
+
+def _attach_doctor(op: Operator) -> None:
+    try:
+        from llmos_tui.doctor.wiring import attach_doctor
+    except ImportError:
+        return
+    try:
+        attach_doctor(op)
+    except LlmosError as exc:
+        op.problems.append(f"doctor disabled: {exc}")

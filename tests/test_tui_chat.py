@@ -124,3 +124,39 @@ async def test_bad_model_is_shown_and_the_app_stays_up(bad_models) -> None:
         assert app.is_running
         assert any("not ready" in str(n.message) for n in app._notifications)
     app.operator.close()
+
+
+async def test_chats_are_journaled_and_an_earlier_one_resumes(tmp_path) -> None:
+    from llmos_tui.journal import Journal
+    from llmos_tui.operator import build_operator
+
+    config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "journal": str(tmp_path / "j.sqlite")})
+    op = build_operator(config, with_telemetry=False, with_doctor=False)
+    app = LlmosApp(op, start_screen="chat")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: op.supervisor.is_ready)
+        await type_prompt(pilot, "What is VRAM?")
+        await wait_for(pilot, lambda: app.screen.reply.finished)
+        first_answer = app.screen.reply.text
+        op.journal_writer.flush()
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.2)
+        assert not app.screen.query(ReplyView)
+        await pilot.press("ctrl+o")
+        await pilot.pause(0.2)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        views = app.screen.query(ReplyView)
+        assert len(views) == 1 and views.first().body.source == first_answer
+        assert "gen tok" in str(views.first().footer_line.render())
+        assert [m.role for m in op.chat.messages] == ["user", "assistant"]
+        await type_prompt(pilot, "And the KV cache?")
+        await wait_for(pilot, lambda: app.screen.reply.finished)
+        op.journal_writer.flush()
+    op.close()
+    journal = Journal(tmp_path / "j.sqlite")
+    chats = journal.list_chats()
+    assert len(chats) == 1, "the resumed chat continues, no new chat is started"
+    roles = [m.role for m in journal.chat_messages(chats[0].id)]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    assert journal.active_config().standing == "good"

@@ -111,11 +111,19 @@ class LlmosApp(App[int]):
 def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[Any]]]:
     """Screens contributed by the other parts of the core, wired when they are present."""
     screens: dict[str, Callable[[], Screen[Any]]] = {}
-    sampler = getattr(operator, "sampler", None)
-    if sampler is not None:
+    if operator.sampler is not None:
         from llmos_tui.ui.dashboard import DashboardScreen
 
-        screens["dashboard"] = lambda: DashboardScreen(sampler)
+        screens["dashboard"] = lambda: DashboardScreen(operator.sampler)
+    if operator.journal_writer is not None:
+        from llmos_tui.ui.journal_screen import JournalScreen
+
+        on_undo = None if operator.config.readonly else operator.undo
+        screens["journal"] = lambda: JournalScreen(operator.config.journal_file, on_undo=on_undo)
+    if operator.doctor is not None:
+        from llmos_tui.ui.doctor_screen import DoctorScreen
+
+        screens["doctor"] = lambda: DoctorScreen(operator.doctor)
     return screens
 
 

@@ -7,8 +7,9 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Footer, Input, Markdown, Static
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Markdown, OptionList, Static
+from textual.widgets.option_list import Option
 
 from llmos_tui.engine.metrics import format_metrics
 from llmos_tui.engine.supervisor import Reply
@@ -36,9 +37,9 @@ class ReplyView(Vertical):
     ReplyView > .metrics { color: $text-muted; height: auto; }
     """
 
-    def __init__(self) -> None:
+    def __init__(self, markdown: str = "") -> None:
         super().__init__()
-        self.body = Markdown("")
+        self.body = Markdown(markdown)
         self.footer_line = Static("…", classes="metrics")
 
     def compose(self) -> ComposeResult:
@@ -46,15 +47,45 @@ class ReplyView(Vertical):
         yield self.footer_line
 
     def finish(self, reply: Reply) -> None:
+        self.show_outcome(reply.status, reply.metrics, reply.error)
+
+    def show_outcome(self, status: str, metrics: dict, error: str | None = None) -> None:
         line = Text()
-        if reply.status == "cancelled":
+        if status == "cancelled":
             line.append("■ cancelled · ", style="yellow")
-        elif reply.status == "interrupted":
-            line.append(f"⚠ interrupted: {reply.error} · ", style="bold red")
-        elif reply.status == "error":
-            line.append(f"⚠ error: {reply.error}", style="bold red")
-        line.append(format_metrics(reply.metrics))
+        elif status == "interrupted":
+            line.append(f"⚠ interrupted{': ' + error if error else ''} · ", style="bold red")
+        elif status == "error":
+            line.append(f"⚠ error{': ' + error if error else ''}", style="bold red")
+        line.append(format_metrics(metrics))
         self.footer_line.update(line)
+
+
+class ChatPicker(ModalScreen[int | None]):
+    """Earlier chats from the journal; Enter resumes one."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+    DEFAULT_CSS = """
+    ChatPicker { align: center middle; }
+    ChatPicker > OptionList { width: 80%; max-height: 80%; border: round $accent; }
+    """
+
+    def __init__(self, chats: list[dict]) -> None:
+        super().__init__()
+        self.chats = chats
+
+    def compose(self) -> ComposeResult:
+        import time as _time
+
+        options = [
+            Option(f"{_time.strftime('%Y-%m-%d %H:%M', _time.localtime(c['updated']))}  {c['title']}  [{c['model']}]",
+                   id=str(c["id"]))
+            for c in self.chats
+        ]
+        yield OptionList(*options)
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(int(event.option.id))
 
 
 class ChatScreen(Screen[None]):
@@ -63,6 +94,7 @@ class ChatScreen(Screen[None]):
         Binding("up", "history(-1)", "Earlier prompt", show=False, id="chat.history_up"),
         Binding("down", "history(1)", "Later prompt", show=False, id="chat.history_down"),
         Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
+        Binding("ctrl+o", "open_chat", "Earlier chats", id="chat.open"),
     ]
     DEFAULT_CSS = """
     ChatScreen #log { height: 1fr; padding: 0 1; }
@@ -162,6 +194,47 @@ class ChatScreen(Screen[None]):
         log.remove_children()
         self.show_demo_note()
         self.notify("New conversation")
+
+    def action_open_chat(self) -> None:
+        writer = self.operator.journal_writer
+        if writer is None:
+            self.notify("The journal is not open: earlier chats are not available.", severity="warning")
+            return
+        from llmos_tui.journal.link import chat_summaries
+
+        def chosen(chat_id: int | None) -> None:
+            if chat_id is not None:
+                self.load_chat(chat_id)
+
+        try:
+            chats = writer.submit(lambda j: chat_summaries(j)).result(timeout=10)
+        except Exception as exc:
+            self.notify(f"cannot read the journal: {exc}", severity="error")
+            return
+        if not chats:
+            self.notify("No earlier chats in the journal yet.")
+            return
+        self.app.push_screen(ChatPicker(chats), chosen)
+
+    def load_chat(self, chat_id: int) -> None:
+        from llmos_tui.journal.link import resume_messages
+
+        if self.reply is not None and not self.reply.finished:
+            self.operator.supervisor.cancel()
+        messages = self.operator.journal_writer.submit(lambda j: resume_messages(j, chat_id)).result(timeout=10)
+        self.operator.chat.reset()
+        self.operator.chat.load(messages, chat_id)
+        log = self.query_one("#log", VerticalScroll)
+        log.remove_children()
+        for m in messages:
+            if m.role == "user":
+                log.mount(UserMessage(Text(m.content)))
+            elif m.role == "assistant":
+                view = ReplyView(sanitize(m.content))
+                log.mount(view)
+                view.show_outcome(m.status, m.metrics)
+        log.scroll_end(animate=False)
+        self.notify(f"Resumed chat {chat_id} ({len(messages)} messages)")
 
     def engine_changed(self) -> None:
         self.show_demo_note()
