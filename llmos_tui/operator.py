@@ -124,6 +124,10 @@ def _attach_telemetry(op: Operator, replay: str | None, replay_speed: float) -> 
     else:
         sampler = Sampler(interval=op.config.telemetry_interval, engine_stats=op.supervisor.stats)
     op.sampler = sampler
+    if op.journal_writer is not None and not replay:
+        from llmos_tui.journal.link import TelemetryHistory
+
+        sampler.subscribe(TelemetryHistory(op.journal_writer))
     sampler.start()
     op.on_close(sampler.close)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,20 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, fragment: str)
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
     assert fragment in str(info.value) and str(cfg) in str(info.value)
+
+
+def test_telemetry_history_keeps_one_row_per_period(tmp_path: Path) -> None:
+    from llmos_tui.journal import Journal, JournalWriter
+    from llmos_tui.journal.link import TelemetryHistory
+    from llmos_tui.telemetry.sample import HostSample, Sample
+
+    writer = JournalWriter(tmp_path / "j.sqlite")
+    history = TelemetryHistory(writer, period=60)
+    start = time.time() - 3600
+    for second in range(0, 181):
+        history(Sample(ts=start + second, host=HostSample(cpu_percent=float(second % 2) * 100)))
+    writer.flush()
+    writer.close()
+    rows = Journal(tmp_path / "j.sqlite").telemetry()
+    assert len(rows) == 3
+    assert all(abs(r["data"]["host.cpu"] - 50.0) < 2 for r in rows), rows

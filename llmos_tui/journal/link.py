@@ -96,3 +96,33 @@ def resume_messages(journal: Journal, chat_id: int) -> list[Message]:
 def chat_summaries(journal: Journal, limit: int = 50) -> list[dict[str, Any]]:
     return [{"id": c.id, "title": c.title or f"chat {c.id}", "model": c.model, "updated": c.updated}
             for c in journal.list_chats(limit)]
+
+
+class TelemetryHistory:
+    """Keeps telemetry at a lower rate: the mean of each series over every `period` seconds
+    becomes one journal row (older rows are pruned by the journal's retention)."""
+
+    def __init__(self, writer: JournalWriter, period: float = 60.0) -> None:
+        self.writer = writer
+        self.period = period
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._started: float | None = None
+
+    def __call__(self, sample: Any) -> None:  # a Sampler subscriber
+        from llmos_tui.telemetry.series import sample_values
+
+        if self._started is None:
+            self._started = sample.ts
+        for name, value in sample_values(sample).items():
+            if name == "ts" or value is None or value != value:  # None or NaN: not measured
+                continue
+            self._sums[name] = self._sums.get(name, 0.0) + value
+            self._counts[name] = self._counts.get(name, 0) + 1
+        if sample.ts - self._started >= self.period:
+            summary = {name: self._sums[name] / self._counts[name] for name in self._sums}
+            summary["samples"] = max(self._counts.values(), default=0)
+            self.writer.record_telemetry(summary, ts=sample.ts)
+            self._sums.clear()
+            self._counts.clear()
+            self._started = sample.ts
