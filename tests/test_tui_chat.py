@@ -160,3 +160,17 @@ async def test_chats_are_journaled_and_an_earlier_one_resumes(tmp_path) -> None:
     roles = [m.role for m in journal.chat_messages(chats[0].id)]
     assert roles == ["user", "assistant", "user", "assistant"]
     assert journal.active_config().standing == "good"
+
+
+async def test_question_mark_shows_keys_in_an_empty_prompt_and_types_otherwise() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen), app.screen.query_one("#prompt", Input).value
+        await pilot.press("escape")
+        await pilot.press("w", "h", "y", "question_mark")
+        assert isinstance(app.screen, ChatScreen)
+        assert app.screen.query_one("#prompt", Input).value == "why?"
+    app.operator.close()

@@ -61,6 +61,15 @@ class ReplyView(Vertical):
         self.footer_line.update(line)
 
 
+class PromptInput(Input):
+    """The prompt. `?` in an empty prompt is left to the app (it shows the keys)."""
+
+    def check_consume_key(self, key: str, character: str | None) -> bool:
+        if character == "?" and not self.value:
+            return False
+        return super().check_consume_key(key, character)
+
+
 class ChatPicker(ModalScreen[int | None]):
     """Earlier chats from the journal; Enter resumes one."""
 
@@ -114,7 +123,7 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="log")
-        yield Input(placeholder="Type a prompt, Enter to send · Esc cancels · ? or F1 for keys", id="prompt")
+        yield PromptInput(placeholder="Type a prompt, Enter to send · Esc cancels · ? or F1 for keys", id="prompt")
         yield EngineStatus()
         yield Footer()
 
