@@ -199,7 +199,7 @@ def _cmd_repair(args: argparse.Namespace) -> int:
         return 0
     # The open runs SQLite's quick check before anything is written, and names the way out.
     with Journal(path, create=False) as journal:
-        problems = journal.check(full=True) if args.full else []
+        problems = journal.check(full=args.full)
         if problems:
             return _error(f"journal {path} is damaged: {problems[0]}; "
                           f"`{PROG} repair --move-aside` renames it aside (nothing is deleted)")

@@ -14,14 +14,15 @@ commit.
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
-Migration = Callable[[sqlite_utils.Database], None]
+Migration = Callable[["sqlite_utils.Database"], None]
 
 
-def v1_core_tables(db: sqlite_utils.Database) -> None:
+def v1_core_tables(db: "sqlite_utils.Database") -> None:
     """Configuration versions, events, findings, actions, tuning, chats, telemetry."""
     text_default = lambda *cols: {c: "" for c in cols}  # noqa: E731
 
@@ -169,7 +170,7 @@ def v1_core_tables(db: sqlite_utils.Database) -> None:
     db["telemetry"].create_index(["ts"])
 
 
-def v2_chat_activity(db: sqlite_utils.Database) -> None:
+def v2_chat_activity(db: "sqlite_utils.Database") -> None:
     """Chats remember their last activity, so the chat list shows the most recent first."""
     db["chats"].add_column("updated", float)
     db.execute(
@@ -187,7 +188,7 @@ def user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> tuple[int, int]:
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> tuple[int, int]:
     """Bring the journal up to ``target`` in one write transaction; return (from, to).
 
     An up-to-date journal is left alone without taking the write lock (so opening never
@@ -195,10 +196,12 @@ def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> tuple[in
     lock before ``user_version`` is read again, so two processes opening an old journal
     at once do not both run the same step.
     """
-    conn = db.conn
     current = user_version(conn)
     if current >= target:
         return current, current  # the common case: no write lock needed
+    import sqlite_utils  # only here and for export: it imports numpy when installed
+
+    db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
     conn.execute("BEGIN IMMEDIATE")
     try:
         start = user_version(conn)

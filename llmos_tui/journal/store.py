@@ -13,7 +13,9 @@ row and cannot corrupt the file — the next open replays or ignores the WAL
 frames by their checksums. What NORMAL gives up is only the last commits on an
 OS crash or power cut (never consistency). Configuration changes and undo are
 the undo history itself, so those transactions are committed with
-``synchronous=FULL`` (fsync of the WAL at commit) and survive a power cut too.
+``synchronous=FULL`` (fsync of the WAL at commit) — or, when one rides in a
+writer batch, the WAL is fsynced right after that batch commits — and they
+survive a power cut too.
 ``busy_timeout`` lets two llmos-tui processes share one journal: a writer waits
 for the other's transaction instead of failing at once.
 
@@ -31,11 +33,9 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping, Sequence
-
-import sqlite_utils
 
 from llmos_tui.errors import JournalError
 from llmos_tui.journal import migrations
@@ -43,6 +43,10 @@ from llmos_tui.journal.timeparse import format_ts
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT = 5.0
+# SQLite's quick check on open reads the whole file (about 30 ms for 100 000 rows / 15 MB).
+# Past this size it is skipped at open; damage then surfaces as JournalDamaged on the first
+# read that meets it, and `llmos-tui journal repair` runs the check on demand.
+QUICK_CHECK_MAX_BYTES = 256 * 1024 * 1024
 WAY_OUT = (
     "use --journal OTHER to work with another file, or `llmos-tui journal repair --move-aside` "
     "to rename this one aside (nothing is deleted)"
@@ -224,7 +228,9 @@ def _dumps(value: Any) -> str:
     return json.dumps(value if value is not None else {}, default=str, separators=(",", ":"))
 
 
-def _loads(text: str | None) -> Any:
+def _loads(text: Any) -> Any:
+    if not isinstance(text, str):
+        return {} if text is None else text  # already decoded, or NULL
     if not text:
         return {}
     try:
@@ -270,6 +276,14 @@ class Journal:
         check: bool = True,
         telemetry_retention_days: float | None = 7.0,
     ) -> None:
+        """Open (and create, upgrade) the journal at ``path`` (None: ``default_paths().journal``).
+
+        ``readonly`` opens without writing anything (a read-only file or folder);
+        ``create=False`` raises JournalMissing instead of creating a file; ``check`` runs
+        SQLite's quick check before the first write; ``busy_timeout`` is how long a write
+        waits for another process's transaction; telemetry rows older than
+        ``telemetry_retention_days`` are pruned (None: kept).
+        """
         if path is None:
             from llmos_tui.paths import default_paths
 
@@ -280,14 +294,29 @@ class Journal:
         self.telemetry_retention_days = telemetry_retention_days
         self._lock = threading.RLock()
         self._last_prune = 0.0
+        self._savepoints = 0
+        self._durable_pending = False  # a nested write asked for a durable commit
         self._conn: sqlite3.Connection | None = None
         self.migrated_from: int | None = None  # schema version before this open upgraded it
         self.readonly_note = ""
+        self._db = None
         if readonly:
             self._open_readonly(check)
         else:
             self._open_writable(create, check)
-        self.db = sqlite_utils.Database(self._conn, execute_plugins=False, recursive_triggers=False)
+
+    @property
+    def db(self):
+        """The connection as a ``sqlite_utils.Database`` (schema, export, ad-hoc queries).
+
+        Imported on first use: sqlite-utils pulls in numpy when it is installed, which a
+        `journal list` or a batch of event writes does not need.
+        """
+        if self._db is None:
+            import sqlite_utils
+
+            self._db = sqlite_utils.Database(self._require_conn(), execute_plugins=False, recursive_triggers=False)
+        return self._db
 
     # ---- opening -----------------------------------------------------------
     def _sniff(self) -> None:
@@ -348,8 +377,7 @@ class Journal:
                     raise JournalError(f"journal {path} could not switch to WAL mode (it stays {mode!r})")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA foreign_keys=ON")
-                db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
-                start, end = migrations.migrate(db)
+                start, end = migrations.migrate(conn)
                 if start != end:
                     self.migrated_from = start
         except BaseException:
@@ -390,7 +418,7 @@ class Journal:
                 conn.close()
                 self._conn = None
                 last = exc
-                if not isinstance(exc, (JournalReadOnly,)) and "cannot open" not in str(exc):
+                if not isinstance(exc, JournalReadOnly) and "cannot open" not in str(exc):
                     raise
         assert last is not None
         raise last
@@ -405,6 +433,8 @@ class Journal:
         return version
 
     def _integrity_or_raise(self) -> None:
+        if self.path.stat().st_size > QUICK_CHECK_MAX_BYTES:
+            return
         problems = self.check()
         if problems:
             raise JournalDamaged(
@@ -422,14 +452,19 @@ class Journal:
                 if "not a database" in str(exc) or "malformed" in str(exc):
                     return [str(exc)]
                 raise
-        problems = [str(r[0]) for r in rows]
-        return [] if problems == ["ok"] else problems
+        # One line per problem; SQLite prefixes the first with "*** in database main ***".
+        problems = [" ".join(str(r[0]).replace("*** in database main ***", "").split()) for r in rows]
+        return [] if problems == ["ok"] else [p for p in problems if p]
 
     # ---- plumbing ----------------------------------------------------------
     @property
     def schema_version(self) -> int:
         with self._lock:
             return migrations.user_version(self._conn)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn is not None and self._conn.in_transaction
 
     def close(self) -> None:
         with self._lock:
@@ -491,11 +526,30 @@ class Journal:
             if self.readonly:
                 raise JournalReadOnly(f"journal {self.path} is open read-only; cannot {what}")
             if conn.in_transaction:
-                with self.db.atomic():  # nested: a savepoint, so one failed write leaves the batch intact
-                    yield conn
+                # Nested (inside a batch or a bigger change): a savepoint, so one failed
+                # write is undone alone and the rest of the batch still commits.
+                # Named by depth, not by a counter: the same few statements stay in the
+                # connection's statement cache instead of being compiled for every write.
+                self._savepoints += 1
+                name = f"w{self._savepoints}"
+                try:
+                    conn.execute(f"SAVEPOINT {name}")
+                    try:
+                        yield conn
+                    except BaseException:
+                        if conn.in_transaction:
+                            conn.execute(f"ROLLBACK TO {name}")
+                            conn.execute(f"RELEASE {name}")
+                        raise
+                    else:
+                        conn.execute(f"RELEASE {name}")
+                        self._durable_pending |= durable
+                finally:
+                    self._savepoints -= 1
                 return
             if durable:
-                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA synchronous=FULL")  # cannot change inside a transaction
+            self._durable_pending = False
             try:
                 # IMMEDIATE takes the write lock up front (waiting busy_timeout for another
                 # process); a deferred BEGIN could fail later without waiting, mid-transaction.
@@ -507,9 +561,24 @@ class Journal:
                         conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
+                if self._durable_pending and not durable:
+                    # A configuration change rode in a batch committed at NORMAL: make the
+                    # WAL durable now, as FULL would have at its commit.
+                    self._sync_wal()
             finally:
+                self._durable_pending = False
                 if durable:
                     conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _sync_wal(self) -> None:
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+        except FileNotFoundError:
+            return  # checkpointed away already: the main file was synced by the checkpoint
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator["Journal"]:
@@ -739,12 +808,16 @@ class Journal:
         engine and later calls ``set_action_state(…, "verified" | "failed")``.
         """
         with self._write("change the configuration", durable=True) as conn:
-            row = conn.execute("SELECT id FROM configs WHERE active = 1").fetchone()
+            row = conn.execute("SELECT id, params, model_path FROM configs WHERE active = 1").fetchone()
             before = row[0] if row else None
             if action_id is None:
+                # The action's params are what changes (key -> new value); the full settings
+                # live in the two configuration versions it links.
                 values = dict(params.to_dict() if hasattr(params, "to_dict") else params)
+                old = {**_loads(row[1]), "model_path": row[2]} if row else {}
+                changes = {k: v for k, (_, v) in _diff(old, values).items() if k in values}
                 action_id = self.propose_action(
-                    kind, values, proposed_by=proposed_by, finding_id=finding_id, note=note
+                    kind, changes, proposed_by=proposed_by, finding_id=finding_id, note=note
                 )
             config = self.record_config(params, source=source, note=note)
             self.set_action_state(action_id, "applied", note=note, config_before=before, config_after=config.id)
@@ -766,6 +839,8 @@ class Journal:
                     raise JournalError(
                         f"act:{number} ({action.kind}, {action.state}) changed no configuration; there is nothing to undo"
                     )
+                if "rolled_back" not in ACTION_MOVES[action.state]:
+                    raise JournalError(f"act:{number} is {action.state.replace('_', ' ')}; there is nothing to undo")
                 reverted = self.get_config(action.config_after)
                 restore_id = action.config_before if action.config_before is not None else reverted.parent_id
                 producers = [number]
@@ -779,6 +854,15 @@ class Journal:
                 )
             if restore_id is None:
                 raise JournalError(f"cfg:{reverted.id} is the first configuration; it has no parent to revert to")
+            earlier = conn.execute(
+                "SELECT id FROM actions WHERE kind = 'undo' AND state IN ('applied', 'verified') "
+                "AND json_extract(params, '$.reverts') = ? ORDER BY id DESC LIMIT 1",
+                (f"cfg:{reverted.id}",),
+            ).fetchone()
+            if earlier:
+                raise JournalError(
+                    f"cfg:{reverted.id} was already undone by act:{earlier[0]}; undo act:{earlier[0]} to bring it back"
+                )
             restore = self.get_config(restore_id)
             label = f"act:{number}" if prefix == "act" else f"cfg:{number}"
             text = note or f"undo {label}: back to the settings of cfg:{restore.id}"
@@ -964,16 +1048,23 @@ class Journal:
 
     # ---- queries across kinds ------------------------------------------------------
     @staticmethod
-    def _resolve_kinds(kinds: Sequence[str] | str | None) -> tuple[list[_Source], list[str]]:
-        """Split ``--kind`` words into entry types (event, cfg, ...) and sub-kinds (crashed, undo, ...)."""
+    def _resolve_kinds(kinds: Sequence[str] | str | None) -> list[tuple[_Source, list[str]]]:
+        """Turn ``--kind`` words into (source, sub-kinds to match) pairs.
+
+        A word naming an entry type (``event``, ``cfg``, ``message``…) takes that whole type;
+        any other word is a sub-kind (``crashed``, ``undo``, ``tuner``…) looked for in the
+        timeline's types. The two combine with OR: ``config,crashed`` is every configuration
+        and every crash.
+        """
         if kinds is None:
-            return [s for s in SOURCES if s.in_timeline], []
+            return [(s, []) for s in SOURCES if s.in_timeline]
         words = [w.strip() for w in (kinds.split(",") if isinstance(kinds, str) else kinds) if w.strip()]
-        types = [_BY_NAME[w.lower()] for w in words if w.lower() in _BY_NAME]
+        named = list(dict.fromkeys(_BY_NAME[w.lower()] for w in words if w.lower() in _BY_NAME))
         subkinds = [w for w in words if w.lower() not in _BY_NAME]
-        if not types:
-            types = [s for s in SOURCES if s.in_timeline]
-        return list(dict.fromkeys(types)), subkinds
+        plan = [(s, []) for s in named]
+        if subkinds:
+            plan += [(s, subkinds) for s in SOURCES if s.in_timeline and s not in named]
+        return plan or [(s, []) for s in SOURCES if s.in_timeline]
 
     def timeline(
         self,
@@ -986,10 +1077,9 @@ class Journal:
     ) -> list[Entry]:
         """Newest first, across kinds. Each kind is read by its time index with its own LIMIT and the
         streams are merged, so the cost does not grow with the journal's size."""
-        sources, subkinds = self._resolve_kinds(kinds)
         streams = []
         lkg = self.last_known_good()
-        for source in sources:
+        for source, subkinds in self._resolve_kinds(kinds):
             where, args = [], []
             if since is not None:
                 where.append(f"{source.time_col} >= ?")
@@ -1008,9 +1098,11 @@ class Journal:
                 sql += " WHERE " + " AND ".join(where)
             sql += f" ORDER BY {source.time_col} DESC, id DESC LIMIT ?"
             rows = self._query(sql, (*args, limit))
-            streams.append([self._entry(source, row, lkg.id if lkg else None) for row in rows])
-        merged = heapq.merge(*streams, key=lambda e: e.ts, reverse=True)
-        return [entry for _, entry in zip(range(limit), merged)]
+            streams.append([(row[source.time_col], source, row) for row in rows])
+        merged = heapq.merge(*streams, key=lambda item: item[0], reverse=True)
+        lkg_id = lkg.id if lkg else None
+        # Entries are built only for the rows that made the cut, not for every stream's LIMIT.
+        return [self._entry(source, row, lkg_id) for _, (_ts, source, row) in zip(range(limit), merged)]
 
     def _entry(self, source: _Source, row: dict[str, Any], lkg_id: int | None) -> Entry:
         p = source.prefix

@@ -147,7 +147,7 @@ class JournalScreen(Screen[None]):
         table.add_column("Summary", key="summary")
         table.focus()
         self.set_interval(self.refresh_interval, self._tick)
-        self.reload()
+        # The first read starts from on_screen_resume, which also follows every return here.
 
     def on_screen_resume(self) -> None:
         self.reload()
@@ -172,10 +172,12 @@ class JournalScreen(Screen[None]):
         if self._reader is None:
             from llmos_tui.journal import Journal, JournalReadOnly
 
+            # check=False: the integrity check is the opener's job (app start, CLI); this
+            # screen only reads, and a damaged page still surfaces as a JournalDamaged.
             try:
-                self._reader = Journal(self._path, create=False)
+                self._reader = Journal(self._path, create=False, check=False)
             except JournalReadOnly:
-                self._reader = Journal(self._path, readonly=True)
+                self._reader = Journal(self._path, readonly=True, check=False)
         return self._reader
 
     @work(thread=True, group="journal-load", exit_on_error=False)
