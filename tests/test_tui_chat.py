@@ -143,8 +143,9 @@ async def test_chats_are_journaled_and_an_earlier_one_resumes(tmp_path) -> None:
         await pilot.pause(0.2)
         assert not app.screen.query(ReplyView)
         await pilot.press("ctrl+o")
-        await pilot.pause(0.2)
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "ChatPicker")
         await pilot.press("enter")
+        await wait_for(pilot, lambda: len(op.chat.messages) == 2)
         await pilot.pause(0.3)
         views = app.screen.query(ReplyView)
         assert len(views) == 1 and views.first().body.source == first_answer

@@ -205,32 +205,54 @@ class ChatScreen(Screen[None]):
         self.notify("New conversation")
 
     def action_open_chat(self) -> None:
-        writer = self.operator.journal_writer
-        if writer is None:
+        if self.operator.journal_writer is None:
             self.notify("The journal is not open: earlier chats are not available.", severity="warning")
             return
+        self.read_chats()
+
+    def _read_journal(self, fn):  # type: ignore[no-untyped-def]
+        """Reads run in a worker thread on their own connection, never on the UI thread."""
+        from llmos_tui.journal import Journal
+
+        journal = Journal(self.operator.config.journal_file, readonly=True)
+        try:
+            return fn(journal)
+        finally:
+            journal.close()
+
+    @work(thread=True, exclusive=True, group="journal-read")
+    def read_chats(self) -> None:
         from llmos_tui.journal.link import chat_summaries
 
-        def chosen(chat_id: int | None) -> None:
-            if chat_id is not None:
-                self.load_chat(chat_id)
-
         try:
-            chats = writer.submit(lambda j: chat_summaries(j)).result(timeout=10)
+            self.operator.journal_writer.flush(5)
+            chats = self._read_journal(chat_summaries)
         except Exception as exc:
-            self.notify(f"cannot read the journal: {exc}", severity="error")
+            self.app.call_from_thread(self.notify, f"cannot read the journal: {exc}", severity="error")
             return
-        if not chats:
-            self.notify("No earlier chats in the journal yet.")
-            return
-        self.app.push_screen(ChatPicker(chats), chosen)
 
-    def load_chat(self, chat_id: int) -> None:
+        def show() -> None:
+            if not chats:
+                self.notify("No earlier chats in the journal yet.")
+                return
+            self.app.push_screen(ChatPicker(chats), lambda chat_id: chat_id is not None and self.read_chat(chat_id))
+
+        self.app.call_from_thread(show)
+
+    @work(thread=True, exclusive=True, group="journal-read")
+    def read_chat(self, chat_id: int) -> None:
         from llmos_tui.journal.link import resume_messages
 
+        try:
+            messages = self._read_journal(lambda j: resume_messages(j, chat_id))
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, f"cannot read chat {chat_id}: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self.show_chat, chat_id, messages)
+
+    def show_chat(self, chat_id: int, messages: list) -> None:
         if self.reply is not None and not self.reply.finished:
             self.operator.supervisor.cancel()
-        messages = self.operator.journal_writer.submit(lambda j: resume_messages(j, chat_id)).result(timeout=10)
         self.operator.chat.reset()
         self.operator.chat.load(messages, chat_id)
         log = self.query_one("#log", VerticalScroll)
