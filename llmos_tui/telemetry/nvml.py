@@ -141,6 +141,18 @@ SLOW_FIELDS = (
     "remap_pending",
     "remap_failure",
 )
+# GpuSample fields read together under one label (one NVML call)
+_FIELD_LABELS = {
+    "util_gpu": "util",
+    "util_mem": "util",
+    "mem_used": "memory",
+    "mem_total": "memory",
+    "remapped_corrected": "remapped_rows",
+    "remapped_uncorrected": "remapped_rows",
+    "remap_pending": "remapped_rows",
+    "remap_failure": "remapped_rows",
+    "processes": "compute_processes",
+}
 
 
 class _DeviceLost(Exception):
@@ -155,6 +167,7 @@ class _Device:
     slow: dict[str, Any] = field(default_factory=dict)
     slow_read_at: float = -math.inf
     unsupported: dict[str, str] = field(default_factory=dict)  # field label -> reason
+    dead: set[str] = field(default_factory=set)  # NVML functions that failed for good on this GPU
     lost: bool = False
     error: str | None = None
     xid_last: int | None = None
@@ -219,6 +232,7 @@ class NvmlSource:
         self._event_set: Any = None
         self.event_error: str | None = None  # why XID events are not watched, if they are not
         self._proc_names: dict[int, str | None] = {}
+        self._dead: set[str] = set()  # system-level functions that failed for good
         self._nvml_error_cls: type | tuple = ()
 
     # ---- public ---------------------------------------------------------------
@@ -240,6 +254,11 @@ class NvmlSource:
         if 0 <= index < len(self._devices):
             return dict(self._devices[index].unsupported)
         return {}
+
+    def na_reason(self, index: int, field_name: str) -> str | None:
+        """Why GpuSample field ``field_name`` of GPU ``index`` reads n/a for good, or None."""
+        label = _FIELD_LABELS.get(field_name, field_name)
+        return self.unsupported(index).get(label)
 
     def collect(self, sample: Sample) -> None:
         """Fill ``sample`` with every GPU's fields; never raises."""
@@ -355,8 +374,11 @@ class NvmlSource:
         """
         if dev is not None and label in dev.unsupported:
             return None
+        dead = dev.dead if dev is not None else self._dead
         reason = None
         for name in names:
+            if name in dead:
+                continue
             fn = getattr(self._nv, name, None)
             if fn is None:
                 reason = reason or f"{name} missing from this pynvml"
@@ -371,6 +393,7 @@ class NvmlSource:
                     raise _DeviceLost from None
                 if code in _PERMANENT or type(exc).__name__ == "NVMLLibraryMismatchError":
                     reason = reason or f"{exc}" or name
+                    dead.add(name)
                     continue  # an older or newer variant may still answer
                 if code is None:
                     # Not an NVML error: a binding that no longer fits. Asking again would fail again.
@@ -518,7 +541,8 @@ class NvmlSource:
             gpu.mem_used = getattr(mem, "used", None)
             gpu.mem_total = getattr(mem, "total", None)
         # nvmlDeviceGetTemperature is deprecated; a future pynvml may only have the V form
-        gpu.temp = self._call(dev, "temp", ("nvmlDeviceGetTemperature", "nvmlDeviceGetTemperatureV"), h, _TEMPERATURE_GPU)
+        temp_calls = ("nvmlDeviceGetTemperature", "nvmlDeviceGetTemperatureV")
+        gpu.temp = self._call(dev, "temp", temp_calls, h, _TEMPERATURE_GPU)
         gpu.temp_mem = self._memory_temperature(dev)
         gpu.fan = self._call(dev, "fan", ("nvmlDeviceGetFanSpeed",), h)
         power = self._call(dev, "power", ("nvmlDeviceGetPowerUsage",), h)

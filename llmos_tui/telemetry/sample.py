@@ -8,6 +8,7 @@ A field a GPU or driver does not support is ``None`` (shown as "n/a"), never mis
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,6 +203,8 @@ class Sample:
 
 def _json_safe(value: Any) -> Any:
     """A copy of ``value`` that json.dumps accepts (engine stats may hold numpy scalars, tuples, paths)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN / inf are not JSON
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, dict):
@@ -209,7 +212,7 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_json_safe(v) for v in value]
     item = getattr(value, "item", None)  # numpy scalar
-    if callable(item):
+    if callable(item) and not isinstance(value, type):
         try:
             return _json_safe(item())
         except Exception:  # noqa: BLE001 - fall through to str()

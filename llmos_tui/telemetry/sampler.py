@@ -23,7 +23,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 from llmos_tui.telemetry.sample import Sample
 from llmos_tui.telemetry.series import SeriesStore
@@ -31,7 +31,7 @@ from llmos_tui.telemetry.series import SeriesStore
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[Sample], Any]
-EngineStats = Callable[[], "Mapping[str, Any] | None"]
+EngineStats = Callable[[], Optional[Mapping[str, Any]]]
 
 
 class Source(Protocol):
@@ -160,15 +160,16 @@ class Sampler:
         return any(getattr(source, "exhausted", False) for source in self.sources)
 
     def _next_delay(self) -> float:
-        delays = [self._interval]
+        """The interval, unless a source paces the sampler itself (a replay at recorded speed)."""
+        delay = self._interval
         for source in self.sources:
             pace = getattr(source, "next_delay", None)
             if pace is not None:
                 try:
-                    delays = [float(pace(self._interval))]
+                    delay = float(pace(self._interval))
                 except Exception:  # noqa: BLE001
                     log.exception("next_delay of %r failed", source)
-        return max(0.0, delays[-1])
+        return max(0.0, delay)
 
     # ---- the thread -------------------------------------------------------------
     @property
