@@ -22,7 +22,7 @@ class LlmosApp(App[int]):
     TITLE = "llmos-tui"
     BINDINGS = [
         Binding("f1", "help", "Keys", id="app.help"),
-        Binding("question_mark", "help", "Keys", show=False, priority=True, id="app.help_q"),
+        Binding("question_mark", "help", "Keys", show=False, id="app.help_q"),
         Binding("f2", "mode('dashboard')", "Dashboard", id="app.dashboard"),
         Binding("f3", "mode('chat')", "Chat", id="app.chat"),
         Binding("f4", "mode('doctor')", "Doctor", id="app.doctor"),

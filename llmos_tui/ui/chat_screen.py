@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -64,10 +64,14 @@ class ReplyView(Vertical):
 class PromptInput(Input):
     """The prompt. `?` in an empty prompt is left to the app (it shows the keys)."""
 
-    def check_consume_key(self, key: str, character: str | None) -> bool:
-        if character == "?" and not self.value:
-            return False
-        return super().check_consume_key(key, character)
+    async def _on_key(self, event: events.Key) -> None:
+        # Decided here, in the input's own queue, so a burst of typed keys cannot race it.
+        if event.character == "?" and not self.value:
+            event.stop()
+            event.prevent_default()
+            self.app.action_help()  # type: ignore[attr-defined]
+            return
+        await super()._on_key(event)
 
 
 class ChatPicker(ModalScreen[int | None]):

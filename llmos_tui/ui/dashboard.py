@@ -22,11 +22,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Footer, Static
 
 from llmos_tui.telemetry import format as fmt
 from llmos_tui.telemetry.nvml import CLOCK_REASONS, THROTTLING_MASK
 from llmos_tui.telemetry.sample import GpuSample, HostSample, Sample
+from llmos_tui.ui.status import EngineStatus
 
 SPARK_HISTORY = 120  # samples fetched for a sparkline; it shows as many as fit
 
@@ -174,6 +175,8 @@ class DashboardScreen(Screen):
                 yield Static("", id="dash-host")
             yield Static("GPU processes", id="dash-procs-title")
             yield DataTable(id="dash-procs", show_cursor=False, zebra_stripes=True)
+        yield EngineStatus()
+        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#dash-nogpu").display = False

@@ -40,13 +40,17 @@ def collect_bindings(screen) -> list[tuple[str, str, str]]:  # type: ignore[no-u
     """Every binding that is active on screen (its own, focused widgets', the app's)."""
     rows: list[tuple[str, str, str]] = []
     seen: set[tuple[str, str]] = set()
+    from textual.widgets import Input
+
     for key, active in screen.active_bindings.items():
         binding = active.binding
+        if isinstance(active.node, Input):  # line-editing keys of the prompt: standard, not ours
+            continue
         description = binding.description or binding.action
         if (key, description) in seen or binding.action in ("", "noop"):
             continue
         seen.add((key, description))
         where = type(active.node).__name__.replace("Screen", "").replace("LlmosApp", "everywhere") or "everywhere"
-        rows.append((binding.key_display or key, description, where))
+        rows.append((screen.app.get_key_display(binding), description, where))
     rows.sort(key=lambda r: (r[2] != "everywhere", r[0]))
     return rows

@@ -29,7 +29,11 @@ class EngineStatus(Static):
         self.refresh_status()
 
     def refresh_status(self) -> None:
-        sup = self.app.operator.supervisor  # type: ignore[attr-defined]
+        operator = getattr(self.app, "operator", None)
+        if operator is None:  # a screen shown outside LlmosApp (tests, embedding)
+            self.display = False
+            return
+        sup = operator.supervisor
         stats = sup.stats()
         state = stats["state"]
         info = sup.model_info
@@ -46,9 +50,10 @@ class EngineStatus(Static):
                          f" · train ctx {info.context_length or '?'}")
         if state in ("crashed", "failed") and stats.get("last_error"):
             line1.append(f" · {stats['last_error']}", style="red")
-        line2 = Text(f" {sup.params.summary()}", style="dim")
+        line2 = Text(" ", style="dim")
         if stats["n_ctx"]:
-            line2.append(f" · ctx used {stats['ctx_used']}/{stats['n_ctx']}", style="dim")
+            line2.append(f"ctx used {stats['ctx_used']}/{stats['n_ctx']} · ", style="dim")
         if stats["last_gen_tps"]:
-            line2.append(f" · last {stats['last_gen_tps']:.1f} tok/s", style="dim")
+            line2.append(f"{stats['last_gen_tps']:.1f} tok/s · ", style="dim")
+        line2.append(sup.params.summary(), style="dim")
         self.update(Text("\n").join([line1, line2]))
