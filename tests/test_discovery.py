@@ -54,9 +54,10 @@ def test_discovers_every_usual_place(tmp_path: Path) -> None:
     assert by_label["tiny:latest"].source == "ollama"
     assert by_label["mine.gguf"].info.architecture == "llama"
     assert by_label["broken.gguf"].error and by_label["broken.gguf"].info is None
+    demo = read_model_info(DEMO_MODEL)
     for f in found:
         if f.info:
-            assert f.info.quantization == "F16" and f.info.context_length == 1024
+            assert (f.info.quantization, f.info.context_length) == (demo.quantization, demo.context_length)
 
 
 def test_header_facts_of_the_demo_model() -> None:
@@ -78,4 +79,5 @@ def test_models_command_lists_a_folder(tmp_path: Path) -> None:
     assert {"demo", "hf-hub", "lm-studio", "ollama", "~/models"} <= sources
     table = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "models"], capture_output=True, text=True,
                            env=env, timeout=60).stdout
-    assert "tiny:latest" in table and "F16" in table and "1024" in table
+    demo = read_model_info(DEMO_MODEL)
+    assert "tiny:latest" in table and demo.quantization in table and str(demo.context_length) in table
