@@ -133,11 +133,16 @@ def _attach_telemetry(op: Operator, replay: str | None, replay_speed: float) -> 
 
 
 def _attach_doctor(op: Operator) -> None:
+    from llmos_tui.doctor import Doctor
+    from llmos_tui.doctor.policy import Policy
+
     try:
-        from llmos_tui.doctor.wiring import attach_doctor
-    except ImportError:
-        return
-    try:
-        attach_doctor(op)
+        policy = Policy.from_config(op.config.doctor)
     except LlmosError as exc:
         op.problems.append(f"doctor disabled: {exc}")
+        return
+    doctor = Doctor(op.supervisor, op.sampler, op.journal_writer, policy)
+    doctor.start()
+    doctor.watch_chat(op.chat)
+    op.doctor = doctor
+    op.on_close(doctor.stop)

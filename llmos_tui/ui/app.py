@@ -12,7 +12,7 @@ from llmos_tui.config import Config
 from llmos_tui.operator import Operator
 from llmos_tui.ui.chat_screen import ChatScreen
 from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
-from llmos_tui.ui.messages import EngineChanged, EngineStartFinished
+from llmos_tui.ui.messages import DoctorToast, EngineChanged, EngineStartFinished
 from llmos_tui.paths import REPO_THEMES
 from llmos_tui.ui.status import EngineStatus
 from llmos_tui.ui.themes import load_themes
@@ -42,6 +42,8 @@ class LlmosApp(App[int]):
         self.start_screen = start_screen if start_screen in self.screen_factories else (
             "dashboard" if "dashboard" in self.screen_factories else "chat")
         self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe_doctor: Callable[[], None] | None = None
+        self.doctor_toasts = False
 
     def on_mount(self) -> None:
         config = self.operator.config
@@ -56,6 +58,9 @@ class LlmosApp(App[int]):
         if config.keys:
             self.set_keymap(config.keys)
         self._unsubscribe = self.operator.supervisor.subscribe(lambda ev: self.post_message(EngineChanged(ev)))
+        if self.operator.doctor is not None:
+            self.doctor_toasts = True
+            self._unsubscribe_doctor = self.operator.doctor.subscribe(lambda ev: self.post_message(DoctorToast(ev)))
         self.switch_mode(self.start_screen)
         for problem in self.operator.problems:
             self.notify(problem, severity="warning", timeout=10)
@@ -65,6 +70,13 @@ class LlmosApp(App[int]):
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+        if self._unsubscribe_doctor is not None:
+            self._unsubscribe_doctor()
+
+    def on_doctor_toast(self, message: DoctorToast) -> None:
+        from llmos_tui.ui.doctor_screen import toast_doctor_event
+
+        toast_doctor_event(self, message.event)
 
     # ---- engine events (already on the UI thread) ---------------------------------
     def on_engine_changed(self, message: EngineChanged) -> None:
@@ -123,7 +135,7 @@ def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[Any]]]:
     if operator.doctor is not None:
         from llmos_tui.ui.doctor_screen import DoctorScreen
 
-        screens["doctor"] = lambda: DoctorScreen(operator.doctor)
+        screens["doctor"] = lambda: DoctorScreen(operator.doctor, readonly=operator.config.readonly)
     return screens
 
 

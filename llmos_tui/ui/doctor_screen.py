@@ -183,19 +183,13 @@ class DoctorScreen(Screen[None]):
         history = self.query_one("#doctor-history", RichLog)
         if event.kind == "finding" and f is not None:
             history.write(f"{_clock(event.ts)} found #{f.id} [{f.severity}] {sanitize(f.title)}")
-            if f.severity != "info":
-                self.app.notify(sanitize(f.title), title=f"doctor: {f.severity}",
-                                severity=NOTIFY_SEVERITY.get(f.severity, "information"))
         elif event.kind in ("action", "proposed", "resolved"):
             label = f"#{f.id} " if f is not None else ""
             history.write(f"{_clock(event.ts)} {event.kind} {label}{sanitize(event.message)}")
-            if event.kind == "action":
-                failed = event.data.get("state") == "failed"
-                self.app.notify(sanitize(event.message), title="doctor",
-                                severity="error" if failed else "information")
         elif event.kind == "notice":
             history.write(f"{_clock(event.ts)} notice: {sanitize(event.message)}")
-            self.app.notify(sanitize(event.message), title="doctor", severity="warning")
+        if not getattr(self.app, "doctor_toasts", False):  # an app that toasts on every screen does it
+            toast_doctor_event(self.app, event)
         if event.kind != "updated" or getattr(self, "is_current", True):
             self.refresh_findings()
 
@@ -269,3 +263,16 @@ class DoctorScreen(Screen[None]):
 
 def _clock(ts: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "--:--:--"
+
+
+def toast_doctor_event(app, event) -> None:  # type: ignore[no-untyped-def]
+    """A notification for what the operator should see at once, whatever screen is shown."""
+    f = event.finding
+    if event.kind == "finding" and f is not None and f.severity != "info":
+        app.notify(sanitize(f.title), title=f"doctor: {f.severity}",
+                   severity=NOTIFY_SEVERITY.get(f.severity, "information"))
+    elif event.kind == "action":
+        failed = event.data.get("state") == "failed"
+        app.notify(sanitize(event.message), title="doctor", severity="error" if failed else "information")
+    elif event.kind == "notice":
+        app.notify(sanitize(event.message), title="doctor", severity="warning")

@@ -19,3 +19,11 @@ class EngineStartFinished(Message):
     def __init__(self, error: str | None) -> None:
         super().__init__()
         self.error = error
+
+
+class DoctorToast(Message):
+    """The doctor found or did something (any doctor.DoctorEvent)."""
+
+    def __init__(self, event: object) -> None:
+        super().__init__()
+        self.event = event

@@ -1,0 +1,262 @@
+"""The `doctor`, `plugins` and `inject` subcommands: the doctor without the TUI.
+
+``register(subparsers)`` adds them; each handler takes the parsed ``args``, returns an exit
+code and prints one clear line on error. `doctor` exits by the worst severity found:
+0 none or info, 1 warning, 2 error, 3 critical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from llmos_tui.errors import LlmosError
+
+SEVERITY_MARK = {"info": "i", "warning": "!", "error": "E", "critical": "X"}
+
+
+def register(subparsers: Any) -> None:
+    from llmos_tui.cli import _engine_parent
+
+    engine = _engine_parent()
+    doctor = subparsers.add_parser(
+        "doctor", parents=[engine],
+        help="start the engine, run every detector once (the canary too), print the findings",
+        description="Start the engine on the configured model, sample telemetry once, run every detector "
+                    "once including the canary, and print the findings. Exit code: 0 none/info, 1 warning, "
+                    "2 error, 3 critical.")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.add_argument("--no-journal", action="store_true", help="do not write the findings to the journal")
+    doctor.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS", help="model load limit (120)")
+    doctor.set_defaults(func=cmd_doctor)
+
+    plugins = subparsers.add_parser(
+        "plugins", help="list doctor plugins with their origin and state (refused and failed ones too)")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+
+    inject = subparsers.add_parser(
+        "inject", parents=[engine],
+        help="demo: start an engine, inject a fault, and watch the doctor repair it automatically",
+        description="Start an engine, inject a fault (abort, oom, exit, hang), then run the doctor in auto "
+                    "mode until it repairs the engine or gives up, printing what happens.")
+    inject.add_argument("kind", choices=("abort", "oom", "exit", "hang"), help="the fault to inject")
+    inject.add_argument("--timeout", type=float, default=90.0, metavar="SECONDS", help="give up after (90)")
+    inject.add_argument("--dry-run", action="store_true", help="only say what the doctor would do")
+    inject.add_argument("--no-journal", action="store_true", help="do not write to the journal")
+    inject.set_defaults(func=cmd_inject)
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except LlmosError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except BrokenPipeError:
+            return 0
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            print(f"error: {handler.__name__.removeprefix('_')} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+
+    run.__name__ = handler.__name__
+    return run
+
+
+def _open_journal(config: Any, disabled: bool) -> Any:
+    if disabled:
+        return None
+    from llmos_tui.journal import Journal
+
+    try:
+        return Journal(config.journal_file)
+    except LlmosError as exc:
+        print(f"warning: journal not written: {exc}", file=sys.stderr)
+        return None
+
+
+def _load_plugins() -> Any:
+    from llmos_tui.doctor import PluginManager
+
+    manager = PluginManager()
+    manager.load_all()
+    return manager
+
+
+# ---- doctor -------------------------------------------------------------------------------
+def _doctor(args: argparse.Namespace) -> int:
+    from llmos_tui.cli import config_from_args
+    from llmos_tui.doctor import EXIT_CODES, Doctor, Finding, Policy, worst
+    from llmos_tui.engine.supervisor import Supervisor
+    from llmos_tui.telemetry.sampler import Sampler, default_sources
+
+    config = config_from_args(args)
+    policy = Policy.from_config(config.doctor)
+    journal = _open_journal(config, args.no_journal)
+    supervisor = Supervisor(config.engine)
+    sampler = Sampler(*default_sources(), interval=config.telemetry_interval, engine_stats=supervisor.stats)
+    doctor = Doctor(supervisor, sampler, journal, policy, _load_plugins())
+    doctor.attach_events()
+    start_error = None
+    try:
+        if not args.json:
+            print(f"starting the engine on {config.engine.model_path} ...", file=sys.stderr)
+        try:
+            supervisor.start(timeout=args.timeout)
+        except LlmosError as exc:
+            start_error = str(exc)
+        sampler.poll_once()
+        time.sleep(0.25)  # CPU % needs an interval
+        sampler.poll_once()
+        findings = doctor.run_once(force=True, decide=False)
+        if start_error:
+            findings.append(Finding(title=f"engine failed to start: {start_error}", severity="critical",
+                                    detector="engine.start", fingerprint="engine.start"))
+        plans = {}
+        for f in findings:
+            spec, params, skipped = doctor.plan(f) if f.repairs else (None, None, [])
+            plans[f.id] = {"repair": spec.id if spec else None, "changes": spec.changes if spec else "",
+                           "skipped": skipped}
+        canary = doctor.last_canary
+        if args.json:
+            print(json.dumps({
+                "findings": [{**f.to_dict(), "plan": plans.get(f.id)} for f in findings],
+                "canary": canary.to_dict() if canary else None,
+                "worst": worst(f.severity for f in findings),
+                "plugins": [p.to_dict() for p in doctor.plugins.list()],
+            }, indent=2, default=str))
+        else:
+            _print_findings(findings, plans, canary)
+        return EXIT_CODES.get(worst(f.severity for f in findings), 0)
+    finally:
+        doctor.stop()
+        sampler.close()
+        supervisor.stop()
+        if journal is not None:
+            journal.close()
+
+
+def _print_findings(findings: list[Any], plans: dict[int, Any], canary: Any) -> None:
+    if canary is not None:
+        state = "ok" if canary.ok else f"FAILED ({canary.reason})"
+        wall = f"{canary.wall_ms:.0f} ms" if canary.wall_ms is not None else "-"
+        print(f"canary: {state}, {canary.gen_tokens} tokens in {wall}")
+    if not findings:
+        print("no findings: all detectors are content")
+        return
+    for f in sorted(findings, key=lambda f: f.ts):
+        print(f"[{SEVERITY_MARK.get(f.severity, '?')}] {f.severity:<8} {f.detector:<22} {f.title}")
+        for key, value in list(f.evidence.items())[:6]:
+            text = json.dumps(value, default=str)
+            print(f"      {key}: {text[:110]}")
+        plan = plans.get(f.id) or {}
+        if plan.get("repair"):
+            print(f"      -> suggested repair: {plan['repair']} ({plan['changes']})")
+        elif f.repairs:
+            print(f"      -> no applicable repair: {'; '.join(plan.get('skipped') or [])}")
+
+
+cmd_doctor = _guarded(_doctor)
+
+
+# ---- plugins ------------------------------------------------------------------------------
+def _plugins(args: argparse.Namespace) -> int:
+    manager = _load_plugins()
+    items = manager.list()
+    if args.json:
+        print(json.dumps([p.to_dict() for p in items], indent=2))
+        return 0
+    for p in items:
+        provides = ", ".join(p.detectors + p.repairs) or "-"
+        where = f" {p.path}" if p.path else ""
+        print(f"{p.name:<24} {p.origin:<12} {p.state:<9}{where}")
+        if p.state == "loaded":
+            print(f"    provides: {provides[:200]}")
+        if p.reason:
+            print(f"    {p.reason}")
+    return 0
+
+
+cmd_plugins = _guarded(_plugins)
+
+
+# ---- inject -------------------------------------------------------------------------------
+def _inject(args: argparse.Namespace) -> int:
+    from llmos_tui.cli import config_from_args
+    from llmos_tui.doctor import Doctor, Policy
+    from llmos_tui.engine.supervisor import Supervisor
+
+    config = config_from_args(args)
+    table = {**config.doctor, "default": "auto", "grace_s": 0.0, "dry_run": bool(args.dry_run)}
+    if args.kind == "hang":
+        table.setdefault("canary_period_s", 2.0)
+        table.setdefault("canary_timeout_s", 3.0)
+    table.pop("kill_switch", None)
+    policy = Policy.from_config(table)
+    journal = _open_journal(config, args.no_journal)
+    supervisor = Supervisor(config.engine)
+    t0 = time.monotonic()
+
+    def say(text: str) -> None:
+        print(f"{time.monotonic() - t0:7.2f}s  {text}", flush=True)
+
+    done = threading.Event()
+    outcome: dict[str, str] = {}
+
+    def on_event(event: Any) -> None:
+        f = event.finding
+        if event.kind == "finding":
+            say(f"finding #{f.id} [{f.severity}] {f.detector}: {f.title}")
+        elif event.kind == "proposed":
+            say(f"proposed: {event.message}")
+        elif event.kind == "action":
+            say(f"action: {event.message}")
+            if f is not None and f.state in ("repaired", "failed") and event.data.get("state") in ("verified", "failed"):
+                if not supervisor.is_ready and event.data.get("state") == "failed":
+                    return  # a failed step; the doctor may still roll back or try again
+                outcome["result"] = "repaired" if supervisor.is_ready else "failed"
+                done.set()
+            elif event.data.get("state") == "dry_run":
+                outcome["result"] = "dry run"
+                done.set()
+        elif event.kind == "notice":
+            say(f"notice: {event.message}")
+            if "start limit" in event.message:
+                outcome["result"] = "gave up"
+                done.set()
+
+    supervisor.subscribe(lambda e: say(f"engine: {e.kind} {_short(e.data)}")
+                         if e.kind in ("crashed", "loaded", "load_failed", "restarting") else None)
+    doctor = Doctor(supervisor, None, journal, policy, _load_plugins())
+    doctor.subscribe(on_event)
+    try:
+        say(f"starting the engine on {config.engine.model_path}")
+        supervisor.start()
+        doctor.start()
+        say(f"injecting fault: {args.kind}")
+        supervisor.inject(args.kind)
+        if not done.wait(args.timeout):
+            say(f"no repair within {args.timeout:.0f} s")
+            return 1
+        say(f"result: {outcome.get('result')}; engine {supervisor.state.value}")
+        return 0 if outcome.get("result") in ("repaired", "dry run") else 1
+    finally:
+        doctor.stop()
+        supervisor.stop()
+        if journal is not None:
+            journal.close()
+
+
+def _short(data: dict[str, Any]) -> str:
+    keep = {k: data[k] for k in ("signal", "exit_code", "load_ms", "error", "reason") if data.get(k) is not None}
+    return json.dumps(keep, default=str)[:160] if keep else ""
+
+
+cmd_inject = _guarded(_inject)

@@ -1,0 +1,52 @@
+"""The doctor: detectors find trouble, repairs fix it, the policy decides which runs when.
+
+Public API (plugins need only the first line):
+
+- :func:`detector`, :func:`repair`, :class:`Finding`, :class:`NotApplicable` — the plugin API;
+  :class:`DetectorContext`, :class:`RepairContext` — what they receive.
+- :class:`Doctor` — the loop; :class:`DoctorEvent` — what its subscribers get.
+- :class:`Policy` — off / suggest / auto per detector or severity, and the guard rails.
+- :class:`PluginManager` — discovery, loading, isolation; :func:`run_canary`; :mod:`vram`.
+
+Nothing here imports Textual.
+"""
+
+from llmos_tui.doctor.api import (
+    SEVERITIES,
+    DetectorSpec,
+    Finding,
+    NotApplicable,
+    RepairSpec,
+    detector,
+    repair,
+    worst,
+)
+from llmos_tui.doctor.canary import CanaryResult, run_canary
+from llmos_tui.doctor.context import DetectorContext, RepairContext
+from llmos_tui.doctor.loop import Doctor, DoctorEvent
+from llmos_tui.doctor.plugins import PluginInfo, PluginManager
+from llmos_tui.doctor.policy import MODES, Policy
+
+EXIT_CODES = {None: 0, "info": 0, "warning": 1, "error": 2, "critical": 3}
+
+__all__ = [
+    "EXIT_CODES",
+    "MODES",
+    "SEVERITIES",
+    "CanaryResult",
+    "DetectorContext",
+    "DetectorSpec",
+    "Doctor",
+    "DoctorEvent",
+    "Finding",
+    "NotApplicable",
+    "PluginInfo",
+    "PluginManager",
+    "Policy",
+    "RepairContext",
+    "RepairSpec",
+    "detector",
+    "repair",
+    "run_canary",
+    "worst",
+]

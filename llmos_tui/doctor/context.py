@@ -1,0 +1,136 @@
+"""What detectors and repairs see: a read-mostly view of telemetry, engine events, logs,
+the configuration and the journal. Plugins get nothing else, so the API stays small.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from llmos_tui.doctor.api import Finding, SEVERITY_RANK
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.engine.gguf_info import ModelInfo
+    from llmos_tui.engine.params import EngineParams
+    from llmos_tui.telemetry.sample import Sample
+    from llmos_tui.telemetry.series import SeriesStore
+
+
+class JournalView:
+    """Read access to the journal for plugins (whatever the doctor writes through)."""
+
+    def __init__(self, call: Callable[[Callable[[Any], Any]], Any] | None) -> None:
+        self._call = call
+
+    @property
+    def available(self) -> bool:
+        return self._call is not None
+
+    def _run(self, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        if self._call is None:
+            return default
+        try:
+            return self._call(fn)
+        except Exception:  # noqa: BLE001 - a read that fails is "unknown", never a crash
+            return default
+
+    def active_config(self) -> Any:
+        return self._run(lambda j: j.active_config())
+
+    def last_known_good(self, *, exclude_active: bool = False) -> Any:
+        return self._run(lambda j: j.last_known_good(exclude_active=exclude_active))
+
+    def configs(self, limit: int = 100) -> list[Any]:
+        return self._run(lambda j: j.configs(limit), [])
+
+    def events(self, kind: str | None = None, *, since: float | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        return self._run(lambda j: j.events(kind, since=since, limit=limit), [])
+
+
+@dataclass
+class DetectorContext:
+    """Handed to every detector run. ``memory`` persists between runs of the same detector."""
+
+    detector_id: str
+    severity_default: str
+    now: float
+    sample: "Sample | None"
+    series: "SeriesStore | None"
+    params: "EngineParams | None"
+    model_info: "ModelInfo | None"
+    engine_state: str | None
+    engine_stats: dict[str, Any] | None
+    events: list[Any]  # recent EngineEvents, oldest first
+    new_events: list[Any]  # events since this detector last ran
+    new_logs: list[Any]  # LogLines since this detector last ran
+    last_reply: dict[str, Any] | None
+    journal: JournalView
+    memory: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
+    interval: float = 1.0  # the sampling interval, seconds
+    last_load_ts: float | None = None
+    operator_active: bool = False  # the operator chatted recently (canary stays off)
+    _logs: Callable[[int | None], list[Any]] | None = None
+    _canary: Callable[..., Any] | None = None
+
+    # ---- telemetry ------------------------------------------------------------------
+    def window(self, name: str, n: int | None = None) -> list[float]:
+        """The last ``n`` values of a series (missing values dropped), oldest first."""
+        return self.series.window(name, n) if self.series is not None else []
+
+    def window_raw(self, name: str, n: int | None = None) -> list[float]:
+        """Like window, but NaN where a sample lacked the value (aligned across series)."""
+        return self.series.window(name, n, keep_missing=True) if self.series is not None else []
+
+    def latest(self, name: str) -> float | None:
+        return self.series.latest(name) if self.series is not None else None
+
+    def logs(self, n: int | None = 50) -> list[Any]:
+        return self._logs(n) if self._logs is not None else []
+
+    def setting(self, key: str, default: Any) -> Any:
+        return self.settings.get(key, default)
+
+    def canary(self, **overrides: Any) -> Any:
+        """Run the canary probe now (blocking); None when no engine is attached."""
+        return self._canary(**overrides) if self._canary is not None else None
+
+    # ---- building findings ----------------------------------------------------------
+    def finding(
+        self,
+        title: str,
+        *,
+        severity: str | None = None,
+        evidence: dict[str, Any] | None = None,
+        fingerprint: str = "",
+        repairs: list[str] | None = None,
+    ) -> Finding:
+        severity = severity or self.severity_default
+        if severity not in SEVERITY_RANK:
+            raise ValueError(f"unknown severity {severity!r}")
+        return Finding(
+            title=title, severity=severity, evidence=dict(evidence or {}),
+            fingerprint=fingerprint or f"{self.detector_id}", repairs=list(repairs or []),
+            detector=self.detector_id, ts=self.now,
+        )
+
+
+@dataclass
+class RepairContext:
+    """Handed to a repair: the supervisor to act through, and what it needs to decide."""
+
+    supervisor: Any
+    params: "EngineParams"
+    model_info: "ModelInfo | None"
+    journal: JournalView
+    finding: Finding
+    settings: dict[str, Any] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)
+
+    def log(self, text: str) -> None:
+        self.messages.append(text)
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,96 @@
+"""Estimate the GPU memory a configuration needs, from the GGUF header alone, before loading it.
+
+weights (the offloaded share of the file) + KV cache
+(n_ctx × n_layer × n_head_kv × (head_dim_k × bytes(type_k) + head_dim_v × bytes(type_v)))
++ a compute-buffer estimate + a fixed CUDA context overhead. It is an estimate meant to
+refuse what clearly cannot fit, not to squeeze the last megabyte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+MIB = 1024 * 1024
+
+# bytes per element of each KV cache type (block types: block bytes / block size)
+TYPE_BYTES: dict[str, float] = {
+    "f32": 4.0, "f16": 2.0, "bf16": 2.0,
+    "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32, "iq4_nl": 18 / 32,
+}
+CUDA_OVERHEAD = 300 * MIB  # context, cuBLAS workspace: what a loaded engine costs beyond its buffers
+SAFETY = 0.95  # refuse when the estimate exceeds this share of the free memory
+
+
+@dataclass
+class VramEstimate:
+    weights: int
+    kv_cache: int
+    compute: int
+    overhead: int
+    offloaded_layers: int
+    n_layer: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.compute + self.overhead
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights, "kv_cache": self.kv_cache, "compute": self.compute,
+                "overhead": self.overhead, "total": self.total, "offloaded_layers": self.offloaded_layers,
+                "n_layer": self.n_layer}
+
+    def summary(self) -> str:
+        return (f"{self.total / MIB:.0f} MiB (weights {self.weights / MIB:.0f}, KV {self.kv_cache / MIB:.0f}, "
+                f"compute {self.compute / MIB:.0f}, overhead {self.overhead / MIB:.0f})")
+
+
+def estimate(params: Any, info: Any) -> VramEstimate:
+    """The GPU memory ``params`` (EngineParams) needs for the model described by ``info`` (ModelInfo)."""
+    n_layer = int(info.n_layer or 0) or 1
+    layers = n_layer + 1 if params.n_gpu_layers < 0 else min(params.n_gpu_layers, n_layer + 1)
+    share = layers / (n_layer + 1)  # the output layer counts as one
+    weights = int(info.size_bytes * share)
+    n_ctx = params.n_ctx or int(info.context_length or 4096)
+    n_head_kv = int(info.n_head_kv or info.n_head or 1)
+    hk = int(info.head_dim_k or 0) or (int(info.n_embd or 0) // max(1, int(info.n_head or 1)))
+    hv = int(info.head_dim_v or 0) or hk
+    kv_layers = min(layers, n_layer)
+    kv = int(n_ctx * kv_layers * n_head_kv * (hk * TYPE_BYTES[params.type_k] + hv * TYPE_BYTES[params.type_v]))
+    n_embd = int(info.n_embd or 0)
+    n_vocab = int(info.vocab_size or 32000)
+    n_head = int(info.n_head or 1)
+    ubatch = min(params.n_ubatch, params.n_batch)
+    # logits + activations; without flash attention also the KQ score matrix of one layer
+    compute = ubatch * n_vocab * 4 + ubatch * n_embd * 4 * 8
+    if params.flash_attn == "off":
+        compute += ubatch * n_ctx * n_head * 4
+    if layers == 0:
+        compute, overhead = 0, 0
+    else:
+        overhead = CUDA_OVERHEAD
+    return VramEstimate(weights, kv, int(compute), overhead, layers, n_layer)
+
+
+def refusal(params: Any, info: Any, free_bytes: int | None) -> str | None:
+    """A one-line reason why ``params`` cannot fit in ``free_bytes``, or None when it may."""
+    if free_bytes is None or info is None:
+        return None
+    est = estimate(params, info)
+    if est.total > free_bytes * SAFETY:
+        return (f"needs about {est.summary()}, but only {free_bytes / MIB:.0f} MiB of GPU memory is free")
+    return None
+
+
+def free_gpu_memory(sample: Any, engine_pid: int | None = None) -> int | None:
+    """Free memory on the first GPU, counting what our own engine holds as free (a reload releases it)."""
+    if sample is None or not getattr(sample, "gpus", None):
+        return None
+    gpu = sample.gpus[0]
+    if gpu.mem_total is None or gpu.mem_used is None:
+        return None
+    own = 0
+    for proc in gpu.processes or []:
+        if (proc.is_engine or (engine_pid and proc.pid == engine_pid)) and proc.used_memory:
+            own += proc.used_memory
+    return int(gpu.mem_total - gpu.mem_used + own)

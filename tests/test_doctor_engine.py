@@ -1,0 +1,186 @@
+"""The doctor end to end on the real supervisor and the demo model, with a real journal file."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llmos_tui.doctor import Doctor, DoctorEvent, PluginManager, Policy
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.supervisor import EngineState, Supervisor
+from llmos_tui.journal import Journal
+
+ASK = [{"role": "user", "content": "What is the KV cache?"}]
+FAST = dict(interval=0.1, grace_s=0.0, backoff_s=0.05, backoff_max_s=0.5, hysteresis=1,
+            canary_period_s=0, canary_timeout_s=10.0, ready_timeout_s=30.0, operator_quiet_s=0.0)
+
+
+def builtins() -> PluginManager:
+    manager = PluginManager()
+    manager.load_all(folders=[], entry_points=False)
+    return manager
+
+
+def wait_for(predicate, timeout: float = 20.0, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    j = Journal(tmp_path / "journal.sqlite")
+    yield j
+    j.close()
+
+
+def make_doctor(supervisor, journal, **policy) -> tuple[Doctor, list[DoctorEvent]]:
+    table = {**FAST, **policy}
+    doctor = Doctor(supervisor, None, journal, Policy.from_config(table), builtins())
+    events: list[DoctorEvent] = []
+    doctor.subscribe(events.append)
+    return doctor.start(), events
+
+
+def test_kill_mid_reply_is_found_restarted_and_verified(supervisor: Supervisor, journal: Journal) -> None:
+    doctor, events = make_doctor(supervisor, journal, **{"engine.crashed": "auto"})
+    try:
+        supervisor.inject("slow", ms=20)
+        reply = supervisor.chat(ASK, max_tokens=200, temperature=1.0)
+        next(iter(reply))
+        supervisor.kill(signal.SIGKILL)
+        reply.wait(10)
+        assert reply.status == "interrupted"
+        assert wait_for(lambda: any(e.kind == "action" and e.data.get("state") == "verified" for e in events), 30)
+        crash = next(f for f in doctor.findings() if f.detector == "engine.crashed")
+        assert crash.state == "repaired"
+        assert crash.evidence["signal"] == "SIGKILL"
+        assert supervisor.state is EngineState.READY
+        assert doctor.last_canary is not None and doctor.last_canary.ok
+        # the journal holds the finding and the action: proposed -> applied -> verified
+        row = journal.get_finding(crash.journal_id)
+        assert row["detector"] == "engine.crashed" and row["evidence"]["signal"] == "SIGKILL"
+        action = journal.get_action(crash.action_id)
+        assert action.kind == "engine.restart" and action.finding_id == crash.journal_id
+        assert [h["state"] for h in action.history] == ["proposed", "applied", "verified"]
+        assert journal.active_config().standing == "good"
+    finally:
+        doctor.stop()
+
+
+def test_crash_loop_reaches_the_start_limit_and_stops(supervisor: Supervisor, journal: Journal) -> None:
+    doctor, events = make_doctor(supervisor, journal, default="auto", start_limit_burst=3,
+                                 start_limit_interval_s=60, canary_timeout_s=3.0)
+    loads = []
+
+    def crash_after_load(event) -> None:
+        if event.kind == "loaded":
+            loads.append(event)
+            threading.Thread(target=lambda: _inject_quietly(supervisor, "abort"), daemon=True).start()
+
+    unsubscribe = supervisor.subscribe(crash_after_load)
+    try:
+        supervisor.inject("abort")
+        assert wait_for(lambda: doctor.start_limit_hit, 40), [e.message for e in events]
+        time.sleep(0.5)
+        assert len(loads) == 3, "exactly start_limit_burst restarts, then the doctor stops"
+        assert any("start limit" in e.message for e in events if e.kind == "notice")
+        gave_up = [f for f in doctor.findings() if f.state == "gave_up"]
+        assert gave_up
+        time.sleep(1.0)
+        assert len(loads) == 3 and not doctor.busy
+        assert journal.events("doctor")
+    finally:
+        unsubscribe()
+        doctor.stop()
+
+
+def _inject_quietly(supervisor: Supervisor, kind: str) -> None:
+    try:
+        supervisor.inject(kind)
+    except Exception:
+        pass
+
+
+def test_suggest_mode_waits_for_accept(supervisor: Supervisor, journal: Journal) -> None:
+    doctor, events = make_doctor(supervisor, journal, default="suggest")
+    try:
+        supervisor.inject("exit", code=3)
+        assert wait_for(lambda: any(e.kind == "proposed" for e in events), 10)
+        finding = next(f for f in doctor.findings() if f.detector == "engine.crashed")
+        assert finding.proposed == "engine.restart" and "exit code 3" in finding.title
+        time.sleep(0.5)
+        assert supervisor.state is EngineState.CRASHED, "suggest mode does nothing by itself"
+        assert journal.get_action(finding.action_id).state == "proposed"
+        assert doctor.accept(finding.id) is None
+        assert wait_for(lambda: finding.state == "repaired", 30)
+        assert supervisor.state is EngineState.READY
+        assert journal.get_action(finding.action_id).state == "verified"
+    finally:
+        doctor.stop()
+
+
+def test_reject_and_silence(supervisor: Supervisor, journal: Journal) -> None:
+    doctor, events = make_doctor(supervisor, journal, default="suggest")
+    try:
+        supervisor.inject("exit", code=4)
+        assert wait_for(lambda: any(e.kind == "proposed" for e in events), 10)
+        finding = next(f for f in doctor.findings() if f.detector == "engine.crashed")
+        assert doctor.reject(finding.id) is None
+        assert finding.state == "rejected"
+        assert journal.get_action(finding.action_id).state == "rejected"
+        supervisor.start()
+        assert doctor.silence(finding.id, 60) is None
+        supervisor.inject("exit", code=5)
+        time.sleep(0.6)
+        assert not [f for f in doctor.findings(open_only=True) if f.detector == "engine.crashed"]
+    finally:
+        doctor.stop()
+
+
+def test_oom_repair_that_fails_is_rolled_back_marked_bad_and_not_retried(
+        supervisor: Supervisor, journal: Journal, demo_params: EngineParams) -> None:
+    """OOM -> the smallest change (KV cache q8_0 + flash attention) -> on this CPU build llama.cpp
+    refuses that context -> verification fails -> rolled back to the original configuration and the
+    failed one marked bad -> the next OOM skips it and the next smallest change (batch) is verified."""
+    doctor, events = make_doctor(supervisor, journal, **{"engine.oom": "auto"})
+    try:
+        supervisor.inject("oom")
+        assert wait_for(lambda: any(e.kind == "action" and e.data.get("repair") == "rollback"
+                                    and e.data.get("state") in ("verified", "failed") for e in events), 40), \
+            [e.message for e in events]
+        oom = next(f for f in doctor.findings() if f.detector == "engine.oom")
+        assert any("out of memory" in line for line in oom.evidence["log_lines"])
+        assert not [f for f in doctor.findings() if f.detector == "engine.crashed"], "the OOM finding owns the crash"
+        action = journal.get_action(oom.action_id)
+        assert action.kind == "engine.kv_quant"
+        assert [h["state"] for h in action.history] == ["proposed", "applied", "failed", "rolled_back"]
+        bad = journal.get_config(action.config_after)
+        assert bad.standing == "bad" and bad.params["type_k"] == "q8_0"
+        assert wait_for(lambda: supervisor.state is EngineState.READY, 10)
+        assert supervisor.params == demo_params
+        assert journal.active_config().engine_params() == demo_params
+        assert "marked bad" in (doctor.check_config(bad.engine_params()) or "")
+
+        events.clear()
+        supervisor.inject("oom")
+        assert wait_for(lambda: any(e.kind == "action" and e.data.get("state") in ("verified", "failed")
+                                    for e in events), 40), [e.message for e in events]
+        ooms = [f for f in doctor.findings() if f.detector == "engine.oom"]
+        assert len(ooms) == 2, [f.history for f in ooms]
+        second = ooms[-1]
+        assert wait_for(lambda: second.state == "repaired", 10), second.history
+        assert second.proposed == "engine.smaller_batch"
+        assert any("engine.kv_quant" in s for h in second.history for s in h.get("skipped", []))
+        assert supervisor.params.n_batch == 256 and supervisor.params.n_ubatch == 256
+        verified = journal.get_action(second.action_id)
+        assert verified.state == "verified" and journal.get_config(verified.config_after).standing == "good"
+    finally:
+        doctor.stop()
