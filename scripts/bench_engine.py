@@ -16,6 +16,7 @@ to time to first token.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -39,16 +40,12 @@ class Raw:
     """llama-cpp-python in this process, driven exactly as the worker drives it."""
 
     def __init__(self, params: EngineParams) -> None:
-        import llama_cpp
+        from llmos_tui.engine import worker
 
-        from llmos_tui.engine.worker import Worker
-
-        self.llama_cpp = llama_cpp
-        self.worker = Worker()
-        self.worker.llm = llama_cpp.Llama(
-            model_path=params.model_path, n_ctx=params.n_ctx, n_batch=params.n_batch, n_ubatch=params.n_ubatch,
-            n_threads=params.n_threads, n_threads_batch=params.n_threads_batch, seed=params.seed, verbose=False,
-        )
+        # the worker's own load, so both sides run with exactly the same llama.cpp settings
+        worker._out_fd = os.open(os.devnull, os.O_WRONLY)
+        self.worker = worker.Worker()
+        self.worker.load(params.to_dict())
 
     def run(self, prompt: str, sampling: dict) -> dict:
         import llama_cpp.llama_cpp as C
