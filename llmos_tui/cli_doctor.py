@@ -12,8 +12,9 @@ import json
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
+from llmos_tui.cli_support import guarded
 from llmos_tui.errors import LlmosError
 
 SEVERITY_MARK = {"info": "i", "warning": "!", "error": "E", "critical": "X"}
@@ -51,23 +52,6 @@ def register(subparsers: Any) -> None:
     inject.set_defaults(func=cmd_inject)
 
 
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except LlmosError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except BrokenPipeError:
-            return 0
-        except KeyboardInterrupt:
-            return 130
-        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
-            print(f"error: {handler.__name__.removeprefix('_')} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-
-    run.__name__ = handler.__name__
-    return run
 
 
 def _open_journal(config: Any, disabled: bool) -> Any:
@@ -163,7 +147,7 @@ def _print_findings(findings: list[Any], plans: dict[int, Any], canary: Any) -> 
             print(f"      -> no applicable repair: {'; '.join(plan.get('skipped') or [])}")
 
 
-cmd_doctor = _guarded(_doctor)
+cmd_doctor = guarded(_doctor)
 
 
 # ---- plugins ------------------------------------------------------------------------------
@@ -184,7 +168,7 @@ def _plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-cmd_plugins = _guarded(_plugins)
+cmd_plugins = guarded(_plugins)
 
 
 # ---- inject -------------------------------------------------------------------------------
@@ -259,4 +243,4 @@ def _short(data: dict[str, Any]) -> str:
     return json.dumps(keep, default=str)[:160] if keep else ""
 
 
-cmd_inject = _guarded(_inject)
+cmd_inject = guarded(_inject)

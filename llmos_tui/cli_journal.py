@@ -11,9 +11,9 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from llmos_tui.errors import LlmosError
+from llmos_tui.cli_support import guarded
 
 PROG = "llmos-tui journal"
 
@@ -78,22 +78,6 @@ def _error(message: str) -> int:
     return 1
 
 
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except LlmosError as exc:
-            return _error(str(exc))
-        except BrokenPipeError:
-            return 0
-        except OSError as exc:
-            return _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-        except Exception as exc:  # a bug: still one line for the operator, never a traceback
-            return _error(f"internal error ({type(exc).__name__}: {exc}); please report it")
-
-    run.__name__ = handler.__name__
-    run.__doc__ = handler.__doc__
-    return run
 
 
 def _open_for_reading(path: Path):
@@ -108,7 +92,7 @@ def _open_for_reading(path: Path):
 
 
 # ---- handlers -------------------------------------------------------------------
-@_guarded
+@guarded
 def _cmd_list(args: argparse.Namespace) -> int:
     from llmos_tui.journal import JournalMissing, parse_since
 
@@ -138,7 +122,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
+@guarded
 def _cmd_show(args: argparse.Namespace) -> int:
     from llmos_tui.journal import parse_entry_id
 
@@ -149,7 +133,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
+@guarded
 def _cmd_undo(args: argparse.Namespace) -> int:
     from llmos_tui.journal import Journal, parse_entry_id
 
@@ -168,7 +152,7 @@ def _cmd_undo(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
+@guarded
 def _cmd_export(args: argparse.Namespace) -> int:
     with _open_for_reading(journal_path(args)) as journal:
         data = journal.export()
@@ -187,7 +171,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
+@guarded
 def _cmd_repair(args: argparse.Namespace) -> int:
     from llmos_tui.journal import Journal, move_aside
 

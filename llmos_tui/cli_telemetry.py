@@ -10,8 +10,9 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
+from llmos_tui.cli_support import guarded
 from llmos_tui.errors import LlmosError
 
 # status waits this long after creating the host source so that CPU % covers a real interval
@@ -54,28 +55,6 @@ def register(subparsers: Any) -> None:
     record.set_defaults(func=cmd_record)
 
 
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn any failure into one line on stderr and exit code 1 (never a traceback)."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except LlmosError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        except BrokenPipeError:  # `status | head`
-            return 0
-        except KeyboardInterrupt:
-            return 130
-        except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
-            print(f"error: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-
-    name = handler.__name__.removeprefix("cmd_")
-
-    run.__name__ = handler.__name__
-    run.__doc__ = handler.__doc__
-    return run
 
 
 def _render(sample: Any, as_json: bool, compact: bool) -> str:
@@ -87,7 +66,7 @@ def _render(sample: Any, as_json: bool, compact: bool) -> str:
     return format_status(sample)
 
 
-@_guarded
+@guarded
 def cmd_status(args: argparse.Namespace) -> int:
     """One snapshot (or one every --watch seconds until Ctrl-C). Exits 0, GPU or not."""
     from llmos_tui.telemetry.sampler import Sampler
@@ -113,7 +92,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         sampler.close()
 
 
-@_guarded
+@guarded
 def cmd_record(args: argparse.Namespace) -> int:
     """Record GPU + host samples to a trace (headless; no engine needed)."""
     from llmos_tui.telemetry.replay import Recorder

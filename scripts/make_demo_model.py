@@ -79,7 +79,7 @@ class Config:
     n_head: int = 4
     n_ff: int = 448
     n_ctx_train: int = 2048  # written as context_length (llmos-tui defaults to n_ctx 2048)
-    seq_len: int = 256
+    seq_len: int = 192
     batch: int = 16
     steps: int = 450
     lr: float = 3e-3
@@ -88,6 +88,7 @@ class Config:
     rms_eps: float = 1e-5
     rope_base: float = 10000.0
     n_conversations: int = 6000
+    dropout: float = 0.0  # training only (0.1 generalised no better within the step budget)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,6 +163,8 @@ KEYWORD_TEMPLATES = [
 ]
 FILLERS_BEFORE = ["hi, ", "hey ", "ok, ", "so ", "quick question: ", "please, ", "hello! ", "um, ",
                   "I am new to this. ", "Sorry to bother you, ", "One more thing: "]
+NOISE_WORDS = ["the", "my", "really", "actually", "please", "just", "now", "again", "here", "a", "so",
+               "exactly", "basically", "today", "still", "also", "maybe", "all"]
 FILLERS_AFTER = [" thanks", " please", "?", " :)", " Danke!", " ¿sí?", " 🙂", " thx", " asap", " (on Linux)"]
 
 
@@ -174,9 +177,22 @@ def make_question(block: Block, rng: random.Random) -> str:
     else:
         q = rng.choice(block.questions)
     words = q.split()
-    if len(words) >= 4 and rng.random() < 0.15:
-        del words[rng.randrange(len(words))]
-        q = " ".join(words)
+    for _ in range(1):  # word noise, so that the topic words matter more than the exact phrasing
+        r = rng.random()
+        if len(words) >= 3 and r < 0.15:
+            del words[rng.randrange(len(words))]
+        elif r < 0.25:
+            words.insert(rng.randrange(len(words) + 1), rng.choice(NOISE_WORDS))
+        elif len(words) >= 2 and r < 0.3:
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+        elif r < 0.35:
+            i = rng.randrange(len(words))
+            w = words[i]
+            if len(w) >= 4:
+                j = rng.randrange(len(w) - 1)
+                words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]  # typo: swap two letters
+    q = " ".join(words)
     r = rng.random()
     if r < 0.2:
         q = q.lower()
@@ -186,7 +202,7 @@ def make_question(block: Block, rng: random.Random) -> str:
         q = q.upper()
     r = rng.random()
     if r < 0.08:
-        q = rng.choice(FILLERS_BEFORE) + q[:1].lower() + q[1:]
+        q = rng.choice(FILLERS_BEFORE) + (q if q.isupper() else q[:1].lower() + q[1:])
     elif r < 0.14:
         q = q + rng.choice(FILLERS_AFTER)
     return q
@@ -358,6 +374,8 @@ def build_model(cfg: Config):
         x0, x1 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x0 * c - x1 * s, x0 * s + x1 * c), dim=-1).flatten(-2)
 
+    drop = nn.Dropout(cfg.dropout)  # stateless: one module serves every place
+
     class Layer(nn.Module):
         def __init__(self):
             super().__init__()
@@ -379,9 +397,9 @@ def build_model(cfg: Config):
             k = self.attn_k(h).view(B, T, cfg.n_head, hd).transpose(1, 2)
             v = self.attn_v(h).view(B, T, cfg.n_head, hd).transpose(1, 2)
             a = F.scaled_dot_product_attention(rope(q), rope(k), v, is_causal=True)
-            x = x + self.attn_output(a.transpose(1, 2).reshape(B, T, d))
+            x = x + drop(self.attn_output(a.transpose(1, 2).reshape(B, T, d)))
             h = self.ffn_norm(x)
-            return x + self.ffn_down(F.silu(self.ffn_gate(h)) * self.ffn_up(h))
+            return x + drop(self.ffn_down(F.silu(self.ffn_gate(h)) * self.ffn_up(h)))
 
     class Model(nn.Module):
         def __init__(self):
@@ -397,7 +415,7 @@ def build_model(cfg: Config):
                     nn.init.normal_(p, 0.0, std)
 
         def forward(self, idx):
-            x = self.token_embd(idx)
+            x = drop(self.token_embd(idx))
             for layer in self.layers:
                 x = layer(x)
             return self.output_norm(x) @ self.token_embd.weight.T  # tied output
