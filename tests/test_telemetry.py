@@ -518,5 +518,5 @@ def test_record_writes_a_trace_and_errors_are_one_line(tmp_path, capsys):
     assert "recorded" in capsys.readouterr().err
     assert run_cli("record", str(tmp_path / "no" / "such" / "dir.jsonl"), "--duration", "0.1") == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: cannot write trace") and len(err.strip().splitlines()) == 1
+    assert err.startswith("llmos-tui: error: cannot write trace") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
