@@ -100,7 +100,7 @@ def build_operator(config: Config, *, replay: str | None = None, replay_speed: f
 
 
 def _attach_journal(op: Operator) -> None:
-    from llmos_tui.journal.link import JournalLink
+    from llmos_tui.journal.link import JournalLink, resume_params
     from llmos_tui.journal.writer import JournalWriter
 
     try:
@@ -109,6 +109,13 @@ def _attach_journal(op: Operator) -> None:
         op.problems.append(f"journal disabled: {exc}")
         return
     op.journal_writer = writer
+    try:
+        params, note = writer.submit(lambda j: resume_params(j, op.config.engine)).result(timeout=10)
+    except Exception as exc:  # an unreadable history must not stop the engine
+        params, note = op.config.engine, f"journal: cannot read the active configuration ({exc})"
+    if note:
+        op.supervisor.params = params
+        op.problems.append(note)
     op.journal_link = JournalLink(writer, op.supervisor, op.chat)
     op.on_close(op.journal_link.close)
 
@@ -142,6 +149,8 @@ def _attach_doctor(op: Operator) -> None:
         op.problems.append(f"doctor disabled: {exc}")
         return
     doctor = Doctor(op.supervisor, op.sampler, op.journal_writer, policy)
+    if op.config.readonly:
+        doctor.dry_run = True  # read-only: the doctor says what it would do, and does nothing
     doctor.start()
     doctor.watch_chat(op.chat)
     op.doctor = doctor

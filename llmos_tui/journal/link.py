@@ -126,3 +126,24 @@ class TelemetryHistory:
             self._sums.clear()
             self._counts.clear()
             self._started = sample.ts
+
+
+def resume_params(journal: Journal, configured: EngineParams) -> tuple[EngineParams, str | None]:
+    """What the engine should start with: the journal's active configuration when it grew
+    (by repairs, tuning or undo) out of exactly what the operator configures now; otherwise
+    the configured one. So an undo or a repair survives a restart, and an edited config file
+    or a command-line option still wins."""
+    active = journal.active_config()
+    if active is None or active.source == "operator":
+        return configured, None
+    base, seen = active, set()
+    while base is not None and base.source != "operator" and base.id not in seen:
+        seen.add(base.id)
+        base = journal.get_config(base.parent_id) if base.parent_id is not None else None
+    if base is None or not _same(_params_of(base), configured):
+        return configured, None
+    params = _params_of(active)
+    if params is None or _same(params, configured):
+        return configured, None
+    return params, (f"starting with {active.entry_id} from the journal ({active.source}: {active.note or 'no note'}); "
+                    f"your configured settings are {base.entry_id}")
