@@ -24,6 +24,7 @@ HELP = """\
 /model              the model and what its GGUF header says
 /params [k=v ...]   show the engine parameters, or change some and reload (e.g. /params n_ctx=4096)
 /reset              start a new conversation (the engine forgets the old one)
+/restart            restart the engine (after a crash, say)
 /quit               leave (Ctrl-D too)
 Enter sends; Esc then Enter (or Ctrl-J) adds a line; Ctrl-C cancels a reply."""
 
@@ -119,7 +120,7 @@ def _run_interactive(op: Operator, stdout: TextIO, show_metrics: bool) -> int:
                 return 0
             continue
         if not op.supervisor.is_ready:
-            say(f"engine is {op.supervisor.state.value}: /params to reload, /quit to leave\n")
+            say(f"engine is {op.supervisor.state.value}: /restart starts it again, /quit leaves\n")
             continue
         try:
             reply = op.chat.send(text)
@@ -167,6 +168,10 @@ def _slash(op: Operator, text: str, say: Callable[[str], None]) -> str | None:
         say("reloading…\n")
         error = op.restart_engine(params, reason="operator: /params")
         say(f"error: {error}\n" if error else f"ready · {params.summary()}\n")
+    elif command == "/restart":
+        say("restarting…\n")
+        error = op.restart_engine(reason="operator: /restart")
+        say(f"error: {error}\n" if error else "ready\n")
     elif command == "/reset":
         op.chat.reset()
         say("new conversation\n")

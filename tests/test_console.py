@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pexpect
+import psutil
 import pytest
 
 from llmos_tui.textsafe import sanitize
@@ -78,6 +80,20 @@ def test_interactive_session_with_slash_commands(llmos_home: Path) -> None:
         child.expect(r"gen tok")  # the metrics line after the reply
         enter(child, "/reset")
         child.expect("new conversation")
+        child.expect(">")
+        enter(child, "/restart")
+        child.expect("ready")
+        child.expect(">")
+        (worker,) = psutil.Process(child.pid).children(recursive=True)
+        worker.kill()
+        worker.wait(5)
+        time.sleep(0.5)  # the supervisor notices the death on its reader thread
+        enter(child, "hello?")
+        child.expect("engine is crashed: /restart starts it again")
+        enter(child, "/restart")
+        child.expect("ready")
+        enter(child, "What is VRAM?")
+        child.expect("gen tok")
         enter(child, "/quit")
         child.expect(pexpect.EOF)
     finally:
