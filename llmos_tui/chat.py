@@ -5,6 +5,7 @@ Shared by the TUI and the console; a listener hook lets the journal persist ever
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class Message:
     ts: float = field(default_factory=time.time)
 
 
+log = logging.getLogger("llmos_tui.chat")
 MessageListener = Callable[["ChatSession", Message], None]
 
 
@@ -44,8 +46,8 @@ class ChatSession:
         for listener in self._listeners:
             try:
                 listener(self, message)
-            except Exception:  # persisting must never break chatting
-                pass
+            except Exception:  # persisting must never break chatting; say so in the log
+                log.exception("chat listener %r failed", listener)
 
     def wire_messages(self) -> list[dict[str, str]]:
         """What the model sees: system prompt, then every completed turn (partial replies included)."""
