@@ -2,7 +2,7 @@
 """Build llmos_tui/data/demo.gguf: a tiny llama-architecture chat model trained on scripts/demo_corpus.txt.
 
 The demo model is what llmos-tui runs when no model is configured. It is small enough to ship
-inside the package (about 2 MB) and fast on any CPU, and it is trained (not random) so that it
+inside the package (under 3 MB) and fast on any CPU, and it is trained (not random) so that it
 answers in plain English about running a local LLM and stops by itself with <|im_end|>.
 
 What the script does, deterministically (fixed seeds, fixed step count):
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import itertools
 import json
 import math
 import os
@@ -79,15 +80,18 @@ class Config:
     n_head: int = 4
     n_ff: int = 448
     n_ctx_train: int = 2048  # written as context_length (llmos-tui defaults to n_ctx 2048)
-    seq_len: int = 192
-    batch: int = 16
-    steps: int = 450
+    seq_len: int = 768  # long windows: the app keeps the chat history in the prompt
+    batch: int = 5
+    long_seq_len: int = 2048  # every long_every-th step: whole-context windows (distances up to 2048)
+    long_batch: int = 2
+    long_every: int = 4
+    steps: int = 600
     lr: float = 3e-3
     warmup: int = 100
     weight_decay: float = 0.05
     rms_eps: float = 1e-5
     rope_base: float = 10000.0
-    n_conversations: int = 6000
+    n_conversations: int = 3000
     dropout: float = 0.0  # training only (0.1 generalised no better within the step budget)
 
 
@@ -157,14 +161,54 @@ def chatml_prompt(system: str, turns: list[tuple[str, str | None]]) -> str:
 
 
 KEYWORD_TEMPLATES = [
-    "{k}?", "{k}", "What about {k}?", "Tell me about {k}.", "Explain {k}.", "explain {k}",
-    "I have a question about {k}.", "Can you tell me about {k}?", "help with {k}", "info on {k} please",
-    "{k}, what should I know?", "Question: {k}", "something about {k}", "what do you know about {k}?",
+    "{k}?",
+    "{k}",
+    "What about {k}?",
+    "Tell me about {k}.",
+    "Explain {k}.",
+    "explain {k}",
+    "I have a question about {k}.",
+    "Can you tell me about {k}?",
+    "help with {k}",
+    "info on {k} please",
+    "{k}, what should I know?",
+    "Question: {k}",
+    "something about {k}",
+    "what do you know about {k}?",
 ]
-FILLERS_BEFORE = ["hi, ", "hey ", "ok, ", "so ", "quick question: ", "please, ", "hello! ", "um, ",
-                  "I am new to this. ", "Sorry to bother you, ", "One more thing: "]
-NOISE_WORDS = ["the", "my", "really", "actually", "please", "just", "now", "again", "here", "a", "so",
-               "exactly", "basically", "today", "still", "also", "maybe", "all"]
+FILLERS_BEFORE = [
+    "hi, ",
+    "hey ",
+    "ok, ",
+    "so ",
+    "quick question: ",
+    "please, ",
+    "hello! ",
+    "um, ",
+    "I am new to this. ",
+    "Sorry to bother you, ",
+    "One more thing: ",
+]
+NOISE_WORDS = [
+    "the",
+    "my",
+    "really",
+    "actually",
+    "please",
+    "just",
+    "now",
+    "again",
+    "here",
+    "a",
+    "so",
+    "exactly",
+    "basically",
+    "today",
+    "still",
+    "also",
+    "maybe",
+    "all",
+]
 FILLERS_AFTER = [" thanks", " please", "?", " :)", " Danke!", " ¿sí?", " 🙂", " thx", " asap", " (on Linux)"]
 
 
@@ -177,21 +221,21 @@ def make_question(block: Block, rng: random.Random) -> str:
     else:
         q = rng.choice(block.questions)
     words = q.split()
-    for _ in range(1):  # word noise, so that the topic words matter more than the exact phrasing
-        r = rng.random()
-        if len(words) >= 3 and r < 0.15:
-            del words[rng.randrange(len(words))]
-        elif r < 0.25:
-            words.insert(rng.randrange(len(words) + 1), rng.choice(NOISE_WORDS))
-        elif len(words) >= 2 and r < 0.3:
-            i = rng.randrange(len(words) - 1)
-            words[i], words[i + 1] = words[i + 1], words[i]
-        elif r < 0.35:
-            i = rng.randrange(len(words))
-            w = words[i]
-            if len(w) >= 4:
-                j = rng.randrange(len(w) - 1)
-                words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]  # typo: swap two letters
+    # word noise, so that the topic words matter more than the exact phrasing
+    r = rng.random()
+    if len(words) >= 3 and r < 0.15:
+        del words[rng.randrange(len(words))]
+    elif r < 0.25:
+        words.insert(rng.randrange(len(words) + 1), rng.choice(NOISE_WORDS))
+    elif len(words) >= 2 and r < 0.3:
+        i = rng.randrange(len(words) - 1)
+        words[i], words[i + 1] = words[i + 1], words[i]
+    elif r < 0.35:
+        i = rng.randrange(len(words))
+        w = words[i]
+        if len(w) >= 4:
+            j = rng.randrange(len(w) - 1)
+            words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]  # typo: swap two letters
     q = " ".join(words)
     r = rng.random()
     if r < 0.2:
@@ -208,11 +252,19 @@ def make_question(block: Block, rng: random.Random) -> str:
     return q
 
 
+def make_system(systems: list[str], rng: random.Random) -> str:
+    """Half the chats have no system prompt (llmos-tui's default), the rest one from the corpus.
+    (Mixing in made-up system prompts was tried: it generalised no better.)"""
+    if not systems or rng.random() >= 0.5:
+        return ""
+    return rng.choice(systems)
+
+
 def make_conversations(blocks: list[Block], systems: list[str], n: int, rng: random.Random):
-    """Yield (system, [(user, reply), ...]) conversations, 1 to 3 turns each."""
+    """Yield (system, [(user, reply), ...]) conversations, 1 to 12 turns each (chats grow long in the app)."""
     for _ in range(n):
-        system = rng.choice(systems) if systems and rng.random() < 0.5 else ""
-        k = rng.choices([1, 2, 3], weights=[6, 3, 1])[0]
+        system = make_system(systems, rng)
+        k = rng.choices(range(1, 13), weights=[6, 4, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1])[0]
         turns = []
         for _ in range(k):
             b = rng.choice(blocks)
@@ -234,7 +286,7 @@ class Tokenizer:
         self.special_re = re.compile("(" + "|".join(re.escape(s) for s in SPECIALS[1:]) + ")")
 
     @classmethod
-    def train(cls, texts: list[str], vocab_size: int) -> "Tokenizer":
+    def train(cls, texts: list[str], vocab_size: int) -> Tokenizer:
         pieces = list(SPECIALS) + [f"<0x{b:02X}>" for b in range(256)]
         types = [TT_UNKNOWN, TT_CONTROL, TT_CONTROL, TT_CONTROL, TT_CONTROL] + [TT_BYTE] * 256
         scores = [0.0] * len(pieces)
@@ -253,7 +305,7 @@ class Tokenizer:
             pairs: Counter[tuple[str, str]] = Counter()
             for w, s in seqs.items():
                 f = words[w]
-                for a, b in zip(s, s[1:]):
+                for a, b in itertools.pairwise(s):
                     pairs[(a, b)] += f
             if not pairs:
                 break
@@ -350,8 +402,8 @@ class Tokenizer:
 
 def build_model(cfg: Config):
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
+    from torch import nn
 
     hd = cfg.n_embd // cfg.n_head
 
@@ -464,18 +516,23 @@ def train(cfg: Config, tok: Tokenizer, blocks, systems, log) -> tuple[object, fl
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     rng = random.Random(cfg.seed)
     ids, mask, starts = make_batches(cfg, tok, blocks, systems, rng)
-    log(f"training data: {len(starts)} conversations, {len(ids)} tokens, "
-        f"{int((mask > 0).sum())} reply tokens in the loss")
-    starts = starts[starts + cfg.seq_len + 1 <= len(ids)]
+    log(
+        f"training data: {len(starts)} conversations, {len(ids)} tokens, "
+        f"{int((mask > 0).sum())} reply tokens in the loss"
+    )
+    starts = starts[starts + max(cfg.seq_len, cfg.long_seq_len) + 1 <= len(ids)]
     model = build_model(cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, ffn {cfg.n_ff}, "
-        f"{n_params:,} parameters (tied output)")
+    log(
+        f"model: {cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads, ffn {cfg.n_ff}, "
+        f"{n_params:,} parameters (tied output)"
+    )
     decay = [p for p in model.parameters() if p.dim() == 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
     )
     ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
     gen = np.random.default_rng(cfg.seed)
@@ -486,8 +543,12 @@ def train(cfg: Config, tok: Tokenizer, blocks, systems, log) -> tuple[object, fl
         lr *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for g in opt.param_groups:
             g["lr"] = lr
-        off = torch.from_numpy(gen.choice(starts, size=cfg.batch))
-        rows = off[:, None] + torch.arange(cfg.seq_len + 1)[None, :]
+        # windows start at a conversation and run on into the next ones: the model learns to
+        # answer the latest question while far-away text (up to the whole context) is present
+        long = cfg.long_every and step % cfg.long_every == cfg.long_every - 1
+        batch, seq_len = (cfg.long_batch, cfg.long_seq_len) if long else (cfg.batch, cfg.seq_len)
+        off = torch.from_numpy(gen.choice(starts, size=batch))
+        rows = off[:, None] + torch.arange(seq_len + 1)[None, :]
         x, y, m = ids_t[rows[:, :-1]], ids_t[rows[:, 1:]], mask_t[rows[:, 1:]]
         logits = model(x)
         loss_tok = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), y.reshape(-1), reduction="none")
@@ -498,8 +559,10 @@ def train(cfg: Config, tok: Tokenizer, blocks, systems, log) -> tuple[object, fl
         opt.step()
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if step % 100 == 0 or step == cfg.steps - 1:
-            log(f"  step {step:5d}/{cfg.steps}  loss {loss.item():.3f}  (smoothed {ema:.3f})  "
-                f"lr {lr:.2e}  {time.time() - t0:6.1f}s")
+            log(
+                f"  step {step:5d}/{cfg.steps}  loss {loss.item():.3f}  (smoothed {ema:.3f})  "
+                f"lr {lr:.2e}  {time.time() - t0:6.1f}s"
+            )
     return model, ema, time.time() - t0
 
 
@@ -563,8 +626,17 @@ def write_gguf(path: Path, cfg: Config, tok: Tokenizer, model) -> None:
     sd = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     tensors = {"token_embd.weight": sd["token_embd.weight"], "output_norm.weight": sd["output_norm.weight"]}
     for i in range(cfg.n_layer):
-        for part in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-                     "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"):
+        for part in (
+            "attn_norm",
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_norm",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ):
             tensors[f"blk.{i}.{part}.weight"] = sd[f"layers.{i}.{part}.weight"]
     for name, arr in tensors.items():
         arr = np.ascontiguousarray(arr.astype(np.float32 if arr.ndim == 1 else np.float16))
@@ -594,8 +666,10 @@ def self_check(model_path: str, expected_json: str | None) -> int:
 
     t = time.time()
     llm = llama_cpp.Llama(model_path=model_path, n_ctx=1024, n_threads=2, verbose=False, seed=1)
-    print(f"self-check: llama-cpp-python {llama_cpp.__version__} loaded {model_path} in "
-          f"{(time.time() - t) * 1000:.0f} ms; chat_format={llm.chat_format!r}")
+    print(
+        f"self-check: llama-cpp-python {llama_cpp.__version__} loaded {model_path} in "
+        f"{(time.time() - t) * 1000:.0f} ms; chat_format={llm.chat_format!r}"
+    )
     ok = True
     if expected_json:
         cases = json.loads(Path(expected_json).read_text(encoding="utf-8"))
@@ -605,20 +679,24 @@ def self_check(model_path: str, expected_json: str | None) -> int:
             if got != ids:
                 bad += 1
                 if bad <= 3:
-                    print(f"  tokenizer mismatch on {text[:60]!r}:\n    ours  {ids[:40]}\n    llama {got[:40]}")
+                    print(
+                        f"  tokenizer mismatch on {text[:60]!r}:\n    ours  {ids[:40]}\n    llama {got[:40]}"
+                    )
         print(f"  tokenizer: {len(cases) - bad}/{len(cases)} texts tokenized identically")
         ok &= bad == 0
     for prompt in CHECK_PROMPTS:
         stamps: list[float] = []
 
-        def count(_ids, scores):  # runs once per sampled token
+        def count(_ids, scores, stamps=stamps):  # runs once per sampled token
             stamps.append(time.perf_counter())
             return scores
 
         t = time.perf_counter()
         chunks, finish = [], None
         for ch in llm.create_chat_completion(
-            messages=[{"role": "user", "content": prompt}], stream=True, max_tokens=120,
+            messages=[{"role": "user", "content": prompt}],
+            stream=True,
+            max_tokens=120,
             logits_processor=llama_cpp.LogitsProcessorList([count]),
         ):
             choice = ch["choices"][0]
@@ -632,9 +710,11 @@ def self_check(model_path: str, expected_json: str | None) -> int:
         ok &= printable and finish == "stop" and len(chunks) >= 2
         gen = len(stamps) - 1
         rate = gen / (end - stamps[0]) if gen > 0 and end > stamps[0] else float("nan")
-        print(f"  > {prompt}\n  < {text}\n    [{len(chunks)} chunks, {len(stamps)} tokens, "
-              f"finish={finish}, printable={printable}, first token after "
-              f"{(stamps[0] - t) * 1000:.0f} ms, then {rate:.0f} tok/s streamed]")
+        print(
+            f"  > {prompt}\n  < {text}\n    [{len(chunks)} chunks, {len(stamps)} tokens, "
+            f"finish={finish}, printable={printable}, first token after "
+            f"{(stamps[0] - t) * 1000:.0f} ms, then {rate:.0f} tok/s streamed]"
+        )
     print("self-check:", "OK" if ok else "FAILED")
     return 0 if ok else 1
 
@@ -643,11 +723,11 @@ def run_self_check(model_path: Path, python: str, expected_json: str | None) -> 
     cmd = [python, str(Path(__file__).resolve()), "--check-only", str(model_path)]
     if expected_json:
         cmd += ["--expected-tokens", expected_json]
-    probe = subprocess.run([python, "-c", "import llama_cpp"], capture_output=True)
+    probe = subprocess.run([python, "-c", "import llama_cpp"], capture_output=True, check=False)
     if probe.returncode != 0:
         print(f"self-check skipped: llama_cpp is not importable by {python} (pass --check-python)")
         return
-    rc = subprocess.run(cmd).returncode
+    rc = subprocess.run(cmd, check=False).returncode
     if rc != 0:
         raise SystemExit(f"self-check failed (exit {rc})")
 
@@ -660,8 +740,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--steps", type=int, default=Config.steps, help="training steps")
-    ap.add_argument("--check-python", default=sys.executable,
-                    help="interpreter with llama-cpp-python for the self-check (default: this one)")
+    ap.add_argument(
+        "--check-python",
+        default=sys.executable,
+        help="interpreter with llama-cpp-python for the self-check (default: this one)",
+    )
     ap.add_argument("--no-check", action="store_true", help="skip the llama-cpp-python self-check")
     ap.add_argument("--check-only", metavar="GGUF", help=argparse.SUPPRESS)
     ap.add_argument("--expected-tokens", help=argparse.SUPPRESS)
@@ -671,22 +754,29 @@ def main(argv: list[str] | None = None) -> int:
         return self_check(args.check_only, args.expected_tokens)
 
     cfg = Config(steps=args.steps)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
     random.seed(cfg.seed)
-    log = lambda msg: print(msg, flush=True)  # noqa: E731
     t_start = time.time()
 
     blocks, systems = read_corpus(args.corpus)
     corpus_bytes = args.corpus.stat().st_size
-    log(f"corpus: {args.corpus.name}, {corpus_bytes / 1024:.1f} KB, {len(blocks)} reply blocks, "
-        f"{sum(len(b.questions) for b in blocks)} user phrasings, {len(systems)} system prompts")
+    log(
+        f"corpus: {args.corpus.name}, {corpus_bytes / 1024:.1f} KB, {len(blocks)} reply blocks, "
+        f"{sum(len(b.questions) for b in blocks)} user phrasings, {len(systems)} system prompts"
+    )
 
     texts = [q for b in blocks for q in b.questions + b.keywords] + [b.answer for b in blocks] * 3 + systems
     tok = Tokenizer.train(texts + ["system user assistant"] * 50, cfg.vocab_size)
     assert len(tok.pieces) == cfg.vocab_size, len(tok.pieces)
     sample = "Grüße, 東京 🚀 and VRAM"
     assert tok.decode(tok.encode(sample, bos=False)) == sample
-    log(f"tokenizer: {len(tok.pieces)} tokens ({N_SPECIAL} control, 256 byte fallback, "
-        f"{len(tok.pieces) - N_SPECIAL - 256} text pieces)")
+    log(
+        f"tokenizer: {len(tok.pieces)} tokens ({N_SPECIAL} control, 256 byte fallback, "
+        f"{len(tok.pieces) - N_SPECIAL - 256} text pieces)"
+    )
 
     model, final_loss, train_s = train(cfg, tok, blocks, systems, log)
     model.eval()
@@ -696,8 +786,10 @@ def main(argv: list[str] | None = None) -> int:
 
     write_gguf(args.out, cfg, tok, model)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB, {n_params:,} parameters, "
-        f"vocab {cfg.vocab_size}) in {time.time() - t_start:.0f} s total")
+    log(
+        f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KB, {n_params:,} parameters, "
+        f"vocab {cfg.vocab_size}) in {time.time() - t_start:.0f} s total"
+    )
 
     if not args.no_check:
         rng = random.Random(7)

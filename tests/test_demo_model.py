@@ -11,15 +11,15 @@ import pytest
 
 import llmos_tui
 
-llama_cpp = pytest.importorskip("llama_cpp")
-gguf = pytest.importorskip("gguf")
+import gguf  # noqa: E402  (hard dependencies: a missing one must fail, not skip)
+import llama_cpp  # noqa: E402
 
 DEMO = Path(llmos_tui.__file__).resolve().parent / "data" / "demo.gguf"
 
 
 @pytest.fixture(scope="module")
 def llm():
-    model = llama_cpp.Llama(model_path=str(DEMO), n_ctx=512, n_threads=2, verbose=False, seed=0)
+    model = llama_cpp.Llama(model_path=str(DEMO), n_ctx=2048, n_threads=2, verbose=False, seed=0)
     yield model
     model.close()
 
@@ -67,7 +67,9 @@ def test_llama_cpp_sees_chatml_and_metadata(llm):
     assert llm.token_eos() == llm.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]
 
 
-@pytest.mark.parametrize("text", ["Grüße, 東京 🚀", "tabs\tnew\nlines  and <s> spaces ", "VRAM 24 GB @ 350 W"])
+@pytest.mark.parametrize(
+    "text", ["Grüße, 東京 🚀", "tabs\tnew\nlines  and <s> spaces ", "VRAM 24 GB @ 350 W"]
+)
 def test_tokenizer_round_trips_any_input(llm, text):
     ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
     assert ids
@@ -87,13 +89,31 @@ def test_chat_streams_printable_text_and_stops(llm):
 @pytest.mark.parametrize(
     "messages",
     [
-        [{"role": "system", "content": "You are a helpful assistant."},
-         {"role": "user", "content": "How do I make generation faster?"}],
+        [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "How do I make generation faster?"},
+        ],
         [{"role": "user", "content": "Grüße aus 東京 🚀 — qu'est-ce que tu sais faire ?"}],
-        [{"role": "user", "content": "hi"},
-         {"role": "assistant", "content": "Hello! I am the llmos demo model."},
-         {"role": "user", "content": "what is the kv cache"}],
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Hello! I am the llmos demo model."},
+            {"role": "user", "content": "what is the kv cache"},
+        ],
+        # a long chat: the model was trained on windows as long as its context
+        [
+            m
+            for q in ["what is vram", "how do I quit", "what is throttling", "thanks"] * 5
+            for m in (
+                {"role": "user", "content": q},
+                {
+                    "role": "assistant",
+                    "content": "I am only a tiny demo model, so I cannot answer that well.",
+                },
+            )
+        ]
+        + [{"role": "user", "content": "What is VRAM?"}],
     ],
+    ids=["system", "non-ascii", "three-turns", "long-history"],
 )
 def test_any_chat_stops_by_itself_with_valid_text(llm, messages):
     chunks, finish = _stream(llm, messages, max_tokens=160, temperature=0.8, seed=1)
