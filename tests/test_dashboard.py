@@ -167,8 +167,8 @@ async def test_unsubscribes_when_removed():
     app = DashApp(sampler)
     async with app.run_test(size=(100, 32)) as pilot:
         await pilot.pause()
-        assert len(sampler._subscribers) == 1
-    assert sampler._subscribers == []
+        assert len(sampler._observers) == 1
+    assert len(sampler._observers) == 0
     assert isinstance(sampler.poll_once(), Sample)  # no subscriber left to call into a dead app
 
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from llmos_tui.observers import Observers
 from llmos_tui.doctor import vram
 from llmos_tui.doctor.api import SEVERITY_RANK, DetectorSpec, Finding, NotApplicable, RepairSpec
 from llmos_tui.doctor.canary import CanaryResult, run_canary, wait_ready
@@ -118,7 +119,7 @@ class Doctor:
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._pass_lock = threading.Lock()
-        self._subscribers: list[Callable[[DoctorEvent], Any]] = []
+        self._observers: Observers[DoctorEvent] = Observers("doctor")
         self._findings: collections.OrderedDict[int, Finding] = collections.OrderedDict()
         self._open: dict[str, Finding] = {}
         self._events: collections.deque[tuple[int, Any]] = collections.deque(maxlen=500)
@@ -190,25 +191,10 @@ class Doctor:
     close = stop
 
     def subscribe(self, callback: Callable[[DoctorEvent], Any]) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._observers.subscribe(callback)
 
     def _emit(self, kind: str, finding: Finding | None = None, message: str = "", **data: Any) -> None:
-        event = DoctorEvent(kind, finding, message, data)
-        with self._lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(event)
-            except Exception:  # noqa: BLE001 - a broken subscriber must not stop the doctor
-                log.exception("doctor subscriber %r failed", callback)
+        self._observers.publish(DoctorEvent(kind, finding, message, data))
 
     def watch_chat(self, chat: Any) -> None:
         """Read the replies of a ChatSession (for the repetition detector)."""

@@ -24,6 +24,7 @@ from llmos_tui.engine import protocol as P
 from llmos_tui.engine.gguf_info import ModelInfo, read_model_info
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import EngineError, ModelError
+from llmos_tui.observers import Observers
 
 
 class EngineState(str, enum.Enum):
@@ -170,7 +171,7 @@ class Supervisor:
         self.last_metrics: dict[str, Any] = {}
         self._gen_tps: collections.deque[float] = collections.deque(maxlen=10)
         self._logs: collections.deque[LogLine] = collections.deque(maxlen=log_capacity)
-        self._listeners: list[Listener] = []
+        self._observers: Observers[EngineEvent] = Observers("engine")
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = False
@@ -182,25 +183,10 @@ class Supervisor:
 
     # ---- observers ------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._observers.subscribe(listener)
 
     def _emit(self, kind: str, **data: Any) -> None:
-        event = EngineEvent(kind, data)
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception as exc:  # a broken observer must not break the engine
-                self._log(f"llmos: event listener {listener!r} raised {type(exc).__name__}: {exc}")
+        self._observers.publish(EngineEvent(kind, data))
 
     def _set_state(self, state: EngineState, **data: Any) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Mapping, Optional, Protocol
 
+from llmos_tui.observers import Observers
 from llmos_tui.telemetry.sample import Sample
 from llmos_tui.telemetry.series import SeriesStore
 
@@ -63,9 +64,7 @@ class Sampler:
         self.series = SeriesStore(history)
         self._recent: deque[Sample] = deque(maxlen=max(1, recent))
         self._latest: Sample | None = None
-        self._subscribers: list[Subscriber] = []
-        self._sub_failures: dict[int, int] = {}
-        self._sub_lock = threading.Lock()
+        self._observers: Observers[Sample] = Observers("telemetry")
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._finished = threading.Event()
@@ -98,30 +97,7 @@ class Sampler:
     # ---- subscribers ------------------------------------------------------------
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(sample)`` on the sampler thread after each poll; returns an unsubscribe function."""
-        with self._sub_lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._sub_lock:
-                try:
-                    self._subscribers.remove(callback)
-                except ValueError:
-                    pass
-                self._sub_failures.pop(id(callback), None)
-
-        return unsubscribe
-
-    def _publish(self, sample: Sample) -> None:
-        with self._sub_lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback(sample)
-            except Exception:  # noqa: BLE001 - one bad subscriber must not stop the others
-                failures = self._sub_failures.get(id(callback), 0) + 1
-                self._sub_failures[id(callback)] = failures
-                if failures == 1 or failures % 100 == 0:
-                    log.exception("telemetry subscriber %r failed (%d times)", callback, failures)
+        return self._observers.subscribe(callback)
 
     # ---- polling ----------------------------------------------------------------
     def poll_once(self) -> Sample:
@@ -141,7 +117,7 @@ class Sampler:
             self._latest = sample
             self.polls += 1
             self.last_poll_seconds = time.perf_counter() - started
-            self._publish(sample)
+            self._observers.publish(sample)
             return sample
 
     def _read_engine(self) -> dict[str, Any] | None:
