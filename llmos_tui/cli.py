@@ -33,8 +33,10 @@ SUBCOMMAND_MODULES = (
 )
 
 
-def _engine_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+def _engine_parent(*, defaults: bool = True) -> argparse.ArgumentParser:
+    """The model/engine options. Subcommands take them too (`llmos-tui chat --n-ctx 512`), but
+    without defaults: argparse would otherwise overwrite a value given before the subcommand."""
+    parent = argparse.ArgumentParser(add_help=False, argument_default=None if defaults else argparse.SUPPRESS)
     group = parent.add_argument_group("model and engine")
     group.add_argument("--model", "-m", metavar="PATH", help="GGUF model file (default: config, else the embedded demo model)")
     group.add_argument("--config", metavar="FILE", help="config file (default: the user's config folder)")
@@ -45,10 +47,10 @@ def _engine_parent() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    engine = _engine_parent()
+    engine = _engine_parent(defaults=False)
     parser = argparse.ArgumentParser(
         prog="llmos-tui",
-        parents=[engine],
+        parents=[_engine_parent()],
         description="A terminal cockpit for a local LLM: telemetry, chat, doctor, tuning, journal.",
         epilog="Run without a subcommand to start the TUI. `llmos-tui info` prints every path it uses.",
     )

@@ -23,7 +23,7 @@ SEVERITY_MARK = {"info": "i", "warning": "!", "error": "E", "critical": "X"}
 def register(subparsers: Any) -> None:
     from llmos_tui.cli import _engine_parent
 
-    engine = _engine_parent()
+    engine = _engine_parent(defaults=False)  # values given before the subcommand survive
     doctor = subparsers.add_parser(
         "doctor", parents=[engine],
         help="start the engine, run every detector once (the canary too), print the findings",

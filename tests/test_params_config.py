@@ -84,3 +84,15 @@ def test_telemetry_history_keeps_one_row_per_period(tmp_path: Path) -> None:
     rows = Journal(tmp_path / "j.sqlite").telemetry()
     assert len(rows) == 3
     assert all(abs(r["data"]["host.cpu"] - 50.0) < 2 for r in rows), rows
+
+
+def test_options_before_or_after_the_subcommand_both_count(tmp_path: Path) -> None:
+    from llmos_tui.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    before = config_from_args(parser.parse_args(["--n-ctx", "512", "info"]))
+    after = config_from_args(parser.parse_args(["info", "--n-ctx", "256"]))
+    doctor = config_from_args(parser.parse_args(["--n-ctx", "384", "doctor"]))
+    assert (before.engine.n_ctx, after.engine.n_ctx, doctor.engine.n_ctx) == (512, 256, 384)
+    with pytest.raises(ConfigError, match="config file not found"):
+        config_from_args(parser.parse_args(["--config", str(tmp_path / "absent.toml"), "chat"]))
