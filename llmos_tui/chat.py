@@ -36,6 +36,7 @@ class ChatSession:
         self.chat_id: int | None = None  # set by the journal when it records this chat
         self._listeners: list[MessageListener] = []
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by reset/load: a reply still streaming then is not recorded
 
     def add_listener(self, listener: MessageListener) -> None:
         self._listeners.append(listener)
@@ -60,20 +61,26 @@ class ChatSession:
         return out
 
     def send(self, prompt: str, *, on_piece: Callable[[str], None] | None = None, **sampling: Any) -> Reply:
-        """Ask the engine; the user message is recorded now, the reply when it ends."""
-        self._record(Message("user", prompt))
+        """Ask the engine. The user message is recorded once the engine took the request (a
+        refused send leaves no trace to repeat), the reply when it ends."""
+        user = Message("user", prompt)
         args = {**self.settings.sampling(), **sampling}
-        reply = self.supervisor.chat(self.wire_messages(), on_piece=on_piece, **args)
-        reply.add_done_callback(self._on_reply_done)
+        reply = self.supervisor.chat(self.wire_messages() + [{"role": "user", "content": prompt}],
+                                     on_piece=on_piece, **args)
+        self._record(user)
+        generation = self._generation
+        reply.add_done_callback(lambda r: self._on_reply_done(r, generation))
         return reply
 
-    def _on_reply_done(self, reply: Reply) -> None:
-        status = reply.status
-        self._record(Message("assistant", reply.text, status=status, metrics=dict(reply.metrics)))
+    def _on_reply_done(self, reply: Reply, generation: int) -> None:
+        if generation != self._generation:  # the conversation was reset or replaced meanwhile
+            return
+        self._record(Message("assistant", reply.text, status=reply.status, metrics=dict(reply.metrics)))
 
     def reset(self) -> None:
         """Start a fresh conversation; the engine forgets its KV cache too."""
         with self._lock:
+            self._generation += 1
             self.messages.clear()
         self.chat_id = None
         if self.supervisor.is_ready:
@@ -85,5 +92,6 @@ class ChatSession:
     def load(self, messages: list[Message], chat_id: int | None = None) -> None:
         """Resume an earlier conversation (from the journal)."""
         with self._lock:
+            self._generation += 1
             self.messages = list(messages)
         self.chat_id = chat_id

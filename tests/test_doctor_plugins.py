@@ -141,3 +141,22 @@ def test_plugins_do_not_leak_between_managers(tmp_path: Path) -> None:
     second.load_all(folders=[("user", folder)], entry_points=False)
     assert second.registry.detectors["bad.raises"].enabled
     assert second.registry.detectors["engine.crashed"] is not first.registry.detectors["engine.crashed"]
+
+
+def test_an_abandoned_import_never_registers_later(tmp_path, monkeypatch) -> None:
+    import time as _time
+
+    from llmos_tui.doctor import plugins as plugin_mod
+
+    monkeypatch.setattr(plugin_mod, "IMPORT_TIMEOUT", 0.2)
+    folder = tmp_path / "plugs"
+    folder.mkdir(mode=0o755)
+    (folder / "slowp.py").write_text(
+        "import time\nfrom llmos_tui.doctor import detector\ntime.sleep(0.6)\n"
+        "@detector('slowp.det', 'warning')\ndef det(ctx):\n    return []\n"
+    )
+    manager = plugin_mod.PluginManager()
+    info = manager.load_file(folder / "slowp.py", "user")
+    assert info.state == "failed" and "abandoned" in info.reason
+    _time.sleep(0.8)
+    assert "slowp.det" not in manager.registry.detectors

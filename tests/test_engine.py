@@ -133,3 +133,61 @@ def test_a_failed_load_does_not_lose_the_running_engine_state(bad_models, superv
     assert supervisor.state is EngineState.FAILED
     supervisor.restart(good)
     assert supervisor.chat(ASK, max_tokens=5).wait(10).status == "done"
+
+
+def test_stop_during_a_reply_ends_it_at_once_as_interrupted(supervisor: Supervisor) -> None:
+    supervisor.inject("slow", ms=30)
+    reply = supervisor.chat(ASK, max_tokens=400, temperature=1.0)
+    next(iter(reply))
+    started = time.monotonic()
+    supervisor.stop()
+    assert time.monotonic() - started < 4, "the reply is cancelled, not waited for until the kill"
+    assert reply.wait(1).status in ("cancelled", "interrupted")  # cancelled first, if the child still answers
+    assert supervisor.state is EngineState.STOPPED and supervisor.pid is None
+
+
+def test_a_second_request_while_generating_is_refused(supervisor: Supervisor) -> None:
+    supervisor.inject("slow", ms=30)
+    first = supervisor.chat(ASK, max_tokens=100)
+    with pytest.raises(EngineError, match="generating"):
+        supervisor.chat(ASK, max_tokens=5)
+    supervisor.cancel()
+    assert first.wait(10).status == "cancelled"
+
+
+def test_two_starts_at_once_leave_exactly_one_child(demo_params: EngineParams) -> None:
+    import threading
+
+    import psutil
+
+    sup = Supervisor(demo_params)
+    barrier = threading.Barrier(2)
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            sup.start()
+        except EngineError:
+            pass  # the other start may stop this one's child while it loads: said, not hidden
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    workers = [p for p in psutil.Process().children() if "llmos_tui.engine.worker" in " ".join(p.cmdline())]
+    assert len(workers) == 1 and workers[0].pid == sup.pid
+    sup.stop()
+    assert not [p for p in psutil.Process().children() if p.is_running() and p.status() != "zombie"
+                and "llmos_tui.engine.worker" in " ".join(p.cmdline())]
+
+
+def test_a_load_timeout_is_a_failed_load_not_a_crash(demo_params: EngineParams) -> None:
+    sup = Supervisor(demo_params)
+    crashes = []
+    sup.subscribe(lambda e: crashes.append(e) if e.kind == "crashed" else None)
+    with pytest.raises(EngineError, match="timed out"):
+        sup.start(timeout=0.01)
+    time.sleep(0.3)
+    assert sup.state is EngineState.FAILED and not crashes
+    sup.stop()

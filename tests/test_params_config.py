@@ -96,3 +96,20 @@ def test_options_before_or_after_the_subcommand_both_count(tmp_path: Path) -> No
     assert (before.engine.n_ctx, after.engine.n_ctx, doctor.engine.n_ctx) == (512, 256, 384)
     with pytest.raises(ConfigError, match="config file not found"):
         config_from_args(parser.parse_args(["--config", str(tmp_path / "absent.toml"), "chat"]))
+
+
+def test_a_refused_send_leaves_no_message_and_a_reset_drops_the_streaming_reply(supervisor) -> None:
+    from llmos_tui.chat import ChatSession
+    from llmos_tui.errors import EngineError
+
+    chat = ChatSession(supervisor)
+    supervisor.inject("slow", ms=30)
+    reply = chat.send("Tell me about GPUs.")
+    with pytest.raises(EngineError):
+        chat.send("and another one")  # refused: one request at a time
+    assert [m.content for m in chat.messages] == ["Tell me about GPUs."]
+    supervisor.cancel()
+    chat.reset()
+    reply.wait(10)
+    time.sleep(0.1)
+    assert chat.messages == [], "the cancelled reply of the old conversation stays out of the new one"

@@ -568,8 +568,8 @@ class Doctor:
                 continue
             ctx = self._repair_context(finding)
             try:
-                reason = spec.precondition(ctx, finding) if spec.precondition else None
-                params = spec.fn(ctx, finding) if spec.reconfigures else None
+                reason = self._guard(spec, spec.precondition, ctx, finding) if spec.precondition else None
+                params = self._guard(spec, spec.fn, ctx, finding) if spec.reconfigures else None
             except NotApplicable as exc:
                 reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - a broken repair plugin is disabled, not fatal
@@ -730,6 +730,29 @@ class Doctor:
                 self._inflight = None
             self._wake.put("event")
 
+    def _guard(self, spec: RepairSpec, fn: Callable[..., Any], *args: Any, timeout: float = 5.0) -> Any:
+        """Run a plugin's repair code with a time limit (built-ins run as they are). One that
+        hangs is abandoned and its plugin disabled, so the doctor's own thread goes on."""
+        if spec.origin == "builtin":
+            return fn(*args)
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller below
+                box["error"] = exc
+
+        thread = threading.Thread(target=run, name=f"repair-{spec.id}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            self.plugins.disable(spec.origin, f"repair {spec.id} ran past its {timeout:.0f} s limit")
+            raise NotApplicable(f"timed out after {timeout:.0f} s; its plugin is disabled")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
     def _act(self, finding: Finding, spec: RepairSpec, proposed_by: str) -> bool:
         sup = self.supervisor
         action_id = finding.action_id
@@ -739,15 +762,19 @@ class Doctor:
                 else "operator", finding_id=finding.journal_id, note=spec.changes))
         self._ensure_config()
         ctx = self._repair_context(finding)
-        reason = spec.precondition(ctx, finding) if spec.precondition else None
+        try:
+            reason = self._guard(spec, spec.precondition, ctx, finding) if spec.precondition else None
+            new_params = self._guard(spec, spec.fn, ctx, finding) if spec.reconfigures else None
+        except NotApplicable as exc:
+            reason = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a broken repair fails its action, not the doctor
+            reason = f"raised {describe_error(exc)}"
         if reason:
             return self._fail(finding, spec, action_id, f"not applicable: {reason}", refused=True)
         record = {"ts": time.time(), "finding": finding.id, "repair": spec.id, "by": proposed_by}
         self.actions.append(record)
         before_cfg = self._active_config_id()
-        new_params = None
         if spec.reconfigures:
-            new_params = spec.fn(ctx, finding)
             refusal = self.check_config(new_params)
             if refusal:
                 return self._fail(finding, spec, action_id, f"refused: {refusal}", refused=True)
@@ -770,7 +797,7 @@ class Doctor:
             self._emit("action", finding, f"applying {spec.id}", state="applied", repair=spec.id)
             finding.note("applied", repair=spec.id)
             try:
-                spec.fn(ctx, finding)
+                self._guard(spec, spec.fn, ctx, finding, timeout=self.supervisor.load_timeout + 30)
                 load_error = None
             except NotApplicable as exc:
                 return self._fail(finding, spec, action_id, f"not applicable: {exc}", refused=True)

@@ -153,12 +153,16 @@ class PluginManager:
         self._counter += 1
         module_name = f"llmos_tui_plugin_{self._counter}_{path.stem}"
 
+        # The import registers into a private registry, copied in only when it finished in
+        # time: an abandoned import that registers later reaches nothing.
+        staging = Registry()
+
         def do_import() -> None:
             spec = importlib.util.spec_from_file_location(module_name, path)
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot load {path}")
             module = importlib.util.module_from_spec(spec)
-            with self.registry.loading(info.key):
+            with staging.loading(info.key):
                 spec.loader.exec_module(module)
 
         finished, error = _run_with_timeout(do_import, IMPORT_TIMEOUT)
@@ -167,7 +171,12 @@ class PluginManager:
         elif error is not None:
             error_text = describe_error(error)
         else:
-            return self._record(info, info.key)
+            try:
+                self.registry.copy_origin(staging, info.key)
+            except ValueError as exc:  # an id another plugin already registered
+                error_text = str(exc)
+            else:
+                return self._record(info, info.key)
         self.registry.drop_origin(info.key)
         info.state, info.reason = "failed", error_text
         log.warning("plugin %s failed to load: %s", path, error_text)

@@ -10,6 +10,7 @@ import collections
 import enum
 import itertools
 import json
+import logging
 import os
 import queue
 import signal
@@ -25,6 +26,9 @@ from llmos_tui.engine.gguf_info import ModelInfo, read_model_info
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import EngineError, ModelError
 from llmos_tui.observers import Observers
+
+
+log = logging.getLogger("llmos_tui.engine")
 
 
 class EngineState(str, enum.Enum):
@@ -82,7 +86,10 @@ class Reply:
             self.first_piece_at = time.perf_counter()
         self.text += text
         if self._on_piece is not None:
-            self._on_piece(text)
+            try:
+                self._on_piece(text)
+            except Exception:
+                log.exception("on_piece callback of reply %s failed", self.id)
         self._queue.put(text)
 
     def _finish(self, status: str, *, metrics: dict[str, Any] | None = None, error: str | None = None,
@@ -98,7 +105,7 @@ class Reply:
             callbacks = list(self._callbacks)
         self._queue.put(self._END)
         for callback in callbacks:
-            callback(self)
+            self._run_callback(callback)
 
     def add_done_callback(self, callback: Callable[["Reply"], None]) -> None:
         """Run callback(reply) when the reply ends (at once if it already has)."""
@@ -106,7 +113,13 @@ class Reply:
             if not self._done.is_set():
                 self._callbacks.append(callback)
                 return
-        callback(self)
+        self._run_callback(callback)
+
+    def _run_callback(self, callback: Callable[["Reply"], None]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            log.exception("done callback of reply %s failed", self.id)
 
     @property
     def finished(self) -> bool:
@@ -173,6 +186,7 @@ class Supervisor:
         self._logs: collections.deque[LogLine] = collections.deque(maxlen=log_capacity)
         self._observers: Observers[EngineEvent] = Observers("engine")
         self._lock = threading.RLock()
+        self._life = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = False
         self._ids = itertools.count(1)
@@ -221,23 +235,26 @@ class Supervisor:
             self._set_state(EngineState.FAILED, error=str(exc))
             self._emit("load_failed", error=str(exc), params=params.to_dict())
             raise
-        self.stop()
-        with self._lock:
-            self.params = params
-            self.model_info = info
-            self.load_progress = 0.0
-            self._stopping = False
-            self._load_done.clear()
-            self._load_result = {}
-        self._set_state(EngineState.LOADING, model=info.name)
-        proc = self._spawn()
-        self._send({"op": P.OP_LOAD, "params": params.to_dict()})
-        if not self._load_done.wait(timeout or self.load_timeout):
-            self._kill(proc)
-            message = f"model load timed out after {timeout or self.load_timeout:.0f} s"
-            self._fail_load(message)
-            raise EngineError(message)
-        result = self._load_result
+        with self._life:  # one start at a time: two would orphan a child
+            self.stop()
+            with self._lock:
+                self.params = params
+                self.model_info = info
+                self.load_progress = 0.0
+                self._stopping = False
+                self._load_done.clear()
+                self._load_result = {}
+            self._set_state(EngineState.LOADING, model=info.name)
+            proc = self._spawn()
+            self._send({"op": P.OP_LOAD, "params": params.to_dict()})
+            if not self._load_done.wait(timeout or self.load_timeout):
+                with self._lock:
+                    self._stopping = True  # our own kill, not a crash
+                self._kill(proc)
+                message = f"model load timed out after {timeout or self.load_timeout:.0f} s"
+                self._fail_load(message)
+                raise EngineError(message)
+            result = self._load_result
         if result.get("ev") != P.EV_LOADED:
             message = result.get("message") or "engine failed to load the model"
             raise (ModelError if result.get("ev") == P.EV_LOAD_FAILED else EngineError)(message)
@@ -267,7 +284,11 @@ class Supervisor:
             if proc is None:
                 return
             self._stopping = True
+        if not self._load_done.is_set():  # a start() waiting for this child gives up at once
+            self._load_result = {"ev": "stopped", "message": "the engine was stopped while loading"}
+            self._load_done.set()
         if proc.poll() is None:
+            self.cancel()  # a reply in flight ends first, so the shutdown is not queued behind it
             try:
                 self._send({"op": P.OP_SHUTDOWN})
                 assert proc.stdin is not None
@@ -282,6 +303,9 @@ class Supervisor:
         with self._lock:
             if self._proc is proc:
                 self._proc = None
+            reply, self._active = self._active, None
+        if reply is not None:
+            reply._finish("interrupted", error="the engine was stopped")
         if self.state not in (EngineState.CRASHED, EngineState.FAILED):
             self._set_state(EngineState.STOPPED)
         self._emit("unloaded")
@@ -321,11 +345,12 @@ class Supervisor:
     ) -> Reply:
         """Send a chat request; returns at once with a Reply that streams."""
         with self._lock:
-            if self.state != EngineState.READY:
+            if self.state != EngineState.READY or (self._active is not None and not self._active.finished):
                 raise EngineError(f"engine is {self.state.value}, not ready")
             reply = Reply(next(self._ids), on_piece)
             self._active = reply
-        self._set_state(EngineState.GENERATING)
+            self.state = EngineState.GENERATING  # in the same lock as the check: one request at a time
+        self._emit("state", state=EngineState.GENERATING.value, prev=EngineState.READY.value)
         sampling = {k: v for k, v in sampling.items() if v is not None}
         try:
             self._send({"op": P.OP_CHAT, "id": reply.id, "messages": messages, "sampling": sampling})
@@ -383,7 +408,10 @@ class Supervisor:
                 except ValueError:
                     self._log(f"llmos: unreadable event line {raw[:120]!r}")
                     continue
-                self._on_event(event)
+                try:
+                    self._on_event(event)
+                except Exception:  # a bug must not stop the reading, or the state would stick
+                    log.exception("engine event %r could not be handled", event.get("ev"))
         finally:
             code = proc.wait()
             self._on_exit(proc, code)
@@ -425,7 +453,6 @@ class Supervisor:
             ev = {**ev, "message": message}
             self._load_result = ev
             self._fail_load(message)
-            self._load_done.set()
         elif kind == P.EV_RESET_DONE:
             self._reset_done.set()
         elif kind == P.EV_ERROR:
@@ -452,6 +479,7 @@ class Supervisor:
         self.last_error = message
         self._set_state(EngineState.FAILED, error=message)
         self._emit("load_failed", error=message, params=self.params.to_dict())
+        self._load_done.set()  # before the stop below, which would otherwise say "stopped"
         proc = self._proc
         if proc is not None:
             threading.Thread(target=self.stop, name="engine-stop", daemon=True).start()

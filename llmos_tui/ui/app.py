@@ -117,7 +117,7 @@ class LlmosApp(App[int]):
             error = self.operator.restart_engine(reason="operator: Ctrl+R")
             self.post_message(EngineStartFinished(error))
 
-        self.run_worker(run, thread=True, group="engine", exclusive=True)
+        self.run_worker(run, thread=True, group="engine", exclusive=True, exit_on_error=False)
 
 
 def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[Any]]]:

@@ -165,7 +165,7 @@ class ChatScreen(Screen[None]):
         log.scroll_end(animate=False)
         self.stream_reply(reply, view)
 
-    @work(thread=True, group="reply")
+    @work(thread=True, group="reply", exit_on_error=False)
     def stream_reply(self, reply: Reply, view: ReplyView) -> None:
         stream = self.app.call_from_thread(Markdown.get_stream, view.body)  # needs the event loop
         log = self.query_one("#log", VerticalScroll)
@@ -224,7 +224,7 @@ class ChatScreen(Screen[None]):
         finally:
             journal.close()
 
-    @work(thread=True, exclusive=True, group="journal-read")
+    @work(thread=True, exclusive=True, group="journal-read", exit_on_error=False)
     def read_chats(self) -> None:
         from llmos_tui.journal.link import chat_summaries
 
@@ -243,7 +243,7 @@ class ChatScreen(Screen[None]):
 
         self.app.call_from_thread(show)
 
-    @work(thread=True, exclusive=True, group="journal-read")
+    @work(thread=True, exclusive=True, group="journal-read", exit_on_error=False)
     def read_chat(self, chat_id: int) -> None:
         from llmos_tui.journal.link import resume_messages
 

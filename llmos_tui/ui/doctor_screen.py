@@ -214,7 +214,7 @@ class DoctorScreen(Screen[None]):
                 error = str(exc)
             self.app.call_from_thread(self._decided, verb, fid, error)
 
-        self.run_worker(work, thread=True, group="doctor-decide", name=f"doctor-{verb}")
+        self.run_worker(work, thread=True, group="doctor-decide", name=f"doctor-{verb}", exit_on_error=False)
 
     def _decided(self, verb: str, fid: int, error: str | None) -> None:
         if error:
@@ -233,10 +233,14 @@ class DoctorScreen(Screen[None]):
         self._decide(f"silenced for {self.silence_s / 60:.0f} min", lambda fid: self.doctor.silence(fid, self.silence_s))
 
     def action_kill_switch(self) -> None:
-        self.doctor.kill_switch = not self.doctor.kill_switch
-        state = "ON: no automatic action" if self.doctor.kill_switch else "off: automatic actions allowed"
-        self.app.notify(f"kill switch {state}", severity="warning" if self.doctor.kill_switch else "information")
-        self.refresh_status()
+        """Toggled off the UI thread (the doctor journals it); its notice arrives as a toast."""
+        wanted = not self.doctor.kill_switch
+
+        def work() -> None:
+            self.doctor.kill_switch = wanted
+            self.app.call_from_thread(self.refresh_status)
+
+        self.run_worker(work, thread=True, exclusive=True, group="doctor-kill-switch", exit_on_error=False)
 
     def action_toggle_open(self) -> None:
         self.open_only = not self.open_only
@@ -251,7 +255,8 @@ class DoctorScreen(Screen[None]):
             result = self.doctor.run_canary()
             self.app.call_from_thread(self._canary_done, result)
 
-        self.run_worker(work, thread=True, exclusive=True, group="doctor-canary", name="doctor-canary")
+        self.run_worker(work, thread=True, exclusive=True, group="doctor-canary", name="doctor-canary",
+                        exit_on_error=False)
 
     def _canary_done(self, result: Any) -> None:
         if result.ok:
