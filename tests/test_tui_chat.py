@@ -102,6 +102,7 @@ async def test_killed_engine_marks_the_reply_interrupted_and_shows_crashed() -> 
 async def test_help_lists_every_key() -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen))
         await pilot.press("f1")
         assert isinstance(app.screen, HelpScreen)
         text = "\n".join(" ".join(row) for row in app.screen.rows)
@@ -165,7 +166,7 @@ async def test_chats_are_journaled_and_an_earlier_one_resumes(tmp_path) -> None:
 async def test_question_mark_shows_keys_in_an_empty_prompt_and_types_otherwise() -> None:
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen))
         await pilot.press("question_mark")
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen), app.screen.query_one("#prompt", Input).value

@@ -359,9 +359,10 @@ class Supervisor:
         return reply
 
     def cancel(self) -> None:
-        if self._active is not None and not self._active.finished:
+        reply = self._active
+        if reply is not None and not reply.finished:
             try:
-                self._send({"op": P.OP_CANCEL})
+                self._send({"op": P.OP_CANCEL, "id": reply.id})
             except EngineError:
                 pass
 

@@ -48,6 +48,8 @@ class Worker:
         self.commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.slow_ms = 0.0  # injected per-token delay (fault "slow")
         self.formatter: Any = None
+        self.cancelled_ids: set[int] = set()
+        self.current_id: int | None = None
 
     # ---- stdin reader: cancel and faults act at once, the rest waits its turn ----
     def read_commands(self) -> None:
@@ -59,7 +61,12 @@ class Worker:
                 continue
             op = cmd.get("op")
             if op == P.OP_CANCEL:
-                self.cancel.set()
+                # remembered by id: a cancel that overtakes its queued request still counts
+                rid = cmd.get("id")
+                if rid is not None:
+                    self.cancelled_ids.add(rid)
+                if rid is None or rid == self.current_id:
+                    self.cancel.set()
             elif op == P.OP_FAULT and cmd.get("kind") in ("slow", "abort", "exit"):
                 self.fault(cmd)  # immediate, even mid-reply
             else:
@@ -205,7 +212,10 @@ class Worker:
             emit({"ev": P.EV_ERROR, "id": rid, "message": "no model loaded"})
             return
         llm = self.llm
+        self.current_id = rid
         self.cancel.clear()
+        if rid in self.cancelled_ids:
+            self.cancel.set()
         sampling = dict(cmd.get("sampling") or {})
         first_token_at: list[float] = []
         n_sampled = 0
@@ -256,6 +266,7 @@ class Worker:
             emit({"ev": P.EV_ERROR, "id": rid, "message": str(exc)})
             return
         t_end = time.perf_counter()
+        self.cancelled_ids.discard(rid)
         perf = C.llama_perf_context(llm.ctx)
         cancelled = self.cancel.is_set()
         ttft_ms = (first_token_at[0] - t0) * 1000 if first_token_at else None
