@@ -566,16 +566,7 @@ class Doctor:
             if spec.id in tried:
                 skipped.append(f"{spec.id}: already tried for this finding")
                 continue
-            ctx = self._repair_context(finding)
-            try:
-                reason = self._guard(spec, spec.precondition, ctx, finding) if spec.precondition else None
-                params = self._guard(spec, spec.fn, ctx, finding) if spec.reconfigures else None
-            except NotApplicable as exc:
-                reason = str(exc)
-            except Exception as exc:  # noqa: BLE001 - a broken repair plugin is disabled, not fatal
-                reason = f"raised {describe_error(exc)}"
-                if spec.origin != "builtin":
-                    self.plugins.disable(spec.origin, f"repair {spec.id} {reason}")
+            reason, params = self._preview(spec, self._repair_context(finding), finding)
             if reason:
                 skipped.append(f"{spec.id}: {reason}")
                 continue
@@ -730,6 +721,20 @@ class Doctor:
                 self._inflight = None
             self._wake.put("event")
 
+    def _preview(self, spec: RepairSpec, ctx: Any, finding: Finding) -> tuple[str | None, Any]:
+        """(why the repair does not fit, or None; the parameters a reconfiguring one proposes)."""
+        try:
+            reason = self._guard(spec, spec.precondition, ctx, finding) if spec.precondition else None
+            params = self._guard(spec, spec.fn, ctx, finding) if spec.reconfigures else None
+        except NotApplicable as exc:
+            return str(exc), None
+        except Exception as exc:  # noqa: BLE001 - a broken repair plugin is disabled, not fatal
+            reason = f"raised {describe_error(exc)}"
+            if spec.origin != "builtin":
+                self.plugins.disable(spec.origin, f"repair {spec.id} {reason}")
+            return reason, None
+        return reason, params
+
     def _guard(self, spec: RepairSpec, fn: Callable[..., Any], *args: Any, timeout: float = 5.0) -> Any:
         """Run a plugin's repair code with a time limit (built-ins run as they are). One that
         hangs is abandoned and its plugin disabled, so the doctor's own thread goes on."""
@@ -762,13 +767,7 @@ class Doctor:
                 else "operator", finding_id=finding.journal_id, note=spec.changes))
         self._ensure_config()
         ctx = self._repair_context(finding)
-        try:
-            reason = self._guard(spec, spec.precondition, ctx, finding) if spec.precondition else None
-            new_params = self._guard(spec, spec.fn, ctx, finding) if spec.reconfigures else None
-        except NotApplicable as exc:
-            reason = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a broken repair fails its action, not the doctor
-            reason = f"raised {describe_error(exc)}"
+        reason, new_params = self._preview(spec, ctx, finding)
         if reason:
             return self._fail(finding, spec, action_id, f"not applicable: {reason}", refused=True)
         record = {"ts": time.time(), "finding": finding.id, "repair": spec.id, "by": proposed_by}
