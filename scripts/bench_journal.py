@@ -30,15 +30,21 @@ EVENT_KINDS = ("loaded", "unloaded", "crashed", "restarting", "error")
 
 
 def bench_writer_events(path: Path, n: int) -> None:
+    _time_writer(path, n, "events via JournalWriter  ", lambda writer, i: writer.record_event(
+        EVENT_KINDS[i % 5], {"i": i, "load_ms": 812.5, "exit_code": None,
+                             "log_tail": ["llama_model_load: ok", "ggml_cuda_init: found 1"]}))
+
+
+def _time_writer(path: Path, n: int, label: str, write) -> None:
+    """n writes as the app makes them (queued on the caller), then until all are committed."""
     with JournalWriter(path) as writer:
         started = time.perf_counter()
         for i in range(n):
-            writer.record_event(EVENT_KINDS[i % 5], {"i": i, "load_ms": 812.5, "exit_code": None,
-                                                     "log_tail": ["llama_model_load: ok", "ggml_cuda_init: found 1"]})
+            write(writer, i)
         queued = time.perf_counter() - started
         writer.flush(timeout=None)
         total = time.perf_counter() - started
-        print(f"events via JournalWriter   {n / total:>10,.0f} rows/s  ({n} rows in {total:.2f} s, "
+        print(f"{label} {n / total:>10,.0f} rows/s  ({n} rows in {total:.2f} s, "
               f"{writer.batches} commits, caller {queued / n * 1e6:.1f} µs/row)")
 
 
@@ -46,16 +52,9 @@ def bench_writer_messages(path: Path, n: int) -> None:
     with Journal(path) as journal:
         chat = journal.create_chat("bench", model="bench.gguf")
     text = "The KV cache holds keys and values of past tokens. " * 10  # ~500 chars, a typical reply
-    with JournalWriter(path) as writer:
-        started = time.perf_counter()
-        for i in range(n):
-            writer.add_message(chat, "assistant" if i % 2 else "user", text,
-                               metrics={"prompt_tps": 900.0, "gen_tps": 41.5, "tokens": 128, "ttft_ms": 85})
-        queued = time.perf_counter() - started
-        writer.flush(timeout=None)
-        total = time.perf_counter() - started
-        print(f"messages via JournalWriter {n / total:>10,.0f} rows/s  ({n} rows in {total:.2f} s, "
-              f"{writer.batches} commits, caller {queued / n * 1e6:.1f} µs/row)")
+    _time_writer(path, n, "messages via JournalWriter", lambda writer, i: writer.add_message(
+        chat, "assistant" if i % 2 else "user", text,
+        metrics={"prompt_tps": 900.0, "gen_tps": 41.5, "tokens": 128, "ttft_ms": 85}))
 
 
 def bench_sync(path: Path, n: int) -> None:

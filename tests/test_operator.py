@@ -15,13 +15,18 @@ def config(tmp_path: Path, **overrides):
                                   **overrides})
 
 
-def test_a_journaled_repair_survives_a_restart_until_the_operator_changes_settings(tmp_path: Path) -> None:
+def first_run(tmp_path: Path):
+    """One run of the engine with n_ctx=1024: the journal then holds the operator's base config."""
     op = build_operator(config(tmp_path, n_ctx="1024"), with_telemetry=False, with_doctor=False)
     op.start_engine()
     op.journal_writer.flush()
     op.close()
     journal = Journal(tmp_path / "j.sqlite")
-    base = journal.active_config()
+    return journal, journal.active_config()
+
+
+def test_a_journaled_repair_survives_a_restart_until_the_operator_changes_settings(tmp_path: Path) -> None:
+    journal, base = first_run(tmp_path)
     assert base.source == "operator" and base.params["n_ctx"] == 1024
     smaller = base.engine_params().replace(n_ctx=512)
     _action, repaired = journal.change_config(smaller, source="repair", kind="engine.smaller_ctx",
@@ -41,12 +46,7 @@ def test_a_journaled_repair_survives_a_restart_until_the_operator_changes_settin
 def test_undo_from_the_command_line_is_what_the_next_start_runs(tmp_path: Path) -> None:
     from llmos_tui.cli import main
 
-    op = build_operator(config(tmp_path, n_ctx="1024"), with_telemetry=False, with_doctor=False)
-    op.start_engine()
-    op.journal_writer.flush()
-    op.close()
-    journal = Journal(tmp_path / "j.sqlite")
-    base = journal.active_config()
+    journal, base = first_run(tmp_path)
     _action, first = journal.change_config(base.engine_params().replace(n_batch=256, n_ubatch=256), source="repair")
     _action, second = journal.change_config(first.engine_params().replace(n_ctx=512), source="repair")
     journal.close()
