@@ -43,6 +43,17 @@ class Paths:
         return self.config_dir / "themes"
 
     @property
+    def runtime_dir(self) -> Path:
+        """Owner-only folder for the status endpoint of each running llmos-tui (Unix sockets)."""
+        home = os.environ.get("LLMOS_TUI_HOME")
+        if home:
+            return Path(home).expanduser() / "run"
+        runtime = os.environ.get("XDG_RUNTIME_DIR")
+        if runtime:
+            return Path(runtime) / APP
+        return self.state_dir / "run"
+
+    @property
     def chat_history(self) -> Path:
         return self.state_dir / "chat_history"
 
@@ -55,6 +66,7 @@ class Paths:
             "user_themes": str(self.user_themes),
             "repo_themes": str(REPO_THEMES),
             "chat_history": str(self.chat_history),
+            "runtime_dir": str(self.runtime_dir),
             "demo_model": str(DEMO_MODEL),
             "cache_dir": str(self.cache_dir),
         }

@@ -73,7 +73,7 @@ def test_interactive_session_with_slash_commands(llmos_home: Path) -> None:
         enter(child, "/model")
         child.expect("chat template yes")
         enter(child, "/params n_ctx=512")
-        child.expect("ready · .*ctx=512")
+        child.expect(r"applied \(cfg:\d+\): .*ctx=512")
         enter(child, "/params n_ctx=nope")
         child.expect("error: n_ctx must be an integer, got 'nope'")
         enter(child, "What is the KV cache?")

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Any
 
-from llmos_tui.cli_support import guarded
+from llmos_tui.cli.support import guarded
 from llmos_tui.errors import LlmosError
 
 SEVERITY_MARK = {"info": "i", "warning": "!", "error": "E", "critical": "X"}

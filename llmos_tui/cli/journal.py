@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmos_tui.cli_support import guarded
+from llmos_tui.cli.support import guarded
 
 PROG = "llmos-tui journal"
 

@@ -27,9 +27,9 @@ ENGINE_OPTIONS: list[tuple[str, str, Any]] = [
 
 # Subcommand modules contributed by each part of the core; each has register(subparsers).
 SUBCOMMAND_MODULES = (
-    "llmos_tui.cli_telemetry",
-    "llmos_tui.cli_journal",
-    "llmos_tui.cli_doctor",
+    "llmos_tui.cli.telemetry",
+    "llmos_tui.cli.journal",
+    "llmos_tui.cli.doctor",
 )
 
 

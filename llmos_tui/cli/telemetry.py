@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from llmos_tui.cli_support import guarded
+from llmos_tui.cli.support import guarded
 from llmos_tui.errors import LlmosError
 
 # status waits this long after creating the host source so that CPU % covers a real interval
@@ -57,31 +57,62 @@ def register(subparsers: Any) -> None:
 
 
 
-def _render(sample: Any, as_json: bool, compact: bool) -> str:
-    from llmos_tui.telemetry.format import format_status
+def _instances() -> list[dict[str, Any]]:
+    """The live state every running llmos-tui of this user publishes on its local endpoint."""
+    from llmos_tui.core.endpoint import read_endpoints
+    from llmos_tui.paths import default_paths
 
+    return read_endpoints(default_paths().runtime_dir)
+
+
+def _render(sample: Any, instances: list[dict[str, Any]], as_json: bool, compact: bool) -> str:
+    from llmos_tui.paths import default_paths
+    from llmos_tui.telemetry.format import engine_line, format_status
+
+    running = [i for i in instances if "error" not in i]
+    if running and sample.engine is None:
+        sample.engine = running[0].get("engine")  # this box's engine, as its llmos-tui sees it
     if as_json:
         data = sample.to_dict()
-        return json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2)
-    return format_status(sample)
+        data["instances"] = instances
+        return json.dumps(data, separators=(",", ":"), default=str) if compact else json.dumps(data, indent=2, default=str)
+    text = format_status(sample)
+    if not instances:
+        where = default_paths().runtime_dir
+        return text.replace(engine_line(None), f"engine  no llmos-tui running on this box (no endpoint in {where})")
+    lines = [text]
+    for inst in instances:
+        if "error" in inst:
+            lines.append(f"llmos-tui pid {inst.get('pid')}: {inst['error']}")
+            continue
+        engine = inst.get("engine") or {}
+        doctor = inst.get("doctor") or {}
+        extra = " REPLAY" + (" (synthetic trace)" if (inst.get("replay") or {}).get("synthetic") else "") \
+            if inst.get("replay") else ""
+        lines.append(f"llmos-tui pid {inst.get('pid')} ({inst.get('mode')}{extra}{', read-only' if inst.get('readonly') else ''}): "
+                     f"engine {engine.get('state')}, model {engine.get('model') or '-'}, {engine.get('summary', '')}; "
+                     f"doctor {len(doctor.get('open') or [])} open finding(s)"
+                     + (", kill switch ON" if doctor.get("kill_switch") else ""))
+    return "\n".join(lines)
 
 
 @guarded
 def cmd_status(args: argparse.Namespace) -> int:
-    """One snapshot (or one every --watch seconds until Ctrl-C). Exits 0, GPU or not."""
+    """One snapshot (or one every --watch seconds until Ctrl-C): this box's GPUs and host, and
+    the engine of every llmos-tui running here (read from its local endpoint). Exits 0."""
     from llmos_tui.telemetry.sampler import Sampler
 
     sampler = Sampler(history=2)
     try:
         time.sleep(_CPU_BASELINE_S)
         if not args.watch:
-            print(_render(sampler.poll_once(), args.json, compact=False))
+            print(_render(sampler.poll_once(), _instances(), args.json, compact=False))
             return 0
         clear = not args.json and sys.stdout.isatty()
         try:
             while True:
                 started = time.monotonic()
-                text = _render(sampler.poll_once(), args.json, compact=True)
+                text = _render(sampler.poll_once(), _instances(), args.json, compact=True)
                 if clear:
                     sys.stdout.write("\x1b[H\x1b[2J")
                 print(text, flush=True)

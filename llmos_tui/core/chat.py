@@ -24,7 +24,7 @@ class Message:
     ts: float = field(default_factory=time.time)
 
 
-log = logging.getLogger("llmos_tui.chat")
+log = logging.getLogger("llmos_tui.core.chat")
 MessageListener = Callable[["ChatSession", Message], None]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from llmos_tui.chat import ChatSession, Message
+from llmos_tui.core.chat import ChatSession, Message
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineEvent, Supervisor
 from llmos_tui.errors import LlmosError

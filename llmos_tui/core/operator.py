@@ -1,23 +1,47 @@
-"""The headless core: one object that owns the engine, the conversation, telemetry, the journal
-and the doctor. Every face (TUI, console, CLI subcommands, plugin scripts) drives this.
+"""The headless core's facade, and the public scripting API.
+
+An :class:`Operator` owns the engine, the conversation, telemetry, the journal, the doctor
+and the change transaction. Every face (TUI, console, CLI subcommands, plugin scripts)
+drives one, built by :func:`llmos_tui.core.wiring.build_core`::
+
+    from llmos_tui.core import build_core, load_config
+
+    op = build_core(load_config(), mode="oneshot")
+    op.start_engine()
+    reply = op.send("What is VRAM?")
+    print(reply.wait(60).text, reply.metrics["gen_tps"])
+    print(op.apply({"n_ctx": 1024}, reason="smaller context").message)
+    print(op.undo(f"cfg:{op.snapshot()['journal']['active_config']}").message)
+    op.close()
+
+Verbs: :meth:`start_engine`, :meth:`send`, :meth:`cancel`, :meth:`apply`, :meth:`undo`,
+:meth:`restart_engine`, :meth:`snapshot`, :meth:`subscribe`, :meth:`tune`, :meth:`close`.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from typing import Any, Callable
 
-from llmos_tui.chat import ChatSession
 from llmos_tui.config import Config
+from llmos_tui.core.changes import Changes
+from llmos_tui.core.chat import ChatSession
 from llmos_tui.engine.gguf_info import ModelInfo
 from llmos_tui.engine.params import EngineParams
-from llmos_tui.engine.supervisor import Supervisor
+from llmos_tui.engine.supervisor import Reply, Supervisor
 from llmos_tui.errors import LlmosError
+
+__all__ = ["Operator", "build_operator"]
 
 
 class Operator:
+    """The wired core. Build it with ``build_core``; the attributes are the parts."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.mode = "live"
         self.supervisor = Supervisor(config.engine)
         self.chat = ChatSession(self.supervisor, config.chat)
         self.problems: list[str] = []  # non-fatal start-up problems, shown by every face
@@ -25,11 +49,21 @@ class Operator:
         self.journal_writer: Any = None  # journal.JournalWriter, when the journal opened
         self.journal_link: Any = None
         self.doctor: Any = None
+        # the one path for configuration changes (build_core rewires it with the journal)
+        self.changes: Any = Changes(self.supervisor, None, readonly=config.readonly)
+        self.endpoint: Any = None
+        self.replay: dict[str, Any] | None = None  # the trace when telemetry is replayed
+        self.started = time.time()
+        self._tuner: Any = None
         self._closers: list[Callable[[], None]] = []
+        self._closed = False
 
     # ---- engine ---------------------------------------------------------------------
     def start_engine(self, params: EngineParams | None = None) -> ModelInfo:
-        return self.supervisor.start(params)
+        """Start the engine (blocking) on its configured parameters."""
+        if params is not None and params.to_dict() != self.supervisor.params.to_dict():
+            raise LlmosError("new parameters go through apply() (the change transaction), not start_engine()")
+        return self.supervisor.start()
 
     def try_start_engine(self, params: EngineParams | None = None) -> str | None:
         """Start the engine; return a one-line error instead of raising (for faces)."""
@@ -40,8 +74,15 @@ class Operator:
         return None
 
     def restart_engine(self, params: EngineParams | None = None, reason: str = "operator") -> str | None:
+        """Restart on the same parameters (after a crash, say); None or a one-line error.
+        A restart with other parameters is a configuration change: it goes through apply()."""
+        if params is not None and params.to_dict() != self.supervisor.params.to_dict():
+            result = self.apply(params, reason=reason)
+            return None if result.ok else result.message
+        if self.config.readonly:
+            return "read-only mode: restarting the engine is disabled"
         try:
-            self.supervisor.restart(params, reason=reason)
+            self.supervisor.restart(reason=reason)
         except LlmosError as exc:
             return str(exc)
         return None
@@ -56,102 +97,142 @@ class Operator:
         thread.start()
         return thread
 
-    def undo(self, entry_id: str) -> str:
-        """Revert a journaled configuration change and apply the result to the engine."""
-        if self.journal_writer is None:
-            raise LlmosError("the journal is not open; nothing can be undone")
-        config = self.journal_writer.submit(lambda j: j.undo(entry_id)).result(timeout=30)
-        params = config.engine_params()
-        if self.journal_link is not None:
-            self.journal_link.next_source = "undo"
-        error = self.restart_engine(params, reason=f"undo {entry_id}")
-        if error:
-            return f"undone in the journal ({config.entry_id}), but the engine did not start: {error}"
-        return f"undone: now running {config.entry_id} ({params.summary()})"
+    # ---- chat -----------------------------------------------------------------------
+    def send(self, prompt: str, **sampling: Any) -> Reply:
+        """Send a prompt in the current conversation; returns a streaming Reply at once."""
+        return self.chat.send(prompt, **sampling)
 
+    def cancel(self) -> None:
+        """Stop the reply being streamed."""
+        self.supervisor.cancel()
+
+    # ---- configuration changes (all through the change transaction) ------------------
+    def apply(self, changes: EngineParams | dict[str, Any], *, reason: str = "", source: str = "operator",
+              verify: Callable[[], str | None] | None = None) -> Any:
+        """Change the engine's configuration: vetted, journaled, reloaded, verified, rolled back
+        on failure. Blocking. Returns a ChangeResult (``.ok``, ``.state``, ``.message``)."""
+        return self.changes.propose(changes, source=source, reason=reason or "operator change", verify=verify)
+
+    def undo(self, entry_id: str) -> Any:
+        """Revert a journaled configuration change (``cfg:N`` / ``act:N``); a ChangeResult."""
+        return self.changes.undo(entry_id)
+
+    # ---- observation ----------------------------------------------------------------
+    def subscribe(self, *, samples: Callable[[Any], Any] | None = None,
+                  findings: Callable[[Any], Any] | None = None,
+                  events: Callable[[Any], Any] | None = None,
+                  changes: Callable[[Any], Any] | None = None) -> Callable[[], None]:
+        """Call back on telemetry samples, doctor events, engine events, configuration
+        changes (on the core's threads). Returns one function that unsubscribes them all."""
+        undo: list[Callable[[], Any]] = []
+        if samples is not None:
+            if self.sampler is None:
+                raise LlmosError("telemetry is not wired in this core")
+            undo.append(self.sampler.subscribe(samples))
+        if findings is not None:
+            if self.doctor is None:
+                raise LlmosError("the doctor is not wired in this core")
+            undo.append(self.doctor.subscribe(findings))
+        if events is not None:
+            undo.append(self.supervisor.subscribe(events))
+        if changes is not None:
+            undo.append(self.changes.subscribe(changes))
+
+        def unsubscribe() -> None:
+            for fn in undo:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001
+                    pass
+
+        return unsubscribe
+
+    def snapshot(self) -> dict[str, Any]:
+        """The live state as plain data: engine, doctor, telemetry, journal, mode."""
+        from llmos_tui import __version__
+
+        sup = self.supervisor
+        info = sup.model_info
+        engine = sup.stats()
+        engine["model_info"] = info.to_dict() if info is not None and hasattr(info, "to_dict") else None
+        engine["summary"] = sup.params.summary()
+        doctor: dict[str, Any] | None = None
+        if self.doctor is not None:
+            d = self.doctor
+            doctor = {
+                "open": [_finding_dict(f) for f in d.findings(open_only=True)],
+                "kill_switch": bool(d.kill_switch),
+                "busy": bool(d.busy),
+                "dry_run": bool(d.dry_run),
+                "start_limit_hit": bool(getattr(d, "start_limit_hit", False)),
+                "replayed": bool(getattr(d, "replayed", False)),
+            }
+        sample = self.sampler.latest if self.sampler is not None else None
+        journal = None
+        if self.journal_writer is not None:
+            journal = {"path": str(self.config.journal_file),
+                       "active_config": self.journal_link.config_id if self.journal_link else None}
+        change = self.changes.last.to_dict() if self.changes is not None and self.changes.last else None
+        return {
+            "version": __version__, "pid": os.getpid(), "mode": self.mode, "started": self.started,
+            "readonly": bool(self.config.readonly), "replay": self.replay, "engine": engine, "doctor": doctor,
+            "telemetry": sample.to_dict() if sample is not None else None, "journal": journal,
+            "last_change": change, "problems": list(self.problems),
+        }
+
+    # ---- tuning ---------------------------------------------------------------------
+    @property
+    def tuner(self) -> Any:
+        """The tuner of this core (built on first use: scikit-optimize loads then)."""
+        if self._tuner is None:
+            from llmos_tui.tuning.runner import Tuner
+
+            self._tuner = Tuner.for_operator(self) if hasattr(Tuner, "for_operator") else Tuner(
+                self.supervisor, self.changes, self.journal_writer, self.sampler, self.config)
+        return self._tuner
+
+    def tune(self, **options: Any) -> Any:
+        """Run a tuning study (blocking); see llmos_tui.tuning.runner.Tuner.run."""
+        return self.tuner.run(**options)
+
+    # ---- life -------------------------------------------------------------------------
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closers.append(closer)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         for closer in reversed(self._closers):
             try:
                 closer()
-            except Exception:
+            except Exception:  # noqa: BLE001
                 pass
         self._closers.clear()
         self.supervisor.stop()
 
+    def __enter__(self) -> "Operator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _finding_dict(finding: Any) -> dict[str, Any]:
+    if hasattr(finding, "to_dict"):
+        try:
+            return finding.to_dict()
+        except Exception:  # noqa: BLE001
+            pass
+    return {"id": getattr(finding, "id", None), "detector": getattr(finding, "detector", ""),
+            "severity": getattr(finding, "severity", ""), "title": getattr(finding, "title", ""),
+            "state": getattr(finding, "state", "")}
+
 
 def build_operator(config: Config, *, replay: str | None = None, replay_speed: float = 1.0,
                    with_journal: bool = True, with_telemetry: bool = True, with_doctor: bool = True) -> Operator:
-    """The Operator with every part of the core wired together.
+    """Compatibility name for :func:`llmos_tui.core.wiring.build_core` (live or replay mode)."""
+    from llmos_tui.core.wiring import build_core
 
-    A part that cannot start (a locked journal, a trace that cannot be read) is left out
-    with a one-line problem that every face shows; the engine and chat still work.
-    """
-    op = Operator(config)
-    if with_journal:
-        _attach_journal(op)
-    if with_telemetry:
-        _attach_telemetry(op, replay, replay_speed)
-    if with_doctor:
-        _attach_doctor(op)
-    return op
-
-
-def _attach_journal(op: Operator) -> None:
-    from llmos_tui.journal.link import JournalLink, resume_params
-    from llmos_tui.journal.writer import JournalWriter
-
-    try:
-        writer = JournalWriter(op.config.journal_file)
-    except LlmosError as exc:
-        op.problems.append(f"journal disabled: {exc}")
-        return
-    op.journal_writer = writer
-    try:
-        params, note = writer.submit(lambda j: resume_params(j, op.config.engine)).result(timeout=10)
-    except Exception as exc:  # an unreadable history must not stop the engine
-        params, note = op.config.engine, f"journal: cannot read the active configuration ({exc})"
-    if note:
-        op.supervisor.params = params
-        op.problems.append(note)
-    op.journal_link = JournalLink(writer, op.supervisor, op.chat)
-    op.on_close(op.journal_link.close)
-
-
-def _attach_telemetry(op: Operator, replay: str | None, replay_speed: float) -> None:
-    from llmos_tui.telemetry.sampler import Sampler
-
-    if replay:
-        from llmos_tui.telemetry.replay import ReplaySource
-
-        source = ReplaySource(replay, speed=replay_speed, loop=True)  # TraceError is an LlmosError: fatal, said once
-        sampler = Sampler(source, interval=source.interval, engine_stats=None)
-    else:
-        sampler = Sampler(interval=op.config.telemetry_interval, engine_stats=op.supervisor.stats)
-    op.sampler = sampler
-    if op.journal_writer is not None and not replay:
-        from llmos_tui.journal.link import TelemetryHistory
-
-        sampler.subscribe(TelemetryHistory(op.journal_writer))
-    sampler.start()
-    op.on_close(sampler.close)
-
-
-def _attach_doctor(op: Operator) -> None:
-    from llmos_tui.doctor import Doctor
-    from llmos_tui.doctor.policy import Policy
-
-    try:
-        policy = Policy.from_config(op.config.doctor)
-    except LlmosError as exc:
-        op.problems.append(f"doctor disabled: {exc}")
-        return
-    doctor = Doctor(op.supervisor, op.sampler, op.journal_writer, policy)
-    if op.config.readonly:
-        doctor.dry_run = True  # read-only: the doctor says what it would do, and does nothing
-    doctor.start()
-    doctor.watch_chat(op.chat)
-    op.doctor = doctor
-    op.on_close(doctor.stop)
+    return build_core(config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed,
+                      journal=with_journal, telemetry=with_telemetry, doctor=with_doctor, endpoint=False)

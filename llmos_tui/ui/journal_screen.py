@@ -315,9 +315,13 @@ class JournalScreen(Screen[None]):
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"undo {entry_id} failed: {type(exc).__name__}: {exc}", severity="error")
             return
-        if hasattr(result, "entry_id"):
+        severity = "information"
+        if hasattr(result, "state"):  # a ChangeResult from the change transaction
+            message = result.message
+            severity = "information" if result.ok else "error"
+        elif hasattr(result, "entry_id"):
             message = f"undo of {entry_id} recorded: {result.entry_id} is now active"
         else:
             message = str(result) if result else f"undo of {entry_id} recorded"
-        self.app.call_from_thread(self.notify, message)
+        self.app.call_from_thread(self.notify, message, severity=severity)
         self.app.call_from_thread(self.reload)

@@ -38,6 +38,14 @@ class EngineStatus(Static):
         state = stats["state"]
         info = sup.model_info
         line1 = Text()
+        replay = getattr(operator, "replay", None)
+        if replay:  # telemetry from a trace: say so before anything else
+            line1.append(" REPLAY" + (" (synthetic trace)" if replay.get("synthetic") else " (recorded trace)") + " ",
+                         style="bold black on yellow")
+            line1.append(" ")
+        if operator.config.readonly:
+            line1.append(" READ-ONLY ", style="bold black on cyan")
+            line1.append(" ")
         label = state.upper()
         if state == "loading":
             label += f" {stats['load_progress'] * 100:.0f}%"

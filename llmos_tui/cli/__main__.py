@@ -1,0 +1,5 @@
+import sys
+
+from llmos_tui.cli.main import main
+
+sys.exit(main())

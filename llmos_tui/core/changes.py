@@ -1,0 +1,368 @@
+"""The change transaction: the one path by which the engine's configuration changes.
+
+Every caller — the operator (TUI, console `/params`, scripts), undo, the doctor's repairs and
+their rollback, the tuner's "apply best", the online learner — goes through
+:meth:`Changes.propose` (or :meth:`Changes.undo`):
+
+    vet       read-only, the journal's bad-list, the VRAM fit, the context requirement
+              -> refused with one line, nothing journaled as applied, the engine untouched
+    journal   the new version (parent = the active one, source, reason) and its action
+    reload    the engine restarts with the new parameters
+    verify    liveness (the canary) + the caller's own check (the metric that asked for it)
+    settle    mark good | mark bad, roll back to the parent (journaled), reload, canary
+
+One change at a time: a second caller while one runs is refused with a line that says who
+holds it. Without a journal (it could not be opened) the engine still changes and the
+result says that nothing was journaled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.errors import LlmosError
+
+log = logging.getLogger("llmos_tui.changes")
+
+Verifier = Callable[[], "str | None"]  # None: verified; else why not
+
+
+@dataclass
+class ChangeResult:
+    """What a change came to. ``state``:
+
+    - ``applied``: the engine runs the new parameters and they passed verification
+    - ``unchanged``: the parameters are what already runs; nothing was done
+    - ``refused``: vetting refused it; nothing changed (``message`` says why)
+    - ``rolled_back``: it ran and failed verification; the parent runs again
+    - ``failed``: it failed and the rollback failed too (the engine may be down)
+    """
+
+    state: str
+    message: str
+    params: EngineParams | None = None  # what the engine runs now (or was asked to run)
+    config_id: int | None = None  # the journal version active now
+    action_id: int | None = None
+    journaled: bool = True
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("applied", "unchanged")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "ok": self.ok, "message": self.message,
+                "params": self.params.to_dict() if self.params else None,
+                "config_id": self.config_id, "action_id": self.action_id, "journaled": self.journaled,
+                **({"details": self.details} if self.details else {})}
+
+
+class Changes:
+    """The change transaction over one supervisor, one journal (a JournalWriter or None)."""
+
+    def __init__(self, supervisor: Any, journal: Any = None, *, readonly: bool = False,
+                 sampler: Any = None, min_ctx: int = 0, ready_timeout_s: float = 120.0,
+                 canary: Callable[[], Any] | None = None) -> None:
+        self.supervisor = supervisor
+        self.journal = journal
+        self.readonly = readonly
+        self.sampler = sampler
+        self.min_ctx = int(min_ctx or 0)  # the operator's context requirement (tokens)
+        self.ready_timeout_s = ready_timeout_s
+        self._canary = canary
+        self._lock = threading.Lock()
+        self.holder: str | None = None  # who runs a change now (for the "busy" line)
+        self.listeners: list[Callable[[ChangeResult], None]] = []
+        self.last: ChangeResult | None = None
+        self.journaling: Any = None  # the JournalLink, told which source loads next
+
+    # ---- the journal -------------------------------------------------------------
+    def _call(self, fn: Callable[[Any], Any], timeout: float = 30.0) -> Any:
+        target = self.journal
+        if target is None:
+            return None
+        if hasattr(target, "submit"):
+            return target.submit(fn).result(timeout)
+        return fn(target)
+
+    def _safe(self, fn: Callable[[Any], Any], default: Any = None) -> Any:
+        try:
+            return self._call(fn)
+        except Exception as exc:  # noqa: BLE001 - a journal problem must not strand the engine
+            log.warning("change transaction could not write the journal: %s", exc)
+            return default
+
+    def set_canary(self, canary: Callable[[], Any]) -> None:
+        """The liveness probe (the doctor's, so its result is the doctor's last canary too)."""
+        self._canary = canary
+
+    # ---- vetting -----------------------------------------------------------------
+    def vet(self, params: EngineParams, *, check_bad: bool = True) -> str | None:
+        """Why ``params`` must not be applied, or None."""
+        if self.readonly:
+            return "read-only mode: configuration changes are disabled"
+        try:
+            params.validate()
+        except LlmosError as exc:
+            return str(exc)
+        if self.min_ctx and params.n_ctx and params.n_ctx < self.min_ctx:
+            return (f"n_ctx={params.n_ctx} is below the required context of {self.min_ctx} tokens "
+                    f"(the operator's --ctx requirement)")
+        if check_bad:
+            bad = self.bad_reason(params)
+            if bad:
+                return bad
+        return self.vram_refusal(params)
+
+    def bad_reason(self, params: EngineParams) -> str | None:
+        if self.journal is None:
+            return None
+        wanted = params.to_dict()
+
+        def find(j: Any) -> str | None:
+            for cfg in j.configs(500):
+                if cfg.standing == "bad" and {**cfg.params, "model_path": cfg.model_path} == wanted:
+                    return f"cfg:{cfg.id} with these settings is marked bad ({cfg.reason})"
+            return None
+
+        return self._safe(find)
+
+    def vram_refusal(self, params: EngineParams) -> str | None:
+        from llmos_tui.engine import vram
+
+        sup = self.supervisor
+        info = sup.model_info if sup is not None else None
+        if info is None or params.model_path != sup.params.model_path:
+            try:
+                from llmos_tui.engine.gguf_info import read_model_info
+
+                info = read_model_info(params.model_path)
+            except LlmosError as exc:
+                return f"model: {exc}"
+        sample = self.sampler.latest if self.sampler is not None else None
+        return vram.refusal(params, info, vram.free_gpu_memory(sample, sup.pid if sup is not None else None))
+
+    # ---- the transaction -----------------------------------------------------------
+    def propose(self, params: EngineParams | dict[str, Any], *, source: str = "operator", reason: str = "",
+                kind: str = "reconfigure", proposed_by: str = "operator", finding_id: int | None = None,
+                action_id: int | None = None, verify: Verifier | None = None, check_bad: bool = True,
+                rollback: bool = True) -> ChangeResult:
+        """Vet, journal, reload, verify; roll back when verification fails. Blocking (a reload):
+        call it from a worker thread, never a UI thread. ``params`` may be a mapping of changes
+        to the running parameters (``{"n_ctx": 4096}``)."""
+        sup = self.supervisor
+        if isinstance(params, dict):
+            try:
+                params = EngineParams.from_mapping(params, sup.params)
+            except LlmosError as exc:
+                return self._done(ChangeResult("refused", str(exc), sup.params, journaled=False))
+        if not self._lock.acquire(blocking=False):
+            return ChangeResult("refused", f"another change is in progress ({self.holder}); try again when it ends",
+                                sup.params, journaled=False)
+        try:
+            self.holder = f"{source}: {reason or kind}"
+            return self._done(self._propose(params, source, reason, kind, proposed_by, finding_id, action_id,
+                                            verify, check_bad, rollback))
+        finally:
+            self.holder = None
+            self._lock.release()
+
+    def _propose(self, params: EngineParams, source: str, reason: str, kind: str, proposed_by: str,
+                 finding_id: int | None, action_id: int | None, verify: Verifier | None,
+                 check_bad: bool, rollback: bool) -> ChangeResult:
+        sup = self.supervisor
+        before = sup.params
+        if params.to_dict() == before.to_dict() and sup.is_ready:
+            if action_id is not None:
+                self._safe(lambda j: j.set_action_state(action_id, "rejected", note="no parameter change"))
+            return ChangeResult("unchanged", f"already running these settings ({params.summary()})", params,
+                                self.active_id(), action_id, journaled=self.journal is not None)
+        refusal = self.vet(params, check_bad=check_bad)
+        if refusal:
+            if action_id is not None:
+                self._safe(lambda j: j.set_action_state(action_id, "failed", note=f"refused: {refusal}"))
+            return ChangeResult("refused", f"refused: {refusal}", before, self.active_id(), action_id,
+                                journaled=self.journal is not None)
+        self._ensure_active(before)
+        note = reason or kind
+        journaled = self.journal is not None
+        config_id = None
+        try:
+            result = self._call(lambda j: j.change_config(params, source=source, kind=kind,
+                                                          proposed_by=proposed_by, finding_id=finding_id,
+                                                          action_id=action_id, note=note))
+        except Exception as exc:  # noqa: BLE001 - a journal that fails does not stop the operator
+            log.warning("change not journaled: %s", exc)
+            result, journaled = None, False
+        if result is not None:
+            action, config = result
+            action_id, config_id = action.id, config.id
+        return self._reload_and_verify(params, before, source, note, action_id, config_id, verify, journaled,
+                                       rollback)
+
+    def _reload_and_verify(self, params: EngineParams, before: EngineParams, source: str, note: str,
+                           action_id: int | None, config_id: int | None, verify: Verifier | None,
+                           journaled: bool, rollback: bool) -> ChangeResult:
+        sup = self.supervisor
+        if self.journaling is not None:
+            self.journaling.next_source = source
+        try:
+            sup.restart(params, reason=f"{source}: {note}")
+            verdict = self._verify(verify)
+        except LlmosError as exc:
+            verdict = f"the engine did not start: {exc}"
+        if verdict is None:
+            if action_id is not None:
+                self._safe(lambda j: j.set_action_state(action_id, "verified", note="canary passed"
+                                                        + (" and the change's own check" if verify else "")))
+            if config_id is not None:
+                self._safe(lambda j: j.mark_good(config_id))
+            label = f"cfg:{config_id}" if config_id is not None else "not journaled"
+            return ChangeResult("applied", f"applied ({label}): {params.summary()}", params, config_id, action_id,
+                                journaled)
+        if config_id is not None:
+            self._safe(lambda j: j.mark_bad(config_id, verdict))
+        if not rollback:
+            if action_id is not None:
+                self._safe(lambda j: j.set_action_state(action_id, "failed", note=verdict))
+            return ChangeResult("failed", f"failed: {verdict}", params, config_id, action_id, journaled)
+        return self._rollback(before, verdict, action_id, config_id, journaled)
+
+    def _rollback(self, before: EngineParams, verdict: str, action_id: int | None, config_id: int | None,
+                  journaled: bool) -> ChangeResult:
+        sup = self.supervisor
+        restore_id = None
+        if action_id is not None:
+            self._safe(lambda j: j.set_action_state(action_id, "failed", note=verdict))
+            restore = self._safe(lambda j: j.undo(f"act:{action_id}", proposed_by="auto",
+                                                  note=f"rollback: {verdict}"))
+            if restore is not None:
+                restore_id = restore.id
+                before = restore.engine_params()
+        if self.journaling is not None:
+            self.journaling.next_source = "undo"
+        try:
+            sup.restart(before, reason=f"rollback: {verdict}")
+            back = self._verify(None)
+        except LlmosError as exc:
+            back = f"the engine did not start: {exc}"
+        undo_action = self._safe(lambda j: j.action_for_config(restore_id)) if restore_id is not None else None
+        if undo_action is not None:
+            self._safe(lambda j: j.set_action_state(undo_action.id, "verified" if back is None else "failed",
+                                                    note="canary " + ("passed" if back is None else back)))
+        if back is None:
+            if restore_id is not None:
+                self._safe(lambda j: j.mark_good(restore_id))
+            where = f"cfg:{restore_id}" if restore_id is not None else "the previous settings"
+            return ChangeResult("rolled_back", f"rolled back to {where}: the change failed verification ({verdict})",
+                                before, restore_id, action_id, journaled, {"verdict": verdict})
+        return ChangeResult("failed", f"failed ({verdict}) and the rollback failed too ({back})", before,
+                            restore_id, action_id, journaled, {"verdict": verdict, "rollback": back})
+
+    def _verify(self, verify: Verifier | None) -> str | None:
+        from llmos_tui.engine.probe import run_canary, wait_ready
+
+        why = wait_ready(self.supervisor, self.ready_timeout_s)
+        if why:
+            return why
+        result = self._canary() if self._canary is not None else run_canary(self.supervisor)
+        if not result.ok:
+            return f"canary: {result.reason}"
+        if verify is not None:
+            try:
+                return verify()
+            except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
+                return f"verification raised {type(exc).__name__}: {exc}"
+        return None
+
+    # ---- undo ---------------------------------------------------------------------
+    def undo(self, entry_id: str, *, proposed_by: str = "operator") -> ChangeResult:
+        """Revert a journaled change (``cfg:N`` or ``act:N``) and run the result, verified."""
+        sup = self.supervisor
+        if self.readonly:
+            return self._done(ChangeResult("refused", "read-only mode: undo is disabled", sup.params, journaled=False))
+        if self.journal is None:
+            return self._done(ChangeResult("refused", "the journal is not open; nothing can be undone", sup.params,
+                                           journaled=False))
+        if not self._lock.acquire(blocking=False):
+            return ChangeResult("refused", f"another change is in progress ({self.holder}); try again when it ends",
+                                sup.params, journaled=False)
+        try:
+            self.holder = f"undo {entry_id}"
+            before = sup.params
+            self._ensure_active(before)
+            try:
+                config = self._call(lambda j: j.undo(entry_id, proposed_by=proposed_by))
+                params = config.engine_params()
+            except LlmosError as exc:
+                return self._done(ChangeResult("refused", str(exc), before))
+            refusal = self.vram_refusal(params)
+            action = self._safe(lambda j: j.action_for_config(config.id))
+            action_id = action.id if action is not None else None
+            if refusal:
+                self._safe(lambda j: j.mark_bad(config.id, refusal))
+                if action_id is not None:
+                    self._safe(lambda j: j.set_action_state(action_id, "failed", note=f"refused: {refusal}"))
+                self._safe(lambda j: j.activate(_active_before(j, config.id)))
+                return self._done(ChangeResult("refused", f"refused: {refusal}", before, None, action_id))
+            result = self._reload_and_verify(params, before, "undo", f"undo {entry_id}", action_id, config.id,
+                                             None, True, True)
+            if result.state == "applied":
+                result.message = f"undone: now running cfg:{config.id} ({params.summary()})"
+            return self._done(result)
+        finally:
+            self.holder = None
+            self._lock.release()
+
+    # ---- helpers -------------------------------------------------------------------
+    def active_id(self) -> int | None:
+        active = self._safe(lambda j: j.active_config())
+        return active.id if active is not None else None
+
+    def _ensure_active(self, params: EngineParams) -> None:
+        """The journal's active version must be what the engine runs: changes build on it."""
+        if self.journal is None:
+            return
+
+        def ensure(j: Any) -> None:
+            active = j.active_config()
+            if active is not None and {**active.params, "model_path": active.model_path} == params.to_dict():
+                return
+            j.record_config(params, source="operator", note="the configuration found running")
+
+        self._safe(ensure)
+
+    def subscribe(self, listener: Callable[[ChangeResult], None]) -> Callable[[], None]:
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener) if listener in self.listeners else None
+
+    def _done(self, result: ChangeResult) -> ChangeResult:
+        self.last = result
+        for listener in list(self.listeners):
+            try:
+                listener(result)
+            except Exception:  # noqa: BLE001
+                log.exception("change listener failed")
+        return result
+
+
+def _active_before(journal: Any, config_id: int) -> int:
+    """The version that was active before ``config_id`` (its undo refused): the undo's parent chain."""
+    action = journal.action_for_config(config_id)
+    if action is not None and action.config_before is not None:
+        return action.config_before
+    return journal.get_config(config_id).parent_id or config_id
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
