@@ -19,8 +19,12 @@ Every bad value becomes a ConfigError that names the file, the key and the value
     path = "~/.local/share/llmos-tui/journal.sqlite"
 
     [ui]
-    theme = "textual-dark"
-    [ui.keys]           # binding id = keys, e.g. dashboard = "f2,ctrl+b"
+    theme = "dark"      # dark, light, high-contrast, 16-colour, or a file in the themes folder
+    [ui.keys]           # binding id (quoted: it has a dot) = keys; the help screen shows the ids
+    "app.dashboard" = "f2,ctrl+b"
+
+    [exporter]
+    listen = "127.0.0.1:9464"   # serve Prometheus /metrics from the TUI too (loopback unless an address says otherwise)
 
     [doctor]            # policy per detector or severity (off / suggest / auto); read by the doctor
 """
@@ -62,8 +66,9 @@ class Config:
     chat: ChatSettings = field(default_factory=ChatSettings)
     telemetry_interval: float = 1.0
     journal_path: Path | None = None
-    theme: str = "textual-dark"
+    theme: str = "dark"
     keys: dict[str, str] = field(default_factory=dict)
+    exporter_listen: str | None = None  # [exporter] listen: the TUI serves /metrics there too
     doctor: dict[str, Any] = field(default_factory=dict)
     readonly: bool = False
     source: Path | None = None
@@ -150,17 +155,25 @@ def load_config(
     journal = _section(data, "journal", where)
     journal_path = Path(str(journal["path"])).expanduser() if "path" in journal else None
     ui = _section(data, "ui", where)
-    keys = ui.get("keys", {})
-    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
-        raise ConfigError(f"{where}: [ui.keys] must map binding ids to key strings")
+    keys = parse_keys(ui.get("keys", {}), where)
+    exporter = _section(data, "exporter", where)
+    exporter_listen = None
+    for key, value in exporter.items():
+        if key != "listen":
+            raise ConfigError(f"{where}: unknown key exporter.{key} (known: listen)")
+        from llmos_tui.exporters.prometheus import parse_listen
+
+        parse_listen(str(value))  # a bad address is said now, not when the TUI starts
+        exporter_listen = str(value)
 
     config = Config(
         engine=engine,
         chat=chat,
         telemetry_interval=interval,
         journal_path=journal_path,
-        theme=str(ui.get("theme", "textual-dark")),
-        keys=dict(keys),
+        theme=str(ui.get("theme", "dark")),
+        keys=keys,
+        exporter_listen=exporter_listen,
         doctor=dict(_section(data, "doctor", where)),
         source=path if path.exists() else None,
         paths=paths,
@@ -168,6 +181,88 @@ def load_config(
     if overrides:
         apply_overrides(config, overrides)
     return config
+
+
+def parse_keys(value: Any, where: str) -> dict[str, str]:
+    """``[ui.keys]``: binding id -> comma list of keys. An unquoted dotted id (``app.help = "f1"``)
+    is a nested table in TOML; it is read back as the dotted id it was meant to be."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [ui.keys] must map binding ids to key strings")
+    flat: dict[str, str] = {}
+
+    def walk(table: dict[str, Any], prefix: str) -> None:
+        for key, keys in table.items():
+            name = f"{prefix}{key}"
+            if isinstance(keys, dict):
+                walk(keys, name + ".")
+            elif not isinstance(keys, str):
+                raise ConfigError(f"{where}: [ui.keys] {name} must be a string of keys like \"f2,ctrl+b\", got {keys!r}")
+            elif not keys.strip() or any(not k.strip() or " " in k.strip() for k in keys.split(",")):
+                raise ConfigError(f"{where}: [ui.keys] {name} = {keys!r}: keys are names separated by commas, "
+                                  f"like \"f2,ctrl+b\"")
+            else:
+                flat[name] = ",".join(k.strip() for k in keys.split(","))
+
+    walk(value, "")
+    return flat
+
+
+def save_ui_theme(config: Config, theme: str) -> Path:
+    """Write ``[ui] theme`` back to the config file, touching nothing else (comments, order and
+    every other key stay as the user wrote them). The edited text is parsed again before it
+    replaces the file; if anything but the theme would change, the file is left alone."""
+    import os
+    import re
+
+    path = config.source or config.paths.config_file
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    try:
+        before = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); the theme was not saved") from None
+    line = f"theme = {_toml_string(theme)}"
+    lines = text.splitlines(keepends=True)
+    header = re.compile(r"^\s*\[\s*ui\s*\]\s*(#.*)?$")
+    any_header = re.compile(r"^\s*\[")
+    theme_key = re.compile(r"^\s*(theme|\"theme\"|'theme')\s*=")
+    start = next((i for i, raw in enumerate(lines) if header.match(raw.rstrip("\r\n"))), None)
+    if start is None:
+        # no [ui] header: add one at the end (after a [ui.keys] is fine in TOML); an inline or
+        # dotted [ui] makes the check below refuse instead
+        sep = "" if not text or text.endswith("\n") else "\n"
+        new_text = f"{text}{sep}{'' if not text else chr(10)}[ui]\n{line}\n"
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if any_header.match(lines[i])), len(lines))
+        at = next((i for i in range(start + 1, end) if theme_key.match(lines[i])), None)
+        if at is None:
+            lines.insert(start + 1, line + "\n")
+        else:
+            comment = re.search(r"\s+#.*$", lines[at].rstrip("\r\n"))
+            ending = "\r\n" if lines[at].endswith("\r\n") else "\n"
+            lines[at] = line + (comment.group(0) if comment and _quotes_balanced(lines[at][:comment.start()]) else "") + ending
+        new_text = "".join(lines)
+    try:
+        after = tomllib.loads(new_text)
+    except tomllib.TOMLDecodeError:
+        after = None
+    expected = {**before, "ui": {**before.get("ui", {}), "theme": theme}}
+    if after != expected:
+        raise ConfigError(f"{path}: cannot set [ui] theme without changing other keys; set it by hand")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(new_text, encoding="utf-8")
+    os.replace(tmp, path)
+    config.theme = theme
+    config.source = path
+    return path
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quotes_balanced(text: str) -> bool:
+    return text.count('"') % 2 == 0 and text.count("'") % 2 == 0
 
 
 def apply_overrides(config: Config, overrides: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ APP = "llmos-tui"
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEMO_MODEL = PACKAGE_DIR / "data" / "demo.gguf"
 REPO_PLUGINS = PACKAGE_DIR.parent / "plugins"
-REPO_THEMES = PACKAGE_DIR.parent / "themes"
+REPO_THEMES = PACKAGE_DIR / "themes"  # shipped in the wheel (package data)
 
 
 @dataclass(frozen=True)

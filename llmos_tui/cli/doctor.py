@@ -54,18 +54,6 @@ def register(subparsers: Any) -> None:
 
 
 
-def _open_journal(config: Any, disabled: bool) -> Any:
-    if disabled:
-        return None
-    from llmos_tui.journal import Journal
-
-    try:
-        return Journal(config.journal_file)
-    except LlmosError as exc:
-        print(f"warning: journal not written: {exc}", file=sys.stderr)
-        return None
-
-
 def _load_plugins() -> Any:
     from llmos_tui.doctor import PluginManager
 
@@ -77,21 +65,23 @@ def _load_plugins() -> Any:
 # ---- doctor -------------------------------------------------------------------------------
 def _doctor(args: argparse.Namespace) -> int:
     from llmos_tui.cli import config_from_args
-    from llmos_tui.doctor import EXIT_CODES, Doctor, Finding, Policy, worst
-    from llmos_tui.engine.supervisor import Supervisor
-    from llmos_tui.telemetry.sampler import Sampler, default_sources
+    from llmos_tui.core.wiring import build_core
+    from llmos_tui.doctor import EXIT_CODES, Finding, worst
 
     config = config_from_args(args)
-    policy = Policy.from_config(config.doctor)
-    journal = _open_journal(config, args.no_journal)
-    supervisor = Supervisor(config.engine)
-    sampler = Sampler(*default_sources(), interval=config.telemetry_interval, engine_stats=supervisor.stats)
-    doctor = Doctor(supervisor, sampler, journal, policy, _load_plugins())
-    doctor.attach_events()
+    # the core a TUI would run (the journal's resume rule included), its doctor not started
+    op = build_core(config, "oneshot", journal=not args.no_journal)
+    for problem in op.problems:
+        print(f"llmos-tui: {problem}", file=sys.stderr)
+    if op.doctor is None:
+        op.close()
+        print("llmos-tui: error: the doctor could not be built (see above)", file=sys.stderr)
+        return 2
+    supervisor, sampler, doctor = op.supervisor, op.sampler, op.doctor
     start_error = None
     try:
         if not args.json:
-            print(f"starting the engine on {config.engine.model_path} ...", file=sys.stderr)
+            print(f"starting the engine on {supervisor.params.model_path} ...", file=sys.stderr)
         try:
             supervisor.start(timeout=args.timeout)
         except LlmosError as exc:
@@ -120,11 +110,7 @@ def _doctor(args: argparse.Namespace) -> int:
             _print_findings(findings, plans, canary)
         return EXIT_CODES.get(worst(f.severity for f in findings), 0)
     finally:
-        doctor.stop()
-        sampler.close()
-        supervisor.stop()
-        if journal is not None:
-            journal.close()
+        op.close()
 
 
 def _print_findings(findings: list[Any], plans: dict[int, Any], canary: Any) -> None:
@@ -174,25 +160,34 @@ cmd_plugins = guarded(_plugins)
 # ---- inject -------------------------------------------------------------------------------
 def _inject(args: argparse.Namespace) -> int:
     from llmos_tui.cli import config_from_args
-    from llmos_tui.doctor import Doctor, Policy
-    from llmos_tui.engine.supervisor import Supervisor
+    from llmos_tui.core.wiring import build_core
 
     config = config_from_args(args)
-    table = {**config.doctor, "default": "auto", "grace_s": 0.0, "dry_run": bool(args.dry_run)}
+    # the doctor's own defaults (crash, OOM, hang: auto) — what a newcomer's TUI runs — without
+    # the grace period, and with a quick periodic canary for a hang
+    table = {**config.doctor, "grace_s": 0.0, "dry_run": bool(args.dry_run)}
     if args.kind == "hang":
         table.setdefault("canary_period_s", 2.0)
         table.setdefault("canary_timeout_s", 3.0)
     table.pop("kill_switch", None)
-    policy = Policy.from_config(table)
-    journal = _open_journal(config, args.no_journal)
-    supervisor = Supervisor(config.engine)
+    config.doctor = table
+    # the core a TUI would run; the doctor samples the engine itself (no host telemetry needed)
+    op = build_core(config, "oneshot", journal=not args.no_journal, telemetry=False, start_doctor=False)
+    for problem in op.problems:
+        print(f"llmos-tui: {problem}", file=sys.stderr)
+    if op.doctor is None:
+        op.close()
+        print("llmos-tui: error: the doctor could not be built (see above)", file=sys.stderr)
+        return 2
+    supervisor, doctor = op.supervisor, op.doctor
+    journal = _JournalReader(op.journal_writer) if op.journal_writer is not None else None
     t0 = time.monotonic()
 
     def say(text: str) -> None:
         print(f"{time.monotonic() - t0:7.2f}s  {text}", flush=True)
 
     done = threading.Event()
-    outcome: dict[str, str] = {}
+    outcome: dict[str, Any] = {}
 
     def on_event(event: Any) -> None:
         f = event.finding
@@ -202,40 +197,62 @@ def _inject(args: argparse.Namespace) -> int:
             say(f"proposed: {event.message}")
         elif event.kind == "action":
             say(f"action: {event.message}")
-            if f is not None and f.state in ("repaired", "failed") and event.data.get("state") in ("verified", "failed"):
-                if not supervisor.is_ready and event.data.get("state") == "failed":
-                    return  # a failed step; the doctor may still roll back or try again
-                outcome["result"] = "repaired" if supervisor.is_ready else "failed"
-                done.set()
-            elif event.data.get("state") == "dry_run":
+            if event.data.get("state") == "dry_run":
                 outcome["result"] = "dry run"
                 done.set()
         elif event.kind == "notice":
             say(f"notice: {event.message}")
-            if "start limit" in event.message:
-                outcome["result"] = "gave up"
-                done.set()
+        elif event.kind == "settled" and f is not None and f.detector != "doctor.plugins":
+            outcome.update(result=event.data.get("outcome"), finding=f)
+            done.set()
 
     supervisor.subscribe(lambda e: say(f"engine: {e.kind} {_short(e.data)}")
                          if e.kind in ("crashed", "loaded", "load_failed", "restarting") else None)
-    doctor = Doctor(supervisor, None, journal, policy, _load_plugins())
     doctor.subscribe(on_event)
     try:
-        say(f"starting the engine on {config.engine.model_path}")
+        say(f"starting the engine on {supervisor.params.model_path}")
         supervisor.start()
         doctor.start()
         say(f"injecting fault: {args.kind}")
         supervisor.inject(args.kind)
         if not done.wait(args.timeout):
-            say(f"no repair within {args.timeout:.0f} s")
+            say(f"no repair settled within {args.timeout:.0f} s; engine {supervisor.state.value}")
             return 1
-        say(f"result: {outcome.get('result')}; engine {supervisor.state.value}")
-        return 0 if outcome.get("result") in ("repaired", "dry run") else 1
+        if outcome.get("result") == "dry run":
+            say(f"result: dry run; engine {supervisor.state.value}")
+            return 0
+        return _report_end_state(outcome["finding"], supervisor, journal, say)
     finally:
-        doctor.stop()
-        supervisor.stop()
-        if journal is not None:
-            journal.close()
+        op.close()
+
+
+class _JournalReader:
+    """Reads through the core's JournalWriter (its thread, after what is queued)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *a, **k: self.writer.submit(lambda j: getattr(j, name)(*a, **k)).result(30)
+
+
+def _report_end_state(finding: Any, supervisor: Any, journal: Any, say: Any) -> int:
+    """Print the end state as the journal holds it; exit 0 only when the finding was repaired, its
+    last action is verified in the journal and the engine serves."""
+    engine = supervisor.state.value
+    action_state = config_line = None
+    if journal is not None and finding.action_id is not None:
+        action = journal.get_action(finding.action_id)
+        action_state = action.state
+        active = journal.active_config()
+        if active is not None:
+            config_line = f"cfg:{active.id} ({active.standing}): {active.engine_params().summary()}"
+        say(f"journal: act:{action.id} {action.kind} {action.state}; active {config_line or 'none'}")
+    tried = [h.get("repair") for h in finding.history if h.get("what") == "applied"]
+    healed = finding.state == "repaired" and engine == "ready" and action_state in (None, "verified")
+    result = "repaired" if healed else finding.state
+    say(f"result: {result} after {len(tried)} repair(s) ({', '.join(tried) or 'none'}); engine {engine}")
+    return 0 if healed else 1
 
 
 def _short(data: dict[str, Any]) -> str:

@@ -45,6 +45,11 @@ def register(subparsers: Any) -> None:
     undo.add_argument("entry", metavar="ID", help="cfg:N (back to its parent) or act:N (back to before it)")
     undo.set_defaults(func=_cmd_undo)
 
+    explain = sub.add_parser("explain", help="the local model explains a finding from the journal's evidence")
+    explain.add_argument("entry", metavar="fnd:N", help="the finding, e.g. fnd:7")
+    explain.add_argument("--max-tokens", type=int, default=None, metavar="N", help="reply length (default 256)")
+    explain.set_defaults(func=_cmd_explain)
+
     export = sub.add_parser("export", help="every table as JSON")
     export.add_argument("--json", action="store_true", default=True, help="JSON (the only format; the default)")
     export.add_argument("--out", metavar="FILE", help="write to FILE instead of stdout")
@@ -150,6 +155,55 @@ def _cmd_undo(args: argparse.Namespace) -> int:
     print(f"  {config.summary()}")
     print("no engine runs in this command: the next engine start uses it")
     return 0
+
+
+@guarded
+def _cmd_explain(args: argparse.Namespace) -> int:
+    """Start the engine (the journal's active configuration), build the prompt from the journal,
+    stream the model's words. Exit 1 when the engine is not healthy or the finding is unknown."""
+    from llmos_tui.cli.main import config_from_args
+    from llmos_tui.core import explain
+    from llmos_tui.core.wiring import build_core
+    from llmos_tui.engine.metrics import format_metrics
+    from llmos_tui.journal import parse_entry_id
+    from llmos_tui.textsafe import sanitize
+
+    prefix, number = parse_entry_id(args.entry)
+    if prefix != "fnd":
+        print(f"{PROG}: error: explain takes a finding (fnd:N), got {args.entry}", file=sys.stderr)
+        return 2
+    if args.max_tokens is not None and args.max_tokens < 16:
+        print(f"{PROG}: error: --max-tokens must be at least 16, got {args.max_tokens}", file=sys.stderr)
+        return 2
+    config = config_from_args(args)
+    config.journal_path = journal_path(args)
+    with _open_for_reading(config.journal_path) as journal:
+        journal.get_finding(number)  # an unknown finding is one line before any engine starts
+    operator = build_core(config, "oneshot", telemetry=False, doctor=False, endpoint=False)
+    try:
+        error = operator.try_start_engine()
+        why = f"the engine did not start: {error}" if error else explain.refusal(operator)
+        if why:
+            return _error(f"fnd:{number} not explained: {why}")
+        with _open_for_reading(config.journal_path) as journal:
+            prompt = explain.build_prompt(journal, number, n_ctx=explain.engine_n_ctx(operator),
+                                          reply_tokens=args.max_tokens or explain.REPLY_TOKENS)
+        print(f"fnd:{number} [{prompt.severity}] {sanitize(prompt.title)}")
+        print(f"evidence from the journal (what the model is given; {prompt.note()}):")
+        for item in prompt.kept:
+            print(f"  {sanitize(item.text)}")
+        model = operator.supervisor.model_info.name if operator.supervisor.model_info else "the model"
+        print(f"--- the model's words ({model}); an explanation, not a measurement ---", flush=True)
+        reply = explain.ask(operator, prompt, on_piece=lambda text: print(sanitize(text), end="", flush=True))
+        reply.wait()
+        print()
+        outcome = reply.status if reply.status != "done" else "end"
+        print(f"--- {outcome}: {format_metrics(reply.metrics)} ---")
+        if reply.status not in ("done", "cancelled"):
+            return _error(f"the reply did not finish: {reply.error or reply.status}")
+        return 0
+    finally:
+        operator.close()
 
 
 @guarded

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,9 +26,15 @@ ENGINE_OPTIONS: list[tuple[str, str, Any]] = [
 
 # Subcommand modules contributed by each part of the core; each has register(subparsers).
 SUBCOMMAND_MODULES = (
+    "llmos_tui.cli.chat",
+    "llmos_tui.cli.models",
+    "llmos_tui.cli.info",
     "llmos_tui.cli.telemetry",
     "llmos_tui.cli.journal",
     "llmos_tui.cli.doctor",
+    "llmos_tui.cli.exporter",
+    "llmos_tui.cli.config_cmd",
+    "llmos_tui.cli.tune",
 )
 
 
@@ -47,7 +52,6 @@ def _engine_parent(*, defaults: bool = True) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    engine = _engine_parent(defaults=False)
     parser = argparse.ArgumentParser(
         prog="llmos-tui",
         parents=[_engine_parent()],
@@ -58,25 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readonly", action="store_true", help="disable every action that changes the engine")
     parser.add_argument("--replay", metavar="FILE", help="drive the dashboard from a recorded trace")
     parser.add_argument("--replay-speed", type=float, default=1.0, metavar="X", help="replay speed factor (0: as fast as possible)")
-    parser.add_argument("--screen", choices=("dashboard", "chat", "doctor", "journal"), help="screen to open first")
+    parser.add_argument("--screen", choices=("dashboard", "chat", "doctor", "journal", "tuning"), help="screen to open first")
     parser.add_argument("--interval", type=float, metavar="SECONDS", help="telemetry sampling interval")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    chat = sub.add_parser("chat", parents=[engine], help="plain console chat (SSH, dumb terminals, pipes)")
-    chat.add_argument("--system", metavar="TEXT", help="system prompt")
-    chat.add_argument("--max-tokens", type=int, metavar="N", help="reply length limit")
-    chat.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
-    chat.add_argument("--no-metrics", action="store_true", help="do not print the metrics line after replies")
-    chat.set_defaults(func=_cmd_chat)
-
-    models = sub.add_parser("models", help="list GGUF files found where people keep them")
-    models.add_argument("--json", action="store_true", help="machine-readable output")
-    models.add_argument("--dir", action="append", default=[], metavar="DIR", help="also search DIR")
-    models.set_defaults(func=_cmd_models)
-
-    info = sub.add_parser("info", parents=[engine], help="print every path llmos-tui reads and writes, and the settings")
-    info.add_argument("--json", action="store_true")
-    info.set_defaults(func=_cmd_info)
 
     for name in SUBCOMMAND_MODULES:
         try:
@@ -121,69 +109,6 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     from llmos_tui.ui.app import run_app
 
     return run_app(config, replay=args.replay, replay_speed=args.replay_speed, screen=args.screen)
-
-
-def _cmd_chat(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    from llmos_tui.console import run_console
-
-    return run_console(config, show_metrics=not args.no_metrics)
-
-
-def _cmd_models(args: argparse.Namespace) -> int:
-    from llmos_tui.engine.discovery import discover, search_roots
-    from llmos_tui.engine.gguf_info import human_bytes
-
-    roots = search_roots() + [("extra", Path(d).expanduser()) for d in args.dir]
-    found = discover(roots)
-    if args.json:
-        print(json.dumps([
-            {"path": str(f.path), "source": f.source, "label": f.label,
-             "info": f.info.to_dict() if f.info else None, "error": f.error}
-            for f in found
-        ], indent=2))
-        return 0
-    if not found:
-        print("no GGUF files found; searched: " + ", ".join(str(r) for _s, r in roots))
-        return 0
-    rows = [("MODEL", "SOURCE", "SIZE", "ARCH", "QUANT", "CTX", "PATH")]
-    for f in found:
-        if f.info:
-            i = f.info
-            rows.append((f.label, f.source, human_bytes(i.size_bytes), i.architecture, i.quantization,
-                         str(i.context_length or "?"), str(f.path)))
-        else:
-            rows.append((f.label, f.source, "-", "-", "-", "-", f"{f.path}  ({f.error})"))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(r[c].ljust(widths[c]) for c in range(len(widths))) + "  " + r[-1])
-    return 0
-
-
-def _cmd_info(args: argparse.Namespace) -> int:
-    from llmos_tui.engine.discovery import search_roots
-
-    config = config_from_args(args)
-    data = {
-        "version": __version__,
-        "config_file": str(config.source or config.paths.config_file) + ("" if config.source else " (absent)"),
-        "paths": {**config.paths.as_dict(), "journal": str(config.journal_file)},
-        "model_search": [f"{s}: {r}" for s, r in search_roots()],
-        "engine": config.engine.to_dict(),
-        "chat": config.chat.sampling() | {"system_prompt": config.chat.system_prompt},
-        "telemetry_interval": config.telemetry_interval,
-    }
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
-    print(f"llmos-tui {__version__}")
-    print(f"config file   {data['config_file']}")
-    for key, value in data["paths"].items():
-        print(f"{key:<13} {value}")
-    print("model search  " + "\n              ".join(data["model_search"]))
-    print("engine        " + config.engine.summary())
-    print(f"model         {config.engine.model_path}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

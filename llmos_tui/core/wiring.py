@@ -61,6 +61,7 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
         _attach_doctor(op, mode, start=(mode != "oneshot") if start_doctor is None else start_doctor)
     if endpoint if endpoint is not None else mode in ("live", "replay"):
         _attach_endpoint(op)
+        _attach_exporter(op)
     return op
 
 
@@ -157,3 +158,12 @@ def _attach_endpoint(op: Operator) -> None:
         return
     op.endpoint = endpoint
     op.on_close(endpoint.close)
+
+
+def _attach_exporter(op: Operator) -> None:
+    """Serve `/metrics` from a running face when ``[exporter] listen`` is set."""
+    if not getattr(op.config, "exporter_listen", None):
+        return  # prometheus-client is not even imported
+    from llmos_tui.exporters.prometheus import attach_exporter
+
+    attach_exporter(op)  # a taken port is one line in op.problems; it stops with the operator

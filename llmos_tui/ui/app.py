@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widgets import Input, TextArea
 
 from llmos_tui.config import Config
-from llmos_tui.operator import Operator
+from llmos_tui.core.operator import Operator
 from llmos_tui.ui.chat_screen import ChatScreen
-from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
+from llmos_tui.ui import command_line, themes
+from llmos_tui.ui.help_screen import HelpScreen, collect_bindings, install_keymap
 from llmos_tui.ui.messages import DoctorToast, EngineChanged, EngineStartFinished
-from llmos_tui.paths import REPO_THEMES
 from llmos_tui.ui.status import EngineStatus
-from llmos_tui.ui.themes import load_themes
 
 
 class LlmosApp(App[int]):
@@ -27,8 +28,11 @@ class LlmosApp(App[int]):
         Binding("f3", "mode('chat')", "Chat", id="app.chat"),
         Binding("f4", "mode('doctor')", "Doctor", id="app.doctor"),
         Binding("f5", "mode('journal')", "Journal", id="app.journal"),
+        Binding("f6", "mode('tuning')", "Tune", id="app.tune"),
         Binding("ctrl+r", "restart_engine", "Restart engine", id="app.restart"),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
+        # also taken before a focused empty text box sees it (on_event); a colon typed into text stays text
+        Binding("colon", "command_line", "Command", id="app.command"),
     ]
 
     def __init__(self, operator: Operator, *, start_screen: str | None = None, start_engine: bool = True) -> None:
@@ -44,19 +48,12 @@ class LlmosApp(App[int]):
         self._unsubscribe: Callable[[], None] | None = None
         self._unsubscribe_doctor: Callable[[], None] | None = None
         self.doctor_toasts = False
+        self._clashes_told: set[str] = set()
 
     def on_mount(self) -> None:
         config = self.operator.config
-        themes, problems = load_themes([REPO_THEMES, config.paths.user_themes])
-        for theme in themes:
-            self.register_theme(theme)
-        self.operator.problems.extend(problems)
-        try:
-            self.theme = config.theme
-        except Exception:
-            self.notify(f"unknown theme {config.theme!r}; using the default", severity="warning")
-        if config.keys:
-            self.set_keymap(config.keys)
+        self.operator.problems.extend(themes.install(self, config))
+        self.operator.problems.extend(install_keymap(self, config.keys))
         self._unsubscribe = self.operator.supervisor.subscribe(lambda ev: self.post_message(EngineChanged(ev)))
         if self.operator.doctor is not None:
             self.doctor_toasts = True
@@ -107,6 +104,48 @@ class LlmosApp(App[int]):
             return
         self.push_screen(HelpScreen(collect_bindings(self.screen)))
 
+    def action_command_line(self, initial: str = "") -> None:
+        self.push_screen(command_line.CommandLine(self.operator.config.readonly, initial),
+                         lambda line: line and command_line.run(self, line))
+
+    async def on_event(self, event: events.Event) -> None:
+        # An Input swallows printable keys before any binding sees them: `:` is decided here.
+        if isinstance(event, events.Key) and not event.is_forwarded and event.key in self._command_keys() \
+                and isinstance(self.focused, (Input, TextArea)) and self.check_action("command_line", ()):
+            event.stop()
+            self.action_command_line()
+            return
+        await super().on_event(event)
+
+    def _command_keys(self) -> set[str]:
+        return set((self._keymap.get("app.command") or "colon").split(","))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "command_line":  # `:` is text in a box that holds text, and inside the command line
+            focused = self.focused
+            if isinstance(self.screen, (command_line.CommandLine, HelpScreen)):
+                return False
+            if focused is not None and not getattr(focused, "read_only", False) and (
+                    getattr(focused, "value", "") or getattr(focused, "text", "")):
+                return False
+        return True
+
+    def get_system_commands(self, screen: Screen[Any]) -> Any:
+        yield from super().get_system_commands(screen)
+        yield from command_line.palette_commands(self)
+
+    def switch_theme(self, name: str) -> None:
+        problem = themes.switch(self, name)
+        if problem:
+            self.notify(problem, severity="warning")
+
+    def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
+        """A clash the [ui.keys] check could not see (a plugin's screen): one line, once."""
+        names = ", ".join(sorted(f"{b.id or b.action} ({b.key})" for b in clashed_bindings))
+        if names not in self._clashes_told:
+            self._clashes_told.add(names)
+            self.notify(f"[ui.keys] clash on {type(node).__name__}: {names}", severity="warning", timeout=10)
+
     def action_restart_engine(self) -> None:
         if self.operator.config.readonly:
             self.notify("read-only mode: restarting the engine is disabled", severity="warning")
@@ -136,13 +175,17 @@ def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[Any]]]:
         from llmos_tui.ui.doctor_screen import DoctorScreen
 
         screens["doctor"] = lambda: DoctorScreen(operator.doctor, readonly=operator.config.readonly)
+    if getattr(operator, "mode", "live") != "replay":  # a replay drives no engine to tune
+        from llmos_tui.ui.tuning_screen import TuningScreen
+
+        screens["tuning"] = lambda: TuningScreen(operator)
     return screens
 
 
 def run_app(config: Config, *, replay: str | None = None, replay_speed: float = 1.0, screen: str | None = None) -> int:
-    from llmos_tui.operator import build_operator
+    from llmos_tui.core.wiring import build_core
 
-    operator = build_operator(config, replay=replay, replay_speed=replay_speed)
+    operator = build_core(config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed)
     try:
         app = LlmosApp(operator, start_screen=screen)
         app.run()

@@ -44,6 +44,7 @@ class DoctorScreen(Screen[None]):
         Binding("k", "kill_switch", "Kill switch", id="doctor.kill_switch"),
         Binding("c", "canary", "Canary now", id="doctor.canary"),
         Binding("o", "toggle_open", "Open/all", id="doctor.filter"),
+        Binding("e", "explain", "Explain", id="doctor.explain"),
     ]
     DEFAULT_CSS = """
     DoctorScreen #doctor-status { height: 1; padding: 0 1; background: $panel; }
@@ -241,6 +242,25 @@ class DoctorScreen(Screen[None]):
             self.app.call_from_thread(self.refresh_status)
 
         self.run_worker(work, thread=True, exclusive=True, group="doctor-kill-switch", exit_on_error=False)
+
+    def action_explain(self) -> None:
+        """The local model explains the selected finding from the journal's evidence."""
+        fid = self.selected_id()
+        if fid is None:
+            self.app.notify("select a finding first", severity="warning")
+            return
+        try:
+            finding = self.doctor.get(fid)
+        except Exception as exc:  # noqa: BLE001 - it aged out of the list
+            self.app.notify(str(exc), severity="warning")
+            return
+        if finding.journal_id is None:
+            self.app.notify(f"finding #{fid} is not in the journal (replayed, or no journal): "
+                            "explain reads the journal's evidence", severity="warning")
+            return
+        from llmos_tui.ui.explain_view import open_explain
+
+        open_explain(self.app, finding.journal_id)
 
     def action_toggle_open(self) -> None:
         self.open_only = not self.open_only

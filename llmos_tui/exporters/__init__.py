@@ -1,0 +1,1 @@
+"""Exporters: the same core read by machines instead of people (Prometheus ``/metrics``)."""

@@ -1,0 +1,203 @@
+"""One core for every face: the composition root's modes, the change transaction, the
+console's parity with the TUI, replay as telemetry only, and the status endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from llmos_tui.config import load_config
+from llmos_tui.core import build_core
+from llmos_tui.core.endpoint import read_endpoints
+from llmos_tui.journal import Journal
+from tests.conftest import cli_env
+
+CLI = [sys.executable, "-m", "llmos_tui.cli"]
+TRACE = Path(__file__).parent / "data" / "trace_throttle.jsonl"
+
+
+def config(tmp_path: Path, **overrides):
+    return load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "n_ctx": 1024,
+                                  "journal": str(tmp_path / "j.sqlite"), **overrides})
+
+
+def run_cli(args: list[str], stdin: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(CLI + args, input=stdin, capture_output=True, text=True, timeout=timeout, env=cli_env())
+
+
+# ---- console parity ----------------------------------------------------------------------
+def test_piped_console_journals_the_exchange(tmp_path: Path) -> None:
+    journal = tmp_path / "J.sqlite"
+    done = run_cli(["--journal", str(journal), "chat", "--n-threads", "2"], "The password is marmalade\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    export = run_cli(["--journal", str(journal), "journal", "export", "--json"], "")
+    messages = json.loads(export.stdout)["tables"]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["content"] == "The password is marmalade"
+    assert messages[1]["content"].strip() == done.stdout.strip()
+
+
+def test_readonly_console_refuses_params_with_one_line(tmp_path: Path) -> None:
+    journal = tmp_path / "J.sqlite"
+    done = run_cli(["--readonly", "--journal", str(journal), "chat", "--n-threads", "2"], "/params n_ctx=1024\n")
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert errors == ["llmos-tui: error: read-only mode: /params is disabled (it would change the engine)"]
+    with Journal(journal, readonly=True) as j:
+        assert len(j.configs()) == 1  # only the configuration it started with
+        assert j.counts().get("actions", 0) == 0
+
+
+def test_console_params_go_through_the_change_transaction(tmp_path: Path) -> None:
+    journal = tmp_path / "J.sqlite"
+    done = run_cli(["--journal", str(journal), "chat", "--n-threads", "2"], "/params n_ctx=768\nWhat is VRAM?\n")
+    assert done.returncode == 0, done.stderr
+    assert "applied (cfg:2)" in done.stdout
+    with Journal(journal, readonly=True) as j:
+        active = j.active_config()
+        assert active.params["n_ctx"] == 768 and active.standing == "good"
+        action = j.action_for_config(active.id)
+        assert action.state == "verified" and action.kind == "reconfigure"
+
+
+def test_console_resumes_a_journaled_chat(tmp_path: Path) -> None:
+    journal = tmp_path / "J.sqlite"
+    assert run_cli(["--journal", str(journal), "chat", "--n-threads", "2"], "What is VRAM?\n").returncode == 0
+    done = run_cli(["--journal", str(journal), "chat", "--n-threads", "2"], "/resume 1\nAnd the KV cache?\n")
+    assert done.returncode == 0, done.stderr
+    assert "resumed chat:1 (2 messages)" in done.stdout
+    with Journal(journal, readonly=True) as j:
+        assert len(j.list_chats()) == 1
+        assert [m.role for m in j.chat_messages(1)] == ["user", "assistant", "user", "assistant"]
+
+
+# ---- the change transaction ----------------------------------------------------------------
+def test_apply_refused_change_and_rollback_are_journaled(tmp_path: Path) -> None:
+    op = build_core(config(tmp_path), "oneshot", telemetry=False, doctor=False)
+    try:
+        op.start_engine()
+        good = op.apply({"n_ctx": 768}, reason="test")
+        assert good.state == "applied" and op.supervisor.params.n_ctx == 768
+        # the demo model's head size (40) makes llama.cpp refuse a q8_0 K cache: a real failure
+        bad = op.apply({"type_k": "q8_0", "type_v": "q8_0", "flash_attn": "on"}, reason="test q8")
+        assert bad.state == "rolled_back", bad.message
+        assert op.supervisor.params.type_k == "f16" and op.supervisor.is_ready
+        again = op.apply({"type_k": "q8_0", "type_v": "q8_0", "flash_attn": "on"}, reason="again")
+        assert again.state == "refused" and "marked bad" in again.message
+        undo = op.undo(f"cfg:{good.config_id}")
+        assert undo.ok, undo.message
+        assert op.supervisor.params.n_ctx == 1024
+        op.journal_writer.flush()
+    finally:
+        op.close()
+    with Journal(tmp_path / "j.sqlite", readonly=True) as j:
+        configs = {c.id: c for c in j.configs()}
+        assert configs[good.config_id].standing == "good"
+        bad_cfg = [c for c in configs.values() if c.params.get("type_k") == "q8_0"]
+        assert len(bad_cfg) == 1 and bad_cfg[0].standing == "bad"  # the refused retry made no version
+        assert j.get_action(bad.action_id).state == "rolled_back"
+        assert j.active_config().params["n_ctx"] == 1024
+
+
+def test_readonly_core_refuses_every_change(tmp_path: Path) -> None:
+    op = build_core(config(tmp_path, readonly=True), "oneshot", telemetry=False, doctor=False)
+    try:
+        op.start_engine()
+        assert op.apply({"n_ctx": 512}).state == "refused"
+        assert op.undo("cfg:1").state == "refused"
+        assert op.restart_engine() == "read-only mode: restarting the engine is disabled"
+        assert op.supervisor.params.n_ctx == 1024
+    finally:
+        op.close()
+
+
+def test_context_requirement_is_vetted(tmp_path: Path) -> None:
+    op = build_core(config(tmp_path), "oneshot", telemetry=False, doctor=False)
+    try:
+        op.changes.min_ctx = 1024
+        op.start_engine()
+        result = op.apply({"n_ctx": 512})
+        assert result.state == "refused" and "required context" in result.message
+    finally:
+        op.close()
+
+
+# ---- replay is telemetry only ------------------------------------------------------------
+def test_replay_never_acts_on_the_engine_nor_journals_findings(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg.doctor.setdefault("modes", {})
+    op = build_core(cfg, "replay", replay=str(TRACE), replay_speed=0, endpoint=False)
+    try:
+        op.start_engine()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not op.doctor.findings():
+            time.sleep(0.2)
+        time.sleep(1.0)
+        findings = op.doctor.findings()
+        assert findings, "the replayed throttle trace raises findings"
+        assert op.doctor.replayed and op.doctor.supervisor is None and op.doctor.dry_run
+        assert op.supervisor.restarts == 0 and op.supervisor.is_ready
+        assert op.replay["synthetic"] is True
+        op.journal_writer.flush()
+    finally:
+        op.close()
+    with Journal(tmp_path / "j.sqlite", readonly=True) as j:
+        counts = j.counts()
+        assert counts.get("findings", 0) == 0 and counts.get("actions", 0) == 0
+        assert counts.get("telemetry", 0) == 0  # a trace is not this box's history
+
+
+# ---- the status endpoint -----------------------------------------------------------------
+def test_status_reads_the_running_core(tmp_path: Path, llmos_home: Path) -> None:
+    op = build_core(config(tmp_path), "live", doctor=False)
+    try:
+        op.start_engine()
+        assert op.endpoint is not None
+        mode = stat.S_IMODE(os.stat(op.endpoint.path).st_mode)
+        assert mode == 0o600 and stat.S_IMODE(os.stat(op.endpoint.dir).st_mode) == 0o700
+        found = read_endpoints(op.config.paths.runtime_dir)
+        assert [i["pid"] for i in found] == [os.getpid()]
+        assert found[0]["engine"]["state"] == "ready" and found[0]["engine"]["model"] == "llmos demo"
+        done = subprocess.run(CLI + ["status", "--json"], capture_output=True, text=True, timeout=60, env=cli_env())
+        assert done.returncode == 0, done.stderr
+        data = json.loads(done.stdout)
+        assert data["engine"]["state"] == "ready" and data["engine"]["model"] == "llmos demo"
+        assert data["instances"][0]["pid"] == os.getpid()
+    finally:
+        op.close()
+    assert not op.endpoint.path.exists()
+    done = subprocess.run(CLI + ["status"], capture_output=True, text=True, timeout=60, env=cli_env())
+    assert "no llmos-tui running on this box" in done.stdout
+
+
+# ---- the public API and its examples ------------------------------------------------------
+@pytest.mark.parametrize("example", [
+    ["change_and_undo.py"],
+    ["prompt_set_tps.py", "--max-tokens", "16"],
+    ["watch_findings.py", "--seconds", "4", "--kill"],
+])
+def test_examples_run_on_the_demo_model(example: list[str], tmp_path: Path) -> None:
+    path = Path(__file__).resolve().parent.parent / "examples" / example[0]
+    done = subprocess.run([sys.executable, str(path), *example[1:], "--journal", str(tmp_path / "j.sqlite")],
+                          capture_output=True, text=True, timeout=120, env=cli_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    if example[0] == "change_and_undo.py":
+        assert "apply     applied" in done.stdout and "undo      applied" in done.stdout
+    elif example[0] == "watch_findings.py":
+        assert "engine crashed" in done.stdout and "engine ready" in done.stdout
+
+
+def test_public_api_names() -> None:
+    import llmos_tui.core as core
+
+    for name in core.__all__:
+        assert hasattr(core, name), name
+    assert {"build_core", "Operator", "ChangeResult", "load_config"} <= set(core.__all__)

@@ -1,0 +1,115 @@
+"""Screen snapshots (pytest-textual-snapshot): each screen at 80x24 and 120x40, in the default
+(dark) and the 16-colour theme. Update them after an intended change of the look with
+``pytest tests/test_snapshots.py --snapshot-update`` and look at the report before committing.
+
+Deterministic by construction: telemetry is the replayed trace (tests/data/trace_throttle.jsonl,
+synthetic) polled a fixed number of times by a sampler that never runs on its own; no engine
+starts (its state is "stopped"); the doctor's findings and the journal's entries carry fixed
+times; the clock is UTC.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from llmos_tui.config import load_config
+from llmos_tui.core.wiring import build_core
+from llmos_tui.journal import Journal
+from llmos_tui.ui.app import LlmosApp
+
+TRACE = Path(__file__).parent / "data" / "trace_throttle.jsonl"
+T0 = 1793700000.0  # the trace's start: 2026-11-03 10:00:00 UTC
+SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
+THEMES = ("dark", "16-colour")
+SCREENS = ("dashboard", "chat", "doctor", "journal", "help", "command", "explain")
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.chdir(tmp_path)  # the journal's path is shown: a relative one is the same on every run
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def seed_journal(path: Path) -> int:
+    from llmos_tui.engine.params import EngineParams
+    from llmos_tui.paths import DEMO_MODEL
+
+    with Journal(path) as journal:
+        params = EngineParams(model_path=str(DEMO_MODEL), n_ctx=2048, n_threads=2, n_threads_batch=2)
+        first = journal.record_config(params, note="first start", ts=T0 + 1)
+        journal.mark_good(first.id, ts=T0 + 2)
+        journal.record_event("loaded", {"load_ms": 15}, ts=T0 + 3)
+        finding = journal.record_finding("gpu.throttle", "warning", "GPU 0 clocks held down by the power cap",
+                                         {"power_w": 699.1, "limit_w": 700.0, "sm_clock_mhz": 1410,
+                                          "reasons": ["power cap"]}, ts=T0 + 60)
+        journal.record_event("crashed", {"signal": "SIGABRT"}, ts=T0 + 120)
+        journal.db.execute("UPDATE actions SET ts = ?, updated = ?", (T0 + 5, T0 + 5))
+        journal.db.execute("UPDATE action_states SET ts = ?", (T0 + 5,))
+        journal.db.conn.commit()
+    return finding
+
+
+def snapshot_app(theme: str, screen: str) -> LlmosApp:
+    from llmos_tui.doctor import Doctor
+    from llmos_tui.doctor.api import Finding
+    from llmos_tui.doctor.policy import Policy
+    from llmos_tui.telemetry.replay import ReplaySource
+    from llmos_tui.telemetry.sampler import Sampler
+
+    config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2})
+    config.theme = theme
+    config.journal_path = Path("journal.sqlite")
+    journal_finding = seed_journal(config.journal_file)
+    op = build_core(config, "oneshot", telemetry=False, doctor=False, endpoint=False)
+    sampler = Sampler(ReplaySource(str(TRACE), speed=0, loop=False), interval=1.0, engine_stats=None)
+    for _ in range(90):  # 90 s into the trace: under load, power-capped, the sparklines full
+        sampler.poll_once()
+    op.sampler = sampler
+    doctor = Doctor(None, sampler, None, Policy())
+    for i, (severity, title, evidence) in enumerate([
+        ("warning", "GPU 0 clocks held down by the power cap", {"power_w": 699.1, "limit_w": 700.0}),
+        ("error", "Generation speed fell 41% below its baseline", {"gen_tps": 31.2, "baseline_tps": 52.9}),
+    ]):
+        found = doctor._add(Finding(title=title, severity=severity, detector=f"demo.{i}", evidence=evidence,
+                                    fingerprint=f"demo.{i}", ts=T0 + 60 + i))
+        found.last_ts, found.history = found.ts, []
+        found.journal_id = journal_finding
+    op.doctor = doctor
+    op.problems.clear()
+    start = {"help": "chat", "command": "dashboard", "explain": "doctor"}.get(screen, screen)
+    app = LlmosApp(op, start_screen=start, start_engine=False)
+    app.snapshot_closer = op.close  # type: ignore[attr-defined]
+    return app
+
+
+PRESS = {"help": ("f1",), "command": ("colon", "t", "h"), "explain": ("e",)}
+
+
+async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
+    app = pilot.app
+    if app.current_mode == "journal" or app.screen.__class__.__name__ == "ExplainScreen":
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            await pilot.pause(0.1)
+            if not any(w.is_running for w in app.workers):
+                break
+    await pilot.pause(0.2)
+    await pilot.wait_for_scheduled_animations()
+
+
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("screen", SCREENS)
+def test_screen(snap_compare, screen: str, size: str, theme: str) -> None:
+    app = snapshot_app(theme, screen)
+    try:
+        assert snap_compare(app, press=PRESS.get(screen, ()), terminal_size=SIZES[size], run_before=settle)
+    finally:
+        app.snapshot_closer()
