@@ -16,7 +16,7 @@ from llmos_tui.engine.supervisor import Reply, Supervisor
 
 
 @dataclass
-class Message:
+class ChatMessage:
     role: str  # system, user, assistant
     content: str
     status: str = "done"  # done, cancelled, interrupted, error
@@ -25,14 +25,14 @@ class Message:
 
 
 log = logging.getLogger("llmos_tui.core.chat")
-MessageListener = Callable[["ChatSession", Message], None]
+MessageListener = Callable[["ChatSession", ChatMessage], None]
 
 
 class ChatSession:
     def __init__(self, supervisor: Supervisor, settings: ChatSettings | None = None) -> None:
         self.supervisor = supervisor
         self.settings = settings or ChatSettings()
-        self.messages: list[Message] = []
+        self.messages: list[ChatMessage] = []
         self.chat_id: int | None = None  # set by the journal when it records this chat
         self._listeners: list[MessageListener] = []
         self._lock = threading.Lock()
@@ -41,7 +41,7 @@ class ChatSession:
     def add_listener(self, listener: MessageListener) -> None:
         self._listeners.append(listener)
 
-    def _record(self, message: Message) -> None:
+    def _record(self, message: ChatMessage) -> None:
         with self._lock:
             self.messages.append(message)
         for listener in self._listeners:
@@ -63,7 +63,7 @@ class ChatSession:
     def send(self, prompt: str, *, on_piece: Callable[[str], None] | None = None, **sampling: Any) -> Reply:
         """Ask the engine. The user message is recorded once the engine took the request (a
         refused send leaves no trace to repeat), the reply when it ends."""
-        user = Message("user", prompt)
+        user = ChatMessage("user", prompt)
         args = {**self.settings.sampling(), **sampling}
         reply = self.supervisor.chat(self.wire_messages() + [{"role": "user", "content": prompt}],
                                      on_piece=on_piece, **args)
@@ -75,7 +75,7 @@ class ChatSession:
     def _on_reply_done(self, reply: Reply, generation: int) -> None:
         if generation != self._generation:  # the conversation was reset or replaced meanwhile
             return
-        self._record(Message("assistant", reply.text, status=reply.status, metrics=dict(reply.metrics)))
+        self._record(ChatMessage("assistant", reply.text, status=reply.status, metrics=dict(reply.metrics)))
 
     def reset(self) -> None:
         """Start a fresh conversation; the engine forgets its KV cache too."""
@@ -89,7 +89,7 @@ class ChatSession:
             except Exception:
                 pass
 
-    def load(self, messages: list[Message], chat_id: int | None = None) -> None:
+    def load(self, messages: list[ChatMessage], chat_id: int | None = None) -> None:
         """Resume an earlier conversation (from the journal)."""
         with self._lock:
             self._generation += 1

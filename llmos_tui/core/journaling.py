@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from llmos_tui.core.chat import ChatSession, Message
+from llmos_tui.core.chat import ChatSession, ChatMessage
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineEvent, Supervisor
 from llmos_tui.errors import LlmosError
@@ -55,7 +55,7 @@ class JournalLink:
         return self.config_id
 
     # ---- chats -----------------------------------------------------------------------
-    def _on_message(self, session: ChatSession, message: Message) -> None:
+    def _on_message(self, session: ChatSession, message: ChatMessage) -> None:
         model = self.supervisor.model_info.name if self.supervisor.model_info else ""
 
         def write(j: Journal) -> None:
@@ -85,10 +85,10 @@ def _same(a: EngineParams | None, b: EngineParams) -> bool:
     return a is not None and a.to_dict() == b.to_dict()
 
 
-def resume_messages(journal: Journal, chat_id: int) -> list[Message]:
+def resume_messages(journal: Journal, chat_id: int) -> list[ChatMessage]:
     """A chat from the journal as ChatSession messages, to reopen and continue it."""
     return [
-        Message(m.role, m.content, status=m.status, metrics=dict(m.metrics or {}), ts=m.ts)
+        ChatMessage(m.role, m.content, status=m.status, metrics=dict(m.metrics or {}), ts=m.ts)
         for m in journal.chat_messages(chat_id)
     ]
 

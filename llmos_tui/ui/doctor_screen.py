@@ -107,8 +107,9 @@ class DoctorScreen(Screen[None]):
         self._rows = []
         for f in findings:
             style = SEVERITY_STYLE.get(f.severity, "")
-            table.add_row(str(f.id), Text(f.severity, style=style), f.detector, f.state,
-                          Text(sanitize(f.title) + (f"  ×{f.count}" if f.count > 1 else "")), key=str(f.id))
+            title = Text("REPLAY ", style="bold black on yellow") if getattr(self.doctor, "replayed", False) else Text()
+            title.append(sanitize(f.title) + (f"  ×{f.count}" if f.count > 1 else ""))
+            table.add_row(str(f.id), Text(f.severity, style=style), f.detector, f.state, title, key=str(f.id))
             self._rows.append(f.id)
         if selected in self._rows:
             table.move_cursor(row=self._rows.index(selected))
@@ -293,8 +294,10 @@ def _clock(ts: float | None) -> str:
 def toast_doctor_event(app, event) -> None:  # type: ignore[no-untyped-def]
     """A notification for what the operator should see at once, whatever screen is shown."""
     f = event.finding
+    doctor = getattr(getattr(app, "operator", None), "doctor", None)
+    mark = "REPLAY " if getattr(doctor, "replayed", False) else ""  # a trace's trouble, not this box's
     if event.kind == "finding" and f is not None and f.severity != "info":
-        app.notify(sanitize(f.title), title=f"doctor: {f.severity}",
+        app.notify(sanitize(f.title), title=f"{mark}doctor: {f.severity}",
                    severity=NOTIFY_SEVERITY.get(f.severity, "information"))
     elif event.kind == "action":
         failed = event.data.get("state") == "failed"
