@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmos_tui import cli_journal
+from llmos_tui.cli import journal as cli_journal
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.journal import Journal
 

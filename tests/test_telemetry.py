@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fake_pynvml as fake_nv  # noqa: E402
 from fake_pynvml import FakeGpu, FakeNvml, rtx_gpu  # noqa: E402
 
-from llmos_tui import cli_telemetry  # noqa: E402
+from llmos_tui.cli import telemetry as cli_telemetry  # noqa: E402
 from llmos_tui.telemetry import (  # noqa: E402
     HostSource,
     NvmlSource,
@@ -520,3 +520,26 @@ def test_record_writes_a_trace_and_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("llmos-tui: error: cannot write trace") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_every_series_the_sampler_writes_is_in_the_names_table() -> None:
+    import json
+    from pathlib import Path
+
+    from llmos_tui.telemetry import names
+    from llmos_tui.telemetry.sample import Sample
+    from llmos_tui.telemetry.series import sample_values
+
+    lines = (Path(__file__).parent / "data" / "trace_throttle.jsonl").read_text().splitlines()[1:4]
+    for line in lines:
+        sample = Sample.from_dict(json.loads(line))
+        sample.engine = {"last_gen_tps": 10.0, "ctx_used": 5}
+        values = sample_values(sample)
+        assert "gpu0.temp" in values and "engine.gen_tps" in values and "host.cpu" in values
+        unknown = [name for name in values if not names.known(name)]
+        assert unknown == []
+    assert names.unit("gpu3.power") == "W" and names.unit("engine.ttft_ms") == "ms"
+    import pytest
+
+    with pytest.raises(KeyError):
+        names.gpu(0, "temprature")

@@ -24,6 +24,7 @@ import threading
 from array import array
 from typing import Iterable, Mapping
 
+from llmos_tui.telemetry import names
 from llmos_tui.telemetry.sample import Sample
 
 NAN = float("nan")
@@ -80,31 +81,28 @@ def sample_values(sample: Sample) -> dict[str, float | None]:
     """The numeric fields of ``sample`` under their series names."""
     values: dict[str, float | None] = {"ts": sample.ts}
     for gpu in sample.gpus:
-        p = f"gpu{gpu.index}."
         mem_pct = gpu.mem_fraction
-        volatile_unc = gpu.ecc_volatile_uncorrected
-        values.update(
-            {
-                p + "util": gpu.util_gpu,
-                p + "mem_util": gpu.util_mem,
-                p + "mem_used": gpu.mem_used,
-                p + "mem_total": gpu.mem_total,
-                p + "mem_pct": mem_pct * 100.0 if mem_pct is not None else None,
-                p + "power": gpu.power,
-                p + "power_limit": gpu.power_limit,
-                p + "temp": gpu.temp,
-                p + "temp_mem": gpu.temp_mem,
-                p + "fan": gpu.fan,
-                p + "sm_clock": gpu.sm_clock,
-                p + "mem_clock": gpu.mem_clock,
-                p + "clock_reasons": gpu.clock_reasons,
-                p + "throttled": (1.0 if gpu.throttled else 0.0) if gpu.clock_reasons is not None else None,
-                p + "pcie_replay": gpu.pcie_replay,
-                p + "ecc_uncorrected": volatile_unc,
-                p + "xid": float(len(gpu.xid_events)),
-                p + "lost": 1.0 if gpu.lost else 0.0,
-            }
-        )
+        fields = {
+            "util": gpu.util_gpu,
+            "mem_util": gpu.util_mem,
+            "mem_used": gpu.mem_used,
+            "mem_total": gpu.mem_total,
+            "mem_pct": mem_pct * 100.0 if mem_pct is not None else None,
+            "power": gpu.power,
+            "power_limit": gpu.power_limit,
+            "temp": gpu.temp,
+            "temp_mem": gpu.temp_mem,
+            "fan": gpu.fan,
+            "sm_clock": gpu.sm_clock,
+            "mem_clock": gpu.mem_clock,
+            "clock_reasons": gpu.clock_reasons,
+            "throttled": (1.0 if gpu.throttled else 0.0) if gpu.clock_reasons is not None else None,
+            "pcie_replay": gpu.pcie_replay,
+            "ecc_uncorrected": gpu.ecc_volatile_uncorrected,
+            "xid": float(len(gpu.xid_events)),
+            "lost": 1.0 if gpu.lost else 0.0,
+        }
+        values.update({names.gpu(gpu.index, field): value for field, value in fields.items()})
     host = sample.host
     if host is not None:
         values.update(
