@@ -1,10 +1,16 @@
 """Benchmark the doctor on the demo model (or --model): how fast it finds and repairs.
 
 1. fault -> finding, in sample intervals, for injected faults (abort, oom, exit, hang);
-   target: within 2 sample intervals (hang is found by the canary, so its period counts).
-2. crash -> serving again (engine ready and the canary answered), against the model's own
-   load time; target: load time + 2 s.
+   target: within 2 sample intervals; a hang is found by the periodic canary, so its target
+   is 2 intervals + the canary's timeout.
+2. fault -> serving again (the doctor settled the finding as repaired: engine ready, canary
+   answered), against the model's own load time; target: load time + 2 s (a hang: + the 5 s
+   a hung child gets to stop).
 3. the replayed throttle trace: samples from each condition's onset to its finding.
+
+The doctor runs its out-of-the-box policy (crash, OOM, hang: auto). A round where a fault is
+not found or not repaired is a miss: it is counted and printed, never hidden in a median, and
+a kind with any miss does not meet its target. The last line says whether every target was met.
 
 Usage: python scripts/bench_doctor.py [--rounds 5] [--interval 0.25] [--model PATH]
 """
@@ -12,6 +18,7 @@ Usage: python scripts/bench_doctor.py [--rounds 5] [--interval 0.25] [--model PA
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import statistics
 import sys
@@ -45,7 +52,7 @@ def fault_to_finding(params: EngineParams, kind: str, interval: float, journal_p
     sup = Supervisor(params)
     sup.start()
     policy = Policy.from_config({
-        "default": "auto", "interval": interval, "grace_s": 0, "hysteresis": 1, "backoff_s": 0.1,
+        "interval": interval, "grace_s": 0, "hysteresis": 1, "backoff_s": 0.1,
         "canary_period_s": interval if kind == "hang" else 0,
         "canary_timeout_s": 2.0 if kind == "hang" else 10.0,
         "start_limit_burst": 100,
@@ -59,7 +66,7 @@ def fault_to_finding(params: EngineParams, kind: str, interval: float, journal_p
             if e.kind == "finding" and "found" not in marks:
                 marks["found"] = time.perf_counter()
                 found.set()
-            if e.kind == "action" and e.data.get("state") == "verified" and sup.is_ready:
+            if e.kind == "settled" and e.data.get("outcome") == "repaired" and sup.is_ready:
                 marks["served"] = time.perf_counter()
                 served.set()
 
@@ -87,7 +94,7 @@ def load_time(params: EngineParams) -> float:
     return elapsed
 
 
-def replay_lags() -> dict[str, int]:
+def replay_lags() -> tuple[dict[str, int], dict[str, int]]:
     from llmos_tui.telemetry import ReplaySource, Sampler
 
     trace = ROOT / "tests" / "data" / "trace_throttle.jsonl"
@@ -107,7 +114,7 @@ def replay_lags() -> dict[str, int]:
             found.setdefault(f.detector, i)
         i += 1
     sampler.close()
-    return {k: found[k] - onset[k] for k in onset if k in found}
+    return onset, {k: found[k] - onset[k] for k in onset if k in found}
 
 
 def main() -> int:
@@ -121,30 +128,47 @@ def main() -> int:
     load = statistics.median(loads)
     print(f"model load (supervisor start, median of {args.rounds}): {load:.2f} s")
     print(f"sample interval: {args.interval:.2f} s\n")
-    print(f"{'fault':<8} {'finding (s)':>12} {'intervals':>10} {'target':>7} {'serving again (s)':>18} "
-          f"{'load+2s':>8} {'ok':>4}")
+    canary_timeout = 2.0
+    print(f"{'fault':<6} {'rounds':>6} {'found':>6} {'finding s (median)':>19} {'intervals':>9} {'target':>7} "
+          f"{'repaired':>8} {'serving s (median)':>19} {'target s':>8}  result")
     all_ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("kill", "abort", "oom", "exit", "hang"):
+            rounds = args.rounds if kind != "hang" else max(1, args.rounds // 2)
             finds, serves = [], []
-            for r in range(args.rounds if kind != "hang" else max(1, args.rounds // 2)):
+            for r in range(rounds):
                 f, s = fault_to_finding(params, kind, args.interval, Path(tmp) / f"{kind}{r}.sqlite")
                 finds.append(f)
                 serves.append(s)
-            f_med, s_med = statistics.median(finds), statistics.median(serves)
-            intervals = f_med / args.interval
-            target = 2 if kind != "hang" else None
-            # hang: found by the canary (its period and timeout), and stopping a hung child takes 5 s
-            ok_find = intervals <= 2 if target else True
-            ok_serve = s_med <= load + 2.0 if kind != "hang" else True
+            hits_f = [v for v in finds if not math.isnan(v)]
+            hits_s = [v for v in serves if not math.isnan(v)]
+            f_med = statistics.median(hits_f) if hits_f else float("nan")
+            s_med = statistics.median(hits_s) if hits_s else float("nan")
+            find_target = 2 * args.interval + (canary_timeout if kind == "hang" else 0.0)
+            serve_target = load + 2.0 + (5.0 + find_target if kind == "hang" else 0.0)
+            # every round must meet it: the worst round, not the median, decides
+            ok_find = len(hits_f) == rounds and max(hits_f) <= find_target
+            ok_serve = len(hits_s) == rounds and max(hits_s) <= serve_target
             all_ok &= ok_find and ok_serve
-            print(f"{kind:<8} {f_med:>12.3f} {intervals:>10.2f} {('<=2' if target else 'canary'):>7} "
-                  f"{s_med:>18.2f} {load + 2:>8.2f} {('yes' if ok_find and ok_serve else 'NO'):>4}")
-    lags = replay_lags()
-    print("\nreplayed throttle trace: samples from onset to finding (hysteresis included)")
-    for name, lag in lags.items():
-        print(f"  {name:<16} {lag} samples")
-    print("\nall targets met" if all_ok else "\nSOME TARGETS MISSED")
+            verdict = "met" if ok_find and ok_serve else "NOT MET" + (
+                f" ({rounds - len(hits_f)} not found)" if len(hits_f) < rounds else "") + (
+                f" ({rounds - len(hits_s)} not repaired)" if len(hits_s) < rounds else "") + (
+                " (slowest round over target)" if hits_f and hits_s and len(hits_f) == len(hits_s) == rounds else "")
+            print(f"{kind:<6} {rounds:>6} {len(hits_f):>6} {f_med:>19.3f} {f_med / args.interval:>9.2f} "
+                  f"{find_target:>6.2f}s {len(hits_s):>8} {s_med:>19.2f} {serve_target:>8.2f}  {verdict}")
+    onsets, lags = replay_lags()
+    # a detector must report as soon as its own hysteresis (samples held) allows, plus one pass
+    holds = {"gpu.power_cap": 5, "gpu.thermal": 2}
+    print("\nreplayed throttle trace (synthetic): samples from onset to finding; target: the detector's own "
+          "hysteresis + 1")
+    for name in sorted(onsets):
+        lag = lags.get(name)
+        target = holds.get(name, 2) + 1
+        ok = lag is not None and lag <= target
+        all_ok &= ok
+        print(f"  {name:<16} {'missed' if lag is None else f'{lag} samples':>12}  target <= {target}  "
+              f"{'met' if ok else 'NOT MET'}")
+    print("\nall targets met" if all_ok else "\ntargets NOT MET (see the rows above)")
     return 0 if all_ok else 1
 
 

@@ -53,14 +53,30 @@ def test_discovers_every_usual_place(tmp_path: Path) -> None:
     assert by_label["tiny:latest"].source == "ollama"
     assert by_label["mine.gguf"].info.architecture == "llama"
     assert by_label["broken.gguf"].error and by_label["broken.gguf"].info is None
-    demo = read_model_info(DEMO_MODEL)
-    for f in found:
-        if f.info:
-            assert (f.info.quantization, f.info.context_length) == (demo.quantization, demo.context_length)
+    # every copy is the demo model: its header facts, as the gguf package (not our reader) reads them
+    truth = header_truth(DEMO_MODEL)
+    described = [f for f in found if f.info]
+    assert len(described) == 4
+    for f in described:
+        assert (f.info.architecture, f.info.context_length, f.info.n_layer) == truth[:3], f.label
+        assert f.info.quantization == truth[3], f.label
+
+
+def header_truth(path: Path) -> tuple[str, int, int, str]:
+    """(architecture, context length, block count, quantisation name) read by gguf.GGUFReader."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    arch = reader.fields["general.architecture"].contents()
+    file_type = int(reader.fields["general.file_type"].contents())
+    names = {0: "F32", 1: "F16", 7: "Q8_0", 15: "Q4_K_M", 2: "Q4_0"}
+    return (arch, int(reader.fields[f"{arch}.context_length"].contents()),
+            int(reader.fields[f"{arch}.block_count"].contents()), names.get(file_type, str(file_type)))
 
 
 def test_header_facts_of_the_demo_model() -> None:
     info = read_model_info(DEMO_MODEL)
+    assert (info.architecture, info.context_length, info.n_layer, info.quantization) == header_truth(DEMO_MODEL)
     assert info.is_demo and info.has_chat_template
     assert info.n_params > 100_000 and info.n_layer and info.n_head_kv and info.head_dim_k
     assert info.size_bytes == DEMO_MODEL.stat().st_size
@@ -78,5 +94,5 @@ def test_models_command_lists_a_folder(tmp_path: Path) -> None:
     assert {"demo", "hf-hub", "lm-studio", "ollama", "~/models"} <= sources
     table = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "models"], capture_output=True, text=True,
                            env=env, timeout=60).stdout
-    demo = read_model_info(DEMO_MODEL)
-    assert "tiny:latest" in table and demo.quantization in table and str(demo.context_length) in table
+    arch, ctx, _, quant = header_truth(DEMO_MODEL)
+    assert "tiny:latest" in table and quant in table and str(ctx) in table

@@ -274,7 +274,7 @@ def test_v1_journal_opens_after_the_v2_migration(jpath: Path) -> None:
     build_v1_journal(jpath)
     with Journal(jpath) as journal:
         assert journal.migrated_from == 1
-        assert journal.schema_version == migrations.SCHEMA_VERSION == 2
+        assert journal.schema_version == migrations.SCHEMA_VERSION >= 2
         chats = journal.list_chats()  # uses the v2 column, backfilled from the messages
         assert [(c.title, c.updated) for c in chats] == [("old chat", 500.0), ("newer chat", 20.0)]
         assert "idx_chats_updated" in {i.name for i in journal.db["chats"].indexes}
@@ -471,7 +471,12 @@ def test_two_processes_write_and_read_one_journal(jpath: Path) -> None:
         assert len(journal.events("other", limit=10_000)) == 300
         assert len(journal.events("other-sync", limit=10_000)) == 50
         assert journal.check(full=True) == []
-    assert 0 <= int(out.strip()) <= 300  # the other process read what we had written by then
+    # the other process read every event of ours committed before it wrote its last sync event
+    # (a second of slack for our writer's batching), and nothing that does not exist
+    with Journal(jpath) as journal:
+        synced = max(e["ts"] for e in journal.events("other-sync", limit=10_000))
+        committed = sum(1 for e in journal.events("mine", limit=10_000) if e["ts"] < synced - 1.0)
+    assert committed <= int(out.strip()) <= 300, (committed, out)
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llmos_tui.config import load_config
 from llmos_tui.journal import Journal
-from llmos_tui.operator import build_operator
+from llmos_tui.core.operator import build_operator
 
 
 def config(tmp_path: Path, **overrides):

@@ -71,7 +71,7 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, fragment: str)
 
 def test_telemetry_history_keeps_one_row_per_period(tmp_path: Path) -> None:
     from llmos_tui.journal import Journal, JournalWriter
-    from llmos_tui.journal.link import TelemetryHistory
+    from llmos_tui.core.journaling import TelemetryHistory
     from llmos_tui.telemetry.sample import HostSample, Sample
 
     writer = JournalWriter(tmp_path / "j.sqlite")
@@ -99,7 +99,7 @@ def test_options_before_or_after_the_subcommand_both_count(tmp_path: Path) -> No
 
 
 def test_a_refused_send_leaves_no_message_and_a_reset_drops_the_streaming_reply(supervisor) -> None:
-    from llmos_tui.chat import ChatSession
+    from llmos_tui.core.chat import ChatSession
     from llmos_tui.errors import EngineError
 
     chat = ChatSession(supervisor)

@@ -7,7 +7,7 @@ import time
 from textual.widgets import Input, Markdown
 
 from llmos_tui.config import load_config
-from llmos_tui.operator import Operator
+from llmos_tui.core.operator import Operator
 from llmos_tui.ui.app import LlmosApp
 from llmos_tui.ui.chat_screen import ChatScreen, ReplyView
 from llmos_tui.ui.help_screen import HelpScreen
@@ -128,7 +128,7 @@ async def test_bad_model_is_shown_and_the_app_stays_up(bad_models) -> None:
 
 async def test_chats_are_journaled_and_an_earlier_one_resumes(tmp_path) -> None:
     from llmos_tui.journal import Journal
-    from llmos_tui.operator import build_operator
+    from llmos_tui.core.operator import build_operator
 
     config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "journal": str(tmp_path / "j.sqlite")})
     op = build_operator(config, with_telemetry=False, with_doctor=False)
@@ -174,4 +174,81 @@ async def test_question_mark_shows_keys_in_an_empty_prompt_and_types_otherwise()
         await pilot.press("w", "h", "y", "question_mark")
         assert isinstance(app.screen, ChatScreen)
         assert app.screen.query_one("#prompt", Input).value == "why?"
+    app.operator.close()
+
+
+async def test_ui_keys_remap_a_binding_through_the_config_file(tmp_path) -> None:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[ui.keys]\n"chat.new" = "ctrl+b"\n')
+    config = load_config(config_file, overrides={"n_threads": 2, "n_threads_batch": 2})
+    assert config.keys == {"chat.new": "ctrl+b"}
+    app = LlmosApp(Operator(config), start_screen="chat")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.operator.supervisor.is_ready)
+        await type_prompt(pilot, "What is VRAM?")
+        await wait_for(pilot, lambda: app.screen.reply is not None and app.screen.reply.finished)
+        await pilot.pause(0.2)
+        assert app.screen.query(ReplyView)
+        await pilot.press("ctrl+n")  # the old key does nothing now
+        await pilot.pause(0.2)
+        assert app.screen.query(ReplyView) and app.operator.chat.messages
+        await pilot.press("ctrl+b")  # the new one starts a new chat
+        await pilot.pause(0.2)
+        assert not app.screen.query(ReplyView) and not app.operator.chat.messages
+    app.operator.close()
+
+
+async def test_a_prompt_sent_while_the_engine_is_not_ready_is_queued_and_sent_when_it_is() -> None:
+    config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2})
+    app = LlmosApp(Operator(config), start_screen="chat", start_engine=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen))
+        status = app.screen.query_one(EngineStatus)
+        assert "STOPPED" in str(status.render()) and "not running yet" in str(status.render())
+        await type_prompt(pilot, "What is VRAM?")
+        await pilot.pause(0.1)
+        assert app.screen.pending == "What is VRAM?"
+        assert any("queued" in str(n.message) for n in app._notifications)
+        assert app.screen.query_one("#prompt", Input).value == ""
+        app.operator.start_engine_in_background()
+        await wait_for(pilot, lambda: app.screen.reply is not None and app.screen.reply.finished)
+        assert app.screen.pending is None
+        assert [m.role for m in app.operator.chat.messages][:1] == ["user"]
+        assert app.operator.chat.messages[0].content == "What is VRAM?"
+        await pilot.pause(0.2)
+        assert "READY" in str(status.render()), "the status bar follows the engine by itself"
+    app.operator.close()
+
+
+async def test_streaming_renders_at_most_one_frame_per_budget_not_one_per_token() -> None:
+    from llmos_tui.ui import chat_screen
+
+    app = make_app()
+    frames: list[float] = []
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.operator.supervisor.is_ready)
+        original_tail = ReplyView.show_tail
+
+        def counting_tail(self, text):  # noqa: ANN001
+            frames.append(time.monotonic())
+            return original_tail(self, text)
+
+        ReplyView.show_tail = counting_tail
+        try:
+            app.operator.supervisor.inject("slow", ms=4)  # ~250 tokens/s reach the UI
+            app.operator.chat.settings.max_tokens = 150
+            await type_prompt(pilot, "Tell me about GPUs and their memory.")
+            await wait_for(pilot, lambda: app.screen.reply is not None and app.screen.reply.finished, 30)
+            await pilot.pause(0.3)
+            view = app.screen.query(ReplyView).last()
+            assert view.body.source.strip() == chat_screen.sanitize(app.screen.reply.text).strip()
+        finally:
+            ReplyView.show_tail = original_tail
+        tokens = app.screen.reply.metrics["gen_tokens"]
+        span = frames[-1] - frames[0]
+        assert tokens >= 50
+        assert len(frames) <= span / chat_screen.FRAME_S + 3, (len(frames), span)
+        gaps = [b - a for a, b in zip(frames, frames[1:-1])]  # the last one is the finish
+        assert min(gaps) >= chat_screen.FRAME_S * 0.9, "never two frames within one frame budget"
+        assert len(frames) <= tokens, "several tokens share a frame when they come faster than frames"
     app.operator.close()

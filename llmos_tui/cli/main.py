@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES = (
     "llmos_tui.cli.telemetry",
     "llmos_tui.cli.journal",
     "llmos_tui.cli.doctor",
+    "llmos_tui.cli.quantize",
     "llmos_tui.cli.exporter",
     "llmos_tui.cli.config_cmd",
     "llmos_tui.cli.tune",

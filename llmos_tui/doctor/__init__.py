@@ -4,9 +4,15 @@ Public API (plugins need only the first line):
 
 - :func:`detector`, :func:`repair`, :class:`Finding`, :class:`NotApplicable` — the plugin API;
   :class:`DetectorContext`, :class:`RepairContext` — what they receive.
-- :class:`Doctor` — the loop; :class:`DoctorEvent` — what its subscribers get.
-- :class:`Policy` — off / suggest / auto per detector or severity, and the guard rails.
-- :class:`PluginManager` — discovery, loading, isolation; :func:`run_canary`; :mod:`vram`.
+- :class:`Doctor` — the loop; :class:`DoctorEvent` — what its subscribers get. Its parts:
+  ``loop`` (scheduling and detection), ``findings`` (merging, resolving, silencing),
+  ``actions`` (the policy, repairs through the change transaction, the next repair at once),
+  ``verify`` (the metric that raised a finding, measured again on a workload of its shape).
+- :class:`Policy` — off / suggest / auto per detector or severity, and the guard rails; crash,
+  crash loop, OOM and hang are ``auto`` out of the box (``BUILTIN_MODES``).
+- :class:`PluginManager` — discovery, loading, isolation; :func:`run_canary`.
+- Built-in detectors by family in ``detectors/`` (engine, gpu, performance, telemetry,
+  conversation); built-in repairs in ``repairs.py``.
 
 Nothing here imports Textual.
 """
@@ -21,7 +27,7 @@ from llmos_tui.doctor.api import (
     repair,
     worst,
 )
-from llmos_tui.doctor.canary import CanaryResult, run_canary
+from llmos_tui.engine.probe import CanaryResult, run_canary
 from llmos_tui.doctor.context import DetectorContext, RepairContext
 from llmos_tui.doctor.loop import Doctor, DoctorEvent
 from llmos_tui.doctor.plugins import PluginInfo, PluginManager

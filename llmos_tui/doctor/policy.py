@@ -17,6 +17,7 @@ From the ``[doctor]`` table of the config, for example::
     kill_switch = false            # no automatic action at all
     canary_period_s = 300          # periodic canary (0: off)
     canary_timeout_s = 15
+    verify_requests = 3            # requests of the finding's own shape that verify a metric repair
     [doctor."engine.tps_drop"]     # a table: the mode plus the detector's own settings
     mode = "suggest"
     baseline = 12
@@ -32,6 +33,18 @@ from llmos_tui.errors import ConfigError
 
 MODES = ("off", "suggest", "auto")
 
+# Out of the box the doctor heals what leaves the engine unable to serve — a crash, a crash
+# loop, an out-of-memory, a hang (the canary) — by a restart, then the smallest
+# reconfiguration, under the rails (backoff, start limit, one action at a time, canary,
+# rollback, kill switch). What would change quality or speed only suggests. These sit below
+# the operator's own table: a detector's entry, a severity's, or an explicit ``default``.
+BUILTIN_MODES: dict[str, str] = {
+    "engine.crashed": "auto",
+    "engine.crash_loop": "auto",
+    "engine.oom": "auto",
+    "engine.canary": "auto",
+}
+
 _NUMBERS: dict[str, tuple[type, float, float]] = {
     "hysteresis": (int, 1, 1000),
     "grace_s": (float, 0, 3600),
@@ -46,6 +59,7 @@ _NUMBERS: dict[str, tuple[type, float, float]] = {
     "silence_s": (float, 1, 86400 * 30),
     "operator_quiet_s": (float, 0, 3600),
     "interval": (float, 0.01, 3600),
+    "verify_requests": (int, 1, 20),
 }
 _FLAGS = ("dry_run", "kill_switch")
 
@@ -68,8 +82,11 @@ class Policy:
     silence_s: float = 3600.0
     operator_quiet_s: float = 30.0
     interval: float = 1.0  # the doctor's own tick when it has no sampler
+    verify_requests: int = 3
     dry_run: bool = False
     kill_switch: bool = False
+    default_set: bool = False  # the table named a default: it wins over the built-in modes
+    builtin_modes: dict[str, str] = field(default_factory=lambda: dict(BUILTIN_MODES))
 
     def mode_for(self, detector_id: str, severity: str) -> str:
         if detector_id in self.modes:
@@ -77,7 +94,19 @@ class Policy:
         key = f"severity.{severity}"
         if key in self.modes:
             return self.modes[key]
+        if not self.default_set and detector_id in self.builtin_modes:
+            return self.builtin_modes[detector_id]
         return self.default
+
+    def source_of(self, detector_id: str, severity: str) -> str:
+        """Where the mode for this detector comes from (for `doctor` and the doctor screen)."""
+        if detector_id in self.modes:
+            return f"[doctor] {detector_id!r}"
+        if f"severity.{severity}" in self.modes:
+            return f"[doctor] severity.{severity}"
+        if not self.default_set and detector_id in self.builtin_modes:
+            return "built-in default"
+        return "[doctor] default" if self.default_set else "default"
 
     def settings_for(self, detector_id: str) -> dict[str, Any]:
         return self.settings.get(detector_id, {})
@@ -89,6 +118,7 @@ class Policy:
         for key, value in (table or {}).items():
             if key == "default":
                 policy.default = _mode(value, f"{where} default")
+                policy.default_set = True
             elif key in _NUMBERS:
                 kind, lo, hi = _NUMBERS[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -11,6 +11,8 @@ OP_CANCEL = "cancel"
 OP_RESET = "reset"
 OP_FAULT = "fault"
 OP_SHUTDOWN = "shutdown"
+OP_BENCH = "bench"  # llama-bench-style measurement on the loaded model (the tuner's trial)
+OP_SET_THREADS = "set_threads"  # llama_set_n_threads, live (the online learner), before the next request
 
 # events (child -> parent, private stdout copy)
 EV_HELLO = "hello"
@@ -22,6 +24,8 @@ EV_DONE = "done"
 EV_ERROR = "error"
 EV_RESET_DONE = "reset_done"
 EV_BYE = "bye"
+EV_BENCH = "bench_done"  # answer to OP_BENCH: per-rep rates and their means
+EV_THREADS_SET = "threads_set"  # answer to OP_SET_THREADS: the counts now in force
 
 FAULTS = ("abort", "oom", "exit", "slow", "hang")
 

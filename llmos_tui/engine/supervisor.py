@@ -39,6 +39,7 @@ class EngineState(str, enum.Enum):
     CRASHED = "crashed"
     RESTARTING = "restarting"
     FAILED = "failed"  # the last load failed; the engine is not running
+    PAUSED = "paused"  # stopped on purpose for a while (a tuning study); resume() brings it back
 
 
 @dataclass
@@ -103,9 +104,11 @@ class Reply:
             self.finish_reason = finish_reason
             self._done.set()
             callbacks = list(self._callbacks)
-        self._queue.put(self._END)
+        # callbacks first (the chat records the reply, the journal queues it), then the end of
+        # the stream: a reader that finishes iterating can rely on the reply being recorded
         for callback in callbacks:
             self._run_callback(callback)
+        self._queue.put(self._END)
 
     def add_done_callback(self, callback: Callable[["Reply"], None]) -> None:
         """Run callback(reply) when the reply ends (at once if it already has)."""
@@ -182,6 +185,8 @@ class Supervisor:
         self.restarts = 0
         self.ctx_used = 0
         self.last_metrics: dict[str, Any] = {}
+        self._threads_waiter: dict[str, Any] | None = None  # a set_threads waiting for its answer
+        self.live_threads: dict[str, int] = {}  # set_threads' counts in force (until the next load)
         self._gen_tps: collections.deque[float] = collections.deque(maxlen=10)
         self._logs: collections.deque[LogLine] = collections.deque(maxlen=log_capacity)
         self._observers: Observers[EngineEvent] = Observers("engine")
@@ -194,6 +199,8 @@ class Supervisor:
         self._load_done = threading.Event()
         self._load_result: dict[str, Any] = {}
         self._reset_done = threading.Event()
+        self._bench: dict[str, Any] | None = None  # the bench in flight: id, event, result
+        self.paused_reason: str | None = None
 
     # ---- observers ------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -236,6 +243,7 @@ class Supervisor:
             self._emit("load_failed", error=str(exc), params=params.to_dict())
             raise
         with self._life:  # one start at a time: two would orphan a child
+            self.paused_reason = None
             self.stop()
             with self._lock:
                 self.params = params
@@ -306,7 +314,13 @@ class Supervisor:
             reply, self._active = self._active, None
         if reply is not None:
             reply._finish("interrupted", error="the engine was stopped")
-        if self.state not in (EngineState.CRASHED, EngineState.FAILED):
+        waiter = self._bench
+        if waiter is not None and not waiter["done"].is_set():
+            waiter["error"] = "the engine was stopped during the benchmark"
+            waiter["done"].set()
+        if self.paused_reason is not None:
+            self._set_state(EngineState.PAUSED, reason=self.paused_reason)
+        elif self.state not in (EngineState.CRASHED, EngineState.FAILED):
             self._set_state(EngineState.STOPPED)
         self._emit("unloaded")
 
@@ -315,6 +329,25 @@ class Supervisor:
         self._emit("restarting", reason=reason, params=(params or self.params).to_dict())
         self._set_state(EngineState.RESTARTING)
         return self.start(params)
+
+    def pause(self, reason: str = "paused") -> None:
+        """Stop the child and stay PAUSED (not a configuration change: resume() loads the same
+        parameters). Chat requests meanwhile are refused with "engine is paused"."""
+        with self._life:
+            self.paused_reason = reason or "paused"
+            if self._proc is None:
+                self._set_state(EngineState.PAUSED, reason=self.paused_reason)
+                return
+            self.stop()
+
+    def resume(self, *, timeout: float | None = None) -> ModelInfo:
+        """Start again with the parameters that ran before the pause."""
+        self.paused_reason = None
+        return self.start(self.params, timeout=timeout)
+
+    @property
+    def is_paused(self) -> bool:
+        return self.state == EngineState.PAUSED
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send a signal to the child (tests, and an operator's last resort)."""
@@ -358,6 +391,44 @@ class Supervisor:
             reply._finish("interrupted", error=str(exc))
         return reply
 
+    def bench(self, *, n_prompt: int = 512, n_gen: int = 128, depth: int = 0, reps: int = 3,
+              warmup: bool = True, seed: int = 1234, timeout: float = 300.0) -> dict[str, Any]:
+        """Measure the loaded model, llama-bench style (see Worker.bench); block until done.
+
+        Returns the worker's result: per-rep ``rows`` (pp_tok_s, tg_tok_s, ttft_ms, ...), their
+        means, peak_rss_mb, peak_vram_mb, load_ms. Raises EngineError when the engine is not
+        ready, refuses the bench or dies during it, BenchTimeout when it runs past ``timeout``.
+        """
+        with self._lock:
+            if self.state != EngineState.READY or (self._active is not None and not self._active.finished):
+                raise EngineError(f"engine is {self.state.value}, not ready")
+            waiter: dict[str, Any] = {"id": next(self._ids), "done": threading.Event(), "result": None,
+                                      "error": None}
+            self._bench = waiter
+            self.state = EngineState.GENERATING  # a chat meanwhile is refused, as during a reply
+        self._emit("state", state=EngineState.GENERATING.value, prev=EngineState.READY.value)
+        spec = {"n_prompt": int(n_prompt), "n_gen": int(n_gen), "depth": int(depth), "reps": int(reps),
+                "warmup": bool(warmup), "seed": int(seed)}
+        try:
+            self._send({"op": P.OP_BENCH, "id": waiter["id"], **spec})
+            if not waiter["done"].wait(timeout):
+                try:
+                    self._send({"op": P.OP_CANCEL, "id": waiter["id"]})
+                except EngineError:
+                    pass
+                raise BenchTimeout(f"benchmark did not finish within {timeout:.0f} s")
+        finally:
+            with self._lock:
+                if self._bench is waiter:
+                    self._bench = None
+                if self.state == EngineState.GENERATING and self._active is None:
+                    self.state = EngineState.READY
+        if waiter["error"]:
+            raise EngineError(waiter["error"])
+        result = dict(waiter["result"] or {})
+        self._emit("bench_done", spec=spec, result={k: v for k, v in result.items() if k != "rows"})
+        return result
+
     def cancel(self) -> None:
         reply = self._active
         if reply is not None and not reply.finished:
@@ -365,6 +436,25 @@ class Supervisor:
                 self._send({"op": P.OP_CANCEL, "id": reply.id})
             except EngineError:
                 pass
+
+    def set_threads(self, n_threads: int, n_threads_batch: int, *, timeout: float = 5.0) -> dict[str, int]:
+        """Change the engine's generation / prompt-processing threads live (llama_set_n_threads),
+        no reload; it applies from the next request and lasts until the next load. Returns the
+        counts the child reports in force. ``self.params`` (the journaled configuration) is not
+        changed: ``live_threads`` says what runs."""
+        if self.state not in (EngineState.READY, EngineState.GENERATING):
+            raise EngineError(f"engine is {self.state.value}, not ready")
+        with self._lock:
+            waiter: dict[str, Any] = {"id": next(self._ids), "done": threading.Event(), "result": None}
+            self._threads_waiter = waiter
+        self._send({"op": P.OP_SET_THREADS, "id": waiter["id"], "n_threads": int(n_threads),
+                    "n_threads_batch": int(n_threads_batch)})
+        if not waiter["done"].wait(timeout):
+            raise EngineError("engine did not confirm the thread change in time")
+        if isinstance(waiter["result"], str):
+            raise EngineError(waiter["result"])
+        self.live_threads = dict(waiter["result"])
+        return self.live_threads
 
     def reset_context(self, timeout: float = 10.0) -> None:
         """Clear the KV cache (the conversation the engine remembers)."""
@@ -441,6 +531,7 @@ class Supervisor:
             self._emit("progress", progress=self.load_progress)
         elif kind == P.EV_LOADED:
             self.runtime = ev.get("runtime") or {}
+            self.live_threads = {}  # a fresh load runs its params' threads again
             self.ctx_used = 0
             self.last_error = None
             self.load_progress = 1.0
@@ -456,6 +547,19 @@ class Supervisor:
             self._fail_load(message)
         elif kind == P.EV_RESET_DONE:
             self._reset_done.set()
+        elif kind == P.EV_THREADS_SET:
+            waiter = self._threads_waiter
+            if waiter is not None and waiter["id"] == ev.get("id"):
+                waiter["result"] = {"n_threads": int(ev["n_threads"]), "n_threads_batch": int(ev["n_threads_batch"])}
+                waiter["done"].set()
+        elif kind == P.EV_BENCH:
+            waiter = self._bench
+            if waiter is not None and waiter["id"] == ev.get("id"):
+                result = ev.get("result") or {}
+                result["status"] = ev.get("status", "done")
+                waiter["result"] = result
+                self._set_state(EngineState.READY)
+                waiter["done"].set()
         elif kind == P.EV_ERROR:
             self.errors += 1
             message = ev.get("message", "")
@@ -464,14 +568,28 @@ class Supervisor:
                 reply._finish("error", error=message)
                 self._active = None
                 self._set_state(EngineState.READY)
+            waiter = self._bench
+            if waiter is not None and waiter["id"] == ev.get("id"):
+                waiter["error"] = message
+                self._set_state(EngineState.READY)
+                waiter["done"].set()
+            threads_waiter = self._threads_waiter
+            if threads_waiter is not None and threads_waiter["id"] == ev.get("id"):
+                threads_waiter["result"] = message
+                threads_waiter["done"].set()
             self._emit("error", message=message, id=ev.get("id"))
 
     def _explain_load_failure(self, message: str) -> str:
         """llama-cpp-python says 'Failed to load model from file'; llama.cpp's log says why."""
         time.sleep(0.05)  # let the log reader catch the lines printed just before
-        reasons = [l.text for l in self.logs(40) if "error" in l.text.lower() or "failed" in l.text.lower()]
-        reasons = [r for r in reasons if not r.startswith("llmos")]
-        detail = f" ({reasons[-1].strip()})" if reasons else ""
+        from llmos_tui.engine.logreasons import llama_reason
+
+        lines = [line.text for line in self.logs(60)]
+        reason = llama_reason(lines)
+        if not reason:  # no line with a known mark: the last error-looking one
+            reasons = [t for t in lines if ("error" in t.lower() or "failed" in t.lower()) and not t.startswith("llmos")]
+            reason = reasons[-1].strip() if reasons else ""
+        detail = f" ({reason})" if reason else ""
         path = self.params.model_path
         return f"llama.cpp refused {os.path.basename(path)}: {message}{detail}"
 
@@ -503,6 +621,10 @@ class Supervisor:
         self._active = None
         if reply is not None:
             reply._finish("interrupted", error=describe_exit(exit_info))
+        waiter = self._bench
+        if waiter is not None and not waiter["done"].is_set():
+            waiter["error"] = f"engine died during the benchmark: {describe_exit(exit_info)}"
+            waiter["done"].set()
         if not self._load_done.is_set():
             self._load_result = {"ev": "crashed", "message": f"engine died while loading: {describe_exit(exit_info)}"}
             self._load_done.set()
@@ -535,6 +657,10 @@ class Supervisor:
             "load_progress": self.load_progress,
             "last_error": self.last_error,
         }
+
+
+class BenchTimeout(EngineError):
+    """A benchmark ran past its time limit (the child may still be busy: stop it)."""
 
 
 def describe_exit(info: dict[str, Any]) -> str:

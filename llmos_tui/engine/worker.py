@@ -90,6 +90,10 @@ class Worker:
                     self.reset()
                 elif op == P.OP_FAULT:
                     self.fault(cmd)
+                elif op == P.OP_BENCH:
+                    self.bench(cmd)
+                elif op == P.OP_SET_THREADS:
+                    self.set_threads(cmd)
                 else:
                     emit({"ev": P.EV_ERROR, "id": cmd.get("id"), "message": f"unknown op {op!r}"})
             except Exception as exc:  # an error answers the request; the worker lives on
@@ -150,6 +154,7 @@ class Worker:
             C.LLAMA_FLASH_ATTN_TYPE_DISABLED = original_disabled
         self.params = params
         load_ms = (time.perf_counter() - t0) * 1000
+        self.load_ms = load_ms
         emit({"ev": P.EV_LOADED, "load_ms": load_ms, "runtime": self.runtime_facts()})
 
     def runtime_facts(self) -> dict[str, Any]:
@@ -190,6 +195,22 @@ class Worker:
         tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return tokens, stop
+
+    def set_threads(self, cmd: dict[str, Any]) -> None:
+        """Change generation / prompt threads without a reload (queued: applies to the next request)."""
+        import llama_cpp.llama_cpp as C
+
+        if self.llm is None:
+            emit({"ev": P.EV_ERROR, "id": cmd.get("id"), "message": "no model loaded"})
+            return
+        n, nb = int(cmd["n_threads"]), int(cmd["n_threads_batch"])
+        if n < 1 or nb < 1:
+            emit({"ev": P.EV_ERROR, "id": cmd.get("id"), "message": f"thread counts must be >= 1, got {n}/{nb}"})
+            return
+        C.llama_set_n_threads(self.llm.ctx, n, nb)
+        self.llm.n_threads, self.llm.n_threads_batch = n, nb
+        emit({"ev": P.EV_THREADS_SET, "id": cmd.get("id"), "n_threads": int(C.llama_n_threads(self.llm.ctx)),
+              "n_threads_batch": int(C.llama_n_threads_batch(self.llm.ctx))})
 
     def unload(self) -> None:
         self.formatter = None
@@ -294,6 +315,135 @@ class Worker:
             }
         )
 
+    # ---- bench: the tuner's trial, llama-bench style -------------------------------
+    def bench(self, cmd: dict[str, Any]) -> None:
+        """Warm up, then per rep: clear the KV cache, fill ``depth`` tokens of context (untimed),
+        process ``n_prompt`` tokens in n_batch chunks, generate ``n_gen`` tokens one decode at a
+        time; every phase ends in llama_synchronize so the clock sees the work, not its queueing.
+        Random tokens, no sampling (as llama-bench). Generation runs at depth + n_prompt."""
+        import random
+        import resource
+
+        import llama_cpp
+        import llama_cpp.llama_cpp as C
+
+        rid = cmd.get("id")
+        if self.llm is None:
+            emit({"ev": P.EV_ERROR, "id": rid, "message": "no model loaded"})
+            return
+        n_prompt = max(0, int(cmd.get("n_prompt", 512)))
+        n_gen = max(0, int(cmd.get("n_gen", 128)))
+        depth = max(0, int(cmd.get("depth", 0)))
+        reps = max(1, int(cmd.get("reps", 3)))
+        warmup = bool(cmd.get("warmup", True))
+        llm = self.llm
+        ctx = llm.ctx
+        n_ctx = int(C.llama_n_ctx(ctx))
+        if depth + n_prompt + n_gen > n_ctx:
+            emit({"ev": P.EV_ERROR, "id": rid, "message": f"bench needs {depth + n_prompt + n_gen} tokens of "
+                  f"context (depth {depth} + prompt {n_prompt} + gen {n_gen}); the context holds {n_ctx}"})
+            return
+        self.current_id = rid
+        self.cancel.clear()
+        if rid in self.cancelled_ids:
+            self.cancel.set()
+        n_vocab = int(C.llama_vocab_n_tokens(C.llama_model_get_vocab(llm.model)))
+        n_batch = int(C.llama_n_batch(ctx))
+        mem = C.llama_get_memory(ctx)
+        rng = random.Random(int(cmd.get("seed", 1234)))
+        vram = _VramPeak(os.getpid()) if C.llama_supports_gpu_offload() and self.params.get("n_gpu_layers") else None
+
+        def tokens(n: int) -> list[int]:
+            return [rng.randrange(n_vocab) for _ in range(n)]
+
+        def decode(toks: list[int]) -> None:
+            for i in range(0, len(toks), n_batch):
+                chunk = toks[i:i + n_batch]
+                arr = (C.llama_token * len(chunk))(*chunk)
+                rc = C.llama_decode(ctx, C.llama_batch_get_one(arr, len(chunk)))
+                if rc != 0:
+                    raise RuntimeError(f"llama_decode returned {rc}")
+            C.llama_synchronize(ctx)
+
+        def clear() -> None:
+            C.llama_memory_clear(mem, True)
+
+        rows: list[dict[str, Any]] = []
+        cancelled = False
+        try:
+            if warmup:
+                clear()
+                if n_prompt:
+                    decode(tokens(min(n_prompt, n_batch)))
+                if n_gen:
+                    decode(tokens(1))
+                if vram:
+                    vram.sample()
+            for rep in range(reps):
+                if self.cancel.is_set():
+                    cancelled = True
+                    break
+                clear()
+                if depth:
+                    decode(tokens(depth))
+                C.llama_perf_context_reset(ctx)
+                t0 = time.perf_counter()
+                if n_prompt:
+                    decode(tokens(n_prompt))
+                t1 = time.perf_counter()
+                if vram:
+                    vram.sample()
+                t_first = None
+                for _ in range(n_gen):
+                    if self.cancel.is_set():
+                        cancelled = True
+                        break
+                    decode(tokens(1))
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                t2 = time.perf_counter()
+                if cancelled:
+                    break
+                if vram:
+                    vram.sample()
+                perf = C.llama_perf_context(ctx)
+                pp_ms, tg_ms = (t1 - t0) * 1000, (t2 - t1) * 1000
+                rows.append({
+                    "rep": rep,
+                    "pp_tok_s": _rate(n_prompt, pp_ms),
+                    "tg_tok_s": _rate(n_gen, tg_ms),
+                    "ttft_ms": (t_first - t0) * 1000 if t_first is not None else None,
+                    "pp_ms": pp_ms,
+                    "tg_ms": tg_ms,
+                    # llama.cpp's own counters, for comparison with the wall clock above
+                    "llama_pp_tok_s": _rate(int(perf.n_p_eval), float(perf.t_p_eval_ms)),
+                    "llama_tg_tok_s": _rate(int(perf.n_eval), float(perf.t_eval_ms)),
+                })
+        finally:
+            # the high-level Llama keeps its own token history: make it agree with the empty cache
+            clear()
+            llm.reset()
+            self.cancelled_ids.discard(rid)
+        peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the child's peak, load included
+        result = {
+            "n_prompt": n_prompt, "n_gen": n_gen, "depth": depth, "reps": len(rows), "warmup": warmup,
+            "rows": rows,
+            "pp_tok_s": _mean([r["pp_tok_s"] for r in rows]),
+            "tg_tok_s": _mean([r["tg_tok_s"] for r in rows]),
+            "ttft_ms": _mean([r["ttft_ms"] for r in rows]),
+            "peak_rss_mb": peak_rss_kb / 1024.0,
+            "peak_vram_mb": vram.peak / (1024 * 1024) if vram and vram.peak is not None else None,
+            "load_ms": getattr(self, "load_ms", None),
+            "n_ctx": n_ctx,
+            "n_batch": n_batch,
+            "n_ubatch": int(C.llama_n_ubatch(ctx)),
+            "n_threads": int(C.llama_n_threads(ctx)),
+            "n_threads_batch": int(C.llama_n_threads_batch(ctx)),
+            "llama_cpp_version": getattr(llama_cpp, "__version__", ""),
+            "system_info": C.llama_print_system_info().decode("utf-8", "replace").strip(),
+        }
+        emit({"ev": P.EV_BENCH, "id": rid, "status": "cancelled" if cancelled else "done", "result": result})
+
     # ---- faults, for tests and demos (llmos-tui inject) --------------------------
     def fault(self, cmd: dict[str, Any]) -> None:
         kind = cmd.get("kind")
@@ -318,6 +468,42 @@ class Worker:
 
 def _rate(n: int, ms: float) -> float | None:
     return (n * 1000.0 / ms) if n and ms > 0 else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+class _VramPeak:
+    """This process's GPU memory from NVML, sampled between bench phases (None without NVML)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak: int | None = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # noqa: BLE001 - no NVML: no VRAM figure, never a failed bench
+            self._nvml = None
+            self._handles = []
+        self.sample()
+
+    def sample(self) -> None:
+        if self._nvml is None:
+            return
+        used = 0
+        try:
+            for handle in self._handles:
+                for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.pid == self.pid and proc.usedGpuMemory:
+                        used += int(proc.usedGpuMemory)
+        except Exception:  # noqa: BLE001
+            return
+        self.peak = max(self.peak or 0, used)
 
 
 def _c_string(fn: Any, model: Any) -> str:

@@ -180,7 +180,48 @@ def v2_chat_activity(db: "sqlite_utils.Database") -> None:
     db["chats"].create_index(["updated"])
 
 
-MIGRATIONS: list[Migration] = [v1_core_tables, v2_chat_activity]
+def v3_model_files(db: "sqlite_utils.Database") -> None:
+    """Model files and their lineage: a quantised GGUF with its parent, and how it measured."""
+    db["model_files"].create(
+        {
+            "id": int,
+            "ts": float,
+            "path": str,
+            "parent_id": int,  # the parent's row (None for an imported file)
+            "parent_path": str,
+            "quantization": str,
+            "origin": str,  # quantize | import
+            "size_bytes": int,
+            "details": str,  # JSON: how it was made
+            "metrics": str,  # JSON: how it measured (size, speed, perplexity, KLD)
+        },
+        pk="id",
+        not_null=["ts", "path", "parent_path", "quantization", "origin", "size_bytes", "details", "metrics"],
+        defaults={"parent_path": "", "quantization": "", "origin": "import", "size_bytes": 0,
+                  "details": "{}", "metrics": "{}"},
+    )
+    db["model_files"].create_index(["path"])
+    db["model_files"].create_index(["parent_path"])
+
+
+def v4_tuning_fingerprints(db: "sqlite_utils.Database") -> None:
+    """Studies remember what they tuned (model file, llama.cpp build, machine), their status and
+    result, so a later study warm-starts and a stopped one resumes; trials keep llama.cpp's reason
+    for a failure and whether they searched or verified."""
+    studies = db["studies"]
+    studies.add_column("status", str, not_null_default="running")
+    for column in ("model_path", "model_key", "build"):
+        studies.add_column(column, str, not_null_default="")
+    for column in ("machine", "settings", "result"):
+        studies.add_column(column, str, not_null_default="{}")
+    db.execute("UPDATE studies SET status = CASE WHEN ended IS NULL THEN 'stopped' ELSE 'done' END")
+    studies.create_index(["model_key"])
+    trials = db["trials"]
+    trials.add_column("reason", str, not_null_default="")
+    trials.add_column("kind", str, not_null_default="trial")  # trial | verify
+
+
+MIGRATIONS: list[Migration] = [v1_core_tables, v2_chat_activity, v3_model_files, v4_tuning_fingerprints]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

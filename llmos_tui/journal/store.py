@@ -39,6 +39,8 @@ from typing import IO, Any, Iterator, Mapping, Sequence
 
 from llmos_tui.errors import JournalError
 from llmos_tui.journal import migrations
+from llmos_tui.journal.models import ModelFilesMixin
+from llmos_tui.journal.tuning import TRIAL_OUTCOMES, TuningRecords
 from llmos_tui.journal.timeparse import format_ts
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -52,7 +54,7 @@ WAY_OUT = (
     "to rename this one aside (nothing is deleted)"
 )
 
-CONFIG_SOURCES = ("operator", "tuner", "repair", "plugin", "undo")
+CONFIG_SOURCES = ("operator", "tuner", "repair", "plugin", "undo", "adapt")
 PROPOSERS = ("operator", "auto", "plugin")
 ACTION_STATES = ("proposed", "applied", "verified", "failed", "rolled_back", "rejected")
 # Allowed moves of an action's state; anything else is a bug in the caller.
@@ -64,7 +66,6 @@ ACTION_MOVES: dict[str, tuple[str, ...]] = {
     "rolled_back": (),
     "rejected": (),
 }
-TRIAL_OUTCOMES = ("ok", "oom", "crash", "timeout", "error")
 MESSAGE_STATUSES = ("done", "cancelled", "interrupted", "error", "streaming")
 
 
@@ -146,7 +147,7 @@ class Action:
 
 
 @dataclass(frozen=True)
-class Message:
+class MessageRecord:
     id: int
     chat_id: int
     ts: float
@@ -263,7 +264,7 @@ def _short_data(data: Any, limit: int = 90) -> str:
 
 
 # ---- the journal ---------------------------------------------------------------
-class Journal:
+class Journal(ModelFilesMixin, TuningRecords):
     """Synchronous access to one journal file. Safe to share between threads (one lock)."""
 
     def __init__(
@@ -912,45 +913,7 @@ class Journal:
             row["data"] = _loads(row["data"])
         return rows
 
-    # ---- tuning ------------------------------------------------------------------
-    def start_study(self, space: Any, objective: str, *, name: str = "", ts: float | None = None) -> int:
-        with self._write("start a study") as conn:
-            return conn.execute(
-                "INSERT INTO studies (started, name, objective, space) VALUES (?,?,?,?)",
-                (ts or time.time(), name, objective, _dumps(space)),
-            ).lastrowid
-
-    def end_study(self, study_id: int, *, ts: float | None = None) -> None:
-        with self._write("end a study") as conn:
-            if conn.execute("UPDATE studies SET ended = ? WHERE id = ?", (ts or time.time(), study_id)).rowcount == 0:
-                raise JournalError(f"no study std:{study_id} in journal {self.path}")
-
-    def record_trial(
-        self,
-        study_id: int,
-        params: Any,
-        outcome: str,
-        *,
-        value: float | None = None,
-        metrics: Any = None,
-        config_id: int | None = None,
-        ts: float | None = None,
-    ) -> int:
-        if outcome not in TRIAL_OUTCOMES:
-            raise JournalError(f"trial outcome must be one of {', '.join(TRIAL_OUTCOMES)}, got {outcome!r}")
-        with self._write("record a trial") as conn:
-            if not conn.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone():
-                raise JournalError(f"no study std:{study_id} in journal {self.path}")
-            return conn.execute(
-                "INSERT INTO trials (study_id, ts, params, value, metrics, outcome, config_id) VALUES (?,?,?,?,?,?,?)",
-                (study_id, ts or time.time(), _dumps(params), value, _dumps(metrics), outcome, config_id),
-            ).lastrowid
-
-    def trials(self, study_id: int) -> list[dict[str, Any]]:
-        rows = self._query("SELECT * FROM trials WHERE study_id = ? ORDER BY id", (study_id,))
-        for row in rows:
-            row["params"], row["metrics"] = _loads(row["params"]), _loads(row["metrics"])
-        return rows
+    # ---- tuning: studies and trials live in journal/tuning.py (TuningRecords) ----------
 
     # ---- chats ---------------------------------------------------------------------
     def create_chat(
@@ -1019,10 +982,10 @@ class Journal:
             raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
         return Chat(**row)
 
-    def chat_messages(self, chat_id: int) -> list[Message]:
+    def chat_messages(self, chat_id: int) -> list[MessageRecord]:
         """The chat's messages in the order they were written, to reopen and resume it."""
         rows = self._query("SELECT * FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
-        return [Message(**{**row, "metrics": _loads(row["metrics"])}) for row in rows]
+        return [MessageRecord(**{**row, "metrics": _loads(row["metrics"])}) for row in rows]
 
     # ---- telemetry history -----------------------------------------------------------
     def record_telemetry(self, summary: Mapping[str, Any], *, ts: float | None = None) -> int:
@@ -1125,11 +1088,13 @@ class Journal:
             summary = f"{row['state']} by {row['proposed_by']}{change}  {row['note']}".rstrip()
             return Entry(f"act:{row['id']}", "action", row["kind"], ts, summary, undoable=row["config_after"] is not None)
         if p == "std":
-            state = "ended" if row["ended"] else "running"
+            state = row.get("status") or ("ended" if row["ended"] else "running")
             return Entry(f"std:{row['id']}", "study", row["objective"], ts, f"{row['name'] or 'study'} ({state})")
         if p == "trl":
             value = "" if row["value"] is None else f" value={row['value']:.4g}"
-            return Entry(f"trl:{row['id']}", "trial", row["outcome"], ts, f"std:{row['study_id']}{value} {_short_data(_loads(row['params']))}")
+            why = f" ({row['reason']})" if row.get("reason") else ""
+            return Entry(f"trl:{row['id']}", "trial", row["outcome"], ts,
+                         f"std:{row['study_id']}{value} {_short_data(_loads(row['params']))}{why}")
         if p == "chat":
             return Entry(f"chat:{row['id']}", "chat", row["model"], ts, row["title"] or "(untitled)")
         if p == "msg":
@@ -1183,7 +1148,8 @@ class Journal:
             out["actions"] = [f"act:{r['id']}" for r in self._query("SELECT id FROM actions WHERE finding_id = ? ORDER BY id", (number,))]
         elif prefix == "std":
             out["trials"] = [
-                {"id": f"trl:{t['id']}", "outcome": t["outcome"], "value": t["value"], "params": t["params"]}
+                {"id": f"trl:{t['id']}", "outcome": t["outcome"], "value": t["value"], "params": t["params"],
+                 "kind": t.get("kind", "trial"), "reason": t.get("reason", "")}
                 for t in self.trials(number)
             ]
         elif prefix == "chat":

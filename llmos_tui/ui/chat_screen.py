@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Markdown, OptionList, Static
 from textual.widgets.option_list import Option
@@ -17,6 +20,10 @@ from llmos_tui.errors import LlmosError
 from llmos_tui.textsafe import sanitize
 from llmos_tui.ui.status import EngineStatus
 
+# Streaming renders at most this often: llama.cpp's threads need the cores more than the
+# reader needs a repaint per token (20 frames/s reads as smooth).
+FRAME_S = 1 / 20
+
 DEMO_NOTE = (
     "You are chatting with the **embedded demo model**: a tiny model trained on a small corpus, "
     "so expect short, simple answers. Start with `--model PATH` (or set `engine.model_path`) "
@@ -25,26 +32,55 @@ DEMO_NOTE = (
 
 
 class UserMessage(Static):
-    DEFAULT_CSS = "UserMessage { margin: 1 0 0 0; padding: 0 1; background: $boost; color: $text; }"
+    DEFAULT_CSS = """
+    UserMessage { margin: 1 0 0 0; padding: 0 1; background: $boost; color: $text; }
+    UserMessage.queued { color: $text-muted; text-style: italic; }
+    """
 
 
 class ReplyView(Vertical):
-    """One assistant reply: markdown body, then a dim line of metrics or an outcome."""
+    """One assistant reply: markdown body, then a dim line of metrics or an outcome.
+
+    While it streams, finished paragraphs are appended to the markdown body (one append per
+    paragraph) and the paragraph still being written shows as plain text in a tail line that
+    is repainted, not laid out again, until its height changes: a frame costs a repaint of one
+    paragraph, not a re-render of the reply or a relayout of the conversation.
+    """
 
     DEFAULT_CSS = """
     ReplyView { height: auto; margin: 0 0 0 2; }
     ReplyView > Markdown { margin: 0; padding: 0; }
+    ReplyView > .tail { height: auto; padding: 0 0 0 1; }
     ReplyView > .metrics { color: $text-muted; height: auto; }
     """
 
     def __init__(self, markdown: str = "") -> None:
         super().__init__()
         self.body = Markdown(markdown)
+        self.tail = Static("", classes="tail")
+        self.tail.display = False
         self.footer_line = Static("…", classes="metrics")
+        self._tail_lines = 0
 
     def compose(self) -> ComposeResult:
         yield self.body
+        yield self.tail
         yield self.footer_line
+
+    def show_tail(self, text: str) -> None:
+        """The paragraph being written, as plain text; relayout only when its height changes."""
+        if not text:
+            if self.tail.display:
+                self.tail.display = False
+                self._tail_lines = 0
+            return
+        content = Text(text)
+        width = max(1, self.tail.content_region.width or self.content_region.width or 80)
+        lines = len(content.wrap(self.app.console, width))
+        if not self.tail.display:
+            self.tail.display = True
+        self.tail.update(content, layout=lines != self._tail_lines)
+        self._tail_lines = lines
 
     def finish(self, reply: Reply) -> None:
         self.show_outcome(reply.status, reply.metrics, reply.error)
@@ -120,6 +156,7 @@ class ChatScreen(Screen[None]):
         self.history: list[str] = []
         self.history_pos = 0
         self.reply: Reply | None = None
+        self.pending: str | None = None  # a prompt typed while the model loads, sent when it is ready
 
     @property
     def operator(self):  # type: ignore[no-untyped-def]
@@ -131,9 +168,22 @@ class ChatScreen(Screen[None]):
         yield EngineStatus()
         yield Footer()
 
+    class EngineMoved(Message):
+        def __init__(self, state: str) -> None:
+            super().__init__()
+            self.state = state
+
     def on_mount(self) -> None:
         self.query_one("#prompt", Input).focus()
         self.show_demo_note()
+        self._unsubscribe = self.operator.supervisor.subscribe(
+            lambda ev: self.post_message(self.EngineMoved(ev.data.get("state", ""))) if ev.kind == "state" else None)
+
+    def on_unmount(self) -> None:
+        self._unsubscribe()
+
+    def on_chat_screen_engine_moved(self, message: "ChatScreen.EngineMoved") -> None:
+        self.engine_state_changed(message.state)
 
     def show_demo_note(self) -> None:
         info = self.operator.supervisor.model_info
@@ -149,38 +199,97 @@ class ChatScreen(Screen[None]):
         if self.reply is not None and not self.reply.finished:
             self.notify("A reply is still streaming: Esc cancels it.", severity="warning")
             return
+        state = self.operator.supervisor.state.value
+        if state in ("loading", "restarting", "stopped") and self.pending is None:
+            # the model is not there yet: keep the prompt, say so, and send it the moment it is ready
+            self.pending = prompt
+            event.input.value = ""
+            self.notify(f"The model is {'loading' if state != 'stopped' else 'not started yet'}: "
+                        "your prompt is queued and will be sent when it is ready.", title="Queued")
+            self.query_one("#log", VerticalScroll).mount(UserMessage(Text(prompt), classes="queued"))
+            return
+        if self.pending is not None:
+            self.notify("A prompt is already queued until the model is ready.", severity="warning")
+            return
+        self._send(prompt, event.input)
+
+    def _send(self, prompt: str, field: Input | None = None, *, mounted: UserMessage | None = None) -> bool:
         try:
             reply = self.operator.chat.send(prompt)
         except LlmosError as exc:
             self.notify(str(exc), title="Cannot send", severity="error")
-            return
-        event.input.value = ""
+            return False
+        if field is not None:
+            field.value = ""
         self.history.append(prompt)
         self.history_pos = len(self.history)
         self.reply = reply
         log = self.query_one("#log", VerticalScroll)
         view = ReplyView()
-        log.mount(UserMessage(Text(prompt)))
+        if mounted is None:
+            log.mount(UserMessage(Text(prompt)))
+        else:
+            mounted.remove_class("queued")
         log.mount(view)
         log.scroll_end(animate=False)
         self.stream_reply(reply, view)
+        return True
+
+    def engine_state_changed(self, state: str) -> None:
+        """The engine's state moved (on the UI thread): a queued prompt goes out once it is ready,
+        or is refused with the reason when the engine did not come up."""
+        if self.pending is None:
+            return
+        prompt, self.pending = self.pending, None
+        queued = next(iter(self.query(UserMessage).filter(".queued")), None)
+        if state == "ready":
+            if not self._send(prompt, mounted=queued):
+                self.query_one("#prompt", Input).value = prompt  # nothing lost
+                if queued is not None:
+                    queued.remove()
+        elif state in ("failed", "crashed"):
+            error = self.operator.supervisor.last_error or state
+            self.notify(f"The queued prompt was not sent: the engine is {state} ({error}). It is back in the input.",
+                        title="Not sent", severity="error", timeout=10)
+            self.query_one("#prompt", Input).value = prompt
+            if queued is not None:
+                queued.remove()
+        else:
+            self.pending = prompt  # still loading
 
     @work(thread=True, group="reply", exit_on_error=False)
     def stream_reply(self, reply: Reply, view: ReplyView) -> None:
         stream = self.app.call_from_thread(Markdown.get_stream, view.body)  # needs the event loop
         log = self.query_one("#log", VerticalScroll)
 
-        async def write(text: str) -> None:
+        async def write(done: str, tail: str) -> None:
             at_bottom = log.scroll_y >= log.max_scroll_y - 1
-            await stream.write(text)
+            if done:
+                await stream.write(done)
+            view.show_tail(tail)
             if at_bottom:
                 log.scroll_end(animate=False)
 
+        # One write per frame at most: pieces that arrive while we wait are joined by batches()
+        # into the next write, so the UI wakes ~20 times a second, not once per token.
+        text, sent, last = "", 0, 0.0
         for piece in reply.batches():
-            self.app.call_from_thread(write, sanitize(piece))
+            wait = last + FRAME_S - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            text += sanitize(piece)
+            end = text.rfind("\n\n")
+            cut = end + 2 if end >= 0 else 0  # finished paragraphs go to the markdown body
+            done = text[sent:cut] if cut > sent else ""
+            sent = max(sent, cut)
+            self.app.call_from_thread(write, done, text[sent:])
+            last = time.monotonic()
 
         async def finish() -> None:
+            if text[sent:]:
+                await stream.write(text[sent:])
             await stream.stop()
+            view.show_tail("")
             view.finish(reply)
             log.scroll_end(animate=False)
 
@@ -226,7 +335,7 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="journal-read", exit_on_error=False)
     def read_chats(self) -> None:
-        from llmos_tui.journal.link import chat_summaries
+        from llmos_tui.core.journaling import chat_summaries
 
         try:
             self.operator.journal_writer.flush(5)
@@ -245,7 +354,7 @@ class ChatScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="journal-read", exit_on_error=False)
     def read_chat(self, chat_id: int) -> None:
-        from llmos_tui.journal.link import resume_messages
+        from llmos_tui.core.journaling import resume_messages
 
         try:
             messages = self._read_journal(lambda j: resume_messages(j, chat_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.message import Message
 from textual.widgets import Static
 
 from llmos_tui.engine.gguf_info import human_bytes
@@ -15,18 +16,50 @@ STATE_STYLE = {
     "crashed": "bold white on red",
     "failed": "bold white on red",
     "stopped": "dim",
+    "paused": "bold magenta",  # a tuning study holds the machine; chat resumes after it
+}
+
+
+STATE_HINT = {
+    "stopped": "the engine is not running yet",
+    "restarting": "restarting the engine",
 }
 
 
 class EngineStatus(Static):
-    """Two compact lines; rebuilt only when the engine says something changed."""
+    """Two compact lines; rebuilt when the engine says something changed (each bar listens to the
+    engine itself, so a bar on a screen that was hidden is never stale when it shows again)."""
 
     DEFAULT_CSS = """
     EngineStatus { height: 2; background: $panel; padding: 0 1; }
     """
 
+    class Changed(Message):
+        """The engine published an event (posted from the engine's thread)."""
+
     def on_mount(self) -> None:
+        self._unsubscribe = None
+        operator = getattr(self.app, "operator", None)
+        if operator is not None:
+            self._unsubscribe = operator.supervisor.subscribe(self._on_engine_event)
         self.refresh_status()
+
+    def _on_engine_event(self, event) -> None:  # type: ignore[no-untyped-def]
+        if event.kind != "progress" or int(event.data.get("progress", 0) * 10) != getattr(self, "_tenth", -1):
+            self._tenth = int(event.data.get("progress", 0) * 10) if event.kind == "progress" else -1
+            self.post_message(self.Changed())
+
+    def on_engine_status_changed(self, message: "EngineStatus.Changed") -> None:
+        message.stop()
+        self.refresh_status()
+
+    def on_show(self) -> None:
+        self.refresh_status()
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     def refresh_status(self) -> None:
         operator = getattr(self.app, "operator", None)
@@ -58,6 +91,8 @@ class EngineStatus(Static):
                          f" · train ctx {info.context_length or '?'}")
         if state in ("crashed", "failed") and stats.get("last_error"):
             line1.append(f" · {stats['last_error']}", style="red")
+        elif state in STATE_HINT:
+            line1.append(f" · {STATE_HINT[state]}", style="italic")
         line2 = Text(" ", style="dim")
         if stats["n_ctx"]:
             line2.append(f"ctx used {stats['ctx_used']}/{stats['n_ctx']} · ", style="dim")

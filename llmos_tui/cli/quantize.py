@@ -1,0 +1,214 @@
+"""`llmos-tui quantize` and `llmos-tui compare`: make smaller models and measure what they trade.
+
+    llmos-tui quantize --model IN.gguf --to q8_0 [--out FILE] [--evaluate]
+    llmos-tui compare --model SOURCE.gguf VARIANT.gguf ... [--max-kld 0.05 [--apply]] [--plot] [--kv]
+
+Exit codes: 0 done, 1 refused or failed (one line on stderr), 2 bad usage; `compare` with a
+budget that nothing fits exits 1 and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from llmos_tui.cli.support import error, guarded
+
+
+def register(subparsers: Any) -> None:
+    q = subparsers.add_parser("quantize", help="quantise a GGUF model with llama.cpp's quantizer (journaled)",
+                              description="Quantise a GGUF model (in a child process), refusing to overwrite and "
+                                          "checking free disk first; the new file is journaled with its parent.")
+    q.add_argument("--model", "-m", metavar="IN.gguf", default=argparse.SUPPRESS, help="the source model")
+    q.add_argument("--to", required=True, metavar="TYPE", help="q8_0, q6_k, q5_k_m, q4_k_m, q4_0, ...")
+    q.add_argument("--out", metavar="FILE", help="output file (default: next to the source, named by type)")
+    q.add_argument("--threads", type=int, default=0, metavar="N", help="quantizer threads (0: all cores)")
+    q.add_argument("--allow-requantize", action="store_true", help="quantise an already quantised model")
+    q.add_argument("--evaluate", action="store_true", help="then measure it against the source (as `compare`)")
+    q.add_argument("--no-journal", action="store_true", help="do not journal the new file")
+    q.add_argument("--journal", metavar="PATH", default=argparse.SUPPRESS, help="journal SQLite file")
+    q.add_argument("--json", action="store_true", help="machine-readable result")
+    q.set_defaults(func=_cmd_quantize)
+
+    c = subparsers.add_parser("compare", help="size, speed and quality (perplexity, KLD) of model variants",
+                              description="Measure the source and each variant on this box: size, load time, "
+                                          "prompt/generation tok/s, perplexity on the shipped held-out text and "
+                                          "KL divergence against the source.")
+    c.add_argument("--model", "-m", metavar="SOURCE.gguf", default=argparse.SUPPRESS, help="the source model")
+    c.add_argument("variants", nargs="*", metavar="VARIANT.gguf",
+                   help="variants to compare (default: the journal's quantisations of the source)")
+    c.add_argument("--text", metavar="FILE", help="held-out text (default: the one the package ships)")
+    c.add_argument("--n-ctx", dest="eval_ctx", type=int, default=256, metavar="N", help="chunk size for scoring")
+    c.add_argument("--chunks", type=int, default=16, metavar="N", help="at most N chunks of the text")
+    c.add_argument("--no-speed", action="store_true", help="quality and size only (no bench)")
+    c.add_argument("--max-kld", type=float, metavar="X", help="budget: the fastest variant with mean KLD <= X")
+    c.add_argument("--max-ppl-ratio", type=float, metavar="R", help="budget: perplexity at most R x the source")
+    c.add_argument("--apply", action="store_true", help="switch the engine to the pick (change transaction)")
+    c.add_argument("--plot", action="store_true", help="draw size / speed / quality")
+    c.add_argument("--kv", action="store_true", help="also the KV-cache quantisation cost (q8_0, q4_0 vs f16)")
+    c.add_argument("--journal", metavar="PATH", default=argparse.SUPPRESS, help="journal SQLite file")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=_cmd_compare)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from llmos_tui.cli.main import config_from_args
+
+    return config_from_args(args)
+
+
+def _open_journal(config: Any) -> Any:
+    from llmos_tui.journal import Journal
+
+    return Journal(config.journal_file)
+
+
+class _Bar:
+    """A one-line progress bar on stderr (only on a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = -1
+
+    def __call__(self, done: int, total: int, name: str) -> None:
+        if not self.enabled or total <= 0:
+            return
+        pct = int(100 * done / total)
+        if pct == self.last:
+            return
+        self.last = pct
+        filled = pct * 30 // 100
+        label = name if name != "bytes" else "writing"
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {pct:3d}% {label[:36]:<36}")
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.enabled and self.last >= 0:
+            sys.stderr.write("\n")
+
+
+@guarded
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from llmos_tui.compress.quantize import journal_result, quantize
+    from llmos_tui.engine.gguf_info import human_bytes
+
+    config = _config(args)
+    source = getattr(args, "model", None) or config.engine.model_path
+    bar = _Bar(sys.stderr.isatty() and not args.json)
+    try:
+        result = quantize(source, args.to, args.out, nthread=args.threads, allow_requantize=args.allow_requantize,
+                          progress=bar)
+    finally:
+        bar.end()
+    journaled = ""
+    if not args.no_journal:
+        try:
+            journal = _open_journal(config)
+            try:
+                model_id = journal_result(journal, result)
+            finally:
+                journal.close()
+            journaled = f"journaled as mdl:{model_id}"
+        except Exception as exc:  # noqa: BLE001 - the file is made; say the journal did not take it
+            journaled = f"NOT journaled ({exc})"
+    if args.json:
+        print(json.dumps({**result.to_dict(), "journal": journaled}, indent=2))
+    else:
+        print(f"{result.output}: {result.qtype}, {human_bytes(result.size_bytes)} "
+              f"(source {human_bytes(result.source_bytes)}, {result.size_bytes / result.source_bytes:.0%}), "
+              f"{result.n_tensors} tensors in {result.seconds:.1f} s; {journaled or 'not journaled (--no-journal)'}")
+    if args.evaluate:
+        ns = argparse.Namespace(**{**vars(args), "model": result.source, "variants": [result.output], "text": None,
+                                   "eval_ctx": 256, "chunks": 16, "no_speed": False, "max_kld": None,
+                                   "max_ppl_ratio": None, "apply": False, "plot": False, "kv": False})
+        return _compare(ns, config)
+    return 0
+
+
+@guarded
+def _cmd_compare(args: argparse.Namespace) -> int:
+    return _compare(args, _config(args))
+
+
+def _compare(args: argparse.Namespace, config: Any) -> int:
+    from pathlib import Path
+
+    from llmos_tui.compress import variants as V
+
+    source = getattr(args, "model", None) or config.engine.model_path
+    paths = list(args.variants)
+    journal = None
+    try:
+        journal = _open_journal(config)
+    except Exception as exc:  # noqa: BLE001 - measuring works without a journal
+        print(f"llmos-tui: note: journal not open ({exc}); results are not kept", file=sys.stderr)
+    if not paths and journal is not None:
+        paths = [m.path for m in journal.model_files(50, parent_path=source) if Path(m.path).exists()]
+    if not paths:
+        if journal is not None:
+            journal.close()
+        return error(f"no variants of {source} given or journaled (make one with `llmos-tui quantize --to q8_0`)")
+    text = Path(args.text).read_text(encoding="utf-8") if args.text else None
+    live = sys.stdout.isatty() and not args.json
+
+    def row_done(v: Any) -> None:
+        if live:
+            print(f"measured {v.label}: {'error: ' + v.error if v.error else 'ok'}", file=sys.stderr)
+
+    rows = V.measure_variants(source, paths, base=config.engine, text=text, n_ctx=args.eval_ctx,
+                              max_chunks=args.chunks, speed=not args.no_speed, on_row=row_done)
+    if journal is not None:
+        for v in rows:
+            record = journal.model_file(v.path)
+            if record is not None:
+                journal.set_model_metrics(record.id, {k: val for k, val in v.to_dict().items()
+                                                      if k not in ("path", "extra")})
+    kv_rows = V.kv_cache_quality(source, text=text, n_ctx=args.eval_ctx, max_chunks=args.chunks,
+                                 n_threads=config.engine.n_threads) if args.kv else None
+    choice, why = (None, "")
+    budget = args.max_kld is not None or args.max_ppl_ratio is not None
+    if budget:
+        choice, why = V.pick(rows, max_kld=args.max_kld, max_ppl_ratio=args.max_ppl_ratio)
+    applied = None
+    if args.apply and choice is not None:
+        applied = _apply(config, choice, why)
+    if journal is not None:
+        journal.close()
+    if args.json:
+        print(json.dumps({"variants": [r.to_dict() for r in rows], "kv_cache": kv_rows,
+                          "pick": choice.to_dict() if choice else None, "why": why,
+                          "applied": applied}, indent=2, default=str))
+    else:
+        print(V.table(rows))
+        if kv_rows:
+            print("\nKV cache (flash attention on; KLD against the f16 cache)")
+            for r in kv_rows:
+                val = "-" if r.get("kld") is None else f"{r['kld']:.5f}"
+                ppl = "-" if r.get("perplexity") is None else f"{r['perplexity']:.4g}"
+                print(f"  {r['cache']:<5} PPL {ppl:<10} KLD {val:<9} {r.get('reason') or ''}")
+        if args.plot:
+            print(V.plot(rows, color=sys.stdout.isatty()))
+        if budget:
+            print(why)
+        if applied is not None:
+            print(f"apply: {applied['state']}: {applied['message']}")
+    if budget and choice is None:
+        return 1
+    if applied is not None and not applied.get("ok"):
+        return 1
+    return 0
+
+
+def _apply(config: Any, choice: Any, why: str) -> dict[str, Any]:
+    from llmos_tui.compress.variants import apply_variant
+    from llmos_tui.core.wiring import build_core
+
+    op = build_core(config, "oneshot", telemetry=False, doctor=False)
+    try:
+        return apply_variant(op, choice, reason=why).to_dict()
+    finally:
+        stop = getattr(op, "shutdown", None) or getattr(op, "close", None)
+        if callable(stop):
+            stop()

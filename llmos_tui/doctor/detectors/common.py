@@ -1,0 +1,20 @@
+"""Small helpers the built-in detector families share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmos_tui.doctor.context import DetectorContext
+
+MIB = 1024 * 1024
+
+
+def _gpus(ctx: DetectorContext) -> list[Any]:
+    return list(ctx.sample.gpus) if ctx.sample is not None else []
+
+
+def _held(ctx: DetectorContext, key: str, condition: bool, need: int) -> int:
+    """Count consecutive runs for which ``condition`` held (hysteresis inside a detector)."""
+    count = ctx.memory.get(key, 0) + 1 if condition else 0
+    ctx.memory[key] = count
+    return count if count >= need else 0

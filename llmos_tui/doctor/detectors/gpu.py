@@ -1,0 +1,130 @@
+"""GPU health: memory pressure, thermal slowdown, power cap, XID and ECC errors."""
+
+from __future__ import annotations
+
+from llmos_tui.doctor.api import detector
+from llmos_tui.doctor.context import DetectorContext
+from llmos_tui.doctor.detectors.common import _gpus, _held
+
+
+@detector("gpu.vram_pressure", "warning", needs=("sample",))
+def vram_pressure(ctx: DetectorContext) -> list:
+    """GPU memory nearly full: the next long prompt may fail to allocate."""
+    warn, err = float(ctx.setting("warn_pct", 95.0)), float(ctx.setting("error_pct", 98.5))
+    out = []
+    for gpu in _gpus(ctx):
+        frac = gpu.mem_fraction
+        if frac is None:
+            continue
+        pct = frac * 100
+        if not _held(ctx, f"vram{gpu.index}", pct >= warn, int(ctx.setting("samples", 3))):
+            continue
+        out.append(ctx.finding(
+            f"GPU {gpu.index} memory {pct:.1f} % full",
+            severity="error" if pct >= err else "warning",
+            evidence={"gpu": gpu.index, "mem_used": gpu.mem_used, "mem_total": gpu.mem_total, "pct": round(pct, 2),
+                      "window_pct": [round(v, 1) for v in ctx.window(f"gpu{gpu.index}.mem_pct", 5)]},
+            fingerprint=f"gpu.vram_pressure.{gpu.index}",
+            repairs=["engine.kv_quant", "engine.smaller_ctx"],
+        ))
+    return out
+
+
+THERMAL_BITS = {0x008: "HW slowdown", 0x020: "SW thermal slowdown", 0x040: "HW thermal slowdown",
+                0x080: "HW power brake"}
+
+
+@detector("gpu.thermal", "warning", needs=("sample",))
+def thermal(ctx: DetectorContext) -> list:
+    """Clocks held down by heat (clock-event reasons) or a temperature at the GPU's own slowdown threshold."""
+    out = []
+    for gpu in _gpus(ctx):
+        mask = gpu.clock_reasons or 0
+        reasons = [word for bit, word in THERMAL_BITS.items() if mask & bit]
+        near = gpu.temp is not None and gpu.temp_slowdown is not None and gpu.temp >= gpu.temp_slowdown - 2
+        if not _held(ctx, f"therm{gpu.index}", bool(reasons) or near, int(ctx.setting("samples", 2))):
+            continue
+        hw = any(r.startswith("HW") for r in reasons)
+        what = ", ".join(reasons) if reasons else "temperature at the slowdown threshold"
+        out.append(ctx.finding(
+            f"GPU {gpu.index} thermal slowdown: {what} ({gpu.temp:.0f} °C, slowdown at {gpu.temp_slowdown} °C)"
+            if gpu.temp is not None else f"GPU {gpu.index} thermal slowdown: {what}",
+            severity="error" if hw else "warning",
+            evidence={"gpu": gpu.index, "temp": gpu.temp, "temp_slowdown": gpu.temp_slowdown,
+                      "temp_shutdown": gpu.temp_shutdown, "clock_reasons": mask, "reasons": gpu.throttle_reasons,
+                      "sm_clock": gpu.sm_clock, "sm_clock_max": gpu.sm_clock_max,
+                      "temps": ctx.window(f"gpu{gpu.index}.temp", 10)},
+            fingerprint=f"gpu.thermal.{gpu.index}",
+        ))
+    return out
+
+
+@detector("gpu.power_cap", "info", needs=("sample",))
+def power_cap(ctx: DetectorContext) -> list:
+    """Clocks limited by the power cap while the GPU is busy."""
+    out = []
+    for gpu in _gpus(ctx):
+        capped = bool((gpu.clock_reasons or 0) & 0x004)
+        busy = (gpu.util_gpu or 0) >= float(ctx.setting("busy_pct", 80.0))
+        if not _held(ctx, f"pcap{gpu.index}", capped and busy, int(ctx.setting("samples", 5))):
+            continue
+        out.append(ctx.finding(
+            f"GPU {gpu.index} power-capped under load ({gpu.power or 0:.0f} W of {gpu.power_limit or 0:.0f} W)",
+            evidence={"gpu": gpu.index, "power": gpu.power, "power_limit": gpu.power_limit, "util": gpu.util_gpu,
+                      "sm_clock": gpu.sm_clock, "sm_clock_max": gpu.sm_clock_max,
+                      "power_window": ctx.window(f"gpu{gpu.index}.power", 10)},
+            fingerprint=f"gpu.power_cap.{gpu.index}",
+        ))
+    return out
+
+
+# DCGM's reading of XIDs: these mean the GPU (or its memory/link) failed.
+XID_FAILURES = {48: "double-bit ECC error", 74: "NVLink error", 79: "GPU has fallen off the bus",
+                95: "uncontained ECC error", 64: "ECC page retirement or row-remap failure",
+                92: "high single-bit ECC error rate", 94: "contained ECC error", 119: "GSP RPC timeout",
+                120: "GSP error"}
+XID_APP = {13: "graphics engine exception", 31: "GPU memory page fault", 43: "GPU stopped processing",
+           45: "preemptive cleanup", 63: "ECC page retirement or row remapping recorded"}
+XID_CRITICAL = (48, 74, 79, 95)
+
+
+@detector("gpu.xid_ecc", "error", needs=("sample",), grace=False, hysteresis=1)
+def xid_ecc(ctx: DetectorContext) -> list:
+    """XID errors (with DCGM's severity) and uncorrectable ECC errors."""
+    out = []
+    for gpu in _gpus(ctx):
+        for xid in sorted(set(gpu.xid_events or [])):
+            if xid in XID_CRITICAL:
+                sev, what = "critical", XID_FAILURES[xid]
+            elif xid in XID_FAILURES:
+                sev, what = "error", XID_FAILURES[xid]
+            else:
+                sev, what = "warning", XID_APP.get(xid, "driver-reported error")
+            out.append(ctx.finding(
+                f"GPU {gpu.index} XID {xid}: {what}",
+                severity=sev,
+                evidence={"gpu": gpu.index, "xid": xid, "xid_events": list(gpu.xid_events), "meaning": what,
+                          "dcgm": "failure" if xid in XID_CRITICAL else "warning",
+                          "advice": "drain the node and reset or replace the GPU" if sev == "critical" else
+                          "check dmesg; restart the engine if it keeps happening"},
+                fingerprint=f"gpu.xid.{gpu.index}.{xid}",
+                repairs=[] if xid in XID_FAILURES else ["engine.restart"],
+            ))
+        prev = ctx.memory.get(f"ecc{gpu.index}")
+        unc = gpu.ecc_volatile_uncorrected
+        ctx.memory[f"ecc{gpu.index}"] = unc
+        if unc and (prev is None or unc > prev):
+            out.append(ctx.finding(
+                f"GPU {gpu.index} uncorrectable ECC errors: {unc}",
+                severity="critical" if gpu.remap_failure else "error",
+                evidence={"gpu": gpu.index, "ecc_volatile_uncorrected": unc, "previous": prev,
+                          "ecc_aggregate_uncorrected": gpu.ecc_aggregate_uncorrected,
+                          "remapped_uncorrected": gpu.remapped_uncorrected, "remap_pending": gpu.remap_pending,
+                          "remap_failure": gpu.remap_failure},
+                fingerprint=f"gpu.ecc.{gpu.index}",
+            ))
+        elif gpu.remap_failure:
+            out.append(ctx.finding(
+                f"GPU {gpu.index} row remapping failed", severity="critical",
+                evidence={"gpu": gpu.index, "remap_failure": True}, fingerprint=f"gpu.remap.{gpu.index}"))
+    return out

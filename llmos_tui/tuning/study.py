@@ -1,0 +1,279 @@
+"""One study: scikit-optimize's ask/tell over a ``Space``, with noise, repeats and failures as data.
+
+- Integers are encoded as the index of their value (the values are log-spaced, so the surrogate
+  sees an ordered axis), categories as skopt ``Categorical``. Asks that the space does not allow
+  are mapped to the nearest allowed configuration: a proposal the space never allows is not a trial.
+- The objective is modelled on a log scale (tok/s ratios are what matter, and the noise of these
+  machines is multiplicative); the GP has a white-noise term (skopt's ``noise="gaussian"``).
+- A failed trial is kept out of the surrogate's objective (never scored 0): it teaches the space
+  what is infeasible (``Space.learn_infeasible``) and is never proposed again.
+- "Best" is judged on repeated means: the leader by mean is measured again until it has at least
+  ``min_reps`` runs, and ``best()`` prefers a configuration with that many runs.
+- Priors (``prior``) warm-start the surrogate; a study with priors starts from the best of them.
+
+scikit-optimize is imported when the first study is made, not when this module is.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import warnings
+from typing import Any, Mapping
+
+from llmos_tui.tuning.space import Space, plain
+
+STRATEGIES = ("gp", "rf", "et", "random", "grid")
+_ESTIMATORS = {"gp": "GP", "rf": "RF", "et": "ET"}
+
+
+class Study:
+    def __init__(self, space: Space, strategy: str = "gp", seed: int = 0, n_initial: int | None = None,
+                 maximize: bool = True, min_reps: int = 2):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+        self.space = space
+        self.strategy = strategy
+        self.seed = int(seed)
+        self.maximize = maximize
+        self.min_reps = max(1, int(min_reps))
+        self.n_initial = int(n_initial) if n_initial is not None else 4
+        self.xi = 0.01  # EI's exploration margin (log scale: 1 %)
+        self.max_candidates = 4000
+        self._rng = random.Random(self.seed)
+        self._names = space.names
+        self._values: dict[tuple, list[float]] = {}  # this study's measurements
+        self._configs: dict[tuple, dict[str, Any]] = {}
+        self._priors: dict[tuple, list[tuple[float, float]]] = {}  # (value, weight)
+        self._failed: list[tuple[dict[str, Any], str]] = []
+        self._order: list[tuple] = []  # trials in order (keys)
+        self._grid: list[dict[str, Any]] | None = None
+        self._grid_pos = 0
+        self._opt: Any = None
+        self._pending_start: list[dict[str, Any]] = []
+        if strategy in _ESTIMATORS:
+            self._opt = self._make_optimizer()
+
+    # ---- encoding --------------------------------------------------------------
+    def _key(self, config: Mapping[str, Any]) -> tuple:
+        return tuple(plain(config).get(n) for n in self._names)
+
+    def _make_optimizer(self) -> Any:
+        from skopt import Optimizer
+        from skopt.space import Categorical, Integer
+
+        dims = []
+        for d in self.space.dimensions:
+            if d.kind == "int" and len(d.values) > 1:
+                dims.append(Integer(0, len(d.values) - 1, name=d.name))
+            else:
+                cats = [str(v) for v in d.values] if d.kind == "cat" else list(range(len(d.values)))
+                dims.append(Categorical(cats, name=d.name))
+        # skopt's own acquisition search is not used (ask scores the allowed configurations itself):
+        # keep its sampling minimal so that tell stays cheap
+        kwargs: dict[str, Any] = {"acq_func": "EI", "acq_optimizer": "sampling",
+                                  "acq_optimizer_kwargs": {"n_points": 16}}
+        n_init = max(1, self.n_initial)
+        return Optimizer(dims, base_estimator=_ESTIMATORS[self.strategy], n_initial_points=n_init,
+                         initial_point_generator="random", random_state=self.seed, **kwargs)
+
+    def _encode(self, config: Mapping[str, Any]) -> list[Any]:
+        out = []
+        for d in self.space.dimensions:
+            v = config[d.name]
+            if d.kind == "int":
+                out.append(d.values.index(v))
+            else:
+                out.append(str(v))
+        return out
+
+    def _decode(self, x: list[Any]) -> dict[str, Any]:
+        config = {}
+        for d, v in zip(self.space.dimensions, x):
+            v = v.item() if hasattr(v, "item") else v
+            if d.kind == "int":
+                config[d.name] = d.values[int(v)]
+            else:
+                match = [val for val in d.values if str(val) == str(v)]
+                config[d.name] = match[0] if match else str(v)
+        return plain(config)
+
+    def _y(self, value: float) -> float:
+        """What skopt minimises."""
+        v = float(value)
+        if self.maximize:
+            return -math.log(v) if v > 0 else -v
+        return math.log(v) if v > 0 else v
+
+    def _tell_opt(self, config: Mapping[str, Any], y: float) -> None:
+        if self._opt is None:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._opt.tell(self._encode(config), float(y))
+
+    # ---- telling -----------------------------------------------------------------
+    def tell(self, config: Mapping[str, Any], value: float | None, *, ok: bool = True, reason: str = "") -> None:
+        """One trial's result. A failure (``ok=False`` or no value) is data about the feasible region."""
+        config = plain(config)
+        key = self._key(config)
+        self._order.append(key)
+        self._configs[key] = {n: config.get(n) for n in self._names}
+        if not ok or value is None or (isinstance(value, float) and not math.isfinite(value)):
+            why = reason or "the trial failed"
+            self._failed.append((self._configs[key], why))
+            self.space.learn_infeasible(self._configs[key], why)
+            return
+        self._values.setdefault(key, []).append(float(value))
+        self._tell_opt(config, self._y(value))
+
+    def prior(self, config: Mapping[str, Any], value: float | None, ok: bool = True, weight: float = 1.0) -> None:
+        """A warm-start observation (an earlier study's trial). ``weight`` < 1: a weaker prior (another
+        model or machine): told to the surrogate shrunk towards the other priors' mean."""
+        config = plain(config)
+        if not ok or value is None:
+            if weight >= 1.0:
+                self.space.learn_infeasible(config, "failed in an earlier study")
+            return
+        if self.space.allowed(config) is not None:
+            return
+        key = self._key(config)
+        self._configs.setdefault(key, {n: config.get(n) for n in self._names})
+        self._priors.setdefault(key, []).append((float(value), float(weight)))
+        y = self._y(value)
+        if weight < 1.0:
+            ys = [self._y(v) for vs in self._priors.values() for v, _ in vs]
+            y = statistics.fmean(ys) + max(0.0, weight) * (y - statistics.fmean(ys))
+        self._tell_opt(config, y)
+
+    # ---- asking ------------------------------------------------------------------
+    def ask(self) -> dict[str, Any]:
+        """The next configuration to measure: always allowed, never a known-infeasible one; may be one
+        already measured (a repeat)."""
+        if next(iter(self.space.configs()), None) is None:
+            raise RuntimeError("the space allows no configuration")
+        leader = self._leader()
+        if leader is not None and self.needs_repeat(leader):
+            return dict(leader)
+        if not self._values and self._priors:
+            start = self._best_prior()
+            if start is not None:
+                return start
+        if self.strategy == "grid":
+            return self._ask_grid()
+        if self.strategy == "random" or self._opt is None:
+            return self._ask_random()
+        return self._ask_model()
+
+    def _ask_random(self) -> dict[str, Any]:
+        failed = {self._key(f) for f, _ in self._failed}
+        fresh = [c for c in self.space.configs() if self._key(c) not in self._values and self._key(c) not in failed]
+        pool = fresh or list(self.space.configs())
+        return dict(self._rng.choice(pool))
+
+    def _ask_grid(self) -> dict[str, Any]:
+        if self._grid is None:
+            self._grid = list(self.space.configs())
+            if self._grid:
+                self._grid_pos = self.seed % len(self._grid)
+        for _ in range(len(self._grid) + 1):
+            c = self._grid[self._grid_pos % len(self._grid)]
+            self._grid_pos += 1
+            if self.space.allowed(c) is None and self._key(c) not in self._values:
+                return dict(c)
+        return self._ask_random()
+
+    def _ask_model(self) -> dict[str, Any]:
+        """The surrogate's choice among the allowed configurations (all of them when the space is small,
+        a seeded sample otherwise): expected improvement on the fitted model. Before the model has
+        enough points, an unmeasured configuration at random (the initial design)."""
+        if not self._opt.models:
+            return self._ask_random()
+        from skopt.acquisition import gaussian_ei
+
+        failed = {self._key(f) for f, _ in self._failed}
+        pool = [c for c in self.space.configs() if self._key(c) not in failed
+                and len(self._values.get(self._key(c), ())) < max(3, self.min_reps + 1)]
+        if not pool:
+            return self._ask_random()
+        if len(pool) > self.max_candidates:
+            pool = self._rng.sample(pool, self.max_candidates)
+        X = self._opt.space.transform([self._encode(c) for c in pool])
+        model = self._opt.models[-1]
+        y_opt = min(self._opt.yi) if self._opt.yi else 0.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = gaussian_ei(X, model, y_opt=y_opt, xi=self.xi)
+        best = max(range(len(pool)), key=lambda i: (float(scores[i]), -i))
+        return plain(pool[best])
+
+    # ---- judging -----------------------------------------------------------------
+    def _mean(self, key: tuple) -> float:
+        return statistics.fmean(self._values[key])
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.maximize else a < b
+
+    def _leader(self) -> dict[str, Any] | None:
+        best_key = None
+        for key in self._values:
+            if best_key is None or self._better(self._mean(key), self._mean(best_key)):
+                best_key = key
+        return dict(self._configs[best_key]) if best_key is not None else None
+
+    def _best_prior(self) -> dict[str, Any] | None:
+        best, best_v = None, None
+        for key, vals in self._priors.items():
+            strong = [v for v, w in vals if w >= 1.0] or [v for v, _ in vals]
+            m = statistics.fmean(strong)
+            c = self._configs[key]
+            if self.space.allowed(c) is None and (best_v is None or self._better(m, best_v)):
+                best, best_v = c, m
+        return dict(best) if best is not None else None
+
+    def needs_repeat(self, config: Mapping[str, Any]) -> bool:
+        """True when this configuration leads (or is close to the kept best) on fewer than
+        ``min_reps`` runs: one lucky run must not decide what is applied."""
+        key = self._key(config)
+        vals = self._values.get(key)
+        if not vals or len(vals) >= self.min_reps:
+            return False
+        if self.space.allowed(plain(config)) is not None:
+            return False
+        kept = self.best()
+        if kept is None:
+            return True
+        mean = statistics.fmean(vals)
+        if kept[2] < self.min_reps:
+            return True
+        return not self._better(kept[1], mean)  # at least as good as the kept best: check it
+
+    def ranking(self) -> list[tuple[dict[str, Any], float, float, int]]:
+        rows = []
+        for key, vals in self._values.items():
+            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            rows.append((dict(self._configs[key]), statistics.fmean(vals), std, len(vals)))
+        rows.sort(key=lambda r: r[1], reverse=self.maximize)
+        return rows
+
+    def best(self) -> tuple[dict[str, Any], float, int] | None:
+        """The kept best: the best mean among configurations with at least ``min_reps`` runs (the best
+        single run only while none has that many)."""
+        rows = [r for r in self.ranking() if self.space.allowed(r[0]) is None]
+        if not rows:
+            return None
+        repeated = [r for r in rows if r[3] >= self.min_reps]
+        config, mean, _, n = (repeated or rows)[0]
+        return dict(config), mean, n
+
+    @property
+    def infeasible(self) -> list[tuple[dict[str, Any], str]]:
+        return [(dict(c), r) for c, r in self._failed]
+
+    @property
+    def n_trials(self) -> int:
+        return len(self._order)
+
+
+__all__ = ["Study", "STRATEGIES"]

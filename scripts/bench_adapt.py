@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Benchmark the online learner (llmos_tui.tuning.adapt) against fixed thread settings.
+
+A stream of chat requests to the demo model in a real engine child, served by
+  (a) the default threads (EngineParams' default: every core, for both knobs),
+  (b) the best fixed setting — found here by a short sweep of every (n_threads, n_threads_batch)
+      pair with no extra load (the tuner's study is not run by this script; say so in the output),
+  (c) the online learner (mode "on"; one learner per scenario, learning across rounds),
+in two scenarios: "steady" (nothing else runs but the box's own noise) and "varying" (a process
+made by this script spins one core for ON seconds, then sleeps OFF seconds, bounded in time).
+Policies alternate inside each round (a b c, b c a, c a b, ...), each segment starting its own
+load process with the same pattern. Reported: median and 10th percentile of the replies'
+generation tok/s (llama.cpp's own counters), and the targets as met / not met.
+
+    nice -n 5 .venv/bin/python scripts/bench_adapt.py --rounds 3 --requests 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llmos_tui.engine.params import EngineParams  # noqa: E402
+from llmos_tui.engine.supervisor import Supervisor  # noqa: E402
+from llmos_tui.tuning.adapt import OnlineAdapter  # noqa: E402
+
+PROMPTS = ["How do I see GPU memory?", "What is a KV cache?", "Why is my model slow?", "hello",
+           "What does n_threads do?", "Explain quantisation briefly."]
+
+LOAD_CODE = """
+import sys, time
+on, off, until = float(sys.argv[1]), float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < until:
+    end = time.monotonic() + on
+    while time.monotonic() < end:
+        pass
+    time.sleep(min(off, max(0.0, until - time.monotonic())))
+"""
+
+
+def start_load(scenario: str, on: float, off: float, limit: float) -> subprocess.Popen | None:
+    if scenario != "varying":
+        return None
+    return subprocess.Popen([sys.executable, "-c", LOAD_CODE, str(on), str(off), str(limit)])
+
+
+def p10(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[max(0, int(0.1 * (len(xs) - 1)))] if xs else float("nan")
+
+
+def serve(sup: Supervisor, n: int, max_tokens: int, adapter: OnlineAdapter | None, rates: list[float],
+          misses: list[str]) -> None:
+    for i in range(n):
+        prompt = PROMPTS[i % len(PROMPTS)]
+        if adapter is not None:
+            adapter.before_request(streaming=False, prompt_tokens=len(prompt) // 3 + 20)
+        reply = sup.chat([{"role": "user", "content": prompt}], max_tokens=max_tokens, temperature=0.7).wait(60)
+        m = reply.metrics or {}
+        if adapter is not None:
+            adapter.after_reply(m)
+        if reply.status != "done" or not m.get("gen_tps") or int(m.get("gen_tokens") or 0) < 4:
+            misses.append(f"{reply.status}: {int(m.get('gen_tokens') or 0)} tokens")
+            continue
+        rates.append(float(m["gen_tps"]))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(ROOT / "llmos_tui" / "data" / "demo.gguf"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=30, help="requests per policy per round")
+    ap.add_argument("--sweep", type=int, default=12, help="requests per setting in the sweep for (b)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--on", type=float, default=1.5, help="seconds the load process spins")
+    ap.add_argument("--off", type=float, default=1.5, help="seconds it sleeps")
+    ap.add_argument("--json", metavar="FILE", help="also write the results here")
+    args = ap.parse_args()
+
+    ncpu = os.cpu_count() or 1
+    default = EngineParams()
+    params = EngineParams(model_path=args.model, n_ctx=1024, n_threads=default.n_threads,
+                          n_threads_batch=default.n_threads_batch)
+    sup = Supervisor(params)
+    sup.start(timeout=120)
+    misses: list[str] = []
+    try:
+        # (b): a sweep with no extra load
+        sweep = {}
+        for n in range(1, ncpu + 1):
+            for nb in range(1, ncpu + 1):
+                sup.set_threads(n, nb)
+                rates: list[float] = []
+                serve(sup, args.sweep, args.max_tokens, None, rates, misses)
+                sweep[(n, nb)] = statistics.median(rates) if rates else 0.0
+        best_fixed = max(sweep, key=sweep.get)
+        print(f"sweep (no extra load, median gen tok/s): "
+              + ", ".join(f"{n}/{nb}: {v:.0f}" for (n, nb), v in sweep.items())
+              + f" -> best fixed {best_fixed[0]}/{best_fixed[1]} (a sweep here, not the tuner's study)")
+        results: dict[str, dict[str, list[float]]] = {}
+        learners: dict[str, OnlineAdapter] = {}
+        order = ["a", "b", "c"]
+        segment_s = args.requests * 0.25 + 30  # the load process never outlives its segment by much
+        for scenario in ("steady", "varying"):
+            results[scenario] = {k: [] for k in order}
+            sup.set_threads(*params_threads(params))
+            learners[scenario] = OnlineAdapter(sup, mode="on", max_explore_share=0.2, summary_every=0)
+            for r in range(args.rounds):
+                for policy in order[r % 3:] + order[:r % 3]:
+                    adapter = None
+                    if policy == "a":
+                        sup.set_threads(*params_threads(params))
+                    elif policy == "b":
+                        sup.set_threads(*best_fixed)
+                    else:
+                        adapter = learners[scenario]
+                        adapter.current = None
+                        sup.set_threads(*params_threads(params))
+                    load = start_load(scenario, args.on, args.off, segment_s)
+                    try:
+                        serve(sup, args.requests, args.max_tokens, adapter, results[scenario][policy], misses)
+                    finally:
+                        if load is not None:
+                            load.kill()
+                            load.wait()
+    finally:
+        sup.stop()
+
+    names = {"a": f"(a) default {params.n_threads}/{params.n_threads_batch}",
+             "b": f"(b) best fixed {best_fixed[0]}/{best_fixed[1]}", "c": "(c) online learner"}
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for scenario, by in results.items():
+        print(f"\n{scenario}: generation tok/s per reply (n, median, p10)")
+        summary[scenario] = {}
+        for k in order:
+            xs = by[k]
+            med = statistics.median(xs) if xs else float("nan")
+            summary[scenario][k] = {"n": len(xs), "median": med, "p10": p10(xs)}
+            print(f"  {names[k]:<28} n={len(xs):<4} median={med:8.1f}  p10={p10(xs):8.1f}")
+        print(f"  learner policy: {json.dumps(learners[scenario].policy()['contexts'], default=str)[:400]}")
+        print(f"  learner explore share: {learners[scenario].policy()['explore_share']:.2f}")
+    s, v = summary["steady"], summary["varying"]
+    t1 = s["c"]["median"] >= 0.95 * s["b"]["median"]
+    t2 = v["c"]["median"] > max(v["a"]["median"], v["b"]["median"])
+    t3 = v["c"]["p10"] > max(v["a"]["p10"], v["b"]["p10"])
+    print(f"\nmisses (replies not counted: not done or < 4 tokens): {len(misses)}")
+    print(f"target steady: (c) median >= 95% of (b): {s['c']['median']:.1f} vs {s['b']['median']:.1f} -> "
+          f"{'met' if t1 else 'NOT met'}")
+    print(f"target varying: (c) median beats (a) and (b): {v['c']['median']:.1f} vs {v['a']['median']:.1f} / "
+          f"{v['b']['median']:.1f} -> {'met' if t2 else 'NOT met'}")
+    print(f"target varying: (c) p10 beats (a) and (b): {v['c']['p10']:.1f} vs {v['a']['p10']:.1f} / "
+          f"{v['b']['p10']:.1f} -> {'met' if t3 else 'NOT met'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"sweep": {f"{a}/{b}": x for (a, b), x in sweep.items()},
+                                               "summary": summary, "misses": len(misses)}, indent=2))
+    return 0
+
+
+def params_threads(p: EngineParams) -> tuple[int, int]:
+    return p.n_threads, p.n_threads_batch
+
+
+if __name__ == "__main__":
+    sys.exit(main())

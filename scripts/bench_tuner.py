@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Benchmark the tuner's optimiser on recorded response surfaces (pure replay: no engine, fast).
+
+    python scripts/bench_tuner.py --surface tests/data/surface_bench_2core.csv [--objective tg|pp|gm|all]
+                                  [--seeds 20] [--budget 60] [--strategies gp,rf,random,grid]
+
+A surface is a CSV with one row per measured run (see scripts/record_surface.py). The space of a
+replayed study is exactly the configurations the surface holds. A trial of a configuration draws
+one of its recorded reps at random (so the tuner meets the real noise); a configuration that
+failed when recorded fails again (a trial, and the study learns from it). The goal is the top 5 %
+of the recorded configurations ranked by the mean of all their reps; a run counts the trials until
+the configuration the study would apply (``Study.best()``, its kept best, judged on repeated
+means) is in that set. A run that never gets there within the budget counts as budget + 1 and is
+a miss. Also: the fraction of the best mean that the kept configuration reaches after 12 trials,
+and a warm-started second study (its prior: the first study's trials) for the GP.
+
+The last line per objective is exactly
+``objective=tg gp_median=N random_median=M speedup=R gp_at12=F misses=K`` (misses: the GP's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+KNOBS = ["n_threads", "n_threads_batch", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v"]
+INT_KNOBS = {"n_threads", "n_threads_batch", "n_batch", "n_ubatch"}
+OBJECTIVES = ("tg", "pp", "gm")
+AT = 12
+
+
+class SurfaceError(Exception):
+    pass
+
+
+@dataclass
+class Surface:
+    path: Path
+    configs: list[dict]  # every configuration, in file order
+    reps: dict[tuple, list[dict[str, float]]]  # ok reps: {"tg":..., "pp":..., "gm":...}
+    failed: dict[tuple, str]  # configurations whose every recorded run failed
+    facts: dict = field(default_factory=dict)
+
+    def key(self, config: dict) -> tuple:
+        return tuple(config[k] for k in KNOBS)
+
+    def means(self, objective: str) -> dict[tuple, float]:
+        return {k: statistics.fmean(r[objective] for r in rows) for k, rows in self.reps.items() if rows}
+
+    def top(self, objective: str, share: float = 0.05) -> set[tuple]:
+        means = self.means(objective)
+        ranked = sorted(means, key=means.get, reverse=True)
+        n = max(1, math.ceil(share * len(ranked)))
+        return set(ranked[:n])
+
+
+def load_surface(path: str | Path) -> Surface:
+    p = Path(path)
+    if not p.is_file():
+        raise SurfaceError(f"no surface file {p}")
+    facts: dict = {}
+    lines = p.read_text(encoding="utf-8").splitlines()
+    if lines and lines[0].startswith("#"):
+        try:
+            facts = json.loads(lines[0][1:].strip())
+        except json.JSONDecodeError:
+            facts = {"comment": lines[0][1:].strip()}
+    reader = csv.DictReader(line for line in lines if line.strip() and not line.startswith("#"))
+    missing = [c for c in KNOBS + ["ok", "pp_tok_s", "tg_tok_s"] if c not in (reader.fieldnames or [])]
+    if missing:
+        raise SurfaceError(f"{p}: missing columns {', '.join(missing)}")
+    configs: list[dict] = []
+    reps: dict[tuple, list[dict[str, float]]] = {}
+    errors: dict[tuple, str] = {}
+    for n, row in enumerate(reader, 2):
+        try:
+            config = {k: int(row[k]) if k in INT_KNOBS else row[k].strip() for k in KNOBS}
+            config["flash_attn"] = "on" if str(row["flash_attn"]).strip() in ("1", "on", "true") else "off"
+            ok = str(row["ok"]).strip() == "1"
+            key = tuple(config[k] for k in KNOBS)
+            if key not in reps:
+                reps[key] = []
+                configs.append(config)
+            if ok:
+                tg, pp = float(row["tg_tok_s"]), float(row["pp_tok_s"])
+                if tg <= 0 or pp <= 0:
+                    raise ValueError("a successful run needs positive tok/s")
+                reps[key].append({"tg": tg, "pp": pp, "gm": math.sqrt(tg * pp)})
+            else:
+                errors.setdefault(key, (row.get("error") or "failed").strip() or "failed")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise SurfaceError(f"{p} line {n}: {exc}") from None
+    if not configs:
+        raise SurfaceError(f"{p}: no rows")
+    failed = {k: errors.get(k, "failed") for k, rows in reps.items() if not rows}
+    if len(failed) == len(reps):
+        raise SurfaceError(f"{p}: every configuration failed")
+    return Surface(p, configs, reps, failed, facts)
+
+
+@dataclass
+class Run:
+    trials: int  # until the kept best is in the top set; budget + 1 when never
+    hit: bool
+    at12: float  # true mean of the kept best after AT trials / best true mean
+    history: list[tuple[dict, float | None, bool, str]]  # what the study was told
+
+
+def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: int,
+           priors: list[tuple[dict, float | None, bool, str]] | None = None) -> Run:
+    from llmos_tui.tuning.space import Space
+    from llmos_tui.tuning.study import Study
+
+    space = Space.from_configs(surface.configs)
+    study = Study(space, strategy=strategy, seed=seed)
+    for config, value, ok, _ in priors or []:
+        study.prior(config, value, ok=ok)
+    rng = random.Random(10_000 + seed)
+    means = surface.means(objective)
+    best_mean = max(means.values())
+    top = surface.top(objective)
+    found, at12 = None, 0.0
+    history: list[tuple[dict, float | None, bool, str]] = []
+    for trial in range(1, budget + 1):
+        config = study.ask()
+        if space.allowed(config) is not None:  # never: the study only proposes allowed ones
+            raise AssertionError(f"the study proposed a configuration the space does not allow: {config}")
+        key = surface.key(config)
+        if key in surface.failed:
+            study.tell(config, None, ok=False, reason=surface.failed[key])
+            history.append((config, None, False, surface.failed[key]))
+        else:
+            value = rng.choice(surface.reps[key])[objective]
+            study.tell(config, value)
+            history.append((config, value, True, ""))
+        kept = study.best()
+        if trial == AT:
+            at12 = means[surface.key(kept[0])] / best_mean if kept else 0.0
+        if found is None and kept is not None and surface.key(kept[0]) in top:
+            found = trial
+        if found is not None and trial >= AT:  # a hit before AT runs on to AT for the at12 fraction
+            break
+    return Run(found if found is not None else budget + 1, found is not None, at12, history)
+
+
+def run_strategy(surface: Surface, objective: str, strategy: str, seeds: int, budget: int) -> list[Run]:
+    return [replay(surface, objective, strategy, seed, budget) for seed in range(seeds)]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt(x: float) -> str:
+    return f"{x:g}" if x == int(x) else f"{x:.1f}"
+
+
+def bench_objective(surface: Surface, objective: str, strategies: list[str], seeds: int, budget: int,
+                    warm: bool = True) -> dict:
+    means = surface.means(objective)
+    top = surface.top(objective)
+    print(f"\n== objective {objective}: {len(surface.configs)} configurations ({len(surface.failed)} failed), "
+          f"top 5 % = {len(top)} configuration(s) >= {min(means[k] for k in top):.2f} tok/s "
+          f"(best mean {max(means.values()):.2f}); {seeds} seeds, budget {budget}")
+    print(f"{'strategy':<8} {'median':>6} {'mean':>6} {'p90':>5} {'misses':>6} {'at12':>6}  seconds")
+    out: dict = {}
+    for strategy in strategies:
+        t = time.time()
+        runs = run_strategy(surface, objective, strategy, seeds, budget)
+        trials = sorted(r.trials for r in runs)
+        p90 = trials[min(len(trials) - 1, math.ceil(0.9 * len(trials)) - 1)]
+        res = {"median": median(trials), "mean": statistics.fmean(trials), "p90": p90,
+               "misses": sum(1 for r in runs if not r.hit), "at12": median([r.at12 for r in runs]), "runs": runs}
+        out[strategy] = res
+        print(f"{strategy:<8} {fmt(res['median']):>6} {res['mean']:>6.1f} {p90:>5} {res['misses']:>6} "
+              f"{res['at12']:>6.3f}  {time.time() - t:.1f}")
+    if warm and "gp" in out:
+        warm_trials = []
+        for seed, first in enumerate(out["gp"]["runs"]):
+            second = replay(surface, objective, "gp", 1000 + seed, budget, priors=first.history)
+            warm_trials.append(second.trials)
+        out["warm"] = {"median": median(warm_trials), "misses": sum(1 for t in warm_trials if t > budget)}
+        print(f"{'gp warm':<8} {fmt(out['warm']['median']):>6} {statistics.fmean(warm_trials):>6.1f} "
+              f"{'':>5} {out['warm']['misses']:>6}  (second study, prior = the first study's trials)")
+    gp = out.get("gp")
+    rnd = out.get("random")
+    speedup = rnd["median"] / gp["median"] if gp and rnd and gp["median"] else float("nan")
+    if gp:
+        print(f"target GP median <= 12 trials: {'met' if gp['median'] <= 12 else 'not met'} ({fmt(gp['median'])})")
+    if gp and rnd:
+        print(f"target GP >= 2x fewer trials than random: {'met' if speedup >= 2 else 'not met'} ({speedup:.2f}x)")
+    if "warm" in out:
+        w = out["warm"]["median"]
+        print(f"target warm-started second study <= 4 trials: {'met' if w <= 4 else 'not met'} ({fmt(w)})")
+    out["speedup"] = speedup
+    print(f"objective={objective} gp_median={fmt(gp['median']) if gp else 'nan'} "
+          f"random_median={fmt(rnd['median']) if rnd else 'nan'} speedup={speedup:.2f} "
+          f"gp_at12={gp['at12'] if gp else float('nan'):.3f} misses={gp['misses'] if gp else 0}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--surface", required=True, help="a recorded surface CSV")
+    ap.add_argument("--objective", default="tg", choices=[*OBJECTIVES, "all"])
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--budget", type=int, default=60)
+    ap.add_argument("--strategies", default="gp,rf,random,grid")
+    ap.add_argument("--no-warm", action="store_true", help="skip the warm-started second study")
+    args = ap.parse_args(argv)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    from llmos_tui.tuning.study import STRATEGIES
+
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or args.seeds < 1 or args.budget < 1:
+        print(f"bench_tuner: bad arguments: strategies {bad or 'ok'}, seeds {args.seeds}, budget {args.budget}",
+              file=sys.stderr)
+        return 2
+    try:
+        surface = load_surface(args.surface)
+    except SurfaceError as exc:
+        print(f"bench_tuner: {exc}", file=sys.stderr)
+        return 2
+    facts = surface.facts
+    print(f"surface {surface.path}: model {facts.get('model', '?')}, recorded {facts.get('date', '?')}, "
+          f"{facts.get('cpu_count', '?')} cores; {facts.get('note', '')}".rstrip("; "))
+    objectives = list(OBJECTIVES) if args.objective == "all" else [args.objective]
+    for objective in objectives:
+        bench_objective(surface, objective, strategies, args.seeds, args.budget, warm=not args.no_warm)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

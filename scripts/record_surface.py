@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Record a response surface of llama.cpp's runtime parameters on this machine, for bench_tuner.py.
+
+Every configuration of a chosen grid is measured in a FRESH engine child through the tuner's own
+trial (``llmos_tui.tuning.measure.measure``: the worker's llama-bench-style bench op), with
+``--reps`` repetitions inside the child. One CSV row per measured repetition; a configuration that
+fails (llama.cpp refuses it, or it dies) is one row with ``ok=0`` and the reason. The first line is
+a ``#`` comment with the recording's facts (machine, date, model, bench spec) and the same facts
+go to a sidecar ``.json``.
+
+Configurations are measured in a seeded random order, so that the load of a shared machine
+drifting over the recording does not line up with one parameter. The file is written as it goes
+and a rerun with the same --out continues where it stopped.
+
+    nice -n 5 python scripts/record_surface.py --model bench --out tests/data/surface_bench_2core.csv
+    nice -n 5 python scripts/record_surface.py --model demo --grid small --out tests/data/surface_demo_2core.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import importlib.util
+import itertools
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+COLUMNS = ["n_threads", "n_threads_batch", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v", "rep", "ok",
+           "error", "pp_tok_s", "tg_tok_s", "peak_rss_mb", "load_ms", "ttft_ms", "outcome", "config", "wall_s"]
+
+# (n_batch, n_ubatch) and (type_k, type_v) pairs: a subset of the tuner's space that fits ~30 min here
+GRIDS = {
+    "bench": {
+        "threads": [1, 2],
+        "batches": [(128, 32), (128, 128), (512, 64)],
+        "flash_attn": ["on", "off"],
+        "kv": [("f16", "f16"), ("q8_0", "f16"), ("q8_0", "q8_0"), ("q4_0", "f16")],
+    },
+    "small": {
+        "threads": [1, 2],
+        "batches": [(128, 32), (512, 128)],
+        "flash_attn": ["on", "off"],
+        "kv": [("f16", "f16"), ("q8_0", "f16"), ("f16", "q8_0")],
+    },
+}
+
+
+def load_bench_maker():
+    spec = importlib.util.spec_from_file_location("make_bench_model", ROOT / "scripts" / "make_bench_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def grid_configs(name: str) -> list[dict]:
+    g = GRIDS[name]
+    out = []
+    for t, tb, (b, ub), fa, (tk, tv) in itertools.product(g["threads"], g["threads"], g["batches"], g["flash_attn"],
+                                                          g["kv"]):
+        out.append({"n_threads": t, "n_threads_batch": tb, "n_batch": b, "n_ubatch": ub, "flash_attn": fa,
+                    "type_k": tk, "type_v": tv})
+    return out
+
+
+def config_id(c: dict) -> str:
+    return (f"t{c['n_threads']}/{c['n_threads_batch']} b{c['n_batch']}/{c['n_ubatch']} fa={c['flash_attn']} "
+            f"kv={c['type_k']}/{c['type_v']}")
+
+
+def machine_facts() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"host_cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "loadavg_at_start": load,
+            "note": "measured on a shared, noisy 2-core machine (other jobs ran meanwhile); no GPU"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="bench", help="'bench' (scripts/make_bench_model.py), 'demo', or a GGUF path")
+    ap.add_argument("--grid", default=None, choices=sorted(GRIDS), help="which subset (default: bench for the bench "
+                                                                       "model, small otherwise)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--n-prompt", type=int, default=128)
+    ap.add_argument("--n-gen", type=int, default=24)
+    ap.add_argument("--n-ctx", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--limit", type=int, default=0, help="measure at most this many configurations (0: all)")
+    args = ap.parse_args(argv)
+
+    from llmos_tui.engine.gguf_info import read_model_info
+    from llmos_tui.engine.params import EngineParams
+    from llmos_tui.tuning.measure import BenchSpec, default_timeout, llama_cpp_version, measure
+
+    if args.model == "bench":
+        model = load_bench_maker().ensure_bench_model()
+    elif args.model == "demo":
+        model = ROOT / "llmos_tui" / "data" / "demo.gguf"
+    else:
+        model = Path(args.model).expanduser()
+    info = read_model_info(model)
+    grid = args.grid or ("bench" if args.model == "bench" else "small")
+    configs = grid_configs(grid)
+    random.Random(args.seed).shuffle(configs)
+    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.reps)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    facts = {"kind": "llmos-tui response surface", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+             "model": info.name, "model_file": model.name, "model_bytes": info.size_bytes, "n_params": info.n_params,
+             "quantization": info.quantization, "n_layer": info.n_layer, "llama_cpp_python": llama_cpp_version(),
+             "bench": spec.to_dict(), "n_ctx": args.n_ctx, "grid": grid, "configurations": len(configs),
+             **machine_facts()}
+
+    done: set[str] = set()
+    if out.exists():
+        with out.open(newline="") as fh:
+            rows = csv.DictReader(line for line in fh if not line.startswith("#"))
+            done = {r["config"] for r in rows}
+        fh = out.open("a", newline="")
+        writer = csv.DictWriter(fh, COLUMNS)
+    else:
+        fh = out.open("w", newline="")
+        fh.write("# " + json.dumps(facts) + "\n")
+        writer = csv.DictWriter(fh, COLUMNS)
+        writer.writeheader()
+    out.with_suffix(".json").write_text(json.dumps(facts, indent=2) + "\n")
+    timeout = default_timeout(spec, info.size_bytes) * 2
+    base = EngineParams(model_path=str(model), n_ctx=args.n_ctx, n_gpu_layers=0)
+    started = time.time()
+    todo = [c for c in configs if config_id(c) not in done]
+    if args.limit:
+        todo = todo[: args.limit]
+    print(f"{model.name}: {len(configs)} configurations in grid {grid!r}, {len(done)} already recorded, "
+          f"{len(todo)} to measure, {args.reps} reps each", flush=True)
+    for i, c in enumerate(todo, 1):
+        import dataclasses
+
+        params = dataclasses.replace(base, **c)
+        t = time.time()
+        r = measure(params, spec, timeout=timeout)
+        base_row = {**c, "flash_attn": 1 if c["flash_attn"] == "on" else 0, "config": config_id(c),
+                    "outcome": r.outcome, "wall_s": round(time.time() - t, 2)}
+        if r.ok and r.rows:
+            for row in r.rows:
+                writer.writerow({**base_row, "rep": row.get("rep"), "ok": 1, "error": "",
+                                 "pp_tok_s": round(row.get("pp_tok_s") or 0.0, 3),
+                                 "tg_tok_s": round(row.get("tg_tok_s") or 0.0, 3),
+                                 "peak_rss_mb": r.peak_rss_mb, "load_ms": round(r.load_ms or 0.0, 1),
+                                 "ttft_ms": round(row.get("ttft_ms") or 0.0, 1)})
+        else:
+            writer.writerow({**base_row, "rep": 0, "ok": 0, "error": (r.reason or r.outcome)[:200]})
+        fh.flush()
+        print(f"[{i}/{len(todo)} {time.time() - started:.0f}s] {config_id(c)}: {r.summary()}", flush=True)
+    fh.close()
+    print(f"wrote {out} in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
