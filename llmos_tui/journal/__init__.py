@@ -9,6 +9,7 @@ version, ``evt:N`` event, ``fnd:N`` finding, ``act:N`` action, ``std:N`` tuning 
 from llmos_tui.journal.migrations import MIGRATIONS, SCHEMA_VERSION
 from llmos_tui.journal.recorder import RECORDED_KINDS, attach
 from llmos_tui.journal.store import (
+    SOURCES,
     Action,
     Chat,
     ConfigVersion,
@@ -21,7 +22,6 @@ from llmos_tui.journal.store import (
     JournalReadOnly,
     JournalTooNew,
     MessageRecord,
-    SOURCES,
     move_aside,
     parse_entry_id,
 )

@@ -33,15 +33,38 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping, Sequence
 
 from llmos_tui.errors import JournalError
 from llmos_tui.journal import migrations
+from llmos_tui.journal.chats import ChatRecords
+from llmos_tui.journal.configs import ConfigRecords
+from llmos_tui.journal.events import EventRecords
+from llmos_tui.journal.history import TelemetryRecords
 from llmos_tui.journal.models import ModelFilesMixin
-from llmos_tui.journal.tuning import TRIAL_OUTCOMES, TuningRecords
+from llmos_tui.journal.records import (  # noqa: F401 - the values, re-exported here
+    _BY_NAME,
+    _BY_PREFIX,
+    ACTION_MOVES,
+    ACTION_STATES,
+    CONFIG_SOURCES,
+    MESSAGE_STATUSES,
+    PROPOSERS,
+    SOURCES,
+    Action,
+    Chat,
+    ConfigVersion,
+    Entry,
+    MessageRecord,
+    _diff,
+    _loads,
+    _short_data,
+    _Source,
+    parse_entry_id,
+)
 from llmos_tui.journal.timeparse import format_ts
+from llmos_tui.journal.tuning import TuningRecords
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT = 5.0
@@ -54,19 +77,6 @@ WAY_OUT = (
     "to rename this one aside (nothing is deleted)"
 )
 
-CONFIG_SOURCES = ("operator", "tuner", "repair", "plugin", "undo", "adapt")
-PROPOSERS = ("operator", "auto", "plugin")
-ACTION_STATES = ("proposed", "applied", "verified", "failed", "rolled_back", "rejected")
-# Allowed moves of an action's state; anything else is a bug in the caller.
-ACTION_MOVES: dict[str, tuple[str, ...]] = {
-    "proposed": ("applied", "rejected", "failed"),
-    "applied": ("verified", "failed", "rolled_back"),
-    "verified": ("rolled_back",),
-    "failed": ("rolled_back",),
-    "rolled_back": (),
-    "rejected": (),
-}
-MESSAGE_STATUSES = ("done", "cancelled", "interrupted", "error", "streaming")
 
 
 # ---- errors ----------------------------------------------------------------
@@ -94,177 +104,8 @@ class JournalMissing(JournalError):
     """No journal at that path (and the caller asked not to create one)."""
 
 
-# ---- values ----------------------------------------------------------------
-@dataclass(frozen=True)
-class ConfigVersion:
-    id: int
-    ts: float
-    model_path: str
-    params: dict[str, Any]
-    source: str
-    parent_id: int | None
-    active: bool
-    standing: str  # unverified | good | bad
-    reason: str = ""
-    good_ts: float | None = None
-    note: str = ""
-
-    @property
-    def entry_id(self) -> str:
-        return f"cfg:{self.id}"
-
-    def engine_params(self):
-        """The EngineParams this version ran with (keys a newer release wrote are ignored)."""
-        from llmos_tui.engine.params import EngineParams
-
-        known = set(EngineParams.field_names())
-        values = {k: v for k, v in self.params.items() if k in known}
-        values["model_path"] = self.model_path
-        return EngineParams.from_mapping(values)
-
-    def summary(self) -> str:
-        return _params_summary(self.model_path, self.params)
-
-
-@dataclass(frozen=True)
-class Action:
-    id: int
-    ts: float
-    finding_id: int | None
-    kind: str
-    params: dict[str, Any]
-    proposed_by: str
-    state: str
-    updated: float
-    config_before: int | None
-    config_after: int | None
-    note: str = ""
-    history: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def entry_id(self) -> str:
-        return f"act:{self.id}"
-
-
-@dataclass(frozen=True)
-class MessageRecord:
-    id: int
-    chat_id: int
-    ts: float
-    role: str
-    content: str
-    metrics: dict[str, Any]
-    status: str
-
-
-@dataclass(frozen=True)
-class Chat:
-    id: int
-    created: float
-    updated: float
-    title: str
-    model: str
-    config_id: int | None
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One line of the unified timeline; ``id`` is what `journal show` / `undo` accept."""
-
-    id: str
-    type: str
-    kind: str
-    ts: float
-    summary: str
-    undoable: bool = False
-
-    @property
-    def time(self) -> str:
-        return format_ts(self.ts)
-
-
-@dataclass(frozen=True)
-class _Source:
-    prefix: str
-    type: str
-    table: str
-    time_col: str
-    kind_expr: str
-    search_expr: str
-    in_timeline: bool = True
-
-
-SOURCES: tuple[_Source, ...] = (
-    _Source("cfg", "config", "configs", "ts", "source", "source||' '||model_path||' '||params||' '||note||' '||standing"),
-    _Source("evt", "event", "events", "ts", "kind", "kind||' '||data"),
-    _Source("fnd", "finding", "findings", "ts", "detector", "detector||' '||severity||' '||title||' '||evidence"),
-    _Source("act", "action", "actions", "ts", "kind", "kind||' '||state||' '||proposed_by||' '||params||' '||note"),
-    _Source("std", "study", "studies", "started", "objective", "name||' '||objective||' '||space"),
-    _Source("trl", "trial", "trials", "ts", "outcome", "outcome||' '||params||' '||metrics"),
-    _Source("chat", "chat", "chats", "created", "model", "title||' '||model"),
-    _Source("msg", "message", "messages", "ts", "role", "role||' '||content", in_timeline=False),
-    _Source("tel", "telemetry", "telemetry", "ts", "'sample'", "data", in_timeline=False),
-)
-_BY_PREFIX = {s.prefix: s for s in SOURCES}
-_BY_NAME = {**_BY_PREFIX, **{s.type: s for s in SOURCES}, **{s.table: s for s in SOURCES}}
-
-
-def parse_entry_id(entry_id: str | int) -> tuple[str, int]:
-    """``"evt:40"`` -> ``("evt", 40)``; type names work too (``event:40``); a bare number is a config."""
-    if isinstance(entry_id, int):
-        return "cfg", entry_id
-    text = str(entry_id).strip()
-    prefix, sep, number = text.rpartition(":")
-    if not sep:
-        prefix, number = "cfg", text
-    source = _BY_NAME.get(prefix.lower())
-    if source is None or not number.isdigit():
-        known = ", ".join(f"{s.prefix}:N" for s in SOURCES)
-        raise JournalError(f"bad journal entry id {text!r}: expected one of {known}")
-    return source.prefix, int(number)
-
-
-def _dumps(value: Any) -> str:
-    # default=str: an odd value in event data (a Path, an exception) is kept as text, never lost.
-    return json.dumps(value if value is not None else {}, default=str, separators=(",", ":"))
-
-
-def _loads(text: Any) -> Any:
-    if not isinstance(text, str):
-        return {} if text is None else text  # already decoded, or NULL
-    if not text:
-        return {}
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _params_summary(model_path: str, params: Mapping[str, Any]) -> str:
-    parts = []
-    if model_path:
-        parts.append(os.path.basename(model_path))
-    short = {
-        "n_gpu_layers": "ngl", "n_ctx": "ctx", "n_batch": "batch", "n_ubatch": "ubatch",
-        "n_threads": "threads", "flash_attn": "fa", "type_k": "k", "type_v": "v",
-    }
-    parts.extend(f"{label}={params[key]}" for key, label in short.items() if key in params)
-    return " ".join(parts)
-
-
-def _short_data(data: Any, limit: int = 90) -> str:
-    if not isinstance(data, dict):
-        return str(data)[:limit]
-    bits = []
-    for key, value in data.items():
-        if isinstance(value, (list, dict)):
-            continue  # log lines and nested evidence belong in `show`, not on one line
-        bits.append(f"{key}={value}")
-    return " ".join(bits)[:limit]
-
-
 # ---- the journal ---------------------------------------------------------------
-class Journal(ModelFilesMixin, TuningRecords):
+class Journal(ConfigRecords, EventRecords, ChatRecords, TelemetryRecords, ModelFilesMixin, TuningRecords):
     """Synchronous access to one journal file. Safe to share between threads (one lock)."""
 
     def __init__(
@@ -597,417 +438,7 @@ class Journal(ModelFilesMixin, TuningRecords):
         rows = self._query(sql, params)
         return rows[0] if rows else None
 
-    # ---- configuration versions -------------------------------------------------
-    def record_config(
-        self,
-        params: Any,
-        *,
-        source: str = "operator",
-        parent_id: int | None = None,
-        model_path: str | None = None,
-        note: str = "",
-        activate: bool = True,
-        ts: float | None = None,
-    ) -> ConfigVersion:
-        """Journal a configuration version; by default it becomes the one active version.
-
-        ``params`` is an EngineParams or a mapping; ``parent_id`` defaults to the active version.
-        """
-        if source not in CONFIG_SOURCES:
-            raise JournalError(f"config source must be one of {', '.join(CONFIG_SOURCES)}, got {source!r}")
-        values = dict(params.to_dict() if hasattr(params, "to_dict") else params)
-        path = values.pop("model_path", "")
-        model_path = path if model_path is None else model_path
-        with self._write("record a configuration", durable=True) as conn:
-            if parent_id is None:
-                row = conn.execute("SELECT id FROM configs WHERE active = 1").fetchone()
-                parent_id = row[0] if row else None
-            elif not conn.execute("SELECT 1 FROM configs WHERE id = ?", (parent_id,)).fetchone():
-                raise JournalError(f"parent configuration cfg:{parent_id} does not exist")
-            if activate:
-                conn.execute("UPDATE configs SET active = 0 WHERE active = 1")
-            cursor = conn.execute(
-                "INSERT INTO configs (ts, model_path, params, source, parent_id, active, note) VALUES (?,?,?,?,?,?,?)",
-                (ts or time.time(), model_path or "", _dumps(values), source, parent_id, int(activate), note),
-            )
-            new_id = cursor.lastrowid
-        return self.get_config(new_id)
-
-    def get_config(self, config_id: int) -> ConfigVersion:
-        row = self._one("SELECT * FROM configs WHERE id = ?", (config_id,))
-        if row is None:
-            raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
-        return self._config(row)
-
-    @staticmethod
-    def _config(row: Mapping[str, Any]) -> ConfigVersion:
-        return ConfigVersion(
-            id=row["id"], ts=row["ts"], model_path=row["model_path"], params=_loads(row["params"]),
-            source=row["source"], parent_id=row["parent_id"], active=bool(row["active"]),
-            standing=row["standing"], reason=row["reason"], good_ts=row["good_ts"], note=row["note"],
-        )
-
-    def active_config(self) -> ConfigVersion | None:
-        row = self._one("SELECT * FROM configs WHERE active = 1")
-        return self._config(row) if row else None
-
-    def configs(self, limit: int = 100) -> list[ConfigVersion]:
-        return [self._config(r) for r in self._query("SELECT * FROM configs ORDER BY id DESC LIMIT ?", (limit,))]
-
-    def activate(self, config_id: int) -> ConfigVersion:
-        """Make an existing version the active one (no new version; prefer undo or record_config)."""
-        with self._write("activate a configuration", durable=True) as conn:
-            if not conn.execute("SELECT 1 FROM configs WHERE id = ?", (config_id,)).fetchone():
-                raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
-            conn.execute("UPDATE configs SET active = 0 WHERE active = 1 AND id != ?", (config_id,))
-            conn.execute("UPDATE configs SET active = 1 WHERE id = ?", (config_id,))
-        return self.get_config(config_id)
-
-    def mark_good(self, config_id: int, *, ts: float | None = None) -> None:
-        """The version ran and passed verification: it becomes the last-known-good."""
-        with self._write("mark a configuration good", durable=True) as conn:
-            cursor = conn.execute(
-                "UPDATE configs SET standing = 'good', reason = '', good_ts = ? WHERE id = ?",
-                (ts or time.time(), config_id),
-            )
-            if cursor.rowcount == 0:
-                raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
-
-    def mark_bad(self, config_id: int, reason: str) -> None:
-        """The version failed (crash, OOM, failed verification); it is never the last-known-good again."""
-        with self._write("mark a configuration bad", durable=True) as conn:
-            cursor = conn.execute("UPDATE configs SET standing = 'bad', reason = ? WHERE id = ?", (reason, config_id))
-            if cursor.rowcount == 0:
-                raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
-
-    def last_known_good(self, *, exclude_active: bool = False) -> ConfigVersion | None:
-        sql = "SELECT * FROM configs WHERE standing = 'good'"
-        if exclude_active:
-            sql += " AND active = 0"
-        row = self._one(sql + " ORDER BY good_ts DESC, id DESC LIMIT 1")
-        return self._config(row) if row else None
-
-    @staticmethod
-    def standing_label(config: ConfigVersion, lkg_id: int | None) -> str:
-        """"active", "last-known-good", "bad" (or a combination), as the operator reads it."""
-        labels = []
-        if config.active:
-            labels.append("active")
-        if config.standing == "bad":
-            labels.append("bad")
-        elif lkg_id == config.id:
-            labels.append("last-known-good")
-        elif config.standing == "good":
-            labels.append("good")
-        return ",".join(labels)
-
-    # ---- findings and actions ----------------------------------------------------
-    def record_finding(
-        self,
-        detector: str,
-        severity: str,
-        title: str,
-        evidence: Any = None,
-        *,
-        fingerprint: str = "",
-        ts: float | None = None,
-    ) -> int:
-        with self._write("record a finding") as conn:
-            cursor = conn.execute(
-                "INSERT INTO findings (ts, detector, severity, title, evidence, fingerprint) VALUES (?,?,?,?,?,?)",
-                (ts or time.time(), detector, severity, title, _dumps(evidence), fingerprint or ""),
-            )
-            return cursor.lastrowid
-
-    def get_finding(self, finding_id: int) -> dict[str, Any]:
-        row = self._one("SELECT * FROM findings WHERE id = ?", (finding_id,))
-        if row is None:
-            raise JournalError(f"no finding fnd:{finding_id} in journal {self.path}")
-        row["evidence"] = _loads(row["evidence"])
-        return row
-
-    def propose_action(
-        self,
-        kind: str,
-        params: Any = None,
-        *,
-        proposed_by: str = "operator",
-        finding_id: int | None = None,
-        note: str = "",
-        ts: float | None = None,
-    ) -> int:
-        if proposed_by not in PROPOSERS:
-            raise JournalError(f"proposed_by must be one of {', '.join(PROPOSERS)}, got {proposed_by!r}")
-        now = ts or time.time()
-        with self._write("record an action") as conn:
-            cursor = conn.execute(
-                "INSERT INTO actions (ts, finding_id, kind, params, proposed_by, state, updated, note) "
-                "VALUES (?,?,?,?,?,'proposed',?,?)",
-                (now, finding_id, kind, _dumps(params), proposed_by, now, note),
-            )
-            action_id = cursor.lastrowid
-            conn.execute(
-                "INSERT INTO action_states (action_id, ts, state, note) VALUES (?,?,'proposed',?)",
-                (action_id, now, note),
-            )
-            return action_id
-
-    def set_action_state(
-        self,
-        action_id: int,
-        state: str,
-        *,
-        note: str = "",
-        config_before: int | None = None,
-        config_after: int | None = None,
-        ts: float | None = None,
-    ) -> None:
-        """Move an action along proposed -> applied -> verified | failed | rolled_back | rejected."""
-        if state not in ACTION_STATES:
-            raise JournalError(f"action state must be one of {', '.join(ACTION_STATES)}, got {state!r}")
-        now = ts or time.time()
-        with self._write("update an action", durable=True) as conn:
-            row = conn.execute("SELECT state FROM actions WHERE id = ?", (action_id,)).fetchone()
-            if row is None:
-                raise JournalError(f"no action act:{action_id} in journal {self.path}")
-            if state not in ACTION_MOVES[row[0]]:
-                raise JournalError(f"action act:{action_id} is {row[0]}; it cannot become {state}")
-            conn.execute(
-                "UPDATE actions SET state = ?, updated = ?, config_before = COALESCE(?, config_before), "
-                "config_after = COALESCE(?, config_after) WHERE id = ?",
-                (state, now, config_before, config_after, action_id),
-            )
-            conn.execute(
-                "INSERT INTO action_states (action_id, ts, state, note) VALUES (?,?,?,?)", (action_id, now, state, note)
-            )
-
-    def get_action(self, action_id: int) -> Action:
-        row = self._one("SELECT * FROM actions WHERE id = ?", (action_id,))
-        if row is None:
-            raise JournalError(f"no action act:{action_id} in journal {self.path}")
-        history = self._query(
-            "SELECT ts, state, note FROM action_states WHERE action_id = ? ORDER BY id", (action_id,)
-        )
-        row["params"] = _loads(row["params"])
-        return Action(**row, history=tuple(history))
-
-    def change_config(
-        self,
-        params: Any,
-        *,
-        source: str = "operator",
-        kind: str = "reconfigure",
-        proposed_by: str = "operator",
-        finding_id: int | None = None,
-        action_id: int | None = None,
-        note: str = "",
-    ) -> tuple[Action, ConfigVersion]:
-        """A configuration change as one journaled action: the new version becomes active.
-
-        With ``action_id`` (an action proposed earlier) that action is marked applied;
-        otherwise a new action is recorded. The caller applies the returned config to the
-        engine and later calls ``set_action_state(…, "verified" | "failed")``.
-        """
-        with self._write("change the configuration", durable=True) as conn:
-            row = conn.execute("SELECT id, params, model_path FROM configs WHERE active = 1").fetchone()
-            before = row[0] if row else None
-            if action_id is None:
-                # The action's params are what changes (key -> new value); the full settings
-                # live in the two configuration versions it links.
-                values = dict(params.to_dict() if hasattr(params, "to_dict") else params)
-                old = {**_loads(row[1]), "model_path": row[2]} if row else {}
-                changes = {k: v for k, (_, v) in _diff(old, values).items() if k in values}
-                action_id = self.propose_action(
-                    kind, changes, proposed_by=proposed_by, finding_id=finding_id, note=note
-                )
-            config = self.record_config(params, source=source, note=note)
-            self.set_action_state(action_id, "applied", note=note, config_before=before, config_after=config.id)
-        return self.get_action(action_id), self.get_config(config.id)
-
-    def undo(self, entry_id: str | int, *, proposed_by: str = "operator", note: str = "") -> ConfigVersion:
-        """Revert a configuration change; return the configuration to apply to the engine.
-
-        ``cfg:N`` reverts version N to its parent; ``act:N`` reverts the change that action made
-        (back to its ``config_before``). The revert is itself an action (kind ``undo``, state
-        applied) and creates a new active version whose parent is the reverted one, so an undo
-        can be undone too. The action that produced the reverted version is marked rolled_back.
-        """
-        prefix, number = parse_entry_id(entry_id)
-        with self._write("undo a change", durable=True) as conn:
-            if prefix == "act":
-                action = self.get_action(number)
-                if action.config_after is None:
-                    raise JournalError(
-                        f"act:{number} ({action.kind}, {action.state}) changed no configuration; there is nothing to undo"
-                    )
-                if "rolled_back" not in ACTION_MOVES[action.state]:
-                    raise JournalError(f"act:{number} is {action.state.replace('_', ' ')}; there is nothing to undo")
-                reverted = self.get_config(action.config_after)
-                restore_id = action.config_before if action.config_before is not None else reverted.parent_id
-                producers = [number]
-            elif prefix == "cfg":
-                reverted = self.get_config(number)
-                restore_id = reverted.parent_id
-                producers = [r[0] for r in conn.execute("SELECT id FROM actions WHERE config_after = ?", (number,))]
-            else:
-                raise JournalError(
-                    f"{prefix}:{number} is not a configuration change; undo takes a cfg:N or act:N entry"
-                )
-            if restore_id is None:
-                raise JournalError(f"cfg:{reverted.id} is the first configuration; it has no parent to revert to")
-            earlier = conn.execute(
-                "SELECT id FROM actions WHERE kind = 'undo' AND state IN ('applied', 'verified') "
-                "AND json_extract(params, '$.reverts') = ? ORDER BY id DESC LIMIT 1",
-                (f"cfg:{reverted.id}",),
-            ).fetchone()
-            if earlier:
-                raise JournalError(
-                    f"cfg:{reverted.id} was already undone by act:{earlier[0]}; undo act:{earlier[0]} to bring it back"
-                )
-            restore = self.get_config(restore_id)
-            label = f"act:{number}" if prefix == "act" else f"cfg:{number}"
-            text = note or f"undo {label}: back to the settings of cfg:{restore.id}"
-            action_id = self.propose_action(
-                "undo", {"undo_of": label, "reverts": f"cfg:{reverted.id}", "restores": f"cfg:{restore.id}"},
-                proposed_by=proposed_by, note=text,
-            )
-            active = conn.execute("SELECT id FROM configs WHERE active = 1").fetchone()
-            config = self.record_config(
-                restore.params, model_path=restore.model_path, source="undo", parent_id=reverted.id, note=text
-            )
-            self.set_action_state(
-                action_id, "applied", note=text,
-                config_before=active[0] if active else None, config_after=config.id,
-            )
-            for producer in producers:
-                state = conn.execute("SELECT state FROM actions WHERE id = ?", (producer,)).fetchone()[0]
-                if "rolled_back" in ACTION_MOVES[state]:
-                    self.set_action_state(producer, "rolled_back", note=f"undone by act:{action_id}")
-        return config
-
-    def action_for_config(self, config_id: int) -> Action | None:
-        """The action that produced this version, if any (the newest when several)."""
-        row = self._one("SELECT id FROM actions WHERE config_after = ? ORDER BY id DESC LIMIT 1", (config_id,))
-        return self.get_action(row["id"]) if row else None
-
-    # ---- engine and box events -----------------------------------------------------
-    def record_event(
-        self, kind: str, data: Any = None, *, ts: float | None = None, config_id: int | None = None
-    ) -> int:
-        """An engine or box event; ``config_id`` defaults to the version active when it is written."""
-        with self._write("record an event") as conn:
-            cursor = conn.execute(
-                "INSERT INTO events (ts, kind, config_id, data) "
-                "VALUES (?, ?, COALESCE(?, (SELECT id FROM configs WHERE active = 1)), ?)",
-                (ts or time.time(), kind, config_id, _dumps(data)),
-            )
-            return cursor.lastrowid
-
-    def events(self, kind: str | None = None, *, since: float | None = None, limit: int = 200) -> list[dict[str, Any]]:
-        where, args = ["ts >= ?"], [since or 0.0]
-        if kind:
-            where.append("kind = ?")
-            args.append(kind)
-        rows = self._query(f"SELECT * FROM events WHERE {' AND '.join(where)} ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit))
-        for row in rows:
-            row["data"] = _loads(row["data"])
-        return rows
-
     # ---- tuning: studies and trials live in journal/tuning.py (TuningRecords) ----------
-
-    # ---- chats ---------------------------------------------------------------------
-    def create_chat(
-        self, title: str = "", *, model: str = "", config_id: int | None = None, ts: float | None = None
-    ) -> int:
-        now = ts or time.time()
-        with self._write("create a chat") as conn:
-            return conn.execute(
-                "INSERT INTO chats (created, updated, title, model, config_id) "
-                "VALUES (?, ?, ?, ?, COALESCE(?, (SELECT id FROM configs WHERE active = 1)))",
-                (now, now, title, model, config_id),
-            ).lastrowid
-
-    def rename_chat(self, chat_id: int, title: str) -> None:
-        with self._write("rename a chat") as conn:
-            if conn.execute("UPDATE chats SET title = ? WHERE id = ?", (title, chat_id)).rowcount == 0:
-                raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
-
-    def add_message(
-        self,
-        chat_id: int,
-        role: str,
-        content: str,
-        *,
-        metrics: Any = None,
-        status: str = "done",
-        ts: float | None = None,
-    ) -> int:
-        if status not in MESSAGE_STATUSES:
-            raise JournalError(f"message status must be one of {', '.join(MESSAGE_STATUSES)}, got {status!r}")
-        now = ts or time.time()
-        with self._write("add a message") as conn:
-            if conn.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id)).rowcount == 0:
-                raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
-            return conn.execute(
-                "INSERT INTO messages (chat_id, ts, role, content, metrics, status) VALUES (?,?,?,?,?,?)",
-                (chat_id, now, role, content, _dumps(metrics), status),
-            ).lastrowid
-
-    def update_message(
-        self, message_id: int, *, content: str | None = None, status: str | None = None, metrics: Any = None
-    ) -> None:
-        """Finish a streamed reply: its final text, status and metrics."""
-        if status is not None and status not in MESSAGE_STATUSES:
-            raise JournalError(f"message status must be one of {', '.join(MESSAGE_STATUSES)}, got {status!r}")
-        with self._write("update a message") as conn:
-            cursor = conn.execute(
-                "UPDATE messages SET content = COALESCE(?, content), status = COALESCE(?, status), "
-                "metrics = COALESCE(?, metrics) WHERE id = ?",
-                (content, status, None if metrics is None else _dumps(metrics), message_id),
-            )
-            if cursor.rowcount == 0:
-                raise JournalError(f"no message msg:{message_id} in journal {self.path}")
-            conn.execute(
-                "UPDATE chats SET updated = ? WHERE id = (SELECT chat_id FROM messages WHERE id = ?)",
-                (time.time(), message_id),
-            )
-
-    def list_chats(self, limit: int = 50) -> list[Chat]:
-        rows = self._query("SELECT * FROM chats ORDER BY updated DESC, id DESC LIMIT ?", (limit,))
-        return [Chat(**row) for row in rows]
-
-    def get_chat(self, chat_id: int) -> Chat:
-        row = self._one("SELECT * FROM chats WHERE id = ?", (chat_id,))
-        if row is None:
-            raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
-        return Chat(**row)
-
-    def chat_messages(self, chat_id: int) -> list[MessageRecord]:
-        """The chat's messages in the order they were written, to reopen and resume it."""
-        rows = self._query("SELECT * FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
-        return [MessageRecord(**{**row, "metrics": _loads(row["metrics"])}) for row in rows]
-
-    # ---- telemetry history -----------------------------------------------------------
-    def record_telemetry(self, summary: Mapping[str, Any], *, ts: float | None = None) -> int:
-        """One low-rate summary row (e.g. per minute); rows past the retention are pruned hourly."""
-        with self._write("record telemetry") as conn:
-            row_id = conn.execute("INSERT INTO telemetry (ts, data) VALUES (?, ?)", (ts or time.time(), _dumps(summary))).lastrowid
-            if self.telemetry_retention_days is not None and time.time() - self._last_prune > 3600:
-                self.prune_telemetry(self.telemetry_retention_days)
-            return row_id
-
-    def prune_telemetry(self, max_age_days: float, *, now: float | None = None) -> int:
-        """Delete telemetry rows older than ``max_age_days``; return how many went."""
-        cutoff = (now or time.time()) - max_age_days * 86400.0
-        with self._write("prune telemetry") as conn:
-            self._last_prune = time.time()
-            return conn.execute("DELETE FROM telemetry WHERE ts < ?", (cutoff,)).rowcount
-
-    def telemetry(self, *, since: float | None = None, limit: int = 10_000) -> list[dict[str, Any]]:
-        rows = self._query("SELECT * FROM telemetry WHERE ts >= ? ORDER BY ts LIMIT ?", (since or 0.0, limit))
-        for row in rows:
-            row["data"] = _loads(row["data"])
-        return rows
 
     # ---- queries across kinds ------------------------------------------------------
     @staticmethod
@@ -1190,11 +621,6 @@ class Journal(ModelFilesMixin, TuningRecords):
     def counts(self) -> dict[str, int]:
         with self._lock, self._errors("count"):
             return {name: self.db[name].count for name in self.db.table_names() if not name.startswith("sqlite_")}
-
-
-def _diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
-    keys = sorted(set(before) | set(after))
-    return {k: [before.get(k), after.get(k)] for k in keys if before.get(k) != after.get(k)}
 
 
 def move_aside(path: str | os.PathLike[str], *, now: float | None = None) -> list[Path]:
