@@ -330,12 +330,15 @@ def main() -> int:
     if bench_model:
         models.append(("bench", bench_model, args.max_tokens or 24))
     ratios: dict[str, tuple[float, float]] = {}
+    spreads: dict[str, float] = {}  # the no-face rounds' max/min: how noisy the machine was
     with tempfile.TemporaryDirectory() as tmp:
         for label, path, max_tokens in models:
             res = tps_rounds(path, rounds, max_tokens, args.threads, tmp)
             tui, tmiss = paired_ratio(res["tui"], res["none"])
             con, cmiss = paired_ratio(res["console"], res["none"])
             ratios[label] = (tui, con)
+            base = [v for v in res["none"] if v == v and v > 0]
+            spreads[label] = max(base) / min(base) if base else float("inf")
             med = {k: statistics.median([v for v in vs if v == v] or [float("nan")]) for k, vs in res.items()}
             print(f"{label} model ({Path(path).name}), {rounds} rounds x {len(PROMPTS)} prompts, {max_tokens} tokens: "
                   f"gen tok/s median none {med['none']:.1f} · tui {med['tui']:.1f} · console {med['console']:.1f}")
@@ -365,17 +368,22 @@ def main() -> int:
           f"growth {growth:+.1f} MB; heavy modules loaded: {soak['modules'] or 'none'}")
     print(f"first frame {first_frame:.2f} s (process start to the first frame, core built) vs import textual "
           f"{textual_s:.2f} s")
+    noisy = spreads.get(larger, float("inf")) > 1.3
+    ratio_ok = tui_ratio >= 0.95 and larger == "bench" and not noisy
     print("\ntargets:")
-    print(f"  TUI >= 0.95 of no face on the {larger} model: {tui_ratio:.3f}  {verdict(tui_ratio >= 0.95)}"
-          + ("" if larger == "bench" else "  (the bench model was unavailable: NOT MET as asked)"))
+    print(f"  TUI >= 0.95 of no face on the {larger} model: {tui_ratio:.3f}  {verdict(ratio_ok)}"
+          + ("" if larger == "bench" else "  (the bench model was unavailable)")
+          + (f"  (unreliable: the no-face rounds alone varied {spreads.get(larger, 0):.1f}x; rerun on a quiet "
+             f"machine)" if noisy else ""))
     print(f"  idle TUI <= 1 % of a core: {idle_pct:.2f} %  {verdict(idle_pct <= 1.0)}")
     print(f"  UI RSS <= 120 MB and flat (growth <= 5 MB): {rss_max:.1f} MB, {growth:+.1f} MB  "
           f"{verdict(rss_max <= 120 and growth <= 5)}")
     print(f"  first frame <= 2x import textual: {first_frame:.2f} s vs {2 * textual_s:.2f} s  "
           f"{verdict(first_frame <= 2 * textual_s)}")
     print(f"(took {time.monotonic() - started:.0f} s)")
+    all_met = ratio_ok and idle_pct <= 1.0 and rss_max <= 120 and growth <= 5 and first_frame <= 2 * textual_s
     print(f"tui_ratio={tui_ratio:.3f} console_ratio={console_ratio:.3f} idle_cpu_pct={idle_pct:.2f} rss_mb={rss_max:.1f}")
-    return 0
+    return 0 if all_met else 1
 
 
 if __name__ == "__main__":

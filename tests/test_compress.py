@@ -213,3 +213,9 @@ def test_compare_cli_measures_and_picks_within_a_budget(tmp_path):
                              "--no-speed", "--chunks", "2", "--max-kld", "0.0000001", "--max-ppl-ratio", "0.5",
                              "--journal", str(tmp_path / "j.db")], capture_output=True, text=True, timeout=120)
     assert strict.returncode == 1 and "no measured variant fits" in strict.stdout
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q4_k_m", "q5_k_m"])
+def test_the_size_estimate_is_an_upper_bound(tmp_path, qtype):
+    result = quantize(DEMO, qtype, tmp_path / f"{qtype}.gguf", nthread=1)
+    assert result.size_bytes <= result.estimate_bytes <= result.size_bytes * 1.6

@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("variants", nargs="*", metavar="VARIANT.gguf",
                    help="variants to compare (default: the journal's quantisations of the source)")
     c.add_argument("--text", metavar="FILE", help="held-out text (default: the one the package ships)")
-    c.add_argument("--n-ctx", dest="eval_ctx", type=int, default=256, metavar="N", help="chunk size for scoring")
+    c.add_argument("--eval-ctx", dest="eval_ctx", type=int, default=256, metavar="N", help="tokens per scored chunk (default 256)")
     c.add_argument("--chunks", type=int, default=16, metavar="N", help="at most N chunks of the text")
     c.add_argument("--no-speed", action="store_true", help="quality and size only (no bench)")
     c.add_argument("--max-kld", type=float, metavar="X", help="budget: the fastest variant with mean KLD <= X")

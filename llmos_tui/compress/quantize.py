@@ -128,7 +128,9 @@ def estimate(source: str | os.PathLike[str], qtype: str) -> Estimate:
                 t.name in ("token_embd.weight", "output.weight")
                 or (qtype.endswith("_m") or qtype == "q3_k_l") and (".attn_v." in t.name or ".ffn_down." in t.name)
             ):
-                bpw = max(bpw, 6.5625)  # Q6_K for the embedding/output (and V/down in the _M mixes)
+                # Q6_K for the embedding/output (and V/down in the _M mixes); Q8_0 where Q6_K's
+                # 256-wide blocks do not fit the rows
+                bpw = max(bpw, 6.5625 if shape[0] % 256 == 0 else 8.5)
         total += n * bpw / 8.0 + 32  # + alignment padding
     return Estimate(int(header + total), len(reader.tensors), types, floating)
 

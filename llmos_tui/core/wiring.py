@@ -32,6 +32,7 @@ from llmos_tui.errors import LlmosError
 log = logging.getLogger("llmos_tui.wiring")
 
 MODES = ("live", "replay", "oneshot")
+RESUME_WAIT_S = 2.0  # how long the start waits for the journal's resume rule
 
 
 def build_core(config: Config, mode: str = "live", *, replay: str | None = None, replay_speed: float = 1.0,
@@ -76,7 +77,10 @@ def _attach_journal(op: Operator) -> None:
         return
     op.journal_writer = writer
     try:
-        params, note = writer.submit(lambda j: resume_params(j, op.config.engine)).result(timeout=10)
+        params, note = writer.submit(lambda j: resume_params(j, op.config.engine)).result(timeout=RESUME_WAIT_S)
+    except TimeoutError:  # a busy journal (another process writing) never delays the engine start
+        params, note = op.config.engine, (f"journal busy: starting with the configured settings; the journal's "
+                                          f"active configuration was not read within {RESUME_WAIT_S:g} s")
     except Exception as exc:  # noqa: BLE001 - an unreadable history must not stop the engine
         params, note = op.config.engine, f"journal: cannot read the active configuration ({exc})"
     if note:

@@ -154,7 +154,7 @@ class Study:
         if next(iter(self.space.configs()), None) is None:
             raise RuntimeError("the space allows no configuration")
         leader = self._leader()
-        if leader is not None and self.needs_repeat(leader):
+        if leader is not None and self.needs_repeat(leader) and self._repeat_due(leader):
             return dict(leader)
         if not self._values and self._priors:
             start = self._best_prior()
@@ -165,6 +165,18 @@ class Study:
         if self.strategy == "random" or self._opt is None:
             return self._ask_random()
         return self._ask_model()
+
+    def _repeat_due(self, leader: Mapping[str, Any]) -> bool:
+        """Repeat a single-run leader once the search stalls on it: not during the initial design, and
+        not on the trial right after it took the lead (an improving search keeps exploring). With
+        priors (a warm start), at once."""
+        if self._priors:
+            return True
+        if len(self._values) < self.n_initial:
+            return False
+        key = self._key(leader)
+        first = self._order.index(key)
+        return self.n_trials - first >= 2
 
     def _ask_random(self) -> dict[str, Any]:
         failed = {self._key(f) for f, _ in self._failed}
