@@ -69,6 +69,8 @@ class Config:
     theme: str = "dark"
     keys: dict[str, str] = field(default_factory=dict)
     exporter_listen: str | None = None  # [exporter] listen: the TUI serves /metrics there too
+    adapt_mode: str = "off"  # [adapt] mode: off | shadow (show what it would do) | on
+    min_ctx: int = 0  # [engine] min_ctx: the context a change may never go below (the operator's need)
     doctor: dict[str, Any] = field(default_factory=dict)
     readonly: bool = False
     source: Path | None = None
@@ -166,7 +168,17 @@ def load_config(
         parse_listen(str(value))  # a bad address is said now, not when the TUI starts
         exporter_listen = str(value)
 
+    adapt = _section(data, "adapt", where)
+    adapt_mode = "off"
+    for key, value in adapt.items():
+        if key != "mode":
+            raise ConfigError(f"{where}: unknown key adapt.{key} (known: mode)")
+        if value not in ("off", "shadow", "on"):
+            raise ConfigError(f"{where}: adapt.mode must be off, shadow or on, got {value!r}")
+        adapt_mode = value
+
     config = Config(
+        adapt_mode=adapt_mode,
         engine=engine,
         chat=chat,
         telemetry_interval=interval,

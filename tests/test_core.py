@@ -201,3 +201,22 @@ def test_public_api_names() -> None:
     for name in core.__all__:
         assert hasattr(core, name), name
     assert {"build_core", "Operator", "ChangeResult", "load_config"} <= set(core.__all__)
+
+
+def test_online_adapter_is_off_by_default_and_shadow_changes_nothing(tmp_path: Path) -> None:
+    op = build_core(config(tmp_path), "live", doctor=False, endpoint=False)
+    try:
+        op.start_engine()
+        assert op.adapter is None and op.snapshot()["adapt"] == {"mode": "off"}
+        assert "shadow mode" in op.set_adapt_mode("shadow")
+        reply = op.send("What is VRAM?").wait(60)
+        assert reply.status == "done"
+        time.sleep(0.2)  # the learner reads the request_done event on the supervisor's thread
+        policy = op.snapshot()["adapt"]
+        assert policy["mode"] == "shadow" and policy["requests"] == 1 and policy["current"] is None
+        assert op.supervisor.live_threads == {}  # shadow: no thread change was sent to the engine
+        op.journal_writer.flush()
+    finally:
+        op.close()
+    with Journal(tmp_path / "j.sqlite", readonly=True) as j:
+        assert [e["data"]["to"] for e in j.events("adapt_mode")][-1] in ("shadow", "off")

@@ -124,19 +124,20 @@ def run(strategy: str, seed: int, budget: int, noise: float = 0.1):
 
 def test_gp_finds_the_peak_region_despite_noise_and_failures():
     best_true = max(truth(c) for c in synthetic_space().configs() if not infeasible(c))
-    reached = []
-    for seed in range(3):
-        study, asked = run("gp", seed, 20)
-        config, mean, n = study.best()
-        assert n >= 2  # judged on repeated means
-        reached.append(truth(config) / best_true)
-        # a failure is never proposed again, and never scored
-        failed = [json.dumps(c, sort_keys=True) for c, _ in study.infeasible]
-        for c, _ in study.infeasible:
-            later = asked[asked.index(c) + 1:]
-            assert c not in later
-        assert all(json.dumps(r[0], sort_keys=True) not in failed for r in study.ranking())
-    assert min(reached) >= 0.8, reached
+    reached = {"gp": [], "random": []}
+    for strategy in reached:
+        for seed in range(4):
+            study, asked = run(strategy, seed, 20)
+            config, mean, n = study.best()
+            assert n >= 2  # judged on repeated means
+            reached[strategy].append(truth(config) / best_true)
+            # a failure is never proposed again, and never scored
+            failed = [json.dumps(c, sort_keys=True) for c, _ in study.infeasible]
+            for c, _ in study.infeasible:
+                assert c not in asked[asked.index(c) + 1:]
+            assert all(json.dumps(r[0], sort_keys=True) not in failed for r in study.ranking())
+    gp, rnd = (sum(v) / len(v) for v in (reached["gp"], reached["random"]))
+    assert gp >= 0.8 and gp > rnd, reached
 
 
 def test_asks_are_plain_python_values():
@@ -148,14 +149,16 @@ def test_asks_are_plain_python_values():
 
 def test_a_lucky_single_run_is_repeated_before_it_is_kept():
     space = synthetic_space()
-    study = Study(space, strategy="random", seed=1)
+    study = Study(space, strategy="random", seed=1, n_initial=1)
     a = {"x": 5, "y": 8, "mode": "b"}
     b = {"x": 0, "y": 1, "mode": "a"}
     study.tell(a, 40.0)
     study.tell(a, 42.0)
-    study.tell(b, 100.0)  # one lucky run
+    study.tell(b, 60.0)  # one lucky run
     assert study.best()[0] == a  # the repeated one is kept
-    assert study.needs_repeat(b) and study.ask() == b  # and the lucky one is measured again
+    assert study.needs_repeat(b) and study.ask() != b  # right after it took the lead: explore once more
+    study.tell({"x": 1, "y": 1, "mode": "a"}, 5.0)
+    assert study.ask() == b  # then the lucky one is measured again
     study.tell(b, 10.0)
     assert study.best()[0] == a and not study.needs_repeat(b)
     ranking = study.ranking()

@@ -13,6 +13,7 @@ scripts; errors go to stderr, one line each, and the exit code says whether all 
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, Callable, TextIO
 
@@ -31,6 +32,7 @@ HELP = """\
 /reset              start a new conversation (the engine forgets the old one)
 /resume [N]         list earlier chats from the journal, or continue chat N
 /findings           the doctor's open findings
+/adapt [MODE]       the online thread learner: off, shadow (shows what it would do) or on
 /restart            restart the engine (after a crash, say)
 /quit               leave (Ctrl-D too)
 Enter sends; Esc then Enter (or Ctrl-J) adds a line; Ctrl-C cancels a reply."""
@@ -47,6 +49,7 @@ def run_console(config: Config, *, show_metrics: bool = True, stdin: TextIO | No
     stderr = stderr or sys.stderr
     interactive = stdin.isatty()
     op = build_core(config, "live" if interactive else "oneshot")
+    op.face = "console"
     try:
         for problem in op.problems:
             print(f"llmos-tui: {problem}", file=stderr)
@@ -260,6 +263,19 @@ def _slash(op: Operator, text: str, say: Callable[[str], Any], err: Callable[[st
         say("new conversation\n")
     elif command == "/resume":
         _resume(op, rest.strip(), say, err)
+    elif command == "/adapt":
+        mode = rest.strip().lower()
+        if not mode:
+            policy = op.adapter.policy() if op.adapter is not None else {"mode": "off"}
+            say(json.dumps(policy, default=str) + "\n")
+            return None
+        if mode == "on" and op.config.readonly:
+            err("read-only mode: /adapt on is disabled (it would change the engine's threads)")
+            return None
+        try:
+            say(op.set_adapt_mode(mode) + "\n")
+        except LlmosError as exc:
+            err(str(exc))
     elif command == "/findings":
         if op.doctor is None:
             err("the doctor is not running")

@@ -35,6 +35,7 @@ class ChatSession:
         self.messages: list[ChatMessage] = []
         self.chat_id: int | None = None  # set by the journal when it records this chat
         self._listeners: list[MessageListener] = []
+        self.before_send: Callable[[str, list[ChatMessage]], None] | None = None
         self._lock = threading.Lock()
         self._generation = 0  # bumped by reset/load: a reply still streaming then is not recorded
 
@@ -65,6 +66,11 @@ class ChatSession:
         refused send leaves no trace to repeat), the reply when it ends."""
         user = ChatMessage("user", prompt)
         args = {**self.settings.sampling(), **sampling}
+        if self.before_send is not None:  # the online adapter picks this request's threads
+            try:
+                self.before_send(prompt, self.messages)
+            except Exception:  # noqa: BLE001 - a learner must never stop a chat
+                log.exception("before_send hook failed")
         reply = self.supervisor.chat(self.wire_messages() + [{"role": "user", "content": prompt}],
                                      on_piece=on_piece, **args)
         self._record(user)

@@ -55,6 +55,8 @@ class Operator:
         self.replay: dict[str, Any] | None = None  # the trace when telemetry is replayed
         self.started = time.time()
         self._tuner: Any = None
+        self.adapter: Any = None  # tuning.adapt.OnlineAdapter once the operator turns it on
+        self.face = "script"  # tui, console or script: what streams the replies (the learner's context)
         self._closers: list[Callable[[], None]] = []
         self._closed = False
 
@@ -178,7 +180,36 @@ class Operator:
             "readonly": bool(self.config.readonly), "replay": self.replay, "engine": engine, "doctor": doctor,
             "telemetry": sample.to_dict() if sample is not None else None, "journal": journal,
             "last_change": change, "problems": list(self.problems),
+            "adapt": self.adapter.policy() if self.adapter is not None else {"mode": "off"},
         }
+
+    # ---- online adaptation (live threads, no reload) ----------------------------------
+    def set_adapt_mode(self, mode: str) -> str:
+        """Turn the online learner ``off``, to ``shadow`` (it shows what it would do) or ``on``.
+        Returns one line saying what it does now."""
+        if mode not in ("off", "shadow", "on"):
+            raise LlmosError(f"adapt mode must be off, shadow or on, got {mode!r}")
+        if self.adapter is None:
+            if mode == "off":
+                return "online adaptation is off"
+            from llmos_tui.tuning.adapt import for_operator
+
+            self.adapter = for_operator(self, mode=mode)
+            adapter = self.adapter
+
+            def before_send(prompt: str, history: list[Any]) -> None:
+                chars = len(prompt) + sum(len(m.content) for m in history)
+                adapter.before_request(streaming=self.face == "tui", prompt_tokens=chars // 4)
+
+            self.chat.before_send = before_send
+            self.on_close(lambda: adapter.set_mode("off", reason="closing"))
+        else:
+            self.adapter.set_mode(mode, reason="operator")
+        if self.config.readonly and mode == "on":
+            return "online adaptation: read-only mode, so it only watches (shadow)"
+        return {"off": "online adaptation is off; the configured threads serve",
+                "shadow": "online adaptation in shadow mode: it shows what it would choose and changes nothing",
+                "on": "online adaptation is on: it picks the threads of each request (bounded exploration)"}[mode]
 
     # ---- tuning ---------------------------------------------------------------------
     @property

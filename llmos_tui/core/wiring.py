@@ -52,7 +52,7 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
     if journal:
         _attach_journal(op)
     op.changes = Changes(op.supervisor, op.journal_writer, readonly=config.readonly, sampler=None,
-                         min_ctx=getattr(config, "min_ctx", 0) or 0)
+                         min_ctx=config.min_ctx)
     if op.journal_link is not None:
         op.changes.journaling = op.journal_link
     if telemetry:
@@ -60,6 +60,8 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
         op.changes.sampler = op.sampler if mode != "replay" else None
     if doctor:
         _attach_doctor(op, mode, start=(mode != "oneshot") if start_doctor is None else start_doctor)
+    if mode == "live" and config.adapt_mode != "off":
+        _attach_adapter(op, config.adapt_mode)
     if endpoint if endpoint is not None else mode in ("live", "replay"):
         _attach_endpoint(op)
         _attach_exporter(op)
@@ -171,3 +173,8 @@ def _attach_exporter(op: Operator) -> None:
     from llmos_tui.exporters.prometheus import attach_exporter
 
     attach_exporter(op)  # a taken port is one line in op.problems; it stops with the operator
+
+
+def _attach_adapter(op: Operator, mode: str) -> None:
+    """The online learner of live threads (``[adapt] mode``; off unless the operator turns it on)."""
+    op.set_adapt_mode(mode)

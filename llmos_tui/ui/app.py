@@ -186,6 +186,7 @@ def run_app(config: Config, *, replay: str | None = None, replay_speed: float = 
     from llmos_tui.core.wiring import build_core
 
     operator = build_core(config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed)
+    operator.face = "tui"
     try:
         app = LlmosApp(operator, start_screen=screen)
         app.run()

@@ -103,6 +103,10 @@ def commands(app: Any) -> list[Command]:
                 needs_arg=True, complete=lambda a: ["on", "off"],
                 is_destructive=lambda arg: arg.strip().lower() == "off",
                 confirm=lambda a, arg: "Turn the kill switch off? The doctor may then change the engine on its own."),
+        Command("adapt", "online thread learner: off, shadow (shows what it would do) or on", _adapt,
+                args="off|shadow|on", needs_arg=True, complete=lambda a: ["off", "shadow", "on"],
+                is_destructive=lambda arg: arg.strip().lower() == "on",
+                confirm=lambda a, arg: "Let the learner pick the engine's threads per request?"),
         Command("new", "start a new conversation", _chat_action("action_new_chat")),
         Command("chats", "resume an earlier chat", _chat_action("action_open_chat")),
         Command("quit", "leave llmos-tui", lambda a, _arg: a.exit(0), aliases=("q", "exit")),
@@ -308,6 +312,13 @@ def _canary(app: Any, _arg: str) -> None:
         app.call_from_thread(app.notify, text, severity="information" if result.ok else "error")
 
     app.run_worker(work, thread=True, group="doctor-canary", exclusive=True, exit_on_error=False)
+
+
+def _adapt(app: Any, arg: str) -> None:
+    try:
+        app.notify(app.operator.set_adapt_mode(arg.strip().lower()))
+    except Exception as exc:  # noqa: BLE001 - one line, never a crash
+        app.notify(str(exc), severity="warning")
 
 
 def _kill_switch(app: Any, arg: str) -> None:

@@ -393,7 +393,11 @@ class DashboardScreen(Screen):
         tail.append(f"TTFT {fmt.fmt_num(engine.get('last_ttft_ms'), 0, 'ms')}  "
                     f"requests {fmt.fmt_num(engine.get('requests'))}  ")
         tail.append(f"errors {fmt.fmt_num(engine.get('errors'))}", style="bold red" if engine.get("errors") else "")
-        body = PanelBody(rows, [tail], above=[head])
+        lines = [tail]
+        adapter = getattr(getattr(self.app, "operator", None), "adapter", None)
+        if adapter is not None:
+            lines.append(_adapt_line(adapter.policy()))
+        body = PanelBody(rows, lines, above=[head])
         self._update(panel, body, body.height)
 
     def _show_host(self, host: HostSample | None) -> None:
@@ -436,3 +440,19 @@ class DashboardScreen(Screen):
             )
         title = self.query_one("#dash-procs-title", Static)
         title.update("GPU processes" if rows else "GPU processes: none")
+
+
+def _adapt_line(policy: dict) -> Text:
+    """The online learner in one line: its mode, the threads it would pick now, the estimated gain."""
+    mode = policy.get("mode", "off")
+    line = Text(f"adapt {mode}", style="bold magenta" if mode == "on" else "magenta")
+    contexts = policy.get("contexts") or {}
+    if contexts:
+        name, best = max(contexts.items(), key=lambda kv: kv[1].get("requests", 0))
+        verb = "uses" if mode == "on" else "would use"
+        line.append(f"  {verb} {best.get('n_threads')}/{best.get('n_threads_batch')} threads ({name})")
+    gain = policy.get("estimated_gain")
+    if isinstance(gain, (int, float)):
+        line.append(f"  est. gain {gain * 100:+.0f} %")
+    line.append(f"  explored {policy.get('explore_share', 0) * 100:.0f} % of {policy.get('requests', 0)}")
+    return line

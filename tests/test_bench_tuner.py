@@ -1,0 +1,55 @@
+"""scripts/bench_tuner.py on a small shipped surface: its line format and that misses are counted."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SURFACE = ROOT / "tests" / "data" / "surface_demo_2core.csv"
+LINE = re.compile(r"^objective=tg gp_median=\d+(\.\d)? random_median=\d+(\.\d)? speedup=\d+\.\d\d "
+                  r"gp_at12=\d\.\d{3} misses=\d+$")
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_tuner", ROOT / "scripts" / "bench_tuner.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_tuner"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_last_line_has_the_exact_format():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_tuner.py"), "--surface", str(SURFACE),
+                          "--seeds", "2", "--budget", "6", "--strategies", "gp,random", "--no-warm"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert LINE.match(lines[-1]), lines[-1]
+    assert any(re.match(r"target GP median <= 12 trials: (met|not met)", ln) for ln in lines)
+
+
+def test_a_run_that_never_gets_there_counts_as_budget_plus_one_and_a_miss():
+    bt = load_bench()
+    surface = bt.load_surface(SURFACE)
+    top = surface.top("tg")
+    assert 1 <= len(top) <= max(1, round(0.05 * len(surface.reps)) + 1)
+    runs = bt.run_strategy(surface, "tg", "random", seeds=4, budget=2)  # two trials: mostly never
+    misses = [r for r in runs if not r.hit]
+    assert misses, "a budget of 2 on this surface should miss at least once"
+    assert all(r.trials == 3 for r in misses) and all(r.trials <= 2 for r in runs if r.hit)
+    # failures recorded in the surface are trials too, told as failures
+    failed_told = [h for r in runs for h in r.history if not h[2]]
+    assert all(h[1] is None and h[3] for h in failed_told)
+
+
+def test_a_bad_surface_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("n_threads,ok\n1,1\n")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_tuner.py"), "--surface", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.strip().startswith("bench_tuner:") and "missing columns" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
