@@ -45,6 +45,9 @@ def main() -> int:
         deadline = time.monotonic() + args.seconds
         while time.monotonic() < deadline:
             time.sleep(0.1)
+        settle = time.monotonic() + 60  # a repair under way finishes before we report
+        while op.doctor is not None and op.doctor.busy and time.monotonic() < settle:
+            time.sleep(0.1)
         unsubscribe()
         state = op.snapshot()["engine"]["state"]
     print(f"{len(seen)} doctor event(s); engine {state}")
