@@ -4,7 +4,6 @@ change transaction (real engine, real journal), confirmation and read-only."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from textual.widgets import Input, OptionList
 
@@ -14,24 +13,13 @@ from llmos_tui.journal import Journal
 from llmos_tui.ui import command_line
 from llmos_tui.ui.app import LlmosApp
 from llmos_tui.ui.command_line import CommandLine, Confirm
+from tests.pilot import notices, wait_for
 
 
 def make_app(*, readonly: bool = False, doctor: bool = False, start_engine: bool = False, **extra) -> LlmosApp:
     config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "n_ctx": 512, "readonly": readonly})
     operator = build_core(config, "oneshot", telemetry=False, doctor=doctor, endpoint=False)
     return LlmosApp(operator, start_screen="chat", start_engine=start_engine, **extra)
-
-
-async def wait_for(pilot, predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
-
-
-def notices(app: LlmosApp) -> list[str]:
-    return [str(n.message) for n in app._notifications]
 
 
 async def open_line(pilot, text: str = "") -> CommandLine:

@@ -5,7 +5,6 @@ one line each) — through Textual's pilot."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from llmos_tui.paths import REPO_THEMES
 from llmos_tui.ui.app import LlmosApp
 from llmos_tui.ui.help_screen import HelpScreen, binding_catalog, check_keymap
 from llmos_tui.ui.themes import SHIPPED, load_themes
+from tests.pilot import notices, wait_for
 
 
 def make_app(config_text: str = "", **overrides) -> LlmosApp:
@@ -27,18 +27,6 @@ def make_app(config_text: str = "", **overrides) -> LlmosApp:
     config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, **overrides})
     operator = build_core(config, "oneshot", telemetry=False, doctor=False, endpoint=False)
     return LlmosApp(operator, start_screen="chat", start_engine=False)
-
-
-async def wait_for(pilot, predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
-
-
-def notices(app: LlmosApp) -> list[str]:
-    return [str(n.message) for n in app._notifications]
 
 
 def test_the_four_shipped_themes_load_and_16_colour_uses_only_ansi_colours() -> None:

@@ -12,19 +12,12 @@ from llmos_tui.ui.app import LlmosApp
 from llmos_tui.ui.chat_screen import ChatScreen, ReplyView
 from llmos_tui.ui.help_screen import HelpScreen
 from llmos_tui.ui.status import EngineStatus
+from tests.pilot import wait_for
 
 
 def make_app(**overrides) -> LlmosApp:
     config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, **overrides})
     return LlmosApp(Operator(config), start_screen="chat")
-
-
-async def wait_for(pilot, predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
 
 
 async def type_prompt(pilot, text: str) -> None:
@@ -127,8 +120,8 @@ async def test_bad_model_is_shown_and_the_app_stays_up(bad_models) -> None:
 
 
 async def test_chats_are_journaled_and_an_earlier_one_resumes(tmp_path) -> None:
-    from llmos_tui.journal import Journal
     from llmos_tui.core.operator import build_operator
+    from llmos_tui.journal import Journal
 
     config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "journal": str(tmp_path / "j.sqlite")})
     op = build_operator(config, with_telemetry=False, with_doctor=False)

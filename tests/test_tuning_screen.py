@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from textual.widgets import DataTable, RichLog
 
 from llmos_tui.config import load_config
@@ -11,14 +9,7 @@ from llmos_tui.core.wiring import build_core
 from llmos_tui.tuning.measure import BenchSpec
 from llmos_tui.ui.app import LlmosApp
 from llmos_tui.ui.tuning_screen import TuningScreen
-
-
-async def wait_for(pilot, predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await pilot.pause(0.05)
+from tests.pilot import wait_for
 
 
 async def test_f6_runs_a_three_trial_study_live_and_the_engine_comes_back() -> None:
@@ -36,7 +27,7 @@ async def test_f6_runs_a_three_trial_study_live_and_the_engine_comes_back() -> N
             paused: list[bool] = []
             op.supervisor.subscribe(lambda ev: ev.kind == "state" and paused.append(ev.data["state"] == "paused"))
             await pilot.press("s")
-            await wait_for(pilot, lambda: screen.report is not None)
+            await wait_for(pilot, lambda: screen.report is not None, 90)
             await pilot.pause(0.2)
             assert any(paused)  # chat was paused, with a clear state
             table = screen.query_one("#tune-trials", DataTable)

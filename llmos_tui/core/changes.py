@@ -265,20 +265,10 @@ class Changes:
                             restore_id, action_id, journaled, {"verdict": verdict, "rollback": back})
 
     def _verify(self, verify: Verifier | None) -> str | None:
-        from llmos_tui.engine.probe import run_canary, wait_ready
+        from llmos_tui.engine.probe import run_canary, verify_live
 
-        why = wait_ready(self.supervisor, self.ready_timeout_s)
-        if why:
-            return why
-        result = self._canary() if self._canary is not None else run_canary(self.supervisor)
-        if not result.ok:
-            return f"canary: {result.reason}"
-        if verify is not None:
-            try:
-                return verify()
-            except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
-                return f"verification raised {type(exc).__name__}: {exc}"
-        return None
+        canary = self._canary or (lambda: run_canary(self.supervisor))
+        return verify_live(self.supervisor, self.ready_timeout_s, canary, verify)
 
     # ---- undo ---------------------------------------------------------------------
     def undo(self, entry_id: str, *, proposed_by: str = "operator") -> ChangeResult:

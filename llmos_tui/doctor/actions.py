@@ -24,7 +24,7 @@ from llmos_tui.doctor.context import RepairContext
 from llmos_tui.doctor.findings import OPEN_STATES
 from llmos_tui.doctor.plugins import describe_error
 from llmos_tui.doctor.verify import metric_check
-from llmos_tui.engine.probe import CanaryResult, run_canary, wait_ready
+from llmos_tui.engine.probe import CanaryResult, run_canary, verify_live
 from llmos_tui.errors import LlmosError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -412,18 +412,7 @@ class ActionsMixin:
     def _verify(self: "Doctor", check: Callable[[], str | None] | None) -> str | None:
         """None when the engine is healthy after a repair that acted itself: ready, the canary
         (liveness), then the metric that raised the finding on a workload of its shape."""
-        why = wait_ready(self.supervisor, self.policy.ready_timeout_s)
-        if why:
-            return why
-        result = self.run_canary()
-        if not result.ok:
-            return f"canary: {result.reason}"
-        if check is not None:
-            try:
-                return check()
-            except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
-                return f"verification raised {type(exc).__name__}: {exc}"
-        return None
+        return verify_live(self.supervisor, self.policy.ready_timeout_s, self.run_canary, check)
 
     # ---- the canary and configuration checks ---------------------------------------------------
     def run_canary(self: "Doctor", **overrides: Any) -> CanaryResult:

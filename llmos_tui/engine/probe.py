@@ -83,3 +83,21 @@ def run_canary(
     elif max_wall_ms is not None and wall_ms > max_wall_ms:
         result.ok, result.reason = False, f"answered in {wall_ms:.0f} ms, limit {max_wall_ms:.0f} ms"
     return result
+
+
+def verify_live(supervisor: Any, ready_timeout: float, canary: Any, check: Any = None) -> str | None:
+    """After a reload or a restart: None when the engine is ready, answers the canary
+    (``canary()`` -> CanaryResult: liveness) and passes ``check()`` (the metric that asked for
+    the change, or None); else why not. Shared by the change transaction and the doctor."""
+    why = wait_ready(supervisor, ready_timeout)
+    if why:
+        return why
+    result = canary()
+    if not result.ok:
+        return f"canary: {result.reason}"
+    if check is not None:
+        try:
+            return check()
+        except Exception as exc:  # noqa: BLE001 - a broken check is a failed check
+            return f"verification raised {type(exc).__name__}: {exc}"
+    return None
