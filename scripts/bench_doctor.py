@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from llmos_tui.doctor import Doctor, PluginManager, Policy  # noqa: E402
 from llmos_tui.engine.params import EngineParams  # noqa: E402
 from llmos_tui.engine.supervisor import Supervisor  # noqa: E402
-from llmos_tui.journal import Journal  # noqa: E402
+from llmos_tui.config import load_config  # noqa: E402
+from llmos_tui.core.wiring import build_core  # noqa: E402
 from llmos_tui.paths import DEMO_MODEL  # noqa: E402
 
 
@@ -49,16 +50,19 @@ def wait(event: threading.Event, timeout: float) -> bool:
 
 def fault_to_finding(params: EngineParams, kind: str, interval: float, journal_path: Path) -> tuple[float, float]:
     """Seconds from the injection to the first finding, and to the engine serving again."""
-    sup = Supervisor(params)
-    sup.start()
-    policy = Policy.from_config({
+    config = load_config()
+    config.engine, config.journal_path = params, journal_path
+    config.doctor = {
         "interval": interval, "grace_s": 0, "hysteresis": 1, "backoff_s": 0.1,
         "canary_period_s": interval if kind == "hang" else 0,
         "canary_timeout_s": 2.0 if kind == "hang" else 10.0,
         "start_limit_burst": 100,
-    })
-    with Journal(journal_path) as journal:
-        doctor = Doctor(sup, None, journal, policy, plugins())
+    }
+    # the same wired core as every face: journal, change transaction, the doctor under this policy
+    op = build_core(config, "oneshot", telemetry=False, endpoint=False, start_doctor=False)
+    try:
+        op.start_engine()
+        sup, doctor = op.supervisor, op.doctor
         found, served = threading.Event(), threading.Event()
         marks: dict[str, float] = {}
 
@@ -80,8 +84,8 @@ def fault_to_finding(params: EngineParams, kind: str, interval: float, journal_p
             sup.inject(kind)
         wait(found, 30)
         wait(served, 60)
-        doctor.stop()
-    sup.stop()
+    finally:
+        op.close()
     return marks.get("found", float("nan")) - t0, marks.get("served", float("nan")) - t0
 
 
