@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import Supervisor
+from llmos_tui.journal import Journal
 from llmos_tui.paths import DEMO_MODEL
 
 
@@ -69,3 +71,21 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def wait_for(predicate, timeout: float = 20.0, step: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    """A real journal file in the test's own folder."""
+    j = Journal(tmp_path / "journal.sqlite")
+    yield j
+    j.close()

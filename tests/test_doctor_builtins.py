@@ -9,12 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from llmos_tui.doctor import Doctor, DoctorEvent, Finding, PluginManager, Policy, detector, repair
+from llmos_tui.doctor import (
+    Doctor,
+    DoctorEvent,
+    Finding,
+    PluginManager,
+    Policy,
+    detector,
+    repair,
+)
 from llmos_tui.doctor.verify import MetricCheck, Workload
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal import Journal
+from tests.conftest import wait_for  # the `journal` fixture comes from conftest too
 
 FAST = dict(interval=0.1, grace_s=0.0, backoff_s=0.05, backoff_max_s=0.5, hysteresis=1,
             canary_period_s=0, canary_timeout_s=10.0, ready_timeout_s=30.0, operator_quiet_s=0.0)
@@ -28,22 +37,6 @@ def manager_with(*install) -> PluginManager:
         with manager.registry.loading("test-plugin"):
             fn(manager.registry)
     return manager
-
-
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
-
-
-@pytest.fixture
-def journal(tmp_path: Path):
-    j = Journal(tmp_path / "journal.sqlite")
-    yield j
-    j.close()
 
 
 def make_doctor(supervisor, journal, manager=None, **policy) -> tuple[Doctor, list[DoctorEvent]]:

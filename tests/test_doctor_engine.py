@@ -5,14 +5,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from pathlib import Path
-
-import pytest
 
 from llmos_tui.doctor import Doctor, DoctorEvent, PluginManager, Policy
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
 from llmos_tui.journal import Journal
+from tests.conftest import wait_for  # the `journal` fixture comes from conftest too
 
 ASK = [{"role": "user", "content": "What is the KV cache?"}]
 FAST = dict(interval=0.1, grace_s=0.0, backoff_s=0.05, backoff_max_s=0.5, hysteresis=1,
@@ -23,22 +21,6 @@ def builtins() -> PluginManager:
     manager = PluginManager()
     manager.load_all(folders=[], entry_points=False)
     return manager
-
-
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
-
-
-@pytest.fixture
-def journal(tmp_path: Path):
-    j = Journal(tmp_path / "journal.sqlite")
-    yield j
-    j.close()
 
 
 def make_doctor(supervisor, journal, **policy) -> tuple[Doctor, list[DoctorEvent]]:

@@ -62,6 +62,17 @@ def _load_plugins() -> Any:
     return manager
 
 
+def _doctor_ready(op: Any) -> bool:
+    """Say the core's start-up problems; False (and the core closed) when it has no doctor."""
+    for problem in op.problems:
+        print(f"llmos-tui: {problem}", file=sys.stderr)
+    if op.doctor is None:
+        op.close()
+        print("llmos-tui: error: the doctor could not be built (see above)", file=sys.stderr)
+        return False
+    return True
+
+
 # ---- doctor -------------------------------------------------------------------------------
 def _doctor(args: argparse.Namespace) -> int:
     from llmos_tui.cli import config_from_args
@@ -71,11 +82,7 @@ def _doctor(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     # the core a TUI would run (the journal's resume rule included), its doctor not started
     op = build_core(config, "oneshot", journal=not args.no_journal)
-    for problem in op.problems:
-        print(f"llmos-tui: {problem}", file=sys.stderr)
-    if op.doctor is None:
-        op.close()
-        print("llmos-tui: error: the doctor could not be built (see above)", file=sys.stderr)
+    if not _doctor_ready(op):
         return 2
     supervisor, sampler, doctor = op.supervisor, op.sampler, op.doctor
     start_error = None
@@ -173,11 +180,7 @@ def _inject(args: argparse.Namespace) -> int:
     config.doctor = table
     # the core a TUI would run; the doctor samples the engine itself (no host telemetry needed)
     op = build_core(config, "oneshot", journal=not args.no_journal, telemetry=False, start_doctor=False)
-    for problem in op.problems:
-        print(f"llmos-tui: {problem}", file=sys.stderr)
-    if op.doctor is None:
-        op.close()
-        print("llmos-tui: error: the doctor could not be built (see above)", file=sys.stderr)
+    if not _doctor_ready(op):
         return 2
     supervisor, doctor = op.supervisor, op.doctor
     journal = _JournalReader(op.journal_writer) if op.journal_writer is not None else None

@@ -67,7 +67,7 @@ def _instances() -> list[dict[str, Any]]:
 
 def _render(sample: Any, instances: list[dict[str, Any]], as_json: bool, compact: bool) -> str:
     from llmos_tui.paths import default_paths
-    from llmos_tui.telemetry.format import engine_line, format_status
+    from llmos_tui.telemetry.format import format_status
 
     running = [i for i in instances if "error" not in i]
     if running and sample.engine is None:
@@ -76,11 +76,10 @@ def _render(sample: Any, instances: list[dict[str, Any]], as_json: bool, compact
         data = sample.to_dict()
         data["instances"] = instances
         return json.dumps(data, separators=(",", ":"), default=str) if compact else json.dumps(data, indent=2, default=str)
-    text = format_status(sample)
     if not instances:
         where = default_paths().runtime_dir
-        return text.replace(engine_line(None), f"engine  no llmos-tui running on this box (no endpoint in {where})")
-    lines = [text]
+        return format_status(sample, no_engine=f"no llmos-tui running on this box (no endpoint in {where})")
+    lines = [format_status(sample)]
     for inst in instances:
         if "error" in inst:
             lines.append(f"llmos-tui pid {inst.get('pid')}: {inst['error']}")

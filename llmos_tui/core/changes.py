@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import LlmosError
+from llmos_tui.journal.port import JournalPort
 
 log = logging.getLogger("llmos_tui.changes")
 
@@ -82,20 +82,19 @@ class Changes:
         self.journaling: Any = None  # the JournalLink, told which source loads next
 
     # ---- the journal -------------------------------------------------------------
-    def _call(self, fn: Callable[[Any], Any], timeout: float = 30.0) -> Any:
-        target = self.journal
-        if target is None:
-            return None
-        if hasattr(target, "submit"):
-            return target.submit(fn).result(timeout)
-        return fn(target)
+    @property
+    def journal(self) -> Any:
+        return self._port.target
+
+    @journal.setter
+    def journal(self, target: Any) -> None:
+        self._port = JournalPort(target, "change transaction")
+
+    def _call(self, fn: Callable[[Any], Any]) -> Any:
+        return self._port.call(fn)
 
     def _safe(self, fn: Callable[[Any], Any], default: Any = None) -> Any:
-        try:
-            return self._call(fn)
-        except Exception as exc:  # noqa: BLE001 - a journal problem must not strand the engine
-            log.warning("change transaction could not write the journal: %s", exc)
-            return default
+        return self._port.safe(fn, default)
 
     def set_canary(self, canary: Callable[[], Any]) -> None:
         """The liveness probe (the doctor's, so its result is the doctor's last canary too)."""
@@ -348,11 +347,3 @@ def _active_before(journal: Any, config_id: int) -> int:
         return action.config_before
     return journal.get_config(config_id).parent_id or config_id
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()

@@ -156,18 +156,18 @@ class Operator:
         sup = self.supervisor
         info = sup.model_info
         engine = sup.stats()
-        engine["model_info"] = info.to_dict() if info is not None and hasattr(info, "to_dict") else None
+        engine["model_info"] = info.to_dict() if info is not None else None
         engine["summary"] = sup.params.summary()
         doctor: dict[str, Any] | None = None
         if self.doctor is not None:
             d = self.doctor
             doctor = {
-                "open": [_finding_dict(f) for f in d.findings(open_only=True)],
+                "open": [f.to_dict() for f in d.findings(open_only=True)],
                 "kill_switch": bool(d.kill_switch),
                 "busy": bool(d.busy),
                 "dry_run": bool(d.dry_run),
-                "start_limit_hit": bool(getattr(d, "start_limit_hit", False)),
-                "replayed": bool(getattr(d, "replayed", False)),
+                "start_limit_hit": bool(d.start_limit_hit),
+                "replayed": bool(d.replayed),
             }
         sample = self.sampler.latest if self.sampler is not None else None
         journal = None
@@ -218,8 +218,7 @@ class Operator:
         if self._tuner is None:
             from llmos_tui.tuning.runner import Tuner
 
-            self._tuner = Tuner.for_operator(self) if hasattr(Tuner, "for_operator") else Tuner(
-                self.supervisor, self.changes, self.journal_writer, self.sampler, self.config)
+            self._tuner = Tuner.for_operator(self)
         return self._tuner
 
     def tune(self, **options: Any) -> Any:
@@ -247,17 +246,6 @@ class Operator:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _finding_dict(finding: Any) -> dict[str, Any]:
-    if hasattr(finding, "to_dict"):
-        try:
-            return finding.to_dict()
-        except Exception:  # noqa: BLE001
-            pass
-    return {"id": getattr(finding, "id", None), "detector": getattr(finding, "detector", ""),
-            "severity": getattr(finding, "severity", ""), "title": getattr(finding, "title", ""),
-            "state": getattr(finding, "state", "")}
 
 
 def build_operator(config: Config, *, replay: str | None = None, replay_speed: float = 1.0,

@@ -22,7 +22,6 @@ still work.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from llmos_tui.config import Config
 from llmos_tui.core.changes import Changes
@@ -61,7 +60,7 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
     if doctor:
         _attach_doctor(op, mode, start=(mode != "oneshot") if start_doctor is None else start_doctor)
     if mode == "live" and config.adapt_mode != "off":
-        _attach_adapter(op, config.adapt_mode)
+        op.set_adapt_mode(config.adapt_mode)  # the online learner: off unless the operator turns it on
     if endpoint if endpoint is not None else mode in ("live", "replay"):
         _attach_endpoint(op)
         _attach_exporter(op)
@@ -130,10 +129,9 @@ def _attach_doctor(op: Operator, mode: str, *, start: bool) -> None:
         doctor.dry_run = True
         doctor.replayed = True
     else:
-        doctor = _make_doctor(op, policy)
+        doctor = Doctor(op.supervisor, op.sampler, op.journal_writer, policy, changes=op.changes)
         if op.config.readonly:
             doctor.dry_run = True  # read-only: the doctor says what it would do, and does nothing
-        doctor.replayed = False
     if start:
         doctor.start()
     else:
@@ -142,15 +140,6 @@ def _attach_doctor(op: Operator, mode: str, *, start: bool) -> None:
         doctor.watch_chat(op.chat)
     op.doctor = doctor
     op.on_close(doctor.stop)
-
-
-def _make_doctor(op: Operator, policy: Any) -> Any:
-    from llmos_tui.doctor import Doctor
-
-    try:
-        return Doctor(op.supervisor, op.sampler, op.journal_writer, policy, changes=op.changes)
-    except TypeError:  # a doctor that does not take the change transaction yet
-        return Doctor(op.supervisor, op.sampler, op.journal_writer, policy)
 
 
 def _attach_endpoint(op: Operator) -> None:
@@ -173,8 +162,3 @@ def _attach_exporter(op: Operator) -> None:
     from llmos_tui.exporters.prometheus import attach_exporter
 
     attach_exporter(op)  # a taken port is one line in op.problems; it stops with the operator
-
-
-def _attach_adapter(op: Operator, mode: str) -> None:
-    """The online learner of live threads (``[adapt] mode``; off unless the operator turns it on)."""
-    op.set_adapt_mode(mode)

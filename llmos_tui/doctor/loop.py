@@ -25,11 +25,11 @@ from llmos_tui.doctor.actions import ActionsMixin
 from llmos_tui.doctor.api import DetectorSpec, Finding
 from llmos_tui.doctor.context import DetectorContext, JournalView
 from llmos_tui.doctor.findings import OPEN_STATES, FindingsMixin
-from llmos_tui.doctor.journal_port import JournalPort
 from llmos_tui.doctor.plugins import PluginManager, describe_error
 from llmos_tui.doctor.policy import Policy
 from llmos_tui.doctor.verify import WorkloadLog
 from llmos_tui.engine.probe import CanaryResult
+from llmos_tui.journal.port import JournalPort
 from llmos_tui.observers import Observers
 
 log = logging.getLogger("llmos_tui.doctor")
@@ -57,7 +57,6 @@ class _NoSource:
         return None
 
 
-_JournalPort = JournalPort  # the old private name
 
 
 class Doctor(FindingsMixin, ActionsMixin):
@@ -133,6 +132,7 @@ class Doctor(FindingsMixin, ActionsMixin):
         self._workload_for: dict[int, Any] = {}
         self._kill_switch = self.policy.kill_switch
         self.dry_run = self.policy.dry_run
+        self.replayed = False  # the composition root sets it for a doctor over a replayed trace
         self.started_ts = time.time()
         self.last_load_ts: float | None = time.time() if supervisor is not None and supervisor.is_ready else None
         self.start_limit_hit = False

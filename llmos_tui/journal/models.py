@@ -10,13 +10,13 @@ the timeline (`llmos-tui journal list --kind model_file`).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from llmos_tui.errors import JournalError
+from llmos_tui.journal.records import _dumps, _loads
 
 MODEL_ORIGINS = ("quantize", "import")
 
@@ -39,17 +39,8 @@ class ModelFile:
         return f"mdl:{self.id}"
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value if value is not None else {}, default=str, separators=(",", ":"))
-
-
 def _unjson(text: Any) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
+    value = _loads(text)
     return value if isinstance(value, dict) else {}
 
 
@@ -103,12 +94,12 @@ class ModelFilesMixin:
             new_id = conn.execute(
                 "INSERT INTO model_files (ts, path, parent_id, parent_path, quantization, origin, size_bytes, details,"
                 " metrics) VALUES (?,?,?,?,?,?,?,?,?)",
-                (now, path, parent_id, parent, quantization, origin, int(size_bytes), _json(dict(details or {})), "{}"),
+                (now, path, parent_id, parent, quantization, origin, int(size_bytes), _dumps(dict(details or {})), "{}"),
             ).lastrowid
             conn.execute(
                 "INSERT INTO events (ts, kind, config_id, data) "
                 "VALUES (?, 'model_file', (SELECT id FROM configs WHERE active = 1), ?)",
-                (now, _json({"model_file": f"mdl:{new_id}", "path": path, "parent": parent,
+                (now, _dumps({"model_file": f"mdl:{new_id}", "path": path, "parent": parent,
                              "quantization": quantization, "origin": origin, "size_bytes": int(size_bytes)})),
             )
         return self.get_model_file(new_id)
@@ -118,7 +109,7 @@ class ModelFilesMixin:
         current = self.get_model_file(model_id)
         values = {**current.metrics, **dict(metrics)} if merge else dict(metrics)
         with self._write("record model measurements") as conn:  # type: ignore[attr-defined]
-            conn.execute("UPDATE model_files SET metrics = ? WHERE id = ?", (_json(values), model_id))
+            conn.execute("UPDATE model_files SET metrics = ? WHERE id = ?", (_dumps(values), model_id))
         return self.get_model_file(model_id)
 
     def get_model_file(self, model_id: int) -> ModelFile:

@@ -13,31 +13,16 @@ Study status: ``running`` -> ``stopped`` (interrupted; ``resume_study`` makes it
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Mapping
 
 from llmos_tui.errors import JournalError
+from llmos_tui.journal.records import _dumps, _loads
 
 TRIAL_OUTCOMES = ("ok", "oom", "crash", "timeout", "error", "refused", "budget")
 TRIAL_KINDS = ("trial", "verify")
 STUDY_STATUSES = ("running", "stopped", "done", "failed")
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value if value is not None else {}, default=str, separators=(",", ":"))
-
-
-def _unjson(text: Any) -> Any:
-    if not isinstance(text, str):
-        return {} if text is None else text
-    if not text:
-        return {}
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def model_key(path: str | os.PathLike[str], size_bytes: int | None = None) -> str:
@@ -54,12 +39,12 @@ def model_key(path: str | os.PathLike[str], size_bytes: int | None = None) -> st
 def _study(row: dict[str, Any]) -> dict[str, Any]:
     for key in ("space", "machine", "settings", "result"):
         if key in row:
-            row[key] = _unjson(row[key])
+            row[key] = _loads(row[key])
     return row
 
 
 def _trial(row: dict[str, Any]) -> dict[str, Any]:
-    row["params"], row["metrics"] = _unjson(row["params"]), _unjson(row["metrics"])
+    row["params"], row["metrics"] = _loads(row["params"]), _loads(row["metrics"])
     return row
 
 
@@ -74,8 +59,8 @@ class TuningRecords:
             return conn.execute(
                 "INSERT INTO studies (started, name, objective, space, status, model_path, model_key, build, "
                 "machine, settings, result) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (ts or time.time(), name, objective, _json(space), "running", model_path, model_key, build,
-                 _json(machine), _json(settings), "{}"),
+                (ts or time.time(), name, objective, _dumps(space), "running", model_path, model_key, build,
+                 _dumps(machine), _dumps(settings), "{}"),
             ).lastrowid
 
     def end_study(self, study_id: int, *, status: str = "done", result: Any = None, ts: float | None = None) -> None:
@@ -85,7 +70,7 @@ class TuningRecords:
         with self._write("end a study") as conn:  # type: ignore[attr-defined]
             cursor = conn.execute(
                 "UPDATE studies SET ended = ?, status = ?, result = COALESCE(?, result) WHERE id = ?",
-                (ts or time.time(), status, None if result is None else _json(result), study_id))
+                (ts or time.time(), status, None if result is None else _dumps(result), study_id))
             if cursor.rowcount == 0:
                 raise JournalError(f"no study std:{study_id} in journal {self.path}")  # type: ignore[attr-defined]
 
@@ -99,7 +84,7 @@ class TuningRecords:
 
     def set_study_result(self, study_id: int, result: Any) -> None:
         with self._write("record a study's result") as conn:  # type: ignore[attr-defined]
-            if conn.execute("UPDATE studies SET result = ? WHERE id = ?", (_json(result), study_id)).rowcount == 0:
+            if conn.execute("UPDATE studies SET result = ? WHERE id = ?", (_dumps(result), study_id)).rowcount == 0:
                 raise JournalError(f"no study std:{study_id} in journal {self.path}")  # type: ignore[attr-defined]
 
     def get_study(self, study_id: int) -> dict[str, Any]:
@@ -132,7 +117,7 @@ class TuningRecords:
             return conn.execute(
                 "INSERT INTO trials (study_id, ts, params, value, metrics, outcome, config_id, reason, kind) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
-                (study_id, ts or time.time(), _json(params), value, _json(metrics), outcome, config_id,
+                (study_id, ts or time.time(), _dumps(params), value, _dumps(metrics), outcome, config_id,
                  reason or "", kind),
             ).lastrowid
 
@@ -155,7 +140,7 @@ class TuningRecords:
         out = []
         for row in rows:
             row = _trial(row)
-            row["machine"], row["settings"] = _unjson(row["machine"]), _unjson(row["settings"])
+            row["machine"], row["settings"] = _loads(row["machine"]), _loads(row["settings"])
             out.append(row)
         return out
 

@@ -222,9 +222,9 @@ def host_line(host: HostSample | None) -> str:
     return text
 
 
-def engine_line(engine: dict[str, Any] | None) -> str:
+def engine_line(engine: dict[str, Any] | None, missing: str = "not attached") -> str:
     if engine is None:
-        return "engine  not attached"
+        return f"engine  {missing}"
     ctx = f"{fmt_num(engine.get('ctx_used'))} / {fmt_num(engine.get('n_ctx'))}"
     ttft = engine.get("last_ttft_ms")
     return (
@@ -239,7 +239,7 @@ def no_gpu_text(sample: Sample) -> str:
     return f"No NVIDIA GPU: {sample.nvml_error or 'NVML found no device'}"
 
 
-def format_status(sample: Sample) -> str:
+def format_status(sample: Sample, *, no_engine: str = "not attached") -> str:
     """A whole sample as plain text lines (the `status` command)."""
     head = f"llmos-tui status  {fmt_time(sample.ts)}"
     if sample.driver_version:
@@ -253,5 +253,5 @@ def format_status(sample: Sample) -> str:
     else:
         lines.append(no_gpu_text(sample))
     lines.append(host_line(sample.host))
-    lines.append(engine_line(sample.engine))
+    lines.append(engine_line(sample.engine, no_engine))
     return "\n".join(lines)

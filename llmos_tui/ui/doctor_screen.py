@@ -107,7 +107,7 @@ class DoctorScreen(Screen[None]):
         self._rows = []
         for f in findings:
             style = SEVERITY_STYLE.get(f.severity, "")
-            title = Text("REPLAY ", style="bold black on yellow") if getattr(self.doctor, "replayed", False) else Text()
+            title = Text("REPLAY ", style="bold black on yellow") if self.doctor.replayed else Text()
             title.append(sanitize(f.title) + (f"  ×{f.count}" if f.count > 1 else ""))
             table.add_row(str(f.id), Text(f.severity, style=style), f.detector, f.state, title, key=str(f.id))
             self._rows.append(f.id)

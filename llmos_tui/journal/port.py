@@ -1,5 +1,6 @@
-"""One way for the doctor to read and write the journal, whether it got a Journal, a
-JournalWriter (calls run on the writer's thread, in its next batch) or nothing."""
+"""One way to read and write the journal, whether a part got a Journal, a JournalWriter (calls
+run on the writer's thread, in its next batch) or nothing (no journal: calls return None).
+Used by the doctor and the change transaction."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import logging
 import threading
 from typing import Any, Callable
 
-log = logging.getLogger("llmos_tui.doctor")
+log = logging.getLogger("llmos_tui.journal")
 
 
 class JournalPort:
-    def __init__(self, journal: Any) -> None:
+    def __init__(self, journal: Any, who: str = "doctor") -> None:
         self.target = journal
+        self.who = who  # named in the warning when a write fails
         self._lock = threading.RLock()
 
     @property
@@ -31,6 +33,6 @@ class JournalPort:
     def safe(self, fn: Callable[[Any], Any], default: Any = None) -> Any:
         try:
             return self.call(fn)
-        except Exception as exc:  # noqa: BLE001 - a journal problem must not stop the doctor
-            log.warning("doctor could not write the journal: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - a journal problem must not stop the caller
+            log.warning("%s could not write the journal: %s", self.who, exc)
             return default
