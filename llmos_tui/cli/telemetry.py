@@ -32,8 +32,9 @@ def _positive_seconds(text: str) -> float:
 def register(subparsers: Any) -> None:
     status = subparsers.add_parser(
         "status",
-        help="print one telemetry snapshot (GPU, host, engine)",
-        description="Print one snapshot of GPU (NVML), host and engine telemetry.",
+        help="GPUs, host, and the engine of every llmos-tui running on this box",
+        description="Print one snapshot of GPU (NVML) and host telemetry, and the live state (engine, doctor) "
+                    "that every running llmos-tui publishes on its local endpoint; says so when none runs.",
     )
     status.add_argument("--json", action="store_true", help="print the sample as JSON")
     status.add_argument(
