@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--n-prompt", type=int, default=128)
     ap.add_argument("--n-gen", type=int, default=24)
+    ap.add_argument("--depth", type=int, default=0, help="KV depth the generation runs at (llama-bench's -d)")
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--limit", type=int, default=0, help="measure at most this many configurations (0: all)")
@@ -119,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     grid = args.grid or ("bench" if args.model == "bench" else "small")
     configs = grid_configs(grid)
     random.Random(args.seed).shuffle(configs)
-    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.reps)
+    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth, reps=args.reps)
+    if spec.tokens > args.n_ctx:
+        ap.error(f"depth + n_prompt + n_gen = {spec.tokens} does not fit --n-ctx {args.n_ctx}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     facts = {"kind": "llmos-tui response surface", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
