@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmos_tui.config import load_config
-from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.params import EngineParams, cpu_has_amx, resolve_repack
 from llmos_tui.errors import ConfigError
 from llmos_tui.paths import DEMO_MODEL
 
@@ -113,3 +113,21 @@ def test_a_refused_send_leaves_no_message_and_a_reset_drops_the_streaming_reply(
     reply.wait(10)
     time.sleep(0.1)
     assert chat.messages == [], "the cancelled reply of the old conversation stays out of the new one"
+
+
+def test_repack_auto_is_off_on_an_amx_cpu_and_on_elsewhere(tmp_path: Path) -> None:
+    amx = tmp_path / "cpuinfo-amx"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+    plain_cpu = tmp_path / "cpuinfo-epyc"
+    plain_cpu.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_amx(str(amx)) and not cpu_has_amx(str(plain_cpu))
+    assert not cpu_has_amx(str(tmp_path / "missing")), "an unreadable cpuinfo is no AMX"
+    on, why = resolve_repack("auto", amx=True)
+    assert on is False and "AMX" in why
+    assert resolve_repack("auto", amx=False)[0] is True
+    assert resolve_repack("on", amx=True)[0] is True, "the operator may force it"
+    assert resolve_repack("off", amx=False)[0] is False
+    assert EngineParams.from_mapping({"repack": "off"}).repack == "off"
+    assert EngineParams.from_mapping({"repack": False}).repack == "off"
+    with pytest.raises(ConfigError, match="repack must be one of"):
+        EngineParams.from_mapping({"repack": "sometimes"})

@@ -78,6 +78,7 @@ def sample_config() -> str:
         "type_v": "V cache type (a quantised V cache needs flash attention)",
         "seed": "sampling seed",
         "use_mmap": "map the model file instead of reading it",
+        "repack": "weight repacking (AMX, x86/ARM): auto (off on AMX CPUs), on or off",
     }
     out = [
         "# llmos-tui configuration. Every key is shown at its default, commented out:",

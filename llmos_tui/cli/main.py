@@ -22,6 +22,7 @@ ENGINE_OPTIONS: list[tuple[str, str, Any]] = [
     ("--type-k", "K cache type: f16, q8_0, q4_0, ...", str),
     ("--type-v", "V cache type (quantised needs flash attention)", str),
     ("--seed", "sampling seed", int),
+    ("--repack", "weight repacking (AMX, x86/ARM): auto (off on AMX CPUs: llama.cpp#20824), on, off", str),
 ]
 
 # Subcommand modules contributed by each part of the core; each has register(subparsers).

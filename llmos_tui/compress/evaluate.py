@@ -139,24 +139,22 @@ def _run_child(args: dict[str, Any]) -> dict[str, Any]:
 
     llama_cpp.llama_log_set(on_log, None)  # keep llama.cpp's lines: the reason of a refusal is in them
     fa = args["flash_attn"]
-    import llama_cpp.llama_cpp as C
+    from llmos_tui.engine.loading import llama_defaults
+    from llmos_tui.engine.params import resolve_repack
 
-    original_disabled = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    if fa == "auto":
-        C.LLAMA_FLASH_ATTN_TYPE_DISABLED = C.LLAMA_FLASH_ATTN_TYPE_AUTO
     t0 = time.perf_counter()
     try:
-        llm = llama_cpp.Llama(model_path=args["model"], n_ctx=args["n_ctx"], n_batch=args["n_ctx"],
-                              n_ubatch=args["n_ctx"], n_threads=args["n_threads"], n_threads_batch=args["n_threads"],
-                              n_gpu_layers=args["n_gpu_layers"], logits_all=True, flash_attn=fa == "on",
-                              type_k=args["type_k"], type_v=args["type_v"], verbose=True)
+        with llama_defaults(flash_attn=fa, repack=resolve_repack(args.get("repack", "auto"))[0]):
+            llm = llama_cpp.Llama(model_path=args["model"], n_ctx=args["n_ctx"], n_batch=args["n_ctx"],
+                                  n_ubatch=args["n_ctx"], n_threads=args["n_threads"],
+                                  n_threads_batch=args["n_threads"], n_gpu_layers=args["n_gpu_layers"],
+                                  logits_all=True, flash_attn=fa == "on", type_k=args["type_k"],
+                                  type_v=args["type_v"], verbose=True)
     except Exception as exc:  # noqa: BLE001 - a refusal is the answer
         lines = "".join(log_lines).splitlines()
         out["reason"] = f"{exc}: {_why(lines)}" if lines else str(exc)
         out["seconds"] = time.perf_counter() - started
         return out
-    finally:
-        C.LLAMA_FLASH_ATTN_TYPE_DISABLED = original_disabled
     out["load_ms"] = (time.perf_counter() - t0) * 1000
     n_ctx = args["n_ctx"]
     tokens = llm.tokenize(args["text"].encode("utf-8"), add_bos=False, special=False)

@@ -22,6 +22,36 @@ CACHE_TYPES: dict[str, int] = {
     "bf16": 30,
 }
 FLASH_ATTN = ("auto", "on", "off")
+REPACK = ("auto", "on", "off")
+
+
+def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU advertises Intel AMX (``amx_int8`` / ``amx_tile`` in /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[-1].split()
+                    return "amx_int8" in flags or "amx_tile" in flags
+    except OSError:
+        return False
+    return False
+
+
+def resolve_repack(value: str, amx: bool | None = None) -> tuple[bool, str]:
+    """Whether llama.cpp may repack the weights into its extra CPU buffer types (AMX, the x86 and
+    ARM repacks), and why. ``auto`` turns it off on a CPU with AMX: llama.cpp's AMX kernels
+    segfault at the first batched decode on such machines (ggml-org/llama.cpp#20824, seen here on
+    a Sapphire-Rapids-class VM with a Q8_0 model: every prompt of more than one token killed the
+    engine), so a crash-free engine wins over AMX's prompt speed."""
+    if value == "on":
+        return True, "repack=on (configured)"
+    if value == "off":
+        return False, "repack=off (configured)"
+    amx = cpu_has_amx() if amx is None else amx
+    if amx:
+        return False, "repack=auto: off on this AMX CPU (llama.cpp's AMX kernels crash here, llama.cpp#20824)"
+    return True, "repack=auto: on"
 
 
 def _default_threads() -> int:
@@ -47,6 +77,7 @@ class EngineParams:
     type_v: str = "f16"
     seed: int = 0xC0FFEE
     use_mmap: bool = True
+    repack: str = "auto"  # weight repacking into llama.cpp's extra CPU buffer types (AMX, x86/ARM repack)
 
     # ---- validation -------------------------------------------------------
     def validate(self) -> "EngineParams":
@@ -81,6 +112,8 @@ class EngineParams:
             raise ConfigError(
                 f"type_v={self.type_v} (a quantised V cache) needs flash_attn=on or auto, got flash_attn=off"
             )
+        if self.repack not in REPACK:
+            raise ConfigError(f"repack must be one of {', '.join(REPACK)}, got {self.repack!r}")
         if not isinstance(self.use_mmap, bool):
             raise ConfigError(f"use_mmap must be true or false, got {self.use_mmap!r}")
         return self
@@ -139,9 +172,9 @@ def _coerce(key: str, raw: Any, current: Any) -> Any:
         except ValueError:
             raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
     if isinstance(current, str):
-        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool) and key != "flash_attn":
+        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool) and key not in ("flash_attn", "repack"):
             raise ConfigError(f"{key} must be a string, got {raw!r}")
-        if key == "flash_attn" and isinstance(raw, bool):
+        if key in ("flash_attn", "repack") and isinstance(raw, bool):
             return "on" if raw else "off"
         return str(raw).strip().lower() if key != "model_path" else str(raw)
     return raw

@@ -50,6 +50,7 @@ class Worker:
         self.formatter: Any = None
         self.cancelled_ids: set[int] = set()
         self.current_id: int | None = None
+        self.repack: tuple[bool, str] = (True, "")  # may llama.cpp repack the weights, and why
 
     # ---- stdin reader: cancel and faults act at once, the rest waits its turn ----
     def read_commands(self) -> None:
@@ -117,41 +118,30 @@ class Worker:
                 emit({"ev": P.EV_PROGRESS, "progress": round(float(progress), 3)})
             return True
 
-        # llama-cpp-python exposes neither load progress nor flash-attention "auto";
-        # both are set through the C defaults it reads while constructing Llama.
-        original_defaults = C.llama_model_default_params
-        original_disabled = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        from llmos_tui.engine.loading import llama_defaults
+        from llmos_tui.engine.params import resolve_repack
 
-        def model_defaults() -> Any:
-            mp = original_defaults()
-            mp.progress_callback = on_progress
-            return mp
-
-        C.llama_model_default_params = model_defaults
-        if params["flash_attn"] == "auto":
-            C.LLAMA_FLASH_ATTN_TYPE_DISABLED = C.LLAMA_FLASH_ATTN_TYPE_AUTO
+        self.repack = resolve_repack(params.get("repack", "auto"))
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=params["model_path"],
-                n_gpu_layers=params["n_gpu_layers"],
-                n_ctx=params["n_ctx"],
-                n_batch=params["n_batch"],
-                n_ubatch=params["n_ubatch"],
-                n_threads=params["n_threads"],
-                n_threads_batch=params["n_threads_batch"],
-                flash_attn=params["flash_attn"] == "on",
-                type_k=P.cache_type_id(params["type_k"]),
-                type_v=P.cache_type_id(params["type_v"]),
-                seed=params["seed"],
-                use_mmap=params["use_mmap"],
-                verbose=True,  # llama.cpp's log lines go to stderr, which the supervisor keeps
-            )
+            with llama_defaults(flash_attn=params["flash_attn"], repack=self.repack[0], progress=on_progress):
+                self.llm = llama_cpp.Llama(
+                    model_path=params["model_path"],
+                    n_gpu_layers=params["n_gpu_layers"],
+                    n_ctx=params["n_ctx"],
+                    n_batch=params["n_batch"],
+                    n_ubatch=params["n_ubatch"],
+                    n_threads=params["n_threads"],
+                    n_threads_batch=params["n_threads_batch"],
+                    flash_attn=params["flash_attn"] == "on",
+                    type_k=P.cache_type_id(params["type_k"]),
+                    type_v=P.cache_type_id(params["type_v"]),
+                    seed=params["seed"],
+                    use_mmap=params["use_mmap"],
+                    verbose=True,  # llama.cpp's log lines go to stderr, which the supervisor keeps
+                )
         except Exception as exc:
             emit({"ev": P.EV_LOAD_FAILED, "message": str(exc) or type(exc).__name__})
             return
-        finally:
-            C.llama_model_default_params = original_defaults
-            C.LLAMA_FLASH_ATTN_TYPE_DISABLED = original_disabled
         self.params = params
         load_ms = (time.perf_counter() - t0) * 1000
         self.load_ms = load_ms
@@ -171,6 +161,8 @@ class Worker:
             "n_ctx_train": int(C.llama_model_n_ctx_train(model)),
             "gpu_offload": bool(C.llama_supports_gpu_offload()),
             "chat_format": getattr(llm, "chat_format", None),
+            "repack": self.repack[0],
+            "repack_why": self.repack[1],
         }
 
     def format_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:

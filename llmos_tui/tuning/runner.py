@@ -605,7 +605,7 @@ class Tuner:
         reason = (f"std:{self.study_id} verified {verdict.median:.3f}x "
                   f"(CI {verdict.ci_low:.3f}-{verdict.ci_high:.3f}, {verdict.rounds} rounds)")
         # the engine is paused: the change reloads it with the new parameters (or rolls back)
-        best = best.replace(seed=running.seed, use_mmap=running.use_mmap)
+        best = best.replace(seed=running.seed, use_mmap=running.use_mmap, repack=running.repack)
         result = changes.propose(best, source="tuner", kind="tune", reason=reason, proposed_by="auto")
         if not self.supervisor.is_ready:
             self._resume_engine()

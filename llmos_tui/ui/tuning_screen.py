@@ -279,8 +279,8 @@ class TuningScreen(Screen[None]):
         from llmos_tui.engine.params import EngineParams
 
         running = self.operator.supervisor.params
-        params = EngineParams.from_mapping(report["best"]["params"]).replace(seed=running.seed,
-                                                                             use_mmap=running.use_mmap)
+        params = EngineParams.from_mapping(report["best"]["params"]).replace(
+            seed=running.seed, use_mmap=running.use_mmap, repack=running.repack)
         reason = (f"std:{report.get('study_id')} verified {verdict['median']:.3f}x "
                   f"(CI {verdict['ci_low']:.3f}-{verdict['ci_high']:.3f}, {verdict['rounds']} rounds)")
         self.log_line(f"applying the best: {reason}")
