@@ -168,9 +168,15 @@ def fmt(x: float) -> str:
 
 def bench_objective(surface: Surface, objective: str, strategies: list[str], seeds: int, budget: int,
                     warm: bool = True) -> dict:
+    from llmos_tui.tuning.space import Space
+
     means = surface.means(objective)
     top = surface.top(objective)
-    print(f"\n== objective {objective}: {len(surface.configs)} configurations ({len(surface.failed)} failed), "
+    space = Space.from_configs(surface.configs)
+    static = [c for c in surface.configs if space.allowed(c) is not None]
+    failed_run = [k for k in surface.failed if space.allowed(dict(zip(KNOBS, k))) is None]
+    print(f"\n== objective {objective}: {len(surface.configs)} configurations recorded, {len(static)} that "
+          f"llama.cpp's static rules refuse (never proposed), {len(failed_run)} that failed when run (a trial); "
           f"top 5 % = {len(top)} configuration(s) >= {min(means[k] for k in top):.2f} tok/s "
           f"(best mean {max(means.values()):.2f}); {seeds} seeds, budget {budget}")
     print(f"{'strategy':<8} {'median':>6} {'mean':>6} {'p90':>5} {'misses':>6} {'at12':>6}  seconds")

@@ -147,7 +147,19 @@ def test_drift_is_proposed_only_when_unexplained():
     assert proposals == []  # the doctor explains the drop
     explanation["why"] = None
     run(adapter, lambda a: 60.0, 12, random.Random(11))
-    assert len(proposals) == 1 and proposals[0]["kind"] == "retune" and proposals[0]["proposed_only"]
+    assert len(proposals) == 1 and proposals[0]["kind"] == "retune"
+    assert proposals[0]["median_tps"] == pytest.approx(60.0, rel=0.3) and proposals[0]["reference_tps"] == 100.0
+
+
+def test_a_reload_with_other_threads_is_the_new_baseline():
+    engine = FakeEngine(2, 2)
+    adapter = OnlineAdapter(engine, mode="on", max_threads=4, host_load=FakeLoad(), drift_window=5)
+    run(adapter, lambda a: 50.0, 12, random.Random(3))
+    adapter.learned_quiet = 50.0
+    engine.params = engine.params.replace(n_threads=3, n_threads_batch=3)  # a re-tune applied 3/3
+    adapter._on_reload()
+    assert adapter.baseline == (3, 3) and (3, 3) in adapter.arms and adapter.learned_quiet is None
+    run(adapter, lambda a: 50.0, 5, random.Random(4))  # every context knows the new arm: no KeyError
 
 
 def test_small_helpers():

@@ -14,6 +14,7 @@ import pytest
 
 from llmos_tui.compress import quality as Q
 from llmos_tui.compress.quantize import FTYPES, QuantizeError, estimate, journal_result, quantize
+from llmos_tui.journal import Journal
 
 DEMO = Path(__file__).resolve().parent.parent / "llmos_tui" / "data" / "demo.gguf"
 
@@ -69,7 +70,6 @@ def test_ftype_table_matches_the_binding():
 def test_quantize_f16_to_q8_0_loads_and_is_journaled(tmp_path):
     from llmos_tui.engine.params import EngineParams
     from llmos_tui.engine.supervisor import Supervisor
-    from llmos_tui.journal import Journal
 
     out = tmp_path / "demo-Q8_0.gguf"
     seen: list[tuple[int, int]] = []
@@ -97,6 +97,10 @@ def test_quantize_f16_to_q8_0_loads_and_is_journaled(tmp_path):
         lineage = journal.model_lineage(out)
         assert [m.path for m in lineage] == [str(out), str(DEMO.resolve())]
         assert journal.events("model_file")[0]["data"]["model_file"] == f"mdl:{model_id}"
+        shown = journal.show(f"mdl:{model_id}")  # `llmos-tui journal show mdl:N`
+        assert shown["type"] == "model" and shown["quantization"] == "q8_0" and shown["parent"]
+        assert f"mdl:{model_id}" in journal.show(shown["parent"])["children"]
+        assert any(e.id == f"mdl:{model_id}" for e in journal.timeline(limit=20))
 
 
 def test_an_existing_output_is_never_overwritten(tmp_path):
@@ -213,6 +217,30 @@ def test_compare_cli_measures_and_picks_within_a_budget(tmp_path):
                              "--no-speed", "--chunks", "2", "--max-kld", "0.0000001", "--max-ppl-ratio", "0.5",
                              "--journal", str(tmp_path / "j.db")], capture_output=True, text=True, timeout=120)
     assert strict.returncode == 1 and "no measured variant fits" in strict.stdout
+
+
+def test_compare_apply_switches_the_model_through_the_change_transaction_and_undo_reverts(tmp_path):
+    import json as _json
+
+    q8 = tmp_path / "demo-Q8_0.gguf"
+    quantize(DEMO, "q8_0", q8, nthread=1)
+    jpath = tmp_path / "j.db"
+    common = ["--journal", str(jpath), "--n-threads", "1", "--n-threads-batch", "1"]
+    proc = subprocess.run([sys.executable, "-m", "llmos_tui.cli", *common, "compare", "--model", str(DEMO), str(q8),
+                           "--no-speed", "--chunks", "2", "--max-kld", "0.05", "--apply", "--json"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    applied = _json.loads(proc.stdout)["applied"]
+    assert applied["ok"] and applied["state"] == "applied", applied
+    with Journal(jpath) as journal:
+        active = journal.active_config()
+        assert active.model_path == str(q8) and active.entry_id == f"cfg:{applied['config_id']}"
+        assert journal.get_action(applied["action_id"]).kind == "model_switch"
+    undo = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "--journal", str(jpath), "journal", "undo",
+                           f"cfg:{applied['config_id']}"], capture_output=True, text=True, timeout=60)
+    assert undo.returncode == 0, undo.stderr
+    with Journal(jpath) as journal:
+        assert Path(journal.active_config().model_path).resolve() == DEMO.resolve(), "undo: back to the source"
 
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q4_k_m", "q5_k_m"])

@@ -17,7 +17,7 @@ from llmos_tui.config import load_config
 from llmos_tui.core import build_core
 from llmos_tui.core.endpoint import read_endpoints
 from llmos_tui.journal import Journal
-from tests.conftest import cli_env
+from tests.conftest import cli_env, wait_for
 
 CLI = [sys.executable, "-m", "llmos_tui.cli"]
 TRACE = Path(__file__).parent / "data" / "trace_throttle.jsonl"
@@ -220,3 +220,69 @@ def test_online_adapter_is_off_by_default_and_shadow_changes_nothing(tmp_path: P
         op.close()
     with Journal(tmp_path / "j.sqlite", readonly=True) as j:
         assert [e["data"]["to"] for e in j.events("adapt_mode")][-1] in ("shadow", "off")
+
+
+# ---- drift: the learner's finding, the doctor's policy, the tuner's re-tune ---------------------
+RETUNE = {"trials": 2, "idle_s": 0.3, "idle_wait_s": 30, "verify_rounds": 2, "n_prompt": 16, "n_gen": 4,
+          "reps": 1, "strategy": "random"}
+DRIFT = {"kind": "retune", "reason": "served 40.0 tok/s in a quiet context, 50% below the reference 80.0 tok/s",
+         "median_tps": 40.0, "reference_tps": 80.0, "context": "idle/free2/short", "window": 20}
+
+
+def drift_core(tmp_path: Path, mode: str):
+    cfg = config(tmp_path)
+    cfg.doctor = {"tuning.drift": {"mode": mode, **RETUNE}, "canary_period_s": 0, "grace_s": 0}
+    op = build_core(cfg, "live", endpoint=False)
+    op.start_engine()
+    op.set_adapt_mode("shadow")
+    return op
+
+
+def test_drift_is_suggested_by_default_and_runs_nothing(tmp_path: Path) -> None:
+    op = drift_core(tmp_path, "suggest")
+    try:
+        op.adapter.on_drift(dict(DRIFT))  # what the learner hands on when it sees drift
+        assert wait_for(lambda: [f for f in op.doctor.findings() if f.detector == "tuning.drift"], 10)
+        finding = next(f for f in op.doctor.findings() if f.detector == "tuning.drift")
+        assert finding.proposed == "tuning.retune" and finding.evidence["reference_tps"] == 80.0
+        time.sleep(1.0)
+        assert finding.state == "proposed", "suggest: the operator decides"
+        op.journal_writer.flush()
+        with Journal(tmp_path / "j.sqlite", readonly=True) as j:
+            assert j.studies() == [], "no study ran"
+    finally:
+        op.close()
+
+
+def test_drift_under_auto_re_tunes_in_an_idle_window_and_says_what_came_of_it(tmp_path: Path) -> None:
+    op = drift_core(tmp_path, "auto")
+    try:
+        before = op.supervisor.params
+        assert op.send("hello").wait(60).status == "done"  # the operator was just active
+        sent = time.time()
+        op.adapter.on_drift(dict(DRIFT))
+        assert wait_for(lambda: any(f.detector == "tuning.drift" and f.state in ("repaired", "failed")
+                                    for f in op.doctor.findings()), 120), \
+            [(f.detector, f.state, f.history) for f in op.doctor.findings()]
+        finding = next(f for f in op.doctor.findings() if f.detector == "tuning.drift")
+        op.journal_writer.flush()
+        with Journal(tmp_path / "j.sqlite", readonly=True) as j:
+            studies = j.studies()
+            assert len(studies) == 1, "one short study ran"
+            study = studies[0]
+            assert study["started"] >= sent + RETUNE["idle_s"] - 0.05, "it waited for the idle window"
+            assert len(j.trials(study["id"], kind="trial")) == RETUNE["trials"]
+            result = study["result"] or {}
+            action = j.get_action(finding.action_id)
+            applied = (result.get("applied") or {}).get("ok")
+            if applied:  # verified faster: applied through the change transaction, undoable
+                assert finding.state == "repaired" and action.state == "verified"
+                assert j.active_config().source == "tuner"
+                assert op.supervisor.params != before
+            else:  # nothing verified faster: said so, and the running configuration stays
+                assert finding.state == "failed" and action.state == "failed"
+                assert "found nothing verified faster" in action.history[-1]["note"], action.history
+                assert op.supervisor.params == before
+        assert op.supervisor.is_ready, "the engine serves again after the study"
+    finally:
+        op.close()

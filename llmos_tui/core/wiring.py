@@ -130,6 +130,7 @@ def _attach_doctor(op: Operator, mode: str, *, start: bool) -> None:
         doctor.replayed = True
     else:
         doctor = Doctor(op.supervisor, op.sampler, op.journal_writer, policy, changes=op.changes)
+        doctor.services["tuner"] = lambda: op.tuner  # the drift re-tune (tuning.retune) runs the core's tuner
         if op.config.readonly:
             doctor.dry_run = True  # read-only: the doctor says what it would do, and does nothing
     if start:

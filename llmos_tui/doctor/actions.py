@@ -56,7 +56,8 @@ class ActionsMixin:
         sup = self.supervisor
         return RepairContext(
             supervisor=sup, params=sup.params, model_info=sup.model_info, journal=self.journal_view,
-            finding=finding, settings=self.policy.settings_for(finding.detector),
+            finding=finding, settings=self.policy.settings_for(finding.detector), services=self.services,
+            operator_idle_s=self.operator_idle_s, stopped=lambda: self._kill_switch or self._stop.is_set(),
         )
 
     def plan(self: "Doctor", finding: Finding) -> tuple[RepairSpec | None, Any, list[str]]:

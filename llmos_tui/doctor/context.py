@@ -127,6 +127,9 @@ class RepairContext:
     finding: Finding
     settings: dict[str, Any] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)
+    services: dict[str, Any] = field(default_factory=dict)  # the doctor's services (``tuner``)
+    operator_idle_s: Callable[[], float] = lambda: float("inf")  # seconds since the operator's last request
+    stopped: Callable[[], bool] = lambda: False  # the kill switch or the doctor stopping: give up now
 
     def log(self, text: str) -> None:
         self.messages.append(text)

@@ -34,7 +34,7 @@ from llmos_tui.observers import Observers
 
 log = logging.getLogger("llmos_tui.doctor")
 
-WAKE_KINDS = frozenset({"crashed", "load_failed", "loaded", "request_done", "error", "unloaded"})
+WAKE_KINDS = frozenset({"crashed", "load_failed", "loaded", "request_done", "error", "unloaded", "adapt_drift"})
 __all__ = ["Doctor", "DoctorEvent", "OPEN_STATES", "WAKE_KINDS"]
 
 
@@ -142,6 +142,9 @@ class Doctor(FindingsMixin, ActionsMixin):
         self.notices: list[str] = []
         self._plugins_reported = False
         self._pass_extra: list[Finding] = []
+        # parts of the wider core a repair may use (the composition root fills it): "tuner" -> a
+        # callable returning the core's Tuner (the drift re-tune)
+        self.services: dict[str, Any] = {}
         if chat is not None:
             self.watch_chat(chat)
 
@@ -375,6 +378,14 @@ class Doctor(FindingsMixin, ActionsMixin):
             _logs=(lambda n: sup.logs(n)) if sup is not None else None,
             _canary=self.run_canary if sup is not None else None,
         )
+
+    def operator_idle_s(self) -> float:
+        """Seconds since the operator's last request (0 while a reply streams)."""
+        now = time.time()
+        if self.supervisor is not None and self.supervisor.state.value == "generating" \
+                and not self._canary_running.is_set():
+            return 0.0
+        return now - self._last_operator_ts if self._last_operator_ts else now - self.started_ts
 
     def _operator_active(self, now: float) -> bool:
         if self.supervisor is not None and self.supervisor.state.value == "generating" \

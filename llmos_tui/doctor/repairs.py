@@ -7,8 +7,11 @@ doctor prefers the smallest change that applies.
 
 from __future__ import annotations
 
+import time
+
 from llmos_tui.doctor.api import NotApplicable, repair
 from llmos_tui.doctor.context import RepairContext
+from llmos_tui.errors import LlmosError
 
 
 @repair("engine.reset_context", changes="clears the KV cache (the conversation the engine remembers)",
@@ -109,3 +112,51 @@ def rollback(ctx: RepairContext, finding):
     params = lkg.engine_params()
     ctx.log(f"rolling back to cfg:{lkg.id}")
     return params
+
+
+def _retune_pre(ctx: RepairContext, finding) -> str | None:
+    factory = ctx.services.get("tuner")
+    if factory is None:
+        return "no tuner in this core"
+    if ctx.supervisor is None or not ctx.supervisor.is_ready:
+        return "the engine is not serving"
+    return None
+
+
+@repair("tuning.retune", changes="a short tuning study in an idle window; a verified faster configuration is "
+        "applied through the change transaction (source tuner), undoable", precondition=_retune_pre,
+        restarts_engine=True, cost=6)
+def retune(ctx: RepairContext, finding) -> None:
+    """A short re-tune when the served speed drifted. It waits for an idle window (no operator
+    request for ``idle_s``, default 60 s; at most ``idle_wait_s``, default 1800 s), runs
+    ``trials`` (default 8) warm-started from the journal, verifies the best A/B against the running
+    configuration and applies it only when significantly faster. Nothing faster: NotApplicable,
+    said as such (the running configuration stays)."""
+    idle_s = float(ctx.settings.get("idle_s", 60.0))
+    wait_s = float(ctx.settings.get("idle_wait_s", 1800.0))
+    trials = int(ctx.settings.get("trials", 8))
+    deadline = time.monotonic() + wait_s
+    while ctx.operator_idle_s() < idle_s:
+        if ctx.stopped():
+            raise NotApplicable("stopped while waiting for an idle window")
+        if time.monotonic() > deadline:
+            raise NotApplicable(f"no idle window of {idle_s:.0f} s within {wait_s:.0f} s")
+        time.sleep(min(1.0, max(0.05, idle_s / 20)))
+    tuner = ctx.services["tuner"]()
+    options = {k: ctx.settings[k] for k in ("objective", "verify_rounds", "strategy", "vram_budget")
+               if k in ctx.settings}
+    bench = {k: int(ctx.settings[k]) for k in ("n_prompt", "n_gen", "depth", "reps") if k in ctx.settings}
+    if bench:
+        from llmos_tui.tuning.measure import BenchSpec
+
+        options["spec"] = BenchSpec(**bench)
+    ctx.log(f"re-tune: {trials} trials after {ctx.operator_idle_s():.0f} s idle")
+    report = tuner.run(trials=trials, apply=True, **{"objective": "tg", **options})
+    applied = report.applied or {}
+    if report.status != "done" and not applied:
+        raise NotApplicable(f"the re-tune ended {report.status}: {report.message}")
+    if not applied:
+        raise NotApplicable(f"the re-tune (std:{report.study_id}) found nothing verified faster: {report.message}")
+    if not applied.get("ok"):
+        raise LlmosError(f"the re-tune's change was not kept: {applied.get('message')}")
+    ctx.log(f"re-tune std:{report.study_id} applied cfg:{applied.get('config_id')}: {report.message}")

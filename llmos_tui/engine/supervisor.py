@@ -45,7 +45,7 @@ class EngineState(str, enum.Enum):
 @dataclass
 class EngineEvent:
     """What subscribers receive. kind: state, progress, loaded, load_failed, unloaded,
-    crashed, restarting, request_done, error."""
+    crashed, restarting, request_done, error; adapt_drift (published by the online learner)."""
 
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
@@ -206,8 +206,13 @@ class Supervisor:
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._observers.subscribe(listener)
 
-    def _emit(self, kind: str, **data: Any) -> None:
+    def _emit(self, kind: str, /, **data: Any) -> None:
         self._observers.publish(EngineEvent(kind, data))
+
+    def publish(self, kind: str, /, **data: Any) -> None:
+        """An event about this engine from another part of the core (the online learner's
+        ``adapt_drift``), to every subscriber: the doctor reads it like the engine's own."""
+        self._emit(kind, **data)
 
     def _set_state(self, state: EngineState, **data: Any) -> None:
         with self._lock:

@@ -135,6 +135,7 @@ SOURCES: tuple[_Source, ...] = (
     _Source("std", "study", "studies", "started", "objective", "name||' '||objective||' '||space"),
     _Source("trl", "trial", "trials", "ts", "outcome", "outcome||' '||params||' '||metrics"),
     _Source("chat", "chat", "chats", "created", "model", "title||' '||model"),
+    _Source("mdl", "model", "model_files", "ts", "origin", "origin||' '||path||' '||quantization||' '||metrics"),
     _Source("msg", "message", "messages", "ts", "role", "role||' '||content", in_timeline=False),
     _Source("tel", "telemetry", "telemetry", "ts", "'sample'", "data", in_timeline=False),
 )

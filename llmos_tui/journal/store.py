@@ -528,6 +528,11 @@ class Journal(ConfigRecords, EventRecords, ChatRecords, TelemetryRecords, ModelF
                          f"std:{row['study_id']}{value} {_short_data(_loads(row['params']))}{why}")
         if p == "chat":
             return Entry(f"chat:{row['id']}", "chat", row["model"], ts, row["title"] or "(untitled)")
+        if p == "mdl":
+            parent = f" from mdl:{row['parent_id']}" if row.get("parent_id") is not None else ""
+            size = f" {row['size_bytes'] / 1e6:.1f} MB" if row.get("size_bytes") else ""
+            return Entry(f"mdl:{row['id']}", "model", row["origin"], ts,
+                         f"{Path(row['path']).name} {row['quantization'] or '?'}{size}{parent}")
         if p == "msg":
             text = " ".join(row["content"].split())[:90]
             return Entry(f"msg:{row['id']}", "message", row["role"], ts, f"chat:{row['chat_id']} [{row['status']}] {text}")
@@ -540,7 +545,7 @@ class Journal(ConfigRecords, EventRecords, ChatRecords, TelemetryRecords, ModelF
         row = self._one(f"SELECT * FROM {source.table} WHERE id = ?", (number,))
         if row is None:
             raise JournalError(f"no entry {prefix}:{number} in journal {self.path}")
-        for key in ("params", "data", "evidence", "metrics", "space"):
+        for key in ("params", "data", "evidence", "metrics", "space", "details"):
             if key in row and isinstance(row[key], str):
                 row[key] = _loads(row[key])
         out: dict[str, Any] = {
@@ -583,6 +588,13 @@ class Journal(ConfigRecords, EventRecords, ChatRecords, TelemetryRecords, ModelF
                  "kind": t.get("kind", "trial"), "reason": t.get("reason", "")}
                 for t in self.trials(number)
             ]
+        elif prefix == "mdl":
+            if row.get("parent_id") is not None:
+                out["parent"] = f"mdl:{row['parent_id']}"
+            out["children"] = [f"mdl:{r['id']}" for r in self._query(
+                "SELECT id FROM model_files WHERE parent_id = ? ORDER BY id", (number,))]
+            out["configs"] = [f"cfg:{r['id']}" for r in self._query(
+                "SELECT id FROM configs WHERE model_path = ? ORDER BY id", (row["path"],))]
         elif prefix == "chat":
             out["messages"] = [
                 {"id": f"msg:{m.id}", "role": m.role, "status": m.status, "content": m.content, "metrics": m.metrics}
@@ -591,7 +603,7 @@ class Journal(ConfigRecords, EventRecords, ChatRecords, TelemetryRecords, ModelF
         return out
 
     # ---- export --------------------------------------------------------------------
-    _JSON_COLUMNS = ("params", "data", "evidence", "metrics", "space")
+    _JSON_COLUMNS = ("params", "data", "evidence", "metrics", "space", "details")
 
     def export(self) -> dict[str, Any]:
         """Every table, JSON columns decoded: an archive an operator can read or feed to jq."""

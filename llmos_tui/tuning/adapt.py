@@ -19,8 +19,13 @@ discounted statistics so that it follows a box that changes. Guard rails:
 - journaled summarised: a ``adapt_summary`` event every ``summary_every`` requests and on mode
   changes, never one per request;
 - drift: when the served rate in a quiet context falls well below the rate it learned (or the
-  tuner's baseline) for a whole window and ``explained()`` has no reason, it *proposes* a short
-  re-tune (``on_drift``; journaled as ``adapt_drift``). Running it is the tuner's job.
+  tuner's baseline) for a whole window and ``explained()`` has no reason, it raises a drift
+  (journaled as ``adapt_drift``, handed to ``on_drift``). Wired to an Operator, the drift is
+  published on the engine's event bus, where the doctor's ``tuning.drift`` detector turns it into
+  a finding whose repair, ``tuning.retune``, runs a short study in an idle window: suggested by
+  default, run by itself under ``[doctor] "tuning.drift" = "auto"``, verified A/B and applied
+  through the change transaction (undoable), under the doctor's rails (kill switch, one action
+  at a time, backoff, the start limit).
 
 ``policy()`` is a plain dict for the dashboard: per context the best choice, its estimated
 rate, the baseline's, and the estimated gain.
@@ -156,7 +161,11 @@ class KnobBandit:
         self.rng = rng or random.Random(0xADA)
 
     def _ctx(self, key: str) -> dict[Any, _Stat]:
-        return self.stats.setdefault(key, {v: _Stat() for v in self.values})
+        stats = self.stats.setdefault(key, {})
+        for v in self.values:  # an arm added later (a new baseline) starts untried everywhere
+            if v not in stats:
+                stats[v] = _Stat()
+        return stats
 
     def pooled(self, value: Any) -> float | None:
         """The arm's mean over every context (the prior of a context that has not tried it)."""
@@ -312,8 +321,25 @@ class OnlineAdapter:
                 self.after_reply(ev.data.get("metrics") or {})
             elif ev.kind in ("loaded", "crashed"):
                 self.current = None  # a fresh child runs its params' threads
+                if ev.kind == "loaded":
+                    self._on_reload()
         self._unsubscribe = self.supervisor.subscribe(on_event)
         return self._unsubscribe
+
+    def _on_reload(self) -> None:
+        """A (re)load: a changed configuration (a repair, a re-tune, an undo) is the new baseline,
+        and the quiet rate is learned afresh against it."""
+        params = self.supervisor.params
+        baseline = (min(params.n_threads, self.ncpu), min(params.n_threads_batch, self.ncpu))
+        with self._lock:
+            if baseline != self.baseline:
+                self.baseline = baseline
+                self.bandit.baseline = baseline
+                if baseline not in self.arms:
+                    self.arms = sorted(set(self.arms) | {baseline})
+                    self.bandit.values = list(self.arms)
+                self.learned_quiet = None
+                self.quiet_rates.clear()
 
     # ---- per request -----------------------------------------------------------------------
     def context(self, *, streaming: bool, prompt_tokens: int) -> Context:
@@ -394,7 +420,7 @@ class OnlineAdapter:
             self.drift = {"kind": "retune", "reason": f"served {median:.1f} tok/s in a quiet context, "
                           f"{1 - median / reference:.0%} below the reference {reference:.1f} tok/s",
                           "median_tps": median, "reference_tps": reference, "context": ctx.key,
-                          "window": self.drift_window, "proposed_only": True}
+                          "window": self.drift_window}
             self._journal("adapt_drift", self.drift)
             if self.on_drift is not None:
                 try:
@@ -481,10 +507,26 @@ def for_operator(op: Any, *, mode: str = "shadow", **options: Any) -> OnlineAdap
     def record(kind: str, data: dict[str, Any]) -> Any:
         return writer.record_event(kind, data) if writer is not None else None
 
+    def explained() -> str | None:
+        """A reason the doctor already knows for a slower engine (GPU throttling, thermal or power
+        limits, memory pressure): then it is not drift and re-tuning would learn the fault."""
+        if doctor is None:
+            return None
+        try:
+            for f in doctor.findings(open_only=True):
+                if f.detector.startswith("gpu.") or f.detector in ("engine.memory_growth", "telemetry.anomaly"):
+                    return f"{f.detector}: {f.title}"
+        except Exception:  # noqa: BLE001
+            return None
+        return None
+
+    def on_drift(drift: dict[str, Any]) -> None:
+        sup.publish("adapt_drift", **drift)  # the doctor's tuning.drift finding; its policy decides
+
     adapter = OnlineAdapter(
         sup, mode=mode, readonly=bool(getattr(op.config, "readonly", False)),
         stopped=lambda: bool(getattr(doctor, "kill_switch", False)), is_bad=is_bad, record_event=record,
-        **options,
+        explained=explained, on_drift=on_drift, **options,
     )
     adapter.attach()
     return adapter

@@ -161,17 +161,18 @@ class Space:
             if all(config.get(k) == v for k, v in rule.items()):
                 what = " ".join(f"{k}={v}" for k, v in rule.items())
                 return f"known infeasible ({what}): {why}" if why else f"known infeasible ({what})"
-        keys = self._keys()
-        if keys is not None:
-            if _key(config, self.names) not in keys:
-                return "no such configuration in the recorded surface"
-            return None
+        # llama.cpp's static rules hold in a replayed space too: a real study never proposes these
         b, ub = config.get("n_batch"), config.get("n_ubatch")
         if b is not None and ub is not None and ub > b:
             return f"n_ubatch ({ub}) must not exceed n_batch ({b})"
         tv, fa = config.get("type_v"), config.get("flash_attn")
         if tv is not None and tv not in UNQUANTISED and fa == "off":
             return f"type_v={tv} (a quantised V cache) needs flash attention"
+        keys = self._keys()
+        if keys is not None:
+            if _key(config, self.names) not in keys:
+                return "no such configuration in the recorded surface"
+            return None
         return self._vram_refusal(config)
 
     def _vram_refusal(self, config: Mapping[str, Any]) -> str | None:

@@ -40,6 +40,7 @@ class Study:
         self.min_reps = max(1, int(min_reps))
         self.n_initial = int(n_initial) if n_initial is not None else 4
         self.xi = 0.01  # EI's exploration margin (log scale: 1 %)
+        self.repeat_after = 2  # a single-run leader is repeated once it has led this many trials
         self.max_candidates = 4000
         self._rng = random.Random(self.seed)
         self._names = space.names
@@ -176,7 +177,7 @@ class Study:
             return False
         key = self._key(leader)
         first = self._order.index(key)
-        return self.n_trials - first >= 2
+        return self.n_trials - first >= self.repeat_after
 
     def _ask_random(self) -> dict[str, Any]:
         failed = {self._key(f) for f, _ in self._failed}

@@ -106,3 +106,21 @@ def memory_growth(ctx: DetectorContext) -> list:
             repairs=["engine.restart"],
         ))
     return out
+
+
+@detector("tuning.drift", "warning", needs=("events",), grace=False, hysteresis=1)
+def tuning_drift(ctx: DetectorContext) -> list:
+    """The served rate fell well below the tuned / learned rate in a quiet context and nothing the
+    doctor knows explains it (the online learner's ``adapt_drift``): a short re-tune may find the
+    settings that suit the box as it is now (a driver or llama.cpp upgrade, a co-tenant)."""
+    drifts = [e for e in ctx.new_events if e.kind == "adapt_drift"]
+    if not drifts:
+        return []
+    d = drifts[-1].data
+    return [ctx.finding(
+        f"served speed drifted: {d.get('median_tps', 0):.1f} tok/s against {d.get('reference_tps', 0):.1f} "
+        f"learned in a quiet context",
+        evidence={k: d.get(k) for k in ("median_tps", "reference_tps", "context", "window", "reason")},
+        fingerprint="tuning.drift",
+        repairs=["tuning.retune"],
+    )]
