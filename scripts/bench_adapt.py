@@ -13,6 +13,13 @@ load process with the same pattern. Reported: median and 10th percentile of the 
 generation tok/s (llama.cpp's own counters), and the targets as met / not met.
 
     nice -n 5 .venv/bin/python scripts/bench_adapt.py --rounds 3 --requests 30
+    .venv/bin/python scripts/bench_adapt.py --model ~/.cache/llmos-tui/bench/bench-300m.gguf \
+        --rounds 2 --requests 30 --sweep 6 --max-tokens 32 --on 15 --off 15
+
+The demo model answers 64 tokens in ~40 ms, so a load that comes and goes every 1.5 s is slow
+against its requests; on a model at tens of tok/s a reply takes 1-5 s, and a per-request choice
+can only follow a load that holds for several replies (--on/--off of 15 s or more). The learner
+does not learn from a reply during which the free-core count changed (reported).
 """
 
 from __future__ import annotations
@@ -109,7 +116,7 @@ def main() -> int:
         results: dict[str, dict[str, list[float]]] = {}
         learners: dict[str, OnlineAdapter] = {}
         order = ["a", "b", "c"]
-        segment_s = args.requests * 0.25 + 30  # the load process never outlives its segment by much
+        segment_s = args.requests * 10 + 30  # a safety net: each segment kills its load process when it ends
         for scenario in ("steady", "varying"):
             results[scenario] = {k: [] for k in order}
             sup.set_threads(*params_threads(params))
@@ -147,7 +154,9 @@ def main() -> int:
             summary[scenario][k] = {"n": len(xs), "median": med, "p10": p10(xs)}
             print(f"  {names[k]:<28} n={len(xs):<4} median={med:8.1f}  p10={p10(xs):8.1f}")
         print(f"  learner policy: {json.dumps(learners[scenario].policy()['contexts'], default=str)[:400]}")
-        print(f"  learner explore share: {learners[scenario].policy()['explore_share']:.2f}")
+        pol = learners[scenario].policy()
+        print(f"  learner explore share: {pol['explore_share']:.2f}; replies not learned from "
+              f"(the load changed during them): {pol['ambiguous']}")
     s, v = summary["steady"], summary["varying"]
     t1 = s["c"]["median"] >= 0.95 * s["b"]["median"]
     t2 = v["c"]["median"] > max(v["a"]["median"], v["b"]["median"])

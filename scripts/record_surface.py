@@ -88,7 +88,7 @@ def machine_facts() -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"host_cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "loadavg_at_start": load,
-            "note": "measured on a shared, noisy 2-core machine (other jobs ran meanwhile); no GPU"}
+            "note": "no GPU", "repack": "auto"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-ctx", type=int, default=512)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--limit", type=int, default=0, help="measure at most this many configurations (0: all)")
+    ap.add_argument("--note", default="", help="what else the machine was doing (kept in the facts)")
     args = ap.parse_args(argv)
 
     from llmos_tui.engine.gguf_info import read_model_info
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
              "quantization": info.quantization, "n_layer": info.n_layer, "llama_cpp_python": llama_cpp_version(),
              "bench": spec.to_dict(), "n_ctx": args.n_ctx, "grid": grid, "configurations": len(configs),
              **machine_facts()}
+    if args.note:
+        facts["note"] = f"{args.note}; {facts['note']}"
 
     done: set[str] = set()
     if out.exists():

@@ -11,6 +11,7 @@ import pytest
 
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.tuning.adapt import KnobBandit, OnlineAdapter, prompt_class, thread_grid
+from tests.conftest import wait_for
 
 DEMO = Path(__file__).resolve().parent.parent / "llmos_tui" / "data" / "demo.gguf"
 
@@ -168,3 +169,46 @@ def test_small_helpers():
     assert prompt_class(10) == "short" and prompt_class(100) == "medium" and prompt_class(5000) == "long"
     b = KnobBandit([1, 2], 2)
     assert b.best("x", [1, 2]) == 2  # nothing known: the baseline
+
+
+def test_a_busy_context_expects_less_of_threads_it_cannot_run():
+    engine = FakeEngine(2, 2)
+    load = FakeLoad(0.0)
+    adapter = OnlineAdapter(engine, mode="on", max_threads=2, host_load=load)
+    run(adapter, lambda a: 100.0 if a[0] == 2 else 70.0, 40, random.Random(5))  # a quiet box: 2 threads win
+    quiet = adapter.context(streaming=False, prompt_tokens=10).key
+    assert adapter.bandit.best(quiet, adapter.arms)[0] == 2
+    load.other = 1.0  # another process takes a core: one is free
+    busy = adapter.context(streaming=False, prompt_tokens=10).key
+    assert busy != quiet and "free1" in busy
+    # nothing tried there yet: 2 threads on 1 free core expect half their quiet rate, 1 thread its own
+    assert adapter.bandit.best(busy, adapter.arms)[0] == 1
+    assert adapter._arm_prior(busy, (2, 2)) == pytest.approx(math.log(100.0 * 0.5), abs=0.15)
+
+
+def test_host_load_counts_a_spinning_process_and_not_its_own_threads():
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from llmos_tui.tuning.adapt import HostLoad
+
+    host = HostLoad(2)
+    stop = threading.Event()
+    own = threading.Thread(target=lambda: [None for _ in iter(lambda: stop.is_set(), True)], daemon=True)
+    own.start()  # one of our own threads spinning: ours, not load
+    try:
+        time.sleep(0.1)
+        assert host.sample() < 1, "our own running threads are not other processes' load"
+        spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+        try:
+            time.sleep(0.5)
+            # a process we started ourselves (a load generator, a tuner's trial) still competes
+            assert wait_for(lambda: host.sample() >= 1, 2)
+        finally:
+            spinner.kill()
+            spinner.wait()
+    finally:
+        stop.set()
+        own.join(2)

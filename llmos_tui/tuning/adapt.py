@@ -49,47 +49,110 @@ PROMPT_CLASSES = ((64, "short"), (512, "medium"), (10**12, "long"))
 
 # ---- context ------------------------------------------------------------------------------
 class HostLoad:
-    """Cores kept busy by processes other than ours (this process and its children: the engine)."""
+    """Cores kept busy by processes other than ours: this process and the engine child (``engine_pid``,
+    a callable: the engine restarts with a new pid). Any other process, our own children included
+    (a tuner's trial, a script's load generator), is load the engine competes with."""
 
-    def __init__(self, ncpu: int | None = None) -> None:
+    def __init__(self, ncpu: int | None = None, engine_pid: Callable[[], int | None] | None = None) -> None:
         import psutil
 
         self._psutil = psutil
         self.ncpu = ncpu or psutil.cpu_count() or 1
         self._me = psutil.Process()
-        self._last: tuple[float, float, float] | None = None
+        self._engine_pid = engine_pid or (lambda: None)
+        self._engine: Any = None
+        self._last: tuple[float, float, float, tuple[int, ...]] | None = None
+        self.scan_budget_s = 0.02
+        self._scan_too_slow = not os.path.isdir("/proc/self/task")
         self.last_other = 0.0
 
-    def _own_cpu(self) -> float:
-        total = 0.0
+    def _own_procs(self) -> list[Any]:
         procs = [self._me]
-        try:
-            procs += self._me.children(recursive=True)
-        except self._psutil.Error:
-            pass
+        pid = self._engine_pid()
+        if pid:
+            if self._engine is None or self._engine.pid != pid:
+                try:
+                    self._engine = self._psutil.Process(pid)
+                except self._psutil.Error:
+                    self._engine = None
+            if self._engine is not None:
+                procs.append(self._engine)
+        return procs
+
+    def _own_cpu(self) -> tuple[float, tuple[int, ...]]:
+        total = 0.0
+        procs = self._own_procs()
         for p in procs:
             try:
                 t = p.cpu_times()
                 total += t.user + t.system
             except self._psutil.Error:
                 continue
-        return total
+        return total, tuple(p.pid for p in procs)
 
     def sample(self) -> float:
-        """Other processes' busy cores since the last call (the first call: psutil's instant view)."""
+        """Cores other processes keep busy now. On Linux: their runnable threads at this instant.
+        Elsewhere: other processes' CPU time since the last call (a lagging view: a load that
+        started during the last request is seen late)."""
+        running = self._runnable()
+        if running is not None:
+            self.last_other = max(0.0, min(float(self.ncpu), running))
+            return self.last_other
+        return self._cpu_time_other()
+
+    @staticmethod
+    def _running_in(pid: str) -> int:
+        """Runnable threads of one process (0 when it is gone)."""
+        n = 0
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return 0
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            # the state follows the command name in parentheses (which may hold spaces)
+            end = stat.rfind(b")")
+            if stat[end + 2:end + 3] == b"R":
+                n += 1
+        return n
+
+    def _runnable(self) -> float | None:
+        """Runnable threads of other processes at this instant, from /proc/*/task/*/stat (our own
+        process and the engine left out: llama.cpp's threads spin a while after each token, and the
+        caller itself runs); None where /proc is not Linux's, or when the box has so many threads
+        that one scan takes over ``scan_budget_s`` (then the CPU-time view is used from then on)."""
+        if self._scan_too_slow:
+            return None
+        started = time.perf_counter()
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return None
+        own = {str(p.pid) for p in self._own_procs()}
+        n = sum(self._running_in(pid) for pid in pids if pid not in own)
+        if time.perf_counter() - started > self.scan_budget_s:
+            self._scan_too_slow = True
+        return float(n)
+
+    def _cpu_time_other(self) -> float:
+        """Other processes' busy cores since the last call (the first call: a baseline, 0)."""
         t = self._psutil.cpu_times()
         busy = t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) \
             + getattr(t, "steal", 0.0)
         now = time.monotonic()
-        own = self._own_cpu()
-        if self._last is not None:
-            t0, busy0, own0 = self._last
+        own, who = self._own_cpu()
+        if self._last is not None and self._last[3] == who:
+            t0, busy0, own0, _ = self._last
             dt = now - t0
             if dt > 0.02:
                 self.last_other = max(0.0, min(self.ncpu, ((busy - busy0) - (own - own0)) / dt))
-                self._last = (now, busy, own)
-        else:
-            self._last = (now, busy, own)
+                self._last = (now, busy, own, who)
+        else:  # the first call, or the engine restarted (a new pid's times start at 0): a new baseline
+            self._last = (now, busy, own, who)
         return self.last_other
 
 
@@ -112,6 +175,14 @@ def thread_grid(ncpu: int) -> list[int]:
         values.add(p)
         p *= 2
     return sorted(values)
+
+
+def _free_of(key: str) -> int | None:
+    """The free-core count of a context key (``idle/free2/short`` -> 2)."""
+    for part in key.split("/"):
+        if part.startswith("free") and part[4:].isdigit():
+            return int(part[4:])
+    return None
 
 
 def prompt_class(tokens: int) -> str:
@@ -152,7 +223,9 @@ class KnobBandit:
     """Thompson sampling over one knob's values, per context key."""
 
     def __init__(self, values: list[Any], baseline: Any, *, gamma: float = 0.97, prior_sd: float = 0.15,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 prior: Callable[[str, Any], float | None] | None = None) -> None:
+        self.prior = prior  # (key, value) -> log-rate a context that has not tried it expects (else pooled)
         self.values = list(values)
         self.baseline = baseline if baseline in values else values[-1]
         self.gamma = gamma
@@ -177,13 +250,22 @@ class KnobBandit:
                 w += s.w
         return m / w if w else None
 
+    def expected(self, key: str, value: Any) -> float | None:
+        """What a context that has not tried ``value`` expects of it (log-rate): the prior hook's
+        answer, else the arm's mean over every context."""
+        if self.prior is not None:
+            guess = self.prior(key, value)
+            if guess is not None:
+                return guess
+        return self.pooled(value)
+
     def best(self, key: str, allowed: list[Any]) -> Any:
         """The arm with the highest estimated mean; untried arms lose to tried ones; a context
         that has tried nothing follows what the other contexts learned, else the baseline."""
         stats = self._ctx(key)
         tried = [v for v in allowed if stats[v].w > 0]
         if not tried:
-            pooled = {v: self.pooled(v) for v in allowed}
+            pooled = {v: self.expected(key, v) for v in allowed}
             known = [v for v in allowed if pooled[v] is not None]
             if known:
                 return max(known, key=lambda v: pooled[v])
@@ -200,7 +282,7 @@ class KnobBandit:
             if s.w > 0:
                 draws[v] = self.rng.gauss(s.mean, s.sd(self.prior_sd) / math.sqrt(s.w))
             else:  # untried here: centred on what other contexts learned of it, else the best known; wide
-                prior = self.pooled(v)
+                prior = self.expected(key, v)
                 draws[v] = self.rng.gauss(optimistic if prior is None else prior, self.prior_sd * 2)
         return max(draws, key=draws.get)
 
@@ -261,7 +343,7 @@ class OnlineAdapter:
         params = supervisor.params
         self.baseline = (min(params.n_threads, ncpu), min(params.n_threads_batch, ncpu))
         self.arms = sorted({(n, nb) for n in self.values for nb in self.values} | {self.baseline})
-        self.bandit = KnobBandit(self.arms, self.baseline, rng=random.Random(seed))
+        self.bandit = KnobBandit(self.arms, self.baseline, rng=random.Random(seed), prior=self._arm_prior)
         self.max_explore_share = max_explore_share
         self.readonly = readonly
         self.stopped = stopped or (lambda: False)
@@ -273,10 +355,11 @@ class OnlineAdapter:
         self.baseline_tps = baseline_tps
         self.drift_window = drift_window
         self.drift_drop = drift_drop
-        self.host = host_load if host_load is not None else HostLoad(ncpu)
+        self.host = host_load if host_load is not None else HostLoad(ncpu, engine_pid=lambda: supervisor.pid)
         self.ncpu = ncpu
         self.requests = 0
         self.explored = 0
+        self.ambiguous = 0  # replies during which the host's load changed: not learned from
         self.failed: set[tuple[int, int]] = set()
         self.current: tuple[int, int] | None = None  # what the engine runs now (None: its params)
         self.pending: Decision | None = None
@@ -326,6 +409,29 @@ class OnlineAdapter:
         self._unsubscribe = self.supervisor.subscribe(on_event)
         return self._unsubscribe
 
+    def _arm_prior(self, key: str, arm: tuple[int, int]) -> float | None:
+        """What an untried arm should expect in context ``key`` (log-rate): its mean in the contexts
+        with the same free cores (the load is what changes the best threads), else its mean over
+        all contexts scaled by the share of its threads the free cores can run (a generation
+        thread on a busy core waits for it: llama.cpp's threads synchronise every token), so a
+        busy box does not explore oversubscribed choices on an optimistic guess."""
+        stats = self.bandit.stats
+        free = _free_of(key)
+        w = m = 0.0
+        for k, by_arm in stats.items():
+            if k == key or _free_of(k) != free:
+                continue
+            st = by_arm.get(arm)
+            if st is not None and st.w > 0:
+                m += st.mean * st.w
+                w += st.w
+        if w:
+            return m / w
+        pooled = self.bandit.pooled(arm)
+        if pooled is None or free is None:
+            return pooled
+        return pooled + math.log(min(1.0, free / max(1, arm[0])))
+
     def _on_reload(self) -> None:
         """A (re)load: a changed configuration (a repair, a re-tune, an undo) is the new baseline,
         and the quiet rate is learned afresh against it."""
@@ -342,10 +448,11 @@ class OnlineAdapter:
                 self.quiet_rates.clear()
 
     # ---- per request -----------------------------------------------------------------------
+    def _free_cores(self) -> int:
+        return max(1, min(self.ncpu, int(round(self.ncpu - self.host.sample()))))
+
     def context(self, *, streaming: bool, prompt_tokens: int) -> Context:
-        other = self.host.sample()
-        free = max(1, min(self.ncpu, int(round(self.ncpu - other))))
-        return Context("streaming" if streaming else "idle", free, prompt_class(prompt_tokens))
+        return Context("streaming" if streaming else "idle", self._free_cores(), prompt_class(prompt_tokens))
 
     def _allowed(self) -> list[tuple[int, int]]:
         arms = []
@@ -392,7 +499,12 @@ class OnlineAdapter:
                 return
             ran = (d.n_threads, d.n_threads_batch) if d.applied else (self.current or self.baseline)
             gen_tps = metrics.get("gen_tps")
-            if gen_tps and int(metrics.get("gen_tokens") or 0) >= 4:
+            # a load that came or went during the reply makes its rate belong to neither context:
+            # it is not learned from (counted as ambiguous)
+            steady = self._free_cores() == d.context.free_cores
+            if not steady:
+                self.ambiguous += 1
+            if gen_tps and int(metrics.get("gen_tokens") or 0) >= 4 and steady:
                 self.bandit.update(d.context.key, ran, float(gen_tps))
                 if d.context.free_cores == self.ncpu and ran == d.best:
                     self._watch_drift(float(gen_tps), d.context)
@@ -472,6 +584,7 @@ class OnlineAdapter:
         return {"mode": self.mode, "active": self.active, "baseline": {"n_threads": self.baseline[0],
                 "n_threads_batch": self.baseline[1]}, "current": self.current, "requests": self.requests,
                 "explore_share": self.explored / self.requests if self.requests else 0.0,
+                "ambiguous": self.ambiguous,
                 "max_explore_share": self.max_explore_share, "contexts": contexts, "estimated_gain": estimated,
                 "drift": self.drift}
 
