@@ -240,10 +240,13 @@ class KnobBandit:
                 stats[v] = _Stat()
         return stats
 
-    def pooled(self, value: Any) -> float | None:
-        """The arm's mean over every context (the prior of a context that has not tried it)."""
+    def pooled(self, value: Any, where: Callable[[str], bool] | None = None) -> float | None:
+        """The arm's mean over every context (``where``: those whose key it accepts), weighted by
+        how much each has seen of it (the prior of a context that has not tried it)."""
         w = m = 0.0
-        for stats in self.stats.values():
+        for key, stats in self.stats.items():
+            if where is not None and not where(key):
+                continue
             s = stats.get(value)
             if s is not None and s.w > 0:
                 m += s.mean * s.w
@@ -415,18 +418,10 @@ class OnlineAdapter:
         all contexts scaled by the share of its threads the free cores can run (a generation
         thread on a busy core waits for it: llama.cpp's threads synchronise every token), so a
         busy box does not explore oversubscribed choices on an optimistic guess."""
-        stats = self.bandit.stats
         free = _free_of(key)
-        w = m = 0.0
-        for k, by_arm in stats.items():
-            if k == key or _free_of(k) != free:
-                continue
-            st = by_arm.get(arm)
-            if st is not None and st.w > 0:
-                m += st.mean * st.w
-                w += st.w
-        if w:
-            return m / w
+        same_load = self.bandit.pooled(arm, where=lambda k: k != key and _free_of(k) == free)
+        if same_load is not None:
+            return same_load
         pooled = self.bandit.pooled(arm)
         if pooled is None or free is None:
             return pooled
