@@ -7,7 +7,16 @@ A stream of chat requests to the demo model in a real engine child, served by
       pair with no extra load (the tuner's study is not run by this script; say so in the output),
   (c) the online learner (mode "on"; one learner per scenario, learning across rounds),
 in two scenarios: "steady" (nothing else runs but the box's own noise) and "varying" (a process
-made by this script spins one core for ON seconds, then sleeps OFF seconds, bounded in time).
+made by this script spins one core part of the time, bounded in time). How the load comes and goes:
+
+- ``--phase requests`` (the default, the target's measure): the spinner runs during blocks of
+  requests (``--block`` requests loaded, then ``--block`` quiet, ...; stopped and continued with
+  SIGSTOP / SIGCONT between requests), the same request indices for every policy. The policies
+  meet the same share of loaded requests, so their per-reply statistics compare like with like.
+- ``--phase time``: the spinner spins ON seconds, then sleeps OFF seconds, whatever is being
+  served. Per-reply statistics are then biased against a policy that is fast under load: a slow
+  policy serves few replies while the load is on (a 2-thread reply against a spinner on this
+  2-core box takes ~5 s, a 1-thread one ~1 s), so its median and p10 are mostly quiet replies.
 Policies alternate inside each round (a b c, b c a, c a b, ...), each segment starting its own
 load process with the same pattern. Reported: median and 10th percentile of the replies'
 generation tok/s (llama.cpp's own counters), and the targets as met / not met.
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,10 +64,27 @@ while time.monotonic() < until:
 """
 
 
-def start_load(scenario: str, on: float, off: float, limit: float) -> subprocess.Popen | None:
+SPIN_CODE = """
+import sys, time
+until = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < until:
+    pass
+"""
+
+
+def start_load(scenario: str, phase: str, on: float, off: float, limit: float) -> subprocess.Popen | None:
     if scenario != "varying":
         return None
+    if phase == "requests":  # a spinner the serving loop stops and continues between requests
+        proc = subprocess.Popen([sys.executable, "-c", SPIN_CODE, str(limit)])
+        os.kill(proc.pid, signal.SIGSTOP)
+        return proc
     return subprocess.Popen([sys.executable, "-c", LOAD_CODE, str(on), str(off), str(limit)])
+
+
+def loaded(i: int, block: int) -> bool:
+    """Request ``i`` of a segment runs against the spinner (blocks of ``block``: quiet first)."""
+    return (i // block) % 2 == 1
 
 
 def p10(xs: list[float]) -> float:
@@ -66,8 +93,14 @@ def p10(xs: list[float]) -> float:
 
 
 def serve(sup: Supervisor, n: int, max_tokens: int, adapter: OnlineAdapter | None, rates: list[float],
-          misses: list[str]) -> None:
+          misses: list[str], load: subprocess.Popen | None = None, block: int = 0,
+          by_phase: dict[str, list[float]] | None = None) -> None:
     for i in range(n):
+        on = False
+        if load is not None and block > 0:
+            on = loaded(i, block)
+            os.kill(load.pid, signal.SIGCONT if on else signal.SIGSTOP)
+            time.sleep(0.05)  # the spinner is running (or stopped) before the request starts
         prompt = PROMPTS[i % len(PROMPTS)]
         if adapter is not None:
             adapter.before_request(streaming=False, prompt_tokens=len(prompt) // 3 + 20)
@@ -79,6 +112,8 @@ def serve(sup: Supervisor, n: int, max_tokens: int, adapter: OnlineAdapter | Non
             misses.append(f"{reply.status}: {int(m.get('gen_tokens') or 0)} tokens")
             continue
         rates.append(float(m["gen_tps"]))
+        if by_phase is not None:
+            by_phase["loaded" if on else "quiet"].append(float(m["gen_tps"]))
 
 
 def main() -> int:
@@ -88,8 +123,11 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=30, help="requests per policy per round")
     ap.add_argument("--sweep", type=int, default=12, help="requests per setting in the sweep for (b)")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--on", type=float, default=1.5, help="seconds the load process spins")
-    ap.add_argument("--off", type=float, default=1.5, help="seconds it sleeps")
+    ap.add_argument("--phase", choices=("requests", "time"), default="requests",
+                    help="the load comes and goes per block of requests (paired) or per seconds")
+    ap.add_argument("--block", type=int, default=5, help="--phase requests: requests per loaded / quiet block")
+    ap.add_argument("--on", type=float, default=1.5, help="--phase time: seconds the load process spins")
+    ap.add_argument("--off", type=float, default=1.5, help="--phase time: seconds it sleeps")
     ap.add_argument("--json", metavar="FILE", help="also write the results here")
     args = ap.parse_args()
 
@@ -113,7 +151,14 @@ def main() -> int:
         print(f"sweep (no extra load, median gen tok/s): "
               + ", ".join(f"{n}/{nb}: {v:.0f}" for (n, nb), v in sweep.items())
               + f" -> best fixed {best_fixed[0]}/{best_fixed[1]} (a sweep here, not the tuner's study)")
+        if args.phase == "requests":
+            print(f"varying load: a spinner on one core during blocks of {args.block} requests (quiet first), "
+                  f"the same requests for every policy (--phase requests)")
+        else:
+            print(f"varying load: a spinner on one core {args.on:g} s on / {args.off:g} s off, whatever is served "
+                  f"(--phase time: per-reply statistics favour a policy that is slow under load)")
         results: dict[str, dict[str, list[float]]] = {}
+        phases: dict[str, dict[str, list[float]]] = {k: {"loaded": [], "quiet": []} for k in "abc"}
         learners: dict[str, OnlineAdapter] = {}
         order = ["a", "b", "c"]
         segment_s = args.requests * 10 + 30  # a safety net: each segment kills its load process when it ends
@@ -132,11 +177,15 @@ def main() -> int:
                         adapter = learners[scenario]
                         adapter.current = None
                         sup.set_threads(*params_threads(params))
-                    load = start_load(scenario, args.on, args.off, segment_s)
+                    load = start_load(scenario, args.phase, args.on, args.off, segment_s)
+                    paired = load is not None and args.phase == "requests"
                     try:
-                        serve(sup, args.requests, args.max_tokens, adapter, results[scenario][policy], misses)
+                        serve(sup, args.requests, args.max_tokens, adapter, results[scenario][policy], misses,
+                              load if paired else None, args.block if paired else 0,
+                              phases[policy] if paired else None)
                     finally:
                         if load is not None:
+                            os.kill(load.pid, signal.SIGCONT)
                             load.kill()
                             load.wait()
     finally:
@@ -153,6 +202,11 @@ def main() -> int:
             med = statistics.median(xs) if xs else float("nan")
             summary[scenario][k] = {"n": len(xs), "median": med, "p10": p10(xs)}
             print(f"  {names[k]:<28} n={len(xs):<4} median={med:8.1f}  p10={p10(xs):8.1f}")
+        if scenario == "varying" and args.phase == "requests":
+            for k in order:
+                ph = phases[k]
+                print(f"  {names[k]:<28} loaded requests: median {statistics.median(ph['loaded']) if ph['loaded'] else float('nan'):6.1f}"
+                      f"  quiet requests: median {statistics.median(ph['quiet']) if ph['quiet'] else float('nan'):6.1f}")
         print(f"  learner policy: {json.dumps(learners[scenario].policy()['contexts'], default=str)[:400]}")
         pol = learners[scenario].policy()
         print(f"  learner explore share: {pol['explore_share']:.2f}; replies not learned from "

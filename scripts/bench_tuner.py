@@ -14,6 +14,13 @@ means) is in that set. A run that never gets there within the budget counts as b
 a miss. Also: the fraction of the best mean that the kept configuration reaches after 12 trials,
 and a warm-started second study (its prior: the first study's trials) for the GP.
 
+GP, RF and ET use the prior the real tuner uses (``tuning.prior.Preference``: generation threads
+near the physical cores, prompt threads near the logical ones, every layer that fits on a GPU),
+built from the surface's recorded machine facts (its ``.json``: ``cpu_count``, ``physical_cores``;
+without them, the largest thread count recorded). The row ``gp-noprior`` is the GP without it;
+``--no-prior`` drops it everywhere. Random search and grid order never use it. The speedup's
+bootstrap interval over the seeds says how much of a median ratio over 20 seeds is luck.
+
 The last line per objective is exactly
 ``objective=tg gp_median=N random_median=M speedup=R gp_at12=F misses=K`` (misses: the GP's).
 """
@@ -117,13 +124,26 @@ class Run:
     history: list[tuple[dict, float | None, bool, str]]  # what the study was told
 
 
+def preference_for(surface: Surface, objective: str):
+    """The prior a real study on the recorded machine would use (its cores from the surface's facts;
+    a surface that does not say how many are physical: all of them)."""
+    from llmos_tui.tuning.prior import Preference
+
+    logical = int(surface.facts.get("cpu_count") or max(c["n_threads"] for c in surface.configs))
+    physical = surface.facts.get("physical_cores")
+    return Preference.for_machine({"gm": "mix"}.get(objective, objective), logical_cores=logical,
+                                  physical_cores=int(physical) if physical else None,
+                                  gpu=bool(surface.facts.get("gpu")))
+
+
 def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: int,
-           priors: list[tuple[dict, float | None, bool, str]] | None = None) -> Run:
+           priors: list[tuple[dict, float | None, bool, str]] | None = None, use_prior: bool = True) -> Run:
     from llmos_tui.tuning.space import Space
     from llmos_tui.tuning.study import Study
 
     space = Space.from_configs(surface.configs)
-    study = Study(space, strategy=strategy, seed=seed)
+    pref = preference_for(surface, objective) if use_prior else None
+    study = Study(space, strategy=strategy, seed=seed, preference=pref)
     for config, value, ok, _ in priors or []:
         study.prior(config, value, ok=ok)
     rng = random.Random(10_000 + seed)
@@ -154,12 +174,27 @@ def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: i
     return Run(found if found is not None else budget + 1, found is not None, at12, history)
 
 
-def run_strategy(surface: Surface, objective: str, strategy: str, seeds: int, budget: int) -> list[Run]:
-    return [replay(surface, objective, strategy, seed, budget) for seed in range(seeds)]
+def run_strategy(surface: Surface, objective: str, strategy: str, seeds: int, budget: int,
+                 use_prior: bool = True) -> list[Run]:
+    return [replay(surface, objective, strategy, seed, budget, use_prior=use_prior) for seed in range(seeds)]
 
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def speedup_interval(gp: list[int], rnd: list[int], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """How far the median ratio could move with other seeds: the seeds resampled with replacement
+    (paired: one seed is one draw of both), 2.5th and 97.5th percentiles of random's median / GP's."""
+    rng = random.Random(seed)
+    idx = range(len(gp))
+    ratios = []
+    for _ in range(n):
+        pick = [rng.choice(idx) for _ in idx]
+        g = median([gp[i] for i in pick])
+        ratios.append(median([rnd[i] for i in pick]) / g if g else float("inf"))
+    ratios.sort()
+    return ratios[int(0.025 * (n - 1))], ratios[int(0.975 * (n - 1))]
 
 
 def fmt(x: float) -> str:
@@ -167,7 +202,7 @@ def fmt(x: float) -> str:
 
 
 def bench_objective(surface: Surface, objective: str, strategies: list[str], seeds: int, budget: int,
-                    warm: bool = True) -> dict:
+                    warm: bool = True, use_prior: bool = True, compare_prior: bool = True) -> dict:
     from llmos_tui.tuning.space import Space
 
     means = surface.means(objective)
@@ -179,22 +214,28 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
           f"llama.cpp's static rules refuse (never proposed), {len(failed_run)} that failed when run (a trial); "
           f"top 5 % = {len(top)} configuration(s) >= {min(means[k] for k in top):.2f} tok/s "
           f"(best mean {max(means.values()):.2f}); {seeds} seeds, budget {budget}")
+    if use_prior and any(s in ("gp", "rf", "et") for s in strategies):
+        print(f"GP/RF/ET {preference_for(surface, objective).describe()} (random search and grid order: none)")
     print(f"{'strategy':<8} {'median':>6} {'mean':>6} {'p90':>5} {'misses':>6} {'at12':>6}  seconds")
     out: dict = {}
-    for strategy in strategies:
+    rows = list(strategies)
+    if use_prior and compare_prior and "gp" in rows:
+        rows.insert(rows.index("gp") + 1, "gp-noprior")
+    for strategy in rows:
         t = time.time()
-        runs = run_strategy(surface, objective, strategy, seeds, budget)
+        runs = run_strategy(surface, objective, strategy.split("-")[0], seeds, budget,
+                            use_prior=use_prior and strategy != "gp-noprior")
         trials = sorted(r.trials for r in runs)
         p90 = trials[min(len(trials) - 1, math.ceil(0.9 * len(trials)) - 1)]
         res = {"median": median(trials), "mean": statistics.fmean(trials), "p90": p90,
                "misses": sum(1 for r in runs if not r.hit), "at12": median([r.at12 for r in runs]), "runs": runs}
         out[strategy] = res
-        print(f"{strategy:<8} {fmt(res['median']):>6} {res['mean']:>6.1f} {p90:>5} {res['misses']:>6} "
+        print(f"{strategy:<10} {fmt(res['median']):>4} {res['mean']:>6.1f} {p90:>5} {res['misses']:>6} "
               f"{res['at12']:>6.3f}  {time.time() - t:.1f}")
     if warm and "gp" in out:
         warm_trials = []
         for seed, first in enumerate(out["gp"]["runs"]):
-            second = replay(surface, objective, "gp", 1000 + seed, budget, priors=first.history)
+            second = replay(surface, objective, "gp", 1000 + seed, budget, priors=first.history, use_prior=use_prior)
             warm_trials.append(second.trials)
         out["warm"] = {"median": median(warm_trials), "misses": sum(1 for t in warm_trials if t > budget)}
         print(f"{'gp warm':<8} {fmt(out['warm']['median']):>6} {statistics.fmean(warm_trials):>6.1f} "
@@ -205,7 +246,9 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
     if gp:
         print(f"target GP median <= 12 trials: {'met' if gp['median'] <= 12 else 'not met'} ({fmt(gp['median'])})")
     if gp and rnd:
-        print(f"target GP >= 2x fewer trials than random: {'met' if speedup >= 2 else 'not met'} ({speedup:.2f}x)")
+        lo, hi = speedup_interval([r.trials for r in gp["runs"]], [r.trials for r in rnd["runs"]])
+        print(f"target GP >= 2x fewer trials than random: {'met' if speedup >= 2 else 'not met'} ({speedup:.2f}x; "
+              f"95 % bootstrap interval over these seeds {lo:.2f}-{hi:.2f}x)")
     if "warm" in out:
         w = out["warm"]["median"]
         print(f"target warm-started second study <= 4 trials: {'met' if w <= 4 else 'not met'} ({fmt(w)})")
@@ -224,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=int, default=60)
     ap.add_argument("--strategies", default="gp,rf,random,grid")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-started second study")
+    ap.add_argument("--no-prior", action="store_true",
+                    help="GP/RF/ET without the llama.cpp prior (tuning.prior) the real tuner uses")
+    ap.add_argument("--no-compare-prior", action="store_true", help="skip the extra 'gp-noprior' row")
     args = ap.parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     from llmos_tui.tuning.study import STRATEGIES
@@ -243,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{facts.get('cpu_count', '?')} cores; {facts.get('note', '')}".rstrip("; "))
     objectives = list(OBJECTIVES) if args.objective == "all" else [args.objective]
     for objective in objectives:
-        bench_objective(surface, objective, strategies, args.seeds, args.budget, warm=not args.no_warm)
+        bench_objective(surface, objective, strategies, args.seeds, args.budget, warm=not args.no_warm,
+                        use_prior=not args.no_prior, compare_prior=not args.no_compare_prior)
     return 0
 
 

@@ -86,7 +86,10 @@ def machine_facts() -> dict:
     except OSError:
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"host_cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    from llmos_tui.tuning.prior import physical_cores
+
+    return {"host_cpu": cpu, "cpu_count": os.cpu_count(), "physical_cores": physical_cores(),
+            "platform": platform.platform(),
             "python": platform.python_version(), "loadavg_at_start": load,
             "note": "no GPU", "repack": "auto"}
 

@@ -53,3 +53,22 @@ def test_a_bad_surface_is_one_clear_line(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.strip().startswith("bench_tuner:") and "missing columns" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_speedup_interval_brackets_the_ratio_and_is_a_point_when_every_seed_agrees():
+    bt = load_bench()
+    lo, hi = bt.speedup_interval([4] * 10, [8] * 10)
+    assert lo == hi == 2.0
+    gp, rnd = [3, 5, 8, 4, 12, 6, 5, 9, 4, 7], [2, 20, 9, 15, 6, 30, 11, 4, 17, 8]
+    lo, hi = bt.speedup_interval(gp, rnd)
+    ratio = bt.median(rnd) / bt.median(gp)
+    assert lo < ratio < hi
+
+
+def test_the_replayed_prior_comes_from_the_surface_machine_facts():
+    bt = load_bench()
+    surface = bt.load_surface(SURFACE)
+    pref = bt.preference_for(surface, "gm")
+    assert pref.objective == "mix"  # the geometric mean weighs both: every knob is relevant
+    assert pref.logical_cores == int(surface.facts.get("cpu_count") or max(c["n_threads"] for c in surface.configs))
+    assert pref.physical_cores <= pref.logical_cores and not pref.gpu

@@ -190,3 +190,65 @@ def test_grid_walks_without_repeating_and_random_avoids_measured():
 def test_unknown_strategy_is_one_clear_error():
     with pytest.raises(ValueError, match="unknown strategy"):
         Study(synthetic_space(), strategy="gbrt")
+
+
+# ---- the llama.cpp prior (tuning.prior) -----------------------------------------------------------
+
+def thread_space() -> Space:
+    configs = [{"n_threads": t, "n_threads_batch": tb, "n_batch": b, "flash_attn": fa}
+               for t in (1, 2, 4, 8, 16) for tb in (1, 2, 4, 8, 16) for b in (128, 512) for fa in ("on", "off")]
+    return Space.from_configs(configs)
+
+
+def test_the_prior_prefers_physical_cores_for_generation_and_logical_for_prompts():
+    from llmos_tui.tuning.prior import Preference
+
+    tg = Preference.for_machine("tg", logical_cores=16, physical_cores=8)
+    assert tg.factor("n_threads", 8) == 1.0 > tg.factor("n_threads", 16) > tg.factor("n_threads", 2)
+    assert tg.factor("n_threads", 4) == tg.factor("n_threads", 16)  # a halving and a doubling alike
+    assert tg.factor("n_threads_batch", 1) == 1.0  # a prompt knob: neutral for generation
+    pp = Preference.for_machine("pp", logical_cores=16, physical_cores=8)
+    assert pp.factor("n_threads_batch", 16) == 1.0 > pp.factor("n_threads_batch", 8)
+    assert pp.factor("n_threads", 1) == 1.0
+    mix = Preference.for_machine("mix", logical_cores=16, physical_cores=8)
+    assert mix.factor("n_threads", 1) < 1.0 and mix.factor("n_threads_batch", 1) < 1.0
+    # a GPU: every layer that fits, flash attention on; never weight 0
+    gpu = Preference.for_machine("tg", logical_cores=16, physical_cores=8, gpu=True, max_gpu_layers=33)
+    assert gpu.factor("n_gpu_layers", 33) == 1.0 > gpu.factor("n_gpu_layers", 16) > gpu.factor("n_gpu_layers", 0)
+    assert gpu.factor("flash_attn", "on") > gpu.factor("flash_attn", "off")
+    assert gpu.weight({"n_threads": 1, "n_gpu_layers": 0, "flash_attn": "off"}) >= gpu.floor > 0
+    # physical cores never above logical; unknown physical: all of them
+    assert Preference.for_machine("tg", logical_cores=4, physical_cores=None).physical_cores == 4
+    assert Preference.for_machine("tg", logical_cores=4, physical_cores=9).physical_cores == 4
+    assert "8 (physical cores)" in tg.describe() and "prompt threads" not in tg.describe()
+
+
+def test_the_initial_design_follows_the_prior_and_random_search_ignores_it():
+    from llmos_tui.tuning.prior import Preference
+
+    pref = Preference.for_machine("tg", logical_cores=16, physical_cores=8)
+    counts = {"gp": 0, "random": 0}
+    for strategy in counts:
+        for seed in range(40):
+            study = Study(thread_space(), strategy=strategy, seed=seed, preference=pref)
+            counts[strategy] += study.ask()["n_threads"] == 8
+    assert counts["gp"] >= 20  # the prior's mode: ~0.6 of its mass here
+    assert counts["random"] <= 16  # 1 in 5 by chance
+
+
+def test_the_prior_fades_when_the_measurements_disagree():
+    """A machine where the prior is wrong (generation best on 2 threads of 8 physical cores): the
+    study still gets there, because the prior's weight in the acquisition fades with the trials."""
+    from llmos_tui.tuning.prior import Preference
+
+    pref = Preference.for_machine("tg", logical_cores=16, physical_cores=8)
+    found = []
+    for seed in range(4):
+        study = Study(thread_space(), strategy="gp", seed=seed, preference=pref)
+        rng = random.Random(seed)
+        for _ in range(25):
+            c = study.ask()
+            rate = {1: 20, 2: 40, 4: 25, 8: 18, 16: 9}[c["n_threads"]] * (1.1 if c["flash_attn"] == "off" else 1.0)
+            study.tell(c, rate * (1 + rng.gauss(0, 0.05)))
+        found.append(study.best()[0]["n_threads"])
+    assert found.count(2) >= 3, found

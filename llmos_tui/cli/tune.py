@@ -163,6 +163,8 @@ def _progress(ev: dict[str, Any], out: Any) -> None:
             print(f"  space: {dims}", file=out)
         if ev.get("note"):
             print(f"  {ev['note']}", file=out)
+        if ev.get("prior"):
+            print(f"  {ev['prior']} (steers the first trials, fades as measurements come)", file=out)
         print("  serving engine paused for the study", file=out, flush=True)
     elif kind == "warmstart":
         print(f"  {ev['summary']}", file=out, flush=True)

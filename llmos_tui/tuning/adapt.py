@@ -63,7 +63,9 @@ class HostLoad:
         self._engine: Any = None
         self._last: tuple[float, float, float, tuple[int, ...]] | None = None
         self.scan_budget_s = 0.02
-        self._scan_too_slow = not os.path.isdir("/proc/self/task")
+        self._scan_too_slow = not os.path.isdir("/proc/self/task")  # no Linux /proc: never scan
+        self._scan_retry_at = 0.0  # a scan over budget: the CPU-time view until then, then a new try
+        self.scan_retry_s = 30.0
         self.last_other = 0.0
 
     def _own_procs(self) -> list[Any]:
@@ -124,8 +126,8 @@ class HostLoad:
         """Runnable threads of other processes at this instant, from /proc/*/task/*/stat (our own
         process and the engine left out: llama.cpp's threads spin a while after each token, and the
         caller itself runs); None where /proc is not Linux's, or when the box has so many threads
-        that one scan takes over ``scan_budget_s`` (then the CPU-time view is used from then on)."""
-        if self._scan_too_slow:
+        that one scan takes over ``scan_budget_s`` (then the CPU-time view for ``scan_retry_s``)."""
+        if self._scan_too_slow or time.monotonic() < self._scan_retry_at:
             return None
         started = time.perf_counter()
         try:
@@ -133,9 +135,15 @@ class HostLoad:
         except OSError:
             return None
         own = {str(p.pid) for p in self._own_procs()}
-        n = sum(self._running_in(pid) for pid in pids if pid not in own)
-        if time.perf_counter() - started > self.scan_budget_s:
-            self._scan_too_slow = True
+        n = 0
+        for pid in pids:
+            if pid not in own:
+                n += self._running_in(pid)
+            # over budget (a box with many threads, or our own busy threads holding the GIL between
+            # the reads): give up this scan at once, not seconds later, and use the CPU-time view
+            if time.perf_counter() - started > self.scan_budget_s:
+                self._scan_retry_at = time.monotonic() + self.scan_retry_s
+                return None
         return float(n)
 
     def _cpu_time_other(self) -> float:

@@ -291,6 +291,7 @@ class Tuner:
              start_points: list[dict[str, Any]] | None) -> StudyReport:
         from llmos_tui.engine.gguf_info import read_model_info
         from llmos_tui.tuning import warmstart as WS
+        from llmos_tui.tuning.prior import Preference, physical_cores
         from llmos_tui.tuning.space import build_space
         from llmos_tui.tuning.study import Study
 
@@ -338,13 +339,17 @@ class Tuner:
         rss_limit = parse_budget(rss_budget, host_total) if rss_budget is not None else None
         space = build_space(info, cpu_count=cpu_count, gpu=gpu, n_ctx=n_ctx, fixed={"n_ctx": n_ctx})
         self._space = space
+        layers = space.dimension("n_gpu_layers")
+        preference = Preference.for_machine(obj.name, logical_cores=cpu_count, physical_cores=physical_cores(),
+                                            gpu=layers is not None, max_gpu_layers=max(layers.values) if layers else None)
         build = llama_cpp_version()
         fp = WS.fingerprint(info, build=build, cpu_count=cpu_count, gpu=gpu)
         timeout = trial_timeout or default_timeout(spec, int(info.size_bytes or 0))
         settings = {**settings, "objective": obj.to_dict(), "strategy": strategy, "seed": seed, "trials": trials,
                     "spec": spec.to_dict(), "n_ctx": n_ctx, "vram_budget_arg": vram_budget,
                     "rss_budget_arg": rss_budget, "vram_budget_mib": vram_limit, "rss_budget_mib": rss_limit,
-                    "features": dict(fp.features), "running": running.to_dict()}
+                    "features": dict(fp.features), "running": running.to_dict(),
+                    "prior": preference.to_dict()}
         if resume is None:
             name = f"{obj.label} {os.path.basename(running.model_path)}"
             self.study_id = self._j(lambda j: j.start_study(space.to_dict(), obj.name, name=name,
@@ -353,14 +358,16 @@ class Tuner:
         else:
             self.study_id = int(resume)
             self._j(lambda j: j.resume_study(int(resume)))
-        kwargs: dict[str, Any] = {"strategy": strategy, "seed": seed, "maximize": obj.maximize}
+        kwargs: dict[str, Any] = {"strategy": strategy, "seed": seed, "maximize": obj.maximize,
+                                  "preference": preference}
         if n_initial is not None:
             kwargs["n_initial"] = n_initial
         study = Study(space, **kwargs)
         report = StudyReport(self.study_id, "done", obj.to_dict(), running=running.to_dict())
         self.report = report
         self._emit("study", resumed=resume is not None, objective=obj.to_dict(), trials=trials,
-                   space=space.to_dict(), strategy=strategy, note=obj.note)
+                   space=space.to_dict(), strategy=strategy, note=obj.note,
+                   prior=preference.describe() if strategy in ("gp", "rf", "et") else "")
 
         # earlier trials of this study (resume), then the warm start
         for row in previous:

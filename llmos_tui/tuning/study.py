@@ -10,6 +10,9 @@
 - "Best" is judged on repeated means: the leader by mean is measured again until it has at least
   ``min_reps`` runs, and ``best()`` prefers a configuration with that many runs.
 - Priors (``prior``) warm-start the surrogate; a study with priors starts from the best of them.
+- A ``preference`` (``tuning.prior.Preference``: what llama.cpp's design says about where the best
+  lies) weights the initial design and the acquisition (``weight ** (beta / n)``, πBO): it steers
+  the first trials and fades as measurements accumulate. Random search and grid order ignore it.
 
 scikit-optimize is imported when the first study is made, not when this module is.
 """
@@ -30,7 +33,7 @@ _ESTIMATORS = {"gp": "GP", "rf": "RF", "et": "ET"}
 
 class Study:
     def __init__(self, space: Space, strategy: str = "gp", seed: int = 0, n_initial: int | None = None,
-                 maximize: bool = True, min_reps: int = 2):
+                 maximize: bool = True, min_reps: int = 2, preference: Any = None, pref_beta: float = 5.0):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
         self.space = space
@@ -42,6 +45,8 @@ class Study:
         self.xi = 0.01  # EI's exploration margin (log scale: 1 %)
         self.repeat_after = 2  # a single-run leader is repeated once it has led this many trials
         self.max_candidates = 4000
+        self.preference = preference if strategy in _ESTIMATORS else None
+        self.pref_beta = float(pref_beta)
         self._rng = random.Random(self.seed)
         self._names = space.names
         self._values: dict[tuple, list[float]] = {}  # this study's measurements
@@ -180,9 +185,13 @@ class Study:
         return self.n_trials - first >= self.repeat_after
 
     def _ask_random(self) -> dict[str, Any]:
+        """An unmeasured configuration at random (drawn by the preference's weights, when there is one)."""
         failed = {self._key(f) for f, _ in self._failed}
         fresh = [c for c in self.space.configs() if self._key(c) not in self._values and self._key(c) not in failed]
         pool = fresh or list(self.space.configs())
+        if self.preference is not None and len(pool) > 1:
+            weights = [self.preference.weight(c) for c in pool]
+            return dict(self._rng.choices(pool, weights=weights)[0])
         return dict(self._rng.choice(pool))
 
     def _ask_grid(self) -> dict[str, Any]:
@@ -217,8 +226,11 @@ class Study:
         y_opt = min(self._opt.yi) if self._opt.yi else 0.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            scores = gaussian_ei(X, model, y_opt=y_opt, xi=self.xi)
-        best = max(range(len(pool)), key=lambda i: (float(scores[i]), -i))
+            scores = [float(v) for v in gaussian_ei(X, model, y_opt=y_opt, xi=self.xi)]
+        if self.preference is not None:  # πBO: the prior's pull fades as trials accumulate
+            power = self.pref_beta / max(1, self.n_trials)
+            scores = [sc * self.preference.weight(c) ** power for sc, c in zip(scores, pool)]
+        best = max(range(len(pool)), key=lambda i: (scores[i], -i))
         return plain(pool[best])
 
     # ---- judging -----------------------------------------------------------------
