@@ -87,6 +87,10 @@ def loaded(i: int, block: int) -> bool:
     return (i // block) % 2 == 1
 
 
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
 def p10(xs: list[float]) -> float:
     xs = sorted(xs)
     return xs[max(0, int(0.1 * (len(xs) - 1)))] if xs else float("nan")
@@ -190,11 +194,11 @@ def main() -> int:
                     t0 = time.monotonic()
                     try:
                         serve(sup, args.requests, args.max_tokens, adapter, results[scenario][policy], misses,
-                              load if paired else None, args.block if paired else 0,
-                              phases[policy] if paired else None, work[scenario][policy])
+                              load if paired else None, args.block, phases[policy] if paired else None,
+                              work[scenario][policy])
                         seg = results[scenario][policy][done:]
                         print(f"  {scenario} round {r + 1}/{args.rounds} ({policy}): {len(seg)} replies, median "
-                              f"{statistics.median(seg) if seg else float('nan'):.1f} tok/s, "
+                              f"{median(seg):.1f} tok/s, "
                               f"{time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
                     finally:
                         if load is not None:
@@ -212,7 +216,7 @@ def main() -> int:
         summary[scenario] = {}
         for k in order:
             xs = by[k]
-            med = statistics.median(xs) if xs else float("nan")
+            med = median(xs)
             tokens, seconds = work[scenario][k]
             tput = tokens / seconds if seconds else float("nan")
             stalled = sum(1 for x in xs if x < 0.1 * max(sweep.values()))
@@ -224,8 +228,8 @@ def main() -> int:
         if scenario == "varying" and args.phase == "requests":
             for k in order:
                 ph = phases[k]
-                print(f"  {names[k]:<28} loaded requests: median {statistics.median(ph['loaded']) if ph['loaded'] else float('nan'):6.1f}"
-                      f"  quiet requests: median {statistics.median(ph['quiet']) if ph['quiet'] else float('nan'):6.1f}")
+                print(f"  {names[k]:<28} loaded requests: median {median(ph['loaded']):6.1f}"
+                      f"  quiet requests: median {median(ph['quiet']):6.1f}")
         print(f"  learner policy: {json.dumps(learners[scenario].policy()['contexts'], default=str)[:400]}")
         pol = learners[scenario].policy()
         print(f"  learner explore share: {pol['explore_share']:.2f}; replies not learned from "

@@ -63,7 +63,7 @@ class HostLoad:
         self._engine: Any = None
         self._last: tuple[float, float, float, tuple[int, ...]] | None = None
         self.scan_budget_s = 0.02
-        self._scan_too_slow = not os.path.isdir("/proc/self/task")  # no Linux /proc: never scan
+        self._no_proc = not os.path.isdir("/proc/self/task")  # no Linux /proc: never scan
         self._scan_retry_at = 0.0  # a scan over budget: the CPU-time view until then, then a new try
         self.scan_retry_s = 30.0
         self.last_other = 0.0
@@ -127,7 +127,7 @@ class HostLoad:
         process and the engine left out: llama.cpp's threads spin a while after each token, and the
         caller itself runs); None where /proc is not Linux's, or when the box has so many threads
         that one scan takes over ``scan_budget_s`` (then the CPU-time view for ``scan_retry_s``)."""
-        if self._scan_too_slow or time.monotonic() < self._scan_retry_at:
+        if self._no_proc or time.monotonic() < self._scan_retry_at:
             return None
         started = time.perf_counter()
         try:

@@ -367,7 +367,7 @@ class Tuner:
         self.report = report
         self._emit("study", resumed=resume is not None, objective=obj.to_dict(), trials=trials,
                    space=space.to_dict(), strategy=strategy, note=obj.note,
-                   prior=preference.describe() if strategy in ("gp", "rf", "et") else "")
+                   prior=study.preference.describe() if study.preference is not None else "")
 
         # earlier trials of this study (resume), then the warm start
         for row in previous:
