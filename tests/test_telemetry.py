@@ -543,3 +543,28 @@ def test_every_series_the_sampler_writes_is_in_the_names_table() -> None:
 
     with pytest.raises(KeyError):
         names.gpu(0, "temprature")
+
+
+def test_a_looped_replay_as_fast_as_possible_still_yields_between_polls():
+    # speed 0 and a loop never run out: the sampling thread must still pause (and so release the
+    # GIL) between polls, or the rest of the process starves (a CI run timed out on it)
+    from llmos_tui.telemetry import sampler as sampler_module
+
+    sampler = Sampler(ReplaySource(TRACE, speed=0, loop=True))
+    waits: list[float] = []
+    real_wait = sampler._stop.wait
+
+    def recording_wait(timeout=None):
+        waits.append(timeout)
+        return real_wait(timeout)
+
+    sampler._stop.wait = recording_wait
+    sampler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(waits) < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        sampler.close()
+    assert len(waits) >= 50
+    assert min(w for w in waits if w is not None) >= sampler_module.MIN_WAIT_S > 0

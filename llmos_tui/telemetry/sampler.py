@@ -47,6 +47,9 @@ def default_sources() -> tuple[Source, ...]:
     return (NvmlSource(), HostSource())
 
 
+MIN_WAIT_S = 0.001  # the shortest pause between polls of the sampling thread
+
+
 class Sampler:
     """Samples ``sources`` every ``interval`` seconds; keeps ``history`` samples of every series."""
 
@@ -197,7 +200,10 @@ class Sampler:
                 started = time.monotonic()
                 self.poll_once()
                 wait = started + self._next_delay() - time.monotonic()
-                if self._stop.wait(max(0.0, wait)):
+                # never less than MIN_WAIT_S: a replay "as fast as possible" (speed 0, looped)
+                # would otherwise hold the GIL in a tight loop and starve every other thread of
+                # the process (measured: a 0.4 s GGUF header read took 37 s beside one)
+                if self._stop.wait(max(MIN_WAIT_S, wait)):
                     break
         except Exception:  # noqa: BLE001 - poll_once guards its parts; this is the last net
             log.exception("telemetry sampler stopped by an error")
