@@ -120,7 +120,7 @@ def serve(sup: Supervisor, n: int, max_tokens: int, adapter: OnlineAdapter | Non
         rates.append(float(m["gen_tps"]))
         if work is not None:
             work[0] += int(m["gen_tokens"])
-            work[1] += int(m["gen_tokens"]) / float(m["gen_tps"])
+            work[1] += float(m["gen_ms"]) / 1000.0  # llama.cpp's own generation time
         if by_phase is not None:
             by_phase["loaded" if on else "quiet"].append(float(m["gen_tps"]))
 
@@ -211,18 +211,19 @@ def main() -> int:
     names = {"a": f"(a) default {params.n_threads}/{params.n_threads_batch}",
              "b": f"(b) best fixed {best_fixed[0]}/{best_fixed[1]}", "c": "(c) online learner"}
     summary: dict[str, dict[str, dict[str, float]]] = {}
+    stall_below = 0.1 * max(sweep.values())  # a stalled reply: under 10 % of the best quiet rate
     for scenario, by in results.items():
         print(f"\n{scenario}: generation tok/s per reply (n, median, p10)")
         summary[scenario] = {}
         for k in order:
             xs = by[k]
-            med = median(xs)
+            med, low = median(xs), p10(xs)
             tokens, seconds = work[scenario][k]
             tput = tokens / seconds if seconds else float("nan")
-            stalled = sum(1 for x in xs if x < 0.1 * max(sweep.values()))
-            summary[scenario][k] = {"n": len(xs), "median": med, "p10": p10(xs), "throughput": tput,
+            stalled = sum(1 for x in xs if x < stall_below)
+            summary[scenario][k] = {"n": len(xs), "median": med, "p10": low, "throughput": tput,
                                     "stalled": stalled, "rates": xs}
-            print(f"  {names[k]:<28} n={len(xs):<4} median={med:8.1f}  p10={p10(xs):8.1f}  "
+            print(f"  {names[k]:<28} n={len(xs):<4} median={med:8.1f}  p10={low:8.1f}  "
                   f"throughput={tput:6.1f} ({tokens:.0f} tokens in {seconds:.2f} s of generation)  "
                   f"stalled replies (< 10 % of the best quiet rate): {stalled}")
         if scenario == "varying" and args.phase == "requests":
@@ -230,8 +231,8 @@ def main() -> int:
                 ph = phases[k]
                 print(f"  {names[k]:<28} loaded requests: median {median(ph['loaded']):6.1f}"
                       f"  quiet requests: median {median(ph['quiet']):6.1f}")
-        print(f"  learner policy: {json.dumps(learners[scenario].policy()['contexts'], default=str)[:400]}")
         pol = learners[scenario].policy()
+        print(f"  learner policy: {json.dumps(pol['contexts'], default=str)[:400]}")
         print(f"  learner explore share: {pol['explore_share']:.2f}; replies not learned from "
               f"(the load changed during them): {pol['ambiguous']}")
     s, v = summary["steady"], summary["varying"]
