@@ -154,8 +154,7 @@ class ActionsMixin:
             return
         if self._rails_block(finding, spec, now):
             return
-        delay = min(self.policy.backoff_max_s, self.policy.backoff_s * (2 ** count))
-        self._backoff[finding.fingerprint] = (count + 1, now + delay)
+        self._backoff[finding.fingerprint] = (count + 1, now + self._backoff_delay(count + 1))
         if self.dry_run:
             finding.note("dry_run", repair=spec.id)
             action_id = finding.action_id
@@ -167,6 +166,10 @@ class ActionsMixin:
         if spec.restarts_engine:
             self._restarts.append(now)
         self._launch(finding, spec, proposed_by="auto")
+
+    def _backoff_delay(self: "Doctor", attempts: int) -> float:
+        """The wait after the ``attempts``-th automatic attempt on a finding: backoff_s, doubling."""
+        return min(self.policy.backoff_max_s, self.policy.backoff_s * (2 ** (attempts - 1)))
 
     # ---- operator decisions (any thread) ----------------------------------------------------
     def accept(self: "Doctor", finding_id: int) -> str | None:
@@ -221,6 +224,11 @@ class ActionsMixin:
                             other.state = "resolved"
                             other.note("resolved", why=f"handled by the repair of #{finding.id}")
                 self._inflight = None
+                # the wait before the next attempt counts from the end of this one (a repair that takes
+                # longer than the backoff is not repeated the moment it ends)
+                if not healthy and finding.fingerprint in self._backoff:
+                    count, next_ok = self._backoff[finding.fingerprint]
+                    self._backoff[finding.fingerprint] = (count, max(next_ok, time.time() + self._backoff_delay(count)))
             if finding.state not in OPEN_STATES:
                 self._settled(finding)
             self._wake.put("event")
