@@ -29,7 +29,11 @@ SCREENS = ("dashboard", "chat", "doctor", "journal", "help", "command", "explain
 
 @pytest.fixture(autouse=True)
 def utc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from textual.widgets import Input
+
     monkeypatch.setenv("TZ", "UTC")
+    # an input's cursor blinks every 0.5 s: on a slow box a snapshot caught it off. It stays on here.
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None)
     monkeypatch.chdir(tmp_path)  # the journal's path is shown: a relative one is the same on every run
     time.tzset()
     yield

@@ -243,5 +243,8 @@ async def test_streaming_renders_at_most_one_frame_per_budget_not_one_per_token(
         assert len(frames) <= span / chat_screen.FRAME_S + 3, (len(frames), span)
         gaps = [b - a for a, b in zip(frames, frames[1:-1])]  # the last one is the finish
         assert min(gaps) >= chat_screen.FRAME_S * 0.9, "never two frames within one frame budget"
-        assert len(frames) <= tokens, "several tokens share a frame when they come faster than frames"
+        streamed = len(frames) - 1  # the last one is the finish
+        assert streamed <= tokens, "never more than a frame per token"
+        if tokens / span > 2 / chat_screen.FRAME_S:  # tokens came faster than frames (not on a starved box)
+            assert streamed < tokens / 2, "several tokens share a frame when they come faster than frames"
     app.operator.close()
