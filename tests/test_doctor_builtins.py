@@ -322,6 +322,18 @@ def test_backoff_doubles_between_attempts_on_the_same_trouble(supervisor: Superv
         doctor.stop()
 
 
+def test_backoff_stays_at_its_ceiling_however_long_the_trouble_lasts() -> None:
+    from llmos_tui.doctor.actions import ActionsMixin
+
+    class Rails(ActionsMixin):
+        policy = Policy.from_config({"backoff_s": 0.2, "backoff_max_s": 300})
+
+    rails = Rails()
+    assert [rails._backoff_delay(n) for n in (1, 2, 3)] == [0.2, 0.4, 0.8]
+    # a daemon retrying every 300 s reaches attempt 1 025 in about 85 hours: 0.2 * 2 ** 1024 is no float
+    assert rails._backoff_delay(1025) == rails._backoff_delay(10 ** 6) == 300
+
+
 def test_findings_are_journaled_with_the_finding_id(supervisor: Supervisor, journal: Journal) -> None:
     doctor, events = make_doctor(supervisor, journal)
     try:

@@ -123,7 +123,7 @@ def sample_config() -> str:
         '# "severity.critical" = "auto"             # per severity (a detector\'s own entry wins)',
         "# hysteresis = 2                           # passes a telemetry finding must hold before auto action",
         "# grace_s = 10                             # no telemetry detection this long after a (re)load",
-        "# backoff_s = 5                            # first wait before repeating an action; doubles",
+        "# backoff_s = 5                            # first wait before repeating an action (from its end); doubles",
         "# backoff_max_s = 300",
         "# start_limit_burst = 3                    # at most this many automatic restarts ...",
         "# start_limit_interval_s = 120             # ... within this many seconds",

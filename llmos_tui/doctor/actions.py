@@ -169,7 +169,8 @@ class ActionsMixin:
 
     def _backoff_delay(self: "Doctor", attempts: int) -> float:
         """The wait after the ``attempts``-th automatic attempt on a finding: backoff_s, doubling."""
-        return min(self.policy.backoff_max_s, self.policy.backoff_s * (2 ** (attempts - 1)))
+        # the exponent is capped: 0.2 * 2 ** 1024 no longer fits a float (about 85 h of 300 s waits)
+        return min(self.policy.backoff_max_s, self.policy.backoff_s * 2.0 ** min(attempts - 1, 60))
 
     # ---- operator decisions (any thread) ----------------------------------------------------
     def accept(self: "Doctor", finding_id: int) -> str | None:

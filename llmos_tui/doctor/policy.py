@@ -9,7 +9,7 @@ From the ``[doctor]`` table of the config, for example::
     "severity.critical" = "auto"   # per severity (a detector's own entry wins)
     hysteresis = 2                 # a telemetry finding must hold this many passes before auto action
     grace_s = 10                   # no telemetry detection this long after a (re)load
-    backoff_s = 5                  # first wait before repeating an action on the same finding; doubles
+    backoff_s = 5                  # wait after a failed attempt before the next on the same finding; doubles
     backoff_max_s = 300
     start_limit_burst = 3          # at most this many automatic restarts ...
     start_limit_interval_s = 120   # ... within this many seconds, then stop and tell the operator
