@@ -226,10 +226,10 @@ class ActionsMixin:
                             other.note("resolved", why=f"handled by the repair of #{finding.id}")
                 self._inflight = None
                 # the wait before the next attempt counts from the end of this one (a repair that takes
-                # longer than the backoff is not repeated the moment it ends)
+                # longer than the backoff is not repeated the moment it ends); _maybe_auto counted it
                 if not healthy and finding.fingerprint in self._backoff:
-                    count, next_ok = self._backoff[finding.fingerprint]
-                    self._backoff[finding.fingerprint] = (count, max(next_ok, time.time() + self._backoff_delay(count)))
+                    count, _ = self._backoff[finding.fingerprint]
+                    self._backoff[finding.fingerprint] = (count, time.time() + self._backoff_delay(count))
             if finding.state not in OPEN_STATES:
                 self._settled(finding)
             self._wake.put("event")
