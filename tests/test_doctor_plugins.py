@@ -49,10 +49,10 @@ def test_repo_examples_load_and_work() -> None:
     assert found and found[0].evidence["ttft_ms"] == 5000.0
     # the example repair, previewed against a running configuration
     spec = manager.registry.repairs["example.fewer_threads"]
-    from llmos_tui.doctor.context import JournalView, RepairContext
+    from llmos_tui.doctor.context import EngineHandle, JournalView, RepairContext
 
     params = EngineParams(model_path=str(DEMO_MODEL), n_threads=2)
-    ctx = RepairContext(None, params, None, JournalView(None), found[0])
+    ctx = RepairContext(EngineHandle(None, None), params, None, JournalView(None), found[0])
     assert spec.fn(ctx, found[0]).n_threads == 1
 
 

@@ -14,14 +14,23 @@ their rollback, the tuner's "apply best", the online learner — goes through
 One change at a time: a second caller while one runs is refused with a line that says who
 holds it. Without a journal (it could not be opened) the engine still changes and the
 result says that nothing was journaled.
+
+The same lock owns the engine's whole life cycle: :meth:`Changes.start`, :meth:`restart`,
+:meth:`pause`, :meth:`resume` and :meth:`stop` take it too, and :meth:`holding` keeps it for
+a span (a tuning study pauses the engine, measures, applies or resumes: one holder from end
+to end). The lock is re-entrant for the thread that holds it, so a holder may call any verb
+inside its span; any other caller is refused with a line that names the holder, or waits up
+to ``wait_s`` for it. Nothing else touches the supervisor's life cycle.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import LlmosError
@@ -30,6 +39,10 @@ from llmos_tui.journal.port import JournalPort
 log = logging.getLogger("llmos_tui.changes")
 
 Verifier = Callable[[], "str | None"]  # None: verified; else why not
+
+
+class EngineBusy(LlmosError):
+    """The engine's life cycle is held by another caller (the message names it)."""
 
 
 @dataclass
@@ -75,8 +88,9 @@ class Changes:
         self.min_ctx = int(min_ctx or 0)  # the operator's context requirement (tokens)
         self.ready_timeout_s = ready_timeout_s
         self._canary = canary
-        self._lock = threading.Lock()
-        self.holder: str | None = None  # who runs a change now (for the "busy" line)
+        self._lock = threading.RLock()
+        self._depth = 0  # re-entries of the holding thread
+        self.holder: str | None = None  # who holds the engine now (for the "busy" line)
         self.listeners: list[Callable[[ChangeResult], None]] = []
         self.last: ChangeResult | None = None
         self.journaling: Any = None  # the JournalLink, told which source loads next
@@ -150,7 +164,7 @@ class Changes:
     def propose(self, params: EngineParams | dict[str, Any], *, source: str = "operator", reason: str = "",
                 kind: str = "reconfigure", proposed_by: str = "operator", finding_id: int | None = None,
                 action_id: int | None = None, verify: Verifier | None = None, check_bad: bool = True,
-                rollback: bool = True) -> ChangeResult:
+                rollback: bool = True, wait_s: float = 0.0) -> ChangeResult:
         """Vet, journal, reload, verify; roll back when verification fails. Blocking (a reload):
         call it from a worker thread, never a UI thread. ``params`` may be a mapping of changes
         to the running parameters (``{"n_ctx": 4096}``)."""
@@ -160,16 +174,14 @@ class Changes:
                 params = EngineParams.from_mapping(params, sup.params)
             except LlmosError as exc:
                 return self._done(ChangeResult("refused", str(exc), sup.params, journaled=False))
-        if not self._lock.acquire(blocking=False):
-            return ChangeResult("refused", f"another change is in progress ({self.holder}); try again when it ends",
-                                sup.params, journaled=False)
+        busy = self._acquire(f"{source}: {reason or kind}", wait_s)
+        if busy:
+            return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
         try:
-            self.holder = f"{source}: {reason or kind}"
             return self._done(self._propose(params, source, reason, kind, proposed_by, finding_id, action_id,
                                             verify, check_bad, rollback))
         finally:
-            self.holder = None
-            self._lock.release()
+            self._release()
 
     def _propose(self, params: EngineParams, source: str, reason: str, kind: str, proposed_by: str,
                  finding_id: int | None, action_id: int | None, verify: Verifier | None,
@@ -270,7 +282,7 @@ class Changes:
         return verify_live(self.supervisor, self.ready_timeout_s, canary, verify)
 
     # ---- undo ---------------------------------------------------------------------
-    def undo(self, entry_id: str, *, proposed_by: str = "operator") -> ChangeResult:
+    def undo(self, entry_id: str, *, proposed_by: str = "operator", wait_s: float = 0.0) -> ChangeResult:
         """Revert a journaled change (``cfg:N`` or ``act:N``) and run the result, verified."""
         sup = self.supervisor
         if self.readonly:
@@ -278,11 +290,10 @@ class Changes:
         if self.journal is None:
             return self._done(ChangeResult("refused", "the journal is not open; nothing can be undone", sup.params,
                                            journaled=False))
-        if not self._lock.acquire(blocking=False):
-            return ChangeResult("refused", f"another change is in progress ({self.holder}); try again when it ends",
-                                sup.params, journaled=False)
+        busy = self._acquire(f"undo {entry_id}", wait_s)
+        if busy:
+            return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
         try:
-            self.holder = f"undo {entry_id}"
             before = sup.params
             self._ensure_active(before)
             try:
@@ -305,8 +316,91 @@ class Changes:
                 result.message = f"undone: now running cfg:{config.id} ({params.summary()})"
             return self._done(result)
         finally:
+            self._release()
+
+    # ---- the lock, and the engine's life cycle ----------------------------------------
+    def _acquire(self, who: str, wait_s: float = 0.0) -> str | None:
+        """Take the lock for ``who``; None when taken, else the line that says who holds it."""
+        if not self._lock.acquire(blocking=False):
+            if wait_s <= 0 or not self._lock.acquire(timeout=wait_s):
+                holder = self.holder or "another caller"
+                waited = f" (waited {wait_s:g} s)" if wait_s > 0 else ""
+                return f"the engine is busy: {holder} holds it{waited}; try again when it ends"
+        if self._depth == 0:
+            self.holder = who
+        self._depth += 1
+        return None
+
+    def _release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
             self.holder = None
-            self._lock.release()
+        self._lock.release()
+
+    @contextmanager
+    def holding(self, who: str, *, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the engine's life cycle for a span (``with changes.holding("tuner std:4"): ...``).
+        Raises EngineBusy (naming the holder) when another caller has it after ``wait_s``."""
+        busy = self._acquire(who, wait_s)
+        if busy:
+            raise EngineBusy(busy)
+        try:
+            yield
+        finally:
+            self._release()
+
+    @property
+    def busy(self) -> bool:
+        return self.holder is not None
+
+    def _lifecycle(self, verb: str, who: str, wait_s: float, act: Callable[[], Any]) -> ChangeResult:
+        sup = self.supervisor
+        if self.readonly and verb not in ("start", "stop"):
+            return ChangeResult("refused", f"read-only mode: {verb} of the engine is disabled", sup.params,
+                                journaled=False)
+        busy = self._acquire(who, wait_s)
+        if busy:
+            return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
+        try:
+            try:
+                act()
+            except LlmosError as exc:
+                return ChangeResult("failed", f"{verb} failed: {exc}", sup.params, self.active_id(),
+                                    journaled=self.journal is not None)
+            return ChangeResult("applied", f"{verb}: {sup.params.summary()}", sup.params, self.active_id(),
+                                journaled=self.journal is not None)
+        finally:
+            self._release()
+
+    def start(self, *, source: str = "operator", wait_s: float = 0.0,
+              timeout: float | None = None) -> ChangeResult:
+        """Start the engine on what the journal holds active (the supervisor's parameters)."""
+        return self._lifecycle("start", f"{source}: start", wait_s, lambda: self.supervisor.start(timeout=timeout))
+
+    def restart(self, *, source: str = "operator", reason: str = "", wait_s: float = 0.0) -> ChangeResult:
+        """Restart on the parameters that run now (never ones captured earlier: a change that
+        landed meanwhile is what restarts)."""
+        why = reason or "restart"
+
+        def act() -> None:
+            if self.journaling is not None:
+                self.journaling.next_source = source
+            self.supervisor.restart(reason=f"{source}: {why}")
+
+        return self._lifecycle("restart", f"{source}: {why}", wait_s, act)
+
+    def pause(self, *, source: str = "operator", reason: str = "", wait_s: float = 0.0) -> ChangeResult:
+        """Stop the engine and stay paused (its parameters unchanged)."""
+        why = reason or "pause"
+        return self._lifecycle("pause", f"{source}: {why}", wait_s, lambda: self.supervisor.pause(why))
+
+    def resume(self, *, source: str = "operator", reason: str = "", wait_s: float = 0.0) -> ChangeResult:
+        """Load the paused engine again with the parameters it had."""
+        return self._lifecycle("resume", f"{source}: {reason or 'resume'}", wait_s, self.supervisor.resume)
+
+    def stop(self, *, source: str = "operator", reason: str = "", wait_s: float = 0.0) -> ChangeResult:
+        """Stop the engine (the operator's session ends, or a face asks)."""
+        return self._lifecycle("stop", f"{source}: {reason or 'stop'}", wait_s, self.supervisor.stop)
 
     # ---- helpers -------------------------------------------------------------------
     def active_id(self) -> int | None:

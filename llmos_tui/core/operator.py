@@ -65,7 +65,8 @@ class Operator:
         """Start the engine (blocking) on its configured parameters."""
         if params is not None and params.to_dict() != self.supervisor.params.to_dict():
             raise LlmosError("new parameters go through apply() (the change transaction), not start_engine()")
-        return self.supervisor.start()
+        with self.changes.holding(f"{self.face}: start"):
+            return self.supervisor.start()
 
     def try_start_engine(self, params: EngineParams | None = None) -> str | None:
         """Start the engine; return a one-line error instead of raising (for faces)."""
@@ -83,11 +84,8 @@ class Operator:
             return None if result.ok else result.message
         if self.config.readonly:
             return "read-only mode: restarting the engine is disabled"
-        try:
-            self.supervisor.restart(reason=reason)
-        except LlmosError as exc:
-            return str(exc)
-        return None
+        result = self.changes.restart(source=self.face, reason=reason)
+        return None if result.ok else result.message
 
     def start_engine_in_background(self, done: Callable[[str | None], Any] | None = None) -> threading.Thread:
         def run() -> None:
@@ -239,7 +237,8 @@ class Operator:
             except Exception:  # noqa: BLE001
                 pass
         self._closers.clear()
-        self.supervisor.stop()
+        self.changes.stop(source=self.face, reason="closing", wait_s=5.0)
+        self.supervisor.stop()  # whatever held the engine, closing ends the child
 
     def __enter__(self) -> "Operator":
         return self

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from llmos_tui.doctor.api import SEVERITY_RANK, Finding, NotApplicable, RepairSpec
-from llmos_tui.doctor.context import RepairContext
+from llmos_tui.doctor.context import EngineHandle, RepairContext
 from llmos_tui.doctor.findings import OPEN_STATES
 from llmos_tui.doctor.plugins import describe_error
 from llmos_tui.doctor.verify import metric_check
@@ -55,7 +55,7 @@ class ActionsMixin:
     def _repair_context(self: "Doctor", finding: Finding) -> RepairContext:
         sup = self.supervisor
         return RepairContext(
-            supervisor=sup, params=sup.params, model_info=sup.model_info, journal=self.journal_view,
+            engine=EngineHandle(sup, self.changes), params=sup.params, model_info=sup.model_info, journal=self.journal_view,
             finding=finding, settings=self.policy.settings_for(finding.detector), services=self.services,
             operator_idle_s=self.operator_idle_s, stopped=lambda: self._kill_switch or self._stop.is_set(),
         )
@@ -358,7 +358,7 @@ class ActionsMixin:
             return self._succeeded(finding, spec, check, config_id=result.config_id)
         if result.state == "unchanged":
             return self._fail(finding, spec, None, "changes nothing", refused=True)
-        if result.state == "refused" and result.message.startswith("another change is in progress"):
+        if result.state == "refused" and result.details.get("busy"):
             # not this repair's fault: it waits for its turn (backoff), and is not counted as tried
             finding.note("busy", repair=spec.id, reason=result.message)
             if action_id is not None:

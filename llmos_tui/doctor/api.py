@@ -4,7 +4,7 @@ A detector is a function ``fn(ctx: DetectorContext) -> list[Finding] | Finding |
 A repair is a function ``fn(ctx: RepairContext, finding: Finding) -> EngineParams | None``:
 returning new EngineParams asks the doctor to apply them (journaled as a configuration
 change, VRAM-checked, refused when the journal marks them bad); returning None means the
-repair did its work itself through ``ctx.supervisor`` (a restart, a context reset).
+repair did its work itself through ``ctx.engine`` (a restart, a context reset).
 Built-in detectors and repairs use exactly this API (see ``builtin.py``, ``repairs.py``).
 
 The loader (``plugins.py``) sets the target registry and the origin (``builtin``, a
@@ -252,7 +252,7 @@ def repair(
     ``reconfigures=True``: ``fn(ctx, finding)`` returns the new EngineParams and must not act
     itself (the doctor previews it, checks it against the journal's bad configurations and the
     VRAM estimate, journals it and reloads the engine). Otherwise ``fn`` acts through
-    ``ctx.supervisor`` and returns None. ``precondition(ctx, finding)`` returns a reason it
+    ``ctx.engine`` and returns None. ``precondition(ctx, finding)`` returns a reason it
     cannot apply, or None.
     """
 

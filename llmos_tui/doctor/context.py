@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from llmos_tui.doctor.api import Finding, SEVERITY_RANK
+from llmos_tui.errors import LlmosError
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.engine.gguf_info import ModelInfo
@@ -116,11 +117,58 @@ class DetectorContext:
         )
 
 
+class LifecycleGate(Protocol):
+    """The narrow face of the change transaction a repair acts through (core.changes.Changes)."""
+
+    def restart(self, *, source: str = ..., reason: str = ..., wait_s: float = ...) -> Any: ...
+
+
+class EngineHandle:
+    """What a repair (built-in or plugin) may do to the engine: read its state, clear its KV
+    cache, restart it through the change transaction's lock. Never the supervisor itself: a
+    restart here waits for, or is refused by, whoever holds the engine, and reloads what runs
+    now (the journal's active version), not parameters captured earlier."""
+
+    def __init__(self, supervisor: Any, gate: LifecycleGate | None, *, source: str = "doctor") -> None:
+        self._sup = supervisor
+        self._gate = gate
+        self._source = source
+
+    @property
+    def params(self) -> "EngineParams":
+        return self._sup.params
+
+    @property
+    def model_info(self) -> "ModelInfo | None":
+        return self._sup.model_info
+
+    @property
+    def is_ready(self) -> bool:
+        return bool(self._sup is not None and self._sup.is_ready)
+
+    @property
+    def state(self) -> str:
+        return self._sup.state.value if self._sup is not None else "stopped"
+
+    def stats(self) -> dict[str, Any]:
+        return self._sup.stats() if self._sup is not None else {}
+
+    def reset_context(self) -> None:
+        """Clear the KV cache (not a life-cycle change: the process and its settings stay)."""
+        self._sup.reset_context()
+
+    def restart(self, *, reason: str = "", wait_s: float = 30.0) -> Any:
+        """Restart on what runs now, through the change transaction's lock; a ChangeResult."""
+        if self._gate is None:
+            raise LlmosError("no change transaction in this core: the engine cannot be restarted from here")
+        return self._gate.restart(source=self._source, reason=reason, wait_s=wait_s)
+
+
 @dataclass
 class RepairContext:
-    """Handed to a repair: the supervisor to act through, and what it needs to decide."""
+    """Handed to a repair: the engine handle to act through, and what it needs to decide."""
 
-    supervisor: Any
+    engine: EngineHandle
     params: "EngineParams"
     model_info: "ModelInfo | None"
     journal: JournalView

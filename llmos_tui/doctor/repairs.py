@@ -18,14 +18,16 @@ from llmos_tui.errors import LlmosError
         restarts_engine=False, cost=0)
 def reset_context(ctx: RepairContext, finding) -> None:
     """Clear the KV cache / reset the conversation."""
-    ctx.supervisor.reset_context()
+    ctx.engine.reset_context()
     ctx.log("KV cache cleared")
 
 
 @repair("engine.restart", changes="nothing: same configuration, fresh process", cost=1)
 def restart(ctx: RepairContext, finding) -> None:
     """Restart the engine with the same configuration."""
-    ctx.supervisor.restart(ctx.params, reason=f"doctor: {finding.title}")
+    result = ctx.engine.restart(reason=f"doctor: {finding.title}")
+    if not result.ok:
+        raise LlmosError(result.message)
 
 
 def _kv_quant_pre(ctx: RepairContext, finding) -> str | None:
@@ -118,7 +120,7 @@ def _retune_pre(ctx: RepairContext, finding) -> str | None:
     factory = ctx.services.get("tuner")
     if factory is None:
         return "no tuner in this core"
-    if ctx.supervisor is None or not ctx.supervisor.is_ready:
+    if not ctx.engine.is_ready:
         return "the engine is not serving"
     return None
 
