@@ -26,14 +26,19 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, out, err
 
 
+DEMO = str(Path(__file__).resolve().parents[1] / "llmos_tui" / "data" / "demo.gguf")
+
+
 @pytest.fixture
 def populated(tmp_path: Path) -> Path:
     path = tmp_path / "journal.sqlite"
     with Journal(path) as journal:
-        journal.record_config(EngineParams(model_path="/m/a.gguf", n_threads=2, n_threads_batch=2))
+        journal.record_config(EngineParams(model_path=DEMO, n_threads=2, n_threads_batch=2))
         finding = journal.record_finding("oom", "critical", "CUDA out of memory", {"free_mib": 12, "need_mib": 900})
-        journal.change_config(EngineParams(model_path="/m/a.gguf", n_ctx=1024, n_threads=2, n_threads_batch=2),
-                              source="repair", kind="shrink_ctx", proposed_by="auto", finding_id=finding)
+        _action, repaired = journal.change_config(
+            EngineParams(model_path=DEMO, n_ctx=1024, n_threads=2, n_threads_batch=2),
+            source="repair", kind="shrink_ctx", proposed_by="auto", finding_id=finding)
+        journal.mark_good(repaired.id)  # the repair passed its verification
         journal.record_event("crashed", {"signal": "SIGABRT", "log_tail": ["GGML_ASSERT"]})
         journal.record_event("loaded", {"load_ms": 640.0})
     return path

@@ -120,11 +120,11 @@ async def test_bad_model_is_shown_and_the_app_stays_up(bad_models) -> None:
 
 
 async def test_chats_are_journaled_and_an_earlier_one_resumes(tmp_path) -> None:
-    from llmos_tui.core.operator import build_operator
+    from llmos_tui.core import build_core
     from llmos_tui.journal import Journal
 
     config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "journal": str(tmp_path / "j.sqlite")})
-    op = build_operator(config, with_telemetry=False, with_doctor=False)
+    op = build_core(config, telemetry=False, doctor=False, endpoint=False)
     app = LlmosApp(op, start_screen="chat")
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: op.supervisor.is_ready)

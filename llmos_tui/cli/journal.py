@@ -11,9 +11,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from llmos_tui.cli.support import guarded
+
+if TYPE_CHECKING:
+    from llmos_tui.config import Config
+    from llmos_tui.core.endpoint import Json, Running
+    from llmos_tui.journal import Journal
 
 PROG = "llmos-tui journal"
 
@@ -85,15 +90,12 @@ def _error(message: str) -> int:
 
 
 
-def _open_for_reading(path: Path):
-    """Writable when possible (an old schema gets upgraded); read-only when that is all we may do."""
-    from llmos_tui.journal import Journal, JournalReadOnly
+def _open_for_reading(path: Path) -> "Journal":
+    """Through the core's journal-only helper: writable when possible (an old schema gets
+    upgraded); read-only when that is all we may do (said on stderr)."""
+    from llmos_tui.core.wiring import open_journal_for_reading
 
-    try:
-        return Journal(path, create=False)
-    except JournalReadOnly as exc:
-        print(f"{PROG}: note: {exc}; reading it read-only", file=sys.stderr)
-        return Journal(path, readonly=True)
+    return open_journal_for_reading(path, note=lambda text: print(f"{PROG}: note: {text}", file=sys.stderr))
 
 
 # ---- handlers -------------------------------------------------------------------
@@ -140,21 +142,67 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 @guarded
 def _cmd_undo(args: argparse.Namespace) -> int:
-    from llmos_tui.journal import Journal, parse_entry_id
+    """The same undo from anywhere: an llmos-tui running on this journal carries it out (a change
+    there, through its own transaction); with none running, a one-shot core vets it (read-only,
+    bad-list, VRAM fit) and journals it for the next start, and says what that start runs.
+    Exit 0 only when the undo was applied (or, with no engine running, journaled for the next start)."""
+    from llmos_tui.cli.main import config_from_args
+    from llmos_tui.core.endpoint import find_running, request
+    from llmos_tui.journal import parse_entry_id
 
-    parse_entry_id(args.entry)
-    with Journal(journal_path(args), create=False) as journal:
-        config = journal.undo(args.entry)
-        action = journal.action_for_config(config.id)
-        restored = (action.params.get("restores") if action else None) or f"cfg:{config.parent_id}"
-        changes = journal.show(action.entry_id).get("changes", {}) if action else {}
-    print(f"undo recorded as {action.entry_id if action else '?'}: {config.entry_id} is now the active "
-          f"configuration (the settings of {restored})")
-    for key, (before, after) in changes.items():
-        print(f"  {key}: {before} -> {after}")
-    print(f"  {config.summary()}")
-    print("no engine runs in this command: the next engine start uses it")
+    parse_entry_id(args.entry)  # a bad ID is one line before anything else
+    path = journal_path(args)
+    if not path.exists():
+        return _error(f"no journal at {path}")
+    config = config_from_args(args)
+    config.journal_path = path
+    running = find_running(config.paths.runtime_dir, path)
+    if running:
+        return _undo_there(running[0], args.entry, path, request)
+    return _undo_here(config, args.entry)
+
+
+def _undo_there(running: "Running", entry: str, path: Path, request: "Callable[..., dict[str, Json]]") -> int:
+    who = f"the llmos-tui running on this journal (pid {running.pid})"
+    try:
+        answer = request(running.endpoint, {"op": "undo", "entry": entry, "journal": str(path)})
+    except (OSError, ValueError) as exc:
+        return _error(f"{entry} not undone: {who} did not answer ({exc}); close it or undo there")
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        return _error(f"{entry} not undone by {who}: {answer.get('error', 'no answer')}")
+    print(f"{who}: {result.get('message')}")
+    if result.get("state") != "applied":
+        return 1
+    engine = answer.get("engine")
+    if isinstance(engine, dict):
+        print(f"  it runs now: {', '.join(f'{k}={v}' for k, v in engine.items() if k != 'model_path')}")
     return 0
+
+
+def _undo_here(config: "Config", entry: str) -> int:
+    from llmos_tui.core.journaling import resume_params
+    from llmos_tui.core.wiring import build_core
+
+    op = build_core(config, "oneshot", doctor=False, endpoint=False)
+    try:
+        if op.journal_writer is None:
+            return _error(f"{entry} not undone: {'; '.join(op.problems) or 'the journal did not open'}")
+        result = op.undo(entry)  # no engine runs here: vetted and journaled for the next start
+        if not result.ok:
+            return _error(f"{entry} not undone: {result.message.removeprefix('refused: ')}")
+        action = f"act:{result.action_id}"
+        print(f"undo recorded as {action}: cfg:{result.config_id} is now the active configuration")
+        changes = op.journal_writer.submit(lambda j: j.show(action).get("changes", {})).result(30)
+        for key, (before, after) in changes.items():
+            print(f"  {key}: {before} -> {after}")
+        nxt = op.journal_writer.submit(lambda j: resume_params(j, config.engine)).result(30)
+        print(f"no engine runs in this command: the next start runs {nxt.params.summary()}")
+        if result.params is not None and nxt.params.to_dict() != result.params.to_dict():
+            return _error(f"the next start would not run cfg:{result.config_id} ({nxt.problem or 'resume rule'})")
+        return 0
+    finally:
+        op.close()
 
 
 @guarded

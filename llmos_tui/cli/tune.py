@@ -66,12 +66,8 @@ def _study_id(text: str | None) -> int | None:
 
 
 def _build(config: Any) -> Any:
-    try:
-        from llmos_tui.core.wiring import build_core
-    except ImportError:
-        from llmos_tui.core.operator import build_operator
+    from llmos_tui.core.wiring import build_core
 
-        return build_operator(config, with_doctor=False)
     return build_core(config, mode="oneshot", doctor=False)
 
 

@@ -30,15 +30,35 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, TypeVar, Union
 
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal.port import JournalPort
 
+if TYPE_CHECKING:
+    from llmos_tui.engine.supervisor import Supervisor
+    from llmos_tui.journal.records import ConfigVersion
+    from llmos_tui.journal.store import Journal
+    from llmos_tui.journal.writer import JournalWriter
+    from llmos_tui.telemetry.sampler import Sampler
+
+    JournalTarget = Union[Journal, JournalWriter]
+
+T = TypeVar("T")
+
 log = logging.getLogger("llmos_tui.changes")
 
 Verifier = Callable[[], "str | None"]  # None: verified; else why not
+Json = Union[str, int, float, bool, None, list["Json"], dict[str, "Json"]]
+
+RESUME_EVENT = "config_resume_base"  # the configured settings a version was applied on top of
+
+
+class LoadSource(Protocol):
+    """Told which source asks for the next load (the JournalLink: it journals the version)."""
+
+    next_source: str
 
 
 class EngineBusy(LlmosError):
@@ -54,6 +74,10 @@ class ChangeResult:
     - ``refused``: vetting refused it; nothing changed (``message`` says why)
     - ``rolled_back``: it ran and failed verification; the parent runs again
     - ``failed``: it failed and the rollback failed too (the engine may be down)
+    - ``deferred``: vetted and journaled with no engine running (a one-shot ``journal undo``):
+      the next start runs it (the resume rule honours it)
+
+    ``journaled`` is False when any journal write inside the change failed.
     """
 
     state: str
@@ -62,13 +86,13 @@ class ChangeResult:
     config_id: int | None = None  # the journal version active now
     action_id: int | None = None
     journaled: bool = True
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Json] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.state in ("applied", "unchanged")
+        return self.state in ("applied", "unchanged", "deferred")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Json]:
         return {"state": self.state, "ok": self.ok, "message": self.message,
                 "params": self.params.to_dict() if self.params else None,
                 "config_id": self.config_id, "action_id": self.action_id, "journaled": self.journaled,
@@ -76,13 +100,19 @@ class ChangeResult:
 
 
 class Changes:
-    """The change transaction over one supervisor, one journal (a JournalWriter or None)."""
+    """The change transaction over one supervisor, one journal (a JournalWriter, a Journal or None).
 
-    def __init__(self, supervisor: Any, journal: Any = None, *, readonly: bool = False,
-                 sampler: Any = None, min_ctx: int = 0, ready_timeout_s: float = 120.0,
-                 canary: Callable[[], Any] | None = None) -> None:
+    ``journaling``: told which source asks for each load (the JournalLink). ``configured``: the
+    settings the operator configured (config file, command line); each applied version records
+    them as its base, so the resume rule keeps an explicit apply until the configuration changes.
+    """
+
+    def __init__(self, supervisor: "Supervisor", journal: "JournalTarget | None" = None, *,
+                 readonly: bool = False, sampler: "Sampler | None" = None, min_ctx: int = 0,
+                 ready_timeout_s: float = 120.0, canary: Callable[[], object] | None = None,
+                 journaling: LoadSource | None = None, configured: EngineParams | None = None) -> None:
         self.supervisor = supervisor
-        self.journal = journal
+        self._port = JournalPort(journal, "change transaction")
         self.readonly = readonly
         self.sampler = sampler
         self.min_ctx = int(min_ctx or 0)  # the operator's context requirement (tokens)
@@ -93,24 +123,42 @@ class Changes:
         self.holder: str | None = None  # who holds the engine now (for the "busy" line)
         self.listeners: list[Callable[[ChangeResult], None]] = []
         self.last: ChangeResult | None = None
-        self.journaling: Any = None  # the JournalLink, told which source loads next
+        self.journaling = journaling
+        self.configured = configured if configured is not None else (
+            supervisor.params if supervisor is not None else None)
+        self._failures = threading.local()  # journal writes that failed, per thread (see _writes_ok)
 
     # ---- the journal -------------------------------------------------------------
     @property
-    def journal(self) -> Any:
+    def journal(self) -> "JournalTarget | None":
         return self._port.target
 
-    @journal.setter
-    def journal(self, target: Any) -> None:
-        self._port = JournalPort(target, "change transaction")
+    def _call(self, fn: "Callable[[Journal], T]") -> "T | None":
+        try:
+            return self._port.call(fn)
+        except Exception:
+            self._failed()
+            raise
 
-    def _call(self, fn: Callable[[Any], Any]) -> Any:
-        return self._port.call(fn)
+    def _safe(self, fn: "Callable[[Journal], T]", default: "T | None" = None) -> "T | None":
+        try:
+            return self._port.call(fn)
+        except Exception as exc:  # noqa: BLE001 - a journal problem must not stop the change
+            log.warning("change transaction could not use the journal: %s", exc)
+            self._failed()
+            return default
 
-    def _safe(self, fn: Callable[[Any], Any], default: Any = None) -> Any:
-        return self._port.safe(fn, default)
+    def _failed(self) -> None:
+        self._failures.count = getattr(self._failures, "count", 0) + 1
 
-    def set_canary(self, canary: Callable[[], Any]) -> None:
+    def _mark(self) -> int:
+        """The failure count now; compare with :meth:`_writes_ok` at the end of a change."""
+        return int(getattr(self._failures, "count", 0))
+
+    def _writes_ok(self, mark: int) -> bool:
+        return self._mark() == mark
+
+    def set_canary(self, canary: Callable[[], object]) -> None:
         """The liveness probe (the doctor's, so its result is the doctor's last canary too)."""
         self._canary = canary
 
@@ -137,7 +185,7 @@ class Changes:
             return None
         wanted = params.to_dict()
 
-        def find(j: Any) -> str | None:
+        def find(j: "Journal") -> str | None:
             for cfg in j.configs(500):
                 if cfg.standing == "bad" and {**cfg.params, "model_path": cfg.model_path} == wanted:
                     return f"cfg:{cfg.id} with these settings is marked bad ({cfg.reason})"
@@ -161,7 +209,7 @@ class Changes:
         return vram.refusal(params, info, vram.free_gpu_memory(sample, sup.pid if sup is not None else None))
 
     # ---- the transaction -----------------------------------------------------------
-    def propose(self, params: EngineParams | dict[str, Any], *, source: str = "operator", reason: str = "",
+    def propose(self, params: "EngineParams | dict[str, object]", *, source: str = "operator", reason: str = "",
                 kind: str = "reconfigure", proposed_by: str = "operator", finding_id: int | None = None,
                 action_id: int | None = None, verify: Verifier | None = None, check_bad: bool = True,
                 rollback: bool = True, wait_s: float = 0.0) -> ChangeResult:
@@ -177,9 +225,12 @@ class Changes:
         busy = self._acquire(f"{source}: {reason or kind}", wait_s)
         if busy:
             return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
+        mark = self._mark()
         try:
-            return self._done(self._propose(params, source, reason, kind, proposed_by, finding_id, action_id,
-                                            verify, check_bad, rollback))
+            result = self._propose(params, source, reason, kind, proposed_by, finding_id, action_id,
+                                   verify, check_bad, rollback)
+            result.journaled = result.journaled and self._writes_ok(mark)
+            return self._done(result)
         finally:
             self._release()
 
@@ -216,12 +267,24 @@ class Changes:
         return self._reload_and_verify(params, before, source, note, action_id, config_id, verify, journaled,
                                        rollback)
 
+    def _settled(self, config_id: int, *, deferred: bool = False) -> None:
+        """``config_id`` is verified (or, deferred, vetted for the next start): it is the last-known-good
+        (verified only) and it records the configured settings it was applied on top of (the resume rule)."""
+        if not deferred:
+            self._safe(lambda j: j.mark_good(config_id))
+        data = {"config_id": config_id, "configured": self.configured.to_dict() if self.configured else None,
+                "deferred": deferred}
+        self._safe(lambda j: j.record_event(RESUME_EVENT, data, config_id=config_id))
+
+    def _tell_source(self, source: str) -> None:
+        if self.journaling is not None:
+            self.journaling.next_source = source
+
     def _reload_and_verify(self, params: EngineParams, before: EngineParams, source: str, note: str,
                            action_id: int | None, config_id: int | None, verify: Verifier | None,
                            journaled: bool, rollback: bool) -> ChangeResult:
         sup = self.supervisor
-        if self.journaling is not None:
-            self.journaling.next_source = source
+        self._tell_source(source)
         try:
             sup.restart(params, reason=f"{source}: {note}")
             verdict = self._verify(verify)
@@ -232,7 +295,7 @@ class Changes:
                 self._safe(lambda j: j.set_action_state(action_id, "verified", note="canary passed"
                                                         + (" and the change's own check" if verify else "")))
             if config_id is not None:
-                self._safe(lambda j: j.mark_good(config_id))
+                self._settled(config_id)
             label = f"cfg:{config_id}" if config_id is not None else "not journaled"
             return ChangeResult("applied", f"applied ({label}): {params.summary()}", params, config_id, action_id,
                                 journaled)
@@ -255,8 +318,7 @@ class Changes:
             if restore is not None:
                 restore_id = restore.id
                 before = restore.engine_params()
-        if self.journaling is not None:
-            self.journaling.next_source = "undo"
+        self._tell_source("undo")
         try:
             sup.restart(before, reason=f"rollback: {verdict}")
             back = self._verify(None)
@@ -268,7 +330,7 @@ class Changes:
                                                     note="canary " + ("passed" if back is None else back)))
         if back is None:
             if restore_id is not None:
-                self._safe(lambda j: j.mark_good(restore_id))
+                self._settled(restore_id)
             where = f"cfg:{restore_id}" if restore_id is not None else "the previous settings"
             return ChangeResult("rolled_back", f"rolled back to {where}: the change failed verification ({verdict})",
                                 before, restore_id, action_id, journaled, {"verdict": verdict})
@@ -282,8 +344,13 @@ class Changes:
         return verify_live(self.supervisor, self.ready_timeout_s, canary, verify)
 
     # ---- undo ---------------------------------------------------------------------
-    def undo(self, entry_id: str, *, proposed_by: str = "operator", wait_s: float = 0.0) -> ChangeResult:
-        """Revert a journaled change (``cfg:N`` or ``act:N``) and run the result, verified."""
+    def undo(self, entry_id: str, *, proposed_by: str = "operator", wait_s: float = 0.0,
+             run: bool = True) -> ChangeResult:
+        """Revert a journaled change (``cfg:N`` or ``act:N``) and run the result, verified.
+
+        Vetted like any change (read-only, the bad-list, the VRAM fit) before anything is
+        journaled. ``run=False`` (no engine runs: a one-shot ``journal undo``): vetted and
+        journaled as ``deferred``; the next start runs it (the resume rule honours it)."""
         sup = self.supervisor
         if self.readonly:
             return self._done(ChangeResult("refused", "read-only mode: undo is disabled", sup.params, journaled=False))
@@ -293,30 +360,45 @@ class Changes:
         busy = self._acquire(f"undo {entry_id}", wait_s)
         if busy:
             return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
+        mark = self._mark()
         try:
-            before = sup.params
-            self._ensure_active(before)
-            try:
-                config = self._call(lambda j: j.undo(entry_id, proposed_by=proposed_by))
-                params = config.engine_params()
-            except LlmosError as exc:
-                return self._done(ChangeResult("refused", str(exc), before))
-            refusal = self.vram_refusal(params)
-            action = self._safe(lambda j: j.action_for_config(config.id))
-            action_id = action.id if action is not None else None
-            if refusal:
-                self._safe(lambda j: j.mark_bad(config.id, refusal))
-                if action_id is not None:
-                    self._safe(lambda j: j.set_action_state(action_id, "failed", note=f"refused: {refusal}"))
-                self._safe(lambda j: j.activate(_active_before(j, config.id)))
-                return self._done(ChangeResult("refused", f"refused: {refusal}", before, None, action_id))
-            result = self._reload_and_verify(params, before, "undo", f"undo {entry_id}", action_id, config.id,
-                                             None, True, True)
-            if result.state == "applied":
-                result.message = f"undone: now running cfg:{config.id} ({params.summary()})"
+            result = self._undo(entry_id, proposed_by, run)
+            result.journaled = result.journaled and self._writes_ok(mark)
             return self._done(result)
         finally:
             self._release()
+
+    def _undo(self, entry_id: str, proposed_by: str, run: bool) -> ChangeResult:
+        sup = self.supervisor
+        before = sup.params
+        try:
+            target = self._call(lambda j: undo_target(j, entry_id))
+        except LlmosError as exc:
+            return ChangeResult("refused", str(exc), before, journaled=False)
+        assert target is not None
+        params = target.engine_params()
+        refusal = self.bad_reason(params) or self.vram_refusal(params)
+        if refusal:
+            return ChangeResult("refused", f"refused: undo {entry_id} would run {target.entry_id}'s settings, "
+                                f"but {refusal}", before, self.active_id(), journaled=False)
+        if run:
+            self._ensure_active(before)
+        try:
+            config = self._call(lambda j: j.undo(entry_id, proposed_by=proposed_by))
+        except LlmosError as exc:
+            return ChangeResult("refused", str(exc), before, journaled=False)
+        assert config is not None
+        action = self._safe(lambda j: j.action_for_config(config.id))
+        action_id = action.id if action is not None else None
+        if not run:
+            self._settled(config.id, deferred=True)
+            return ChangeResult("deferred", f"undone in the journal: the next start runs cfg:{config.id} "
+                                f"({params.summary()})", params, config.id, action_id)
+        result = self._reload_and_verify(params, before, "undo", f"undo {entry_id}", action_id, config.id,
+                                         None, True, True)
+        if result.state == "applied":
+            result.message = f"undone: now running cfg:{config.id} ({params.summary()})"
+        return result
 
     # ---- the lock, and the engine's life cycle ----------------------------------------
     def _acquire(self, who: str, wait_s: float = 0.0) -> str | None:
@@ -353,7 +435,7 @@ class Changes:
     def busy(self) -> bool:
         return self.holder is not None
 
-    def _lifecycle(self, verb: str, who: str, wait_s: float, act: Callable[[], Any]) -> ChangeResult:
+    def _lifecycle(self, verb: str, who: str, wait_s: float, act: Callable[[], object]) -> ChangeResult:
         sup = self.supervisor
         if self.readonly and verb not in ("start", "stop"):
             return ChangeResult("refused", f"read-only mode: {verb} of the engine is disabled", sup.params,
@@ -361,14 +443,15 @@ class Changes:
         busy = self._acquire(who, wait_s)
         if busy:
             return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
+        mark = self._mark()
         try:
             try:
                 act()
             except LlmosError as exc:
                 return ChangeResult("failed", f"{verb} failed: {exc}", sup.params, self.active_id(),
-                                    journaled=self.journal is not None)
+                                    journaled=self.journal is not None and self._writes_ok(mark))
             return ChangeResult("applied", f"{verb}: {sup.params.summary()}", sup.params, self.active_id(),
-                                journaled=self.journal is not None)
+                                journaled=self.journal is not None and self._writes_ok(mark))
         finally:
             self._release()
 
@@ -383,8 +466,7 @@ class Changes:
         why = reason or "restart"
 
         def act() -> None:
-            if self.journaling is not None:
-                self.journaling.next_source = source
+            self._tell_source(source)
             self.supervisor.restart(reason=f"{source}: {why}")
 
         return self._lifecycle("restart", f"{source}: {why}", wait_s, act)
@@ -412,7 +494,7 @@ class Changes:
         if self.journal is None:
             return
 
-        def ensure(j: Any) -> None:
+        def ensure(j: "Journal") -> None:
             active = j.active_config()
             if active is not None and {**active.params, "model_path": active.model_path} == params.to_dict():
                 return
@@ -434,10 +516,25 @@ class Changes:
         return result
 
 
-def _active_before(journal: Any, config_id: int) -> int:
-    """The version that was active before ``config_id`` (its undo refused): the undo's parent chain."""
-    action = journal.action_for_config(config_id)
-    if action is not None and action.config_before is not None:
-        return action.config_before
-    return journal.get_config(config_id).parent_id or config_id
+def undo_target(journal: "Journal", entry_id: str) -> "ConfigVersion":
+    """The version whose settings an undo of ``entry_id`` (``cfg:N`` / ``act:N``) would run, read
+    before anything is journaled so the undo is vetted first (the journal's undo says the rest:
+    an entry already undone, a first version, an action that changed nothing)."""
+    from llmos_tui.journal.records import parse_entry_id
+
+    prefix, number = parse_entry_id(entry_id)
+    if prefix == "act":
+        action = journal.get_action(number)
+        if action.config_after is None:
+            raise LlmosError(f"act:{number} ({action.kind}, {action.state}) changed no configuration; "
+                             "there is nothing to undo")
+        restore = action.config_before if action.config_before is not None else \
+            journal.get_config(action.config_after).parent_id
+    elif prefix == "cfg":
+        restore = journal.get_config(number).parent_id
+    else:
+        raise LlmosError(f"{prefix}:{number} is not a configuration change; undo takes a cfg:N or act:N entry")
+    if restore is None:
+        raise LlmosError(f"cfg:{number} is the first configuration; it has no parent to revert to")
+    return journal.get_config(restore)
 

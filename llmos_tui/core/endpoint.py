@@ -2,8 +2,17 @@
 
 Each running core (TUI, console) listens on ``<runtime_dir>/llmos-tui-<pid>.sock``; the folder
 is the owner's alone (0700) and so is the socket (0600), so only the same user can read it.
-A client connects, and reads one JSON object (the Operator's snapshot) and end of file.
-`llmos-tui status` reads every endpoint of this box with :func:`read_endpoints`.
+
+The protocol is one JSON line in, one JSON line out, then end of file:
+
+- ``{"op": "status"}`` (or nothing at all within a moment: older clients) -> the Operator's snapshot
+- ``{"op": "undo", "entry": "cfg:N", "journal": PATH}`` -> the running core undoes it through its
+  own change transaction and answers ``{"ok", "pid", "result": ChangeResult, "engine": params}``
+- ``{"op": "reset_start_limit"}`` -> ``{"ok", "pid", "message"}``
+
+`llmos-tui status` reads every endpoint of this box with :func:`read_endpoints`;
+`llmos-tui journal undo` finds the one running on its journal with :func:`find_running` and
+sends the undo there with :func:`request`.
 """
 
 from __future__ import annotations
@@ -13,13 +22,20 @@ import logging
 import os
 import socket
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Union
+
+Json = Union[str, int, float, bool, None, list["Json"], dict[str, "Json"]]
+Snapshot = Callable[[], dict[str, Json]]
+Handler = Callable[[dict[str, Json]], dict[str, Json]]
 
 log = logging.getLogger("llmos_tui.endpoint")
 
 PREFIX = "llmos-tui-"
 SUFFIX = ".sock"
+REQUEST_WAIT_S = 0.3  # how long the server waits for a request line before it sends the snapshot
+MAX_REQUEST = 65536
 
 
 def _secure_dir(path: Path) -> None:
@@ -32,16 +48,21 @@ def _secure_dir(path: Path) -> None:
 
 
 class StatusEndpoint:
-    def __init__(self, snapshot: Callable[[], dict[str, Any]], *, runtime_dir: Path) -> None:
-        self.snapshot = snapshot
+    """The socket of one running core. ``start(snapshot, handler)`` binds it and serves each
+    client on its own thread (an undo that reloads the engine never holds up a status read)."""
+
+    def __init__(self, *, runtime_dir: Path) -> None:
         self.dir = Path(runtime_dir)
         self.path = self.dir / f"{PREFIX}{os.getpid()}{SUFFIX}"
+        self._snapshot: Snapshot | None = None
+        self._handler: Handler | None = None
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.served = 0
 
-    def start(self) -> "StatusEndpoint":
+    def start(self, snapshot: Snapshot, handler: Handler | None = None) -> "StatusEndpoint":
+        self._snapshot, self._handler = snapshot, handler
         _secure_dir(self.dir)
         if self.path.exists():
             self.path.unlink()  # our own pid: a leftover of an earlier process with this pid
@@ -68,18 +89,27 @@ class StatusEndpoint:
                 continue
             except OSError:
                 break
+            threading.Thread(target=self._answer, args=(conn,), name="llmos-endpoint-client", daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(REQUEST_WAIT_S)
+            request = _read_request(conn)
+            conn.settimeout(2.0)
             try:
-                conn.settimeout(2.0)
-                try:
-                    data = self.snapshot()
-                except Exception as exc:  # noqa: BLE001 - a client gets an error, the core goes on
-                    data = {"error": f"snapshot failed: {type(exc).__name__}: {exc}", "pid": os.getpid()}
-                conn.sendall(json.dumps(data, default=str).encode() + b"\n")
-                self.served += 1
-            except OSError as exc:
-                log.debug("status client went away: %s", exc)
-            finally:
-                conn.close()
+                if request.get("op", "status") == "status" or self._handler is None:
+                    assert self._snapshot is not None
+                    data = self._snapshot()
+                else:
+                    data = self._handler(request)
+            except Exception as exc:  # noqa: BLE001 - a client gets an error, the core goes on
+                data = {"ok": False, "error": f"request failed: {type(exc).__name__}: {exc}", "pid": os.getpid()}
+            conn.sendall(json.dumps(data, default=str).encode() + b"\n")
+            self.served += 1
+        except OSError as exc:
+            log.debug("status client went away: %s", exc)
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self._stop.set()
@@ -96,6 +126,27 @@ class StatusEndpoint:
             pass
 
 
+def _read_request(conn: socket.socket) -> dict[str, Json]:
+    """One JSON line from the client; nothing within REQUEST_WAIT_S (an older client) is a status read."""
+    data = b""
+    try:
+        while b"\n" not in data and len(data) < MAX_REQUEST:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    line = data.split(b"\n", 1)[0].strip()
+    if not line:
+        return {"op": "status"}
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return {"op": "invalid"}
+    return request if isinstance(request, dict) else {"op": "invalid"}
+
+
 def _pid_of(path: Path) -> int | None:
     try:
         return int(path.name[len(PREFIX):-len(SUFFIX)])
@@ -103,26 +154,37 @@ def _pid_of(path: Path) -> int | None:
         return None
 
 
-def read_endpoints(runtime_dir: Path, *, timeout: float = 2.0) -> list[dict[str, Any]]:
+def _exchange(path: Path, request: dict[str, Json], timeout: float) -> dict[str, Json]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        sock.close()
+    answer = json.loads(b"".join(chunks).decode() or "{}")
+    if not isinstance(answer, dict):
+        raise ValueError("the endpoint answered something other than a JSON object")
+    return answer
+
+
+def read_endpoints(runtime_dir: Path, *, timeout: float = 2.0) -> list[dict[str, Json]]:
     """The snapshots of every llmos-tui running for this user (stale sockets are skipped and,
-    when their process is gone, removed)."""
-    found: list[dict[str, Any]] = []
+    when their process is gone, removed). Each has ``endpoint``: its socket's path."""
+    found: list[dict[str, Json]] = []
     folder = Path(runtime_dir)
     if not folder.is_dir():
         return found
     for path in sorted(folder.glob(f"{PREFIX}*{SUFFIX}")):
         pid = _pid_of(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
         try:
-            sock.connect(str(path))
-            chunks = []
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-            found.append(json.loads(b"".join(chunks).decode() or "{}"))
+            found.append({**_exchange(path, {"op": "status"}, timeout), "endpoint": str(path)})
         except (OSError, ValueError) as exc:
             if pid is not None and not _alive(pid):
                 try:
@@ -130,10 +192,38 @@ def read_endpoints(runtime_dir: Path, *, timeout: float = 2.0) -> list[dict[str,
                 except OSError:
                     pass
             else:
-                found.append({"pid": pid, "error": f"endpoint {path} did not answer: {exc}"})
-        finally:
-            sock.close()
+                found.append({"pid": pid, "endpoint": str(path), "error": f"endpoint {path} did not answer: {exc}"})
     return found
+
+
+@dataclass(frozen=True)
+class Running:
+    """An llmos-tui running on a given journal: its pid and its socket."""
+
+    pid: int | None
+    endpoint: Path
+    snapshot: dict[str, Json]
+
+
+def find_running(runtime_dir: Path, journal: Path, *, timeout: float = 2.0) -> list[Running]:
+    """Every llmos-tui of this user whose journal is ``journal`` (one that did not answer counts:
+    it may be running on it)."""
+    want = Path(journal).expanduser().resolve()
+    found = []
+    for snap in read_endpoints(runtime_dir, timeout=timeout):
+        info = snap.get("journal")
+        path = info.get("path") if isinstance(info, dict) else None
+        pid = snap.get("pid")
+        same = "error" in snap or (isinstance(path, str) and Path(path).expanduser().resolve() == want)
+        if same:
+            found.append(Running(pid if isinstance(pid, int) else None, Path(str(snap["endpoint"])), snap))
+    return found
+
+
+def request(endpoint: Path, message: dict[str, Json], *, timeout: float = 180.0) -> dict[str, Json]:
+    """Send one request to a running llmos-tui and return its answer (OSError/ValueError when it
+    does not answer)."""
+    return _exchange(endpoint, message, timeout)
 
 
 def _alive(pid: int) -> bool:

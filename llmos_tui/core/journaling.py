@@ -7,15 +7,21 @@ the supervisor's reader thread; a journal failure never reaches the engine or th
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
+from llmos_tui.core.changes import RESUME_EVENT
 from llmos_tui.core.chat import ChatSession, ChatMessage
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineEvent, Supervisor
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal.recorder import attach
 from llmos_tui.journal.store import Journal
+from llmos_tui.journal.records import CONFIG_SOURCES, ConfigVersion
 from llmos_tui.journal.writer import JournalWriter
+
+if TYPE_CHECKING:
+    from llmos_tui.telemetry.sample import Sample
 
 log = logging.getLogger("llmos_tui.journal")
 
@@ -39,6 +45,7 @@ class JournalLink:
         if event.kind == "loaded":
             params = self.supervisor.params
             source, self.next_source = self.next_source, "operator"
+            source = source if source in CONFIG_SOURCES else "operator"  # a face's restart is the operator's
             self.writer.submit(lambda j: self._record_loaded(j, params, source))
         elif event.kind == "request_done" and event.data.get("status") == "done":
             config_id = self.config_id
@@ -74,7 +81,7 @@ class JournalLink:
         self.writer.close()
 
 
-def _params_of(config: Any) -> EngineParams | None:
+def _params_of(config: ConfigVersion) -> EngineParams | None:
     try:
         return config.engine_params()
     except LlmosError:  # written by another release with values this one refuses
@@ -93,7 +100,7 @@ def resume_messages(journal: Journal, chat_id: int) -> list[ChatMessage]:
     ]
 
 
-def chat_summaries(journal: Journal, limit: int = 50) -> list[dict[str, Any]]:
+def chat_summaries(journal: Journal, limit: int = 50) -> list[dict[str, object]]:
     return [{"id": c.id, "title": c.title or f"chat {c.id}", "model": c.model, "updated": c.updated}
             for c in journal.list_chats(limit)]
 
@@ -109,7 +116,7 @@ class TelemetryHistory:
         self._counts: dict[str, int] = {}
         self._started: float | None = None
 
-    def __call__(self, sample: Any) -> None:  # a Sampler subscriber
+    def __call__(self, sample: "Sample") -> None:  # a Sampler subscriber
         from llmos_tui.telemetry.series import sample_values
 
         if self._started is None:
@@ -128,22 +135,102 @@ class TelemetryHistory:
             self._started = sample.ts
 
 
-def resume_params(journal: Journal, configured: EngineParams) -> tuple[EngineParams, str | None]:
-    """What the engine should start with: the journal's active configuration when it grew
-    (by repairs, tuning or undo) out of exactly what the operator configures now; otherwise
-    the configured one. So an undo or a repair survives a restart, and an edited config file
-    or a command-line option still wins."""
+@dataclass(frozen=True)
+class Resume:
+    """What the engine starts with, and the one line that says why (None: the configured settings,
+    nothing to say). ``problem``: the journal's active version was refused (it goes to op.problems)."""
+
+    params: EngineParams
+    note: str | None = None
+    problem: str | None = None
+
+
+def resume_params(journal: Journal, configured: EngineParams,
+                  fit: Callable[[EngineParams], str | None] | None = None) -> Resume:
+    """What the engine should start with.
+
+    The journal's active version, when it was applied on top of exactly what the operator
+    configures now (its recorded base, or for older journals its chain of repairs, tuning and
+    undo back to an operator version equal to the configured one); otherwise the configured one.
+    So an apply, an undo or a repair survives a restart, from a one-shot core too, and an edited
+    config file or a command-line option still wins.
+
+    Vetted: an active version that is marked bad, that was never verified (the process ended in
+    the middle of the change) or that no longer fits (``fit`` says why not) rolls back to its
+    nearest good ancestor (or the configured settings), journaled, with a one-line problem."""
     active = journal.active_config()
-    if active is None or active.source == "operator":
-        return configured, None
-    base, seen = active, set()
+    if active is None:
+        return Resume(configured)
+    base = _recorded_base(journal, active.id)
+    deferred = bool(base is not None and base.get("deferred"))
+    if not ((base is not None and base.get("configured") == configured.to_dict())
+            or _grew_from(journal, active, configured)):
+        return Resume(configured)
+    params = _params_of(active)
+    if params is None or _same(params, configured):
+        return Resume(configured)
+    why = _refusal(journal, active, params, deferred, fit)
+    if why is None:
+        return Resume(params, f"starting with {active.entry_id} from the journal ({active.source}: "
+                              f"{active.note or 'no note'}); your configured settings differ")
+    return _roll_back(journal, active, configured, why, fit)
+
+
+def _recorded_base(journal: Journal, config_id: int) -> dict[str, object] | None:
+    for event in journal.events(RESUME_EVENT, limit=500):
+        data = event.get("data") or {}
+        if isinstance(data, dict) and data.get("config_id") == config_id:
+            return data  # newest first
+    return None
+
+
+def _grew_from(journal: Journal, active: ConfigVersion, configured: EngineParams) -> bool:
+    """Older journals (no recorded base): the chain of non-operator versions leads back to an
+    operator version equal to the configured settings."""
+    if active.source == "operator":
+        return False
+    base: ConfigVersion | None = active
+    seen: set[int] = set()
     while base is not None and base.source != "operator" and base.id not in seen:
         seen.add(base.id)
         base = journal.get_config(base.parent_id) if base.parent_id is not None else None
-    if base is None or not _same(_params_of(base), configured):
-        return configured, None
-    params = _params_of(active)
-    if params is None or _same(params, configured):
-        return configured, None
-    return params, (f"starting with {active.entry_id} from the journal ({active.source}: {active.note or 'no note'}); "
-                    f"your configured settings are {base.entry_id}")
+    return base is not None and _same(_params_of(base), configured)
+
+
+def _refusal(journal: Journal, version: ConfigVersion, params: EngineParams, deferred: bool,
+             fit: Callable[[EngineParams], str | None] | None) -> str | None:
+    if version.standing == "bad":
+        return f"it is marked bad ({version.reason or 'no reason given'})"
+    if version.standing != "good" and not deferred:
+        action = journal.action_for_config(version.id)
+        if action is not None and action.state == "applied":
+            return "it was never verified (the process ended during the change)"
+    return fit(params) if fit is not None else None
+
+
+def _roll_back(journal: Journal, active: ConfigVersion, configured: EngineParams, why: str,
+               fit: Callable[[EngineParams], str | None] | None) -> Resume:
+    action = journal.action_for_config(active.id)
+    if action is not None and action.state == "applied":
+        journal.set_action_state(action.id, "failed", note=f"not resumed: {why}")
+    target: ConfigVersion | None = None
+    seen = {active.id}
+    parent_id = active.parent_id
+    while parent_id is not None and parent_id not in seen:
+        seen.add(parent_id)
+        parent = journal.get_config(parent_id)
+        params = _params_of(parent)
+        if params is not None and parent.standing != "bad" and (
+                parent.standing == "good" or _same(params, configured)) and (fit is None or fit(params) is None):
+            target = parent
+            break
+        parent_id = parent.parent_id
+    if target is not None and (params := _params_of(target)) is not None:
+        journal.activate(target.id)
+        journal.record_event("resume_rollback", {"from": active.entry_id, "to": target.entry_id, "why": why},
+                             config_id=target.id)
+        return Resume(params, problem=f"resume: {active.entry_id} not started, {why}; rolled back to "
+                                      f"{target.entry_id} ({params.summary()})")
+    journal.record_event("resume_rollback", {"from": active.entry_id, "to": None, "why": why})
+    return Resume(configured, problem=f"resume: {active.entry_id} not started, {why}; starting with the "
+                                      f"configured settings ({configured.summary()})")

@@ -1,8 +1,9 @@
 """The headless core's facade, and the public scripting API.
 
-An :class:`Operator` owns the engine, the conversation, telemetry, the journal, the doctor
+An :class:`Operator` holds the engine, the conversation, telemetry, the journal, the doctor
 and the change transaction. Every face (TUI, console, CLI subcommands, plugin scripts)
-drives one, built by :func:`llmos_tui.core.wiring.build_core`::
+drives one, built by :func:`llmos_tui.core.wiring.build_core` (the one composition root: it
+constructs every part with its collaborators and hands the finished set to ``Operator``)::
 
     from llmos_tui.core import build_core, load_config
 
@@ -15,7 +16,9 @@ drives one, built by :func:`llmos_tui.core.wiring.build_core`::
     op.close()
 
 Verbs: :meth:`start_engine`, :meth:`send`, :meth:`cancel`, :meth:`apply`, :meth:`undo`,
-:meth:`restart_engine`, :meth:`snapshot`, :meth:`subscribe`, :meth:`tune`, :meth:`close`.
+:meth:`restart_engine`, :meth:`reset_start_limit`, :meth:`set_adapt_mode`, :meth:`snapshot`,
+:meth:`subscribe`, :meth:`tune`, :meth:`close`. Every start, restart and stop of the engine
+goes through the change transaction's lock (:class:`~llmos_tui.core.changes.Changes`).
 """
 
 from __future__ import annotations
@@ -23,50 +26,79 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from llmos_tui.config import Config
-from llmos_tui.core.changes import Changes
+from llmos_tui.core.changes import ChangeResult, Changes, Json
 from llmos_tui.core.chat import ChatSession
 from llmos_tui.engine.gguf_info import ModelInfo
 from llmos_tui.engine.params import EngineParams
-from llmos_tui.engine.supervisor import Reply, Supervisor
+from llmos_tui.engine.supervisor import EngineEvent, Reply, Supervisor
 from llmos_tui.errors import LlmosError
 
-__all__ = ["Operator", "build_operator"]
+if TYPE_CHECKING:
+    from llmos_tui.core.endpoint import StatusEndpoint
+    from llmos_tui.core.journaling import JournalLink
+    from llmos_tui.doctor import Doctor
+    from llmos_tui.journal.writer import JournalWriter
+    from llmos_tui.telemetry.sample import Sample
+    from llmos_tui.telemetry.sampler import Sampler
+
+__all__ = ["Operator"]
+
+UNDO_WAIT_S = 5.0  # how long an undo sent by another process waits for the engine's holder
 
 
 class Operator:
-    """The wired core. Build it with ``build_core``; the attributes are the parts."""
+    """The wired core. Build it with ``build_core``; the attributes are the parts it was given."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, supervisor: Supervisor, chat: ChatSession, changes: Changes,
+                 mode: str = "live", face: str = "script", journal_writer: JournalWriter | None = None,
+                 journal_link: JournalLink | None = None, sampler: Sampler | None = None,
+                 doctor: Doctor | None = None, endpoint: StatusEndpoint | None = None,
+                 replay: dict[str, Json] | None = None, problems: list[str] | None = None,
+                 closers: list[Callable[[], None]] | None = None) -> None:
         self.config = config
-        self.mode = "live"
-        self.supervisor = Supervisor(config.engine)
-        self.chat = ChatSession(self.supervisor, config.chat)
-        self.problems: list[str] = []  # non-fatal start-up problems, shown by every face
-        self.sampler: Any = None  # telemetry.Sampler, when telemetry is wired
-        self.journal_writer: Any = None  # journal.JournalWriter, when the journal opened
-        self.journal_link: Any = None
-        self.doctor: Any = None
-        # the one path for configuration changes (build_core rewires it with the journal)
-        self.changes: Any = Changes(self.supervisor, None, readonly=config.readonly)
-        self.endpoint: Any = None
-        self.replay: dict[str, Any] | None = None  # the trace when telemetry is replayed
+        self.mode = mode
+        self.face = face  # tui, console or script: what streams the replies (the learner's context)
+        self.supervisor = supervisor
+        self.chat = chat
+        self.changes = changes  # the one path for configuration changes and the engine's life cycle
+        self.journal_writer = journal_writer
+        self.journal_link = journal_link
+        self.sampler = sampler
+        self.doctor = doctor
+        self.replay = replay  # the trace when telemetry is replayed
+        self.problems: list[str] = list(problems or [])  # non-fatal start-up problems, shown by every face
         self.started = time.time()
         self._tuner: Any = None
         self.adapter: Any = None  # tuning.adapt.OnlineAdapter once the operator turns it on
-        self.face = "script"  # tui, console or script: what streams the replies (the learner's context)
-        self._closers: list[Callable[[], None]] = []
+        self.exporter: object | None = None  # the /metrics server, when one is attached
+        self._closers: list[Callable[[], None]] = list(closers or [])
         self._closed = False
+        self.endpoint: StatusEndpoint | None = None
+        if endpoint is not None:
+            try:
+                endpoint.start(self.snapshot, self.handle_request)
+            except OSError as exc:
+                self.problems.append(f"status endpoint disabled: {exc}")
+            else:
+                self.endpoint = endpoint
+                self._closers.append(endpoint.close)
 
     # ---- engine ---------------------------------------------------------------------
     def start_engine(self, params: EngineParams | None = None) -> ModelInfo:
-        """Start the engine (blocking) on its configured parameters."""
+        """Start the engine (blocking) on its configured parameters (through the change lock)."""
         if params is not None and params.to_dict() != self.supervisor.params.to_dict():
             raise LlmosError("new parameters go through apply() (the change transaction), not start_engine()")
-        with self.changes.holding(f"{self.face}: start"):
-            return self.supervisor.start()
+        result = self.changes.start(source=self.face)
+        if not result.ok:
+            raise LlmosError(result.message.removeprefix("start failed: "))
+        info = self.supervisor.model_info
+        if info is None:  # pragma: no cover - a started engine always read its model
+            raise LlmosError("the engine started without model information")
+        return info
 
     def try_start_engine(self, params: EngineParams | None = None) -> str | None:
         """Start the engine; return a one-line error instead of raising (for faces)."""
@@ -77,8 +109,9 @@ class Operator:
         return None
 
     def restart_engine(self, params: EngineParams | None = None, reason: str = "operator") -> str | None:
-        """Restart on the same parameters (after a crash, say); None or a one-line error.
-        A restart with other parameters is a configuration change: it goes through apply()."""
+        """Restart on the same parameters (after a crash, say); None or a one-line error (a
+        change in progress: the line names who holds the engine). A restart with other
+        parameters is a configuration change: it goes through apply()."""
         if params is not None and params.to_dict() != self.supervisor.params.to_dict():
             result = self.apply(params, reason=reason)
             return None if result.ok else result.message
@@ -87,7 +120,7 @@ class Operator:
         result = self.changes.restart(source=self.face, reason=reason)
         return None if result.ok else result.message
 
-    def start_engine_in_background(self, done: Callable[[str | None], Any] | None = None) -> threading.Thread:
+    def start_engine_in_background(self, done: Callable[[str | None], object] | None = None) -> threading.Thread:
         def run() -> None:
             error = self.try_start_engine()
             if done is not None:
@@ -98,7 +131,7 @@ class Operator:
         return thread
 
     # ---- chat -----------------------------------------------------------------------
-    def send(self, prompt: str, **sampling: Any) -> Reply:
+    def send(self, prompt: str, **sampling: float | int | None) -> Reply:
         """Send a prompt in the current conversation; returns a streaming Reply at once."""
         return self.chat.send(prompt, **sampling)
 
@@ -107,24 +140,68 @@ class Operator:
         self.supervisor.cancel()
 
     # ---- configuration changes (all through the change transaction) ------------------
-    def apply(self, changes: EngineParams | dict[str, Any], *, reason: str = "", source: str = "operator",
-              verify: Callable[[], str | None] | None = None) -> Any:
+    def apply(self, changes: EngineParams | dict[str, object], *, reason: str = "", source: str = "operator",
+              verify: Callable[[], str | None] | None = None) -> ChangeResult:
         """Change the engine's configuration: vetted, journaled, reloaded, verified, rolled back
         on failure. Blocking. Returns a ChangeResult (``.ok``, ``.state``, ``.message``)."""
         return self.changes.propose(changes, source=source, reason=reason or "operator change", verify=verify)
 
-    def undo(self, entry_id: str) -> Any:
-        """Revert a journaled configuration change (``cfg:N`` / ``act:N``); a ChangeResult."""
-        return self.changes.undo(entry_id)
+    def undo(self, entry_id: str, *, wait_s: float = 0.0) -> ChangeResult:
+        """Revert a journaled configuration change (``cfg:N`` / ``act:N``); a ChangeResult.
+        With no engine running in this core (a one-shot), the undo is vetted and journaled for
+        the next start (state ``deferred``)."""
+        return self.changes.undo(entry_id, wait_s=wait_s, run=self.supervisor.pid is not None)
+
+    def reset_start_limit(self) -> str:
+        """Let the doctor restart the engine automatically again after its start limit stopped it.
+        Returns one line saying what happened."""
+        doctor = self.doctor
+        if doctor is None:
+            return "the doctor is not running in this core: there is no start limit to reset"
+        hit = bool(doctor.start_limit_hit)
+        doctor.reset_start_limit()
+        if hit:
+            return "start limit reset: the doctor may restart the engine automatically again"
+        return "the start limit was not reached; its restart count starts again from zero"
+
+    # ---- requests from other processes (the status endpoint) --------------------------
+    def handle_request(self, request: dict[str, Json]) -> dict[str, Json]:
+        """One request from the owner-only socket: ``{"op": "status"}`` or ``{"op": "undo",
+        "entry": "cfg:N", "journal": PATH}``. The undo runs here, through this core's change
+        transaction (so another process's `journal undo` is this core's undo)."""
+        op = request.get("op", "status")
+        if op == "status":
+            return self.snapshot()
+        if op == "undo":
+            entry = request.get("entry")
+            if not isinstance(entry, str):
+                return {"ok": False, "pid": os.getpid(), "error": "undo needs an entry (cfg:N or act:N)"}
+            journal = request.get("journal")
+            if isinstance(journal, str) and not self._runs_journal(journal):
+                return {"ok": False, "pid": os.getpid(), "error": f"this llmos-tui does not use journal {journal}"}
+            result = self.undo(entry, wait_s=UNDO_WAIT_S)
+            return {"ok": result.ok, "pid": os.getpid(), "result": result.to_dict(),
+                    "engine": self.supervisor.params.to_dict(), "state": self.supervisor.state.value}
+        if op == "reset_start_limit":
+            return {"ok": True, "pid": os.getpid(), "message": self.reset_start_limit()}
+        return {"ok": False, "pid": os.getpid(), "error": f"unknown request {op!r}"}
+
+    def _runs_journal(self, path: str) -> bool:
+        if self.journal_writer is None:
+            return False
+        try:
+            return Path(path).resolve() == Path(self.config.journal_file).resolve()
+        except OSError:
+            return False
 
     # ---- observation ----------------------------------------------------------------
-    def subscribe(self, *, samples: Callable[[Any], Any] | None = None,
-                  findings: Callable[[Any], Any] | None = None,
-                  events: Callable[[Any], Any] | None = None,
-                  changes: Callable[[Any], Any] | None = None) -> Callable[[], None]:
+    def subscribe(self, *, samples: Callable[[Sample], object] | None = None,
+                  findings: Callable[[Any], object] | None = None,
+                  events: Callable[[EngineEvent], object] | None = None,
+                  changes: Callable[[ChangeResult], object] | None = None) -> Callable[[], None]:
         """Call back on telemetry samples, doctor events, engine events, configuration
         changes (on the core's threads). Returns one function that unsubscribes them all."""
-        undo: list[Callable[[], Any]] = []
+        undo: list[Callable[[], object]] = []
         if samples is not None:
             if self.sampler is None:
                 raise LlmosError("telemetry is not wired in this core")
@@ -147,7 +224,7 @@ class Operator:
 
         return unsubscribe
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> dict[str, Json]:
         """The live state as plain data: engine, doctor, telemetry, journal, mode."""
         from llmos_tui import __version__
 
@@ -156,7 +233,7 @@ class Operator:
         engine = sup.stats()
         engine["model_info"] = info.to_dict() if info is not None else None
         engine["summary"] = sup.params.summary()
-        doctor: dict[str, Any] | None = None
+        doctor: dict[str, Json] | None = None
         if self.doctor is not None:
             d = self.doctor
             doctor = {
@@ -172,12 +249,13 @@ class Operator:
         if self.journal_writer is not None:
             journal = {"path": str(self.config.journal_file),
                        "active_config": self.journal_link.config_id if self.journal_link else None}
-        change = self.changes.last.to_dict() if self.changes is not None and self.changes.last else None
+        change = self.changes.last.to_dict() if self.changes.last else None
         return {
-            "version": __version__, "pid": os.getpid(), "mode": self.mode, "started": self.started,
-            "readonly": bool(self.config.readonly), "replay": self.replay, "engine": engine, "doctor": doctor,
-            "telemetry": sample.to_dict() if sample is not None else None, "journal": journal,
-            "last_change": change, "problems": list(self.problems),
+            "version": __version__, "pid": os.getpid(), "mode": self.mode, "face": self.face,
+            "started": self.started, "readonly": bool(self.config.readonly), "replay": self.replay,
+            "engine": engine, "doctor": doctor, "telemetry": sample.to_dict() if sample is not None else None,
+            "journal": journal, "last_change": change, "problems": list(self.problems),
+            "engine_holder": self.changes.holder,
             "adapt": self.adapter.policy() if self.adapter is not None else {"mode": "off"},
         }
 
@@ -237,20 +315,14 @@ class Operator:
             except Exception:  # noqa: BLE001
                 pass
         self._closers.clear()
-        self.changes.stop(source=self.face, reason="closing", wait_s=5.0)
-        self.supervisor.stop()  # whatever held the engine, closing ends the child
+        result = self.changes.stop(source=self.face, reason="closing", wait_s=5.0)
+        if not result.ok:  # a holder that did not let go in 5 s: closing still ends the child
+            self.supervisor.stop()
+        if self.journal_link is not None:
+            self.journal_link.close()  # last: the engine's stop is journaled too
 
     def __enter__(self) -> "Operator":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def build_operator(config: Config, *, replay: str | None = None, replay_speed: float = 1.0,
-                   with_journal: bool = True, with_telemetry: bool = True, with_doctor: bool = True) -> Operator:
-    """Compatibility name for :func:`llmos_tui.core.wiring.build_core` (live or replay mode)."""
-    from llmos_tui.core.wiring import build_core
-
-    return build_core(config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed,
-                      journal=with_journal, telemetry=with_telemetry, doctor=with_doctor, endpoint=False)

@@ -1,165 +1,250 @@
 """The one composition root: builds the wired core for every face.
 
 ``build_core(config, mode=...)`` is what the TUI, the console, every subcommand, the
-benchmarks and scripts call. Modes, not hand-wired copies:
+benchmarks and scripts call. It constructs every part with its collaborators (nothing is
+assigned to a part after construction) and hands the finished set to :class:`Operator`.
+Modes, not hand-wired copies:
 
 - ``live``: the engine, the journal (with the resume rule), live telemetry (NVML, psutil),
   the doctor acting under its policy, the change transaction, and the local status endpoint
-  that `llmos-tui status` and other tools read.
+  that `llmos-tui status` and `llmos-tui journal undo` talk to.
 - ``replay``: as live for the engine and chat, but telemetry comes from a recorded trace and
   the doctor is *telemetry only*: it runs its detectors on the trace, never sees or acts on
   the live engine, journals nothing, and its findings are marked replayed.
 - ``oneshot``: for a subcommand that runs and exits (`doctor`, `inject`, `tune`, `journal
-  explain`, examples): the engine, the journal with the same resume rule as the TUI, the
-  change transaction and the doctor (not started: the caller runs passes itself); telemetry
-  sampled on demand, no endpoint.
+  undo`, `journal explain`, examples): the engine, the journal with the same resume rule as
+  the TUI, the change transaction and the doctor (not started: the caller runs passes
+  itself); telemetry sampled on demand, no endpoint.
 
 A part that cannot start (a locked journal, an unreadable trace, a bad policy) is left out
 with a one-line problem in ``operator.problems`` that every face shows; the engine and chat
 still work.
+
+The resume rule (:func:`llmos_tui.core.journaling.resume_params`) decides what the engine
+starts with: the journal's active version when it was applied on top of the settings
+configured now (and it is vetted: bad, never verified, or too big for the GPU rolls back to
+the last good version, said in ``problems``), else the configured settings.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from llmos_tui.config import Config
-from llmos_tui.core.changes import Changes
+from llmos_tui.core.changes import Changes, Json
+from llmos_tui.core.chat import ChatSession
 from llmos_tui.core.operator import Operator
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.supervisor import Supervisor
 from llmos_tui.errors import LlmosError
+
+if TYPE_CHECKING:
+    from llmos_tui.core.endpoint import StatusEndpoint
+    from llmos_tui.core.journaling import JournalLink, Resume
+    from llmos_tui.doctor import Doctor
+    from llmos_tui.doctor.policy import Policy
+    from llmos_tui.journal.store import Journal
+    from llmos_tui.journal.writer import JournalWriter
+    from llmos_tui.telemetry.sampler import Sampler
 
 log = logging.getLogger("llmos_tui.wiring")
 
 MODES = ("live", "replay", "oneshot")
+FACES = ("tui", "console", "script")
 RESUME_WAIT_S = 2.0  # how long the start waits for the journal's resume rule
 
 
 def build_core(config: Config, mode: str = "live", *, replay: str | None = None, replay_speed: float = 1.0,
                journal: bool = True, telemetry: bool = True, doctor: bool = True, endpoint: bool | None = None,
-               start_doctor: bool | None = None) -> Operator:
+               start_doctor: bool | None = None, face: str = "script") -> Operator:
     """The Operator with every part of the core wired for ``mode``.
 
     ``journal`` / ``telemetry`` / ``doctor``: leave a part out (tests, `--no-journal`).
     ``endpoint``: publish the live state on the local socket (default: live and replay modes).
+    ``face``: who streams the replies (tui, console or script; the online learner's context).
     """
     if mode not in MODES:
         raise LlmosError(f"unknown core mode {mode!r} (known: {', '.join(MODES)})")
+    if face not in FACES:
+        raise LlmosError(f"unknown face {face!r} (known: {', '.join(FACES)})")
     if mode == "replay" and not replay:
         raise LlmosError("replay mode needs a trace file (--replay FILE)")
-    op = Operator(config)
-    op.mode = mode
-    if journal:
-        _attach_journal(op)
-    op.changes = Changes(op.supervisor, op.journal_writer, readonly=config.readonly, sampler=None,
-                         min_ctx=config.min_ctx)
-    if op.journal_link is not None:
-        op.changes.journaling = op.journal_link
-    if telemetry:
-        _attach_telemetry(op, mode, replay, replay_speed)
-        op.changes.sampler = op.sampler if mode != "replay" else None
-    if doctor:
-        _attach_doctor(op, mode, start=(mode != "oneshot") if start_doctor is None else start_doctor)
-    if mode == "live" and config.adapt_mode != "off":
-        op.set_adapt_mode(config.adapt_mode)  # the online learner: off unless the operator turns it on
+    problems: list[str] = []
+    closers: list[Callable[[], None]] = []
+
+    writer = _open_writer(config, problems) if journal else None
+    params = _resume(writer, config, mode, telemetry, problems) if writer is not None else config.engine
+    supervisor = Supervisor(params)
+    chat = ChatSession(supervisor, config.chat)
+    link = None
+    if writer is not None:
+        from llmos_tui.core.journaling import JournalLink
+
+        link = JournalLink(writer, supervisor, chat)  # closed by Operator.close after the engine stops
+
+    sampler, replay_info = (_sampler(config, mode, supervisor, writer, replay, replay_speed)
+                            if telemetry else (None, None))
+    if sampler is not None:
+        closers.append(sampler.close)
+
+    policy = _policy(config, problems) if doctor else None
+    changes = Changes(supervisor, writer, readonly=config.readonly,
+                      sampler=sampler if mode != "replay" else None, min_ctx=config.min_ctx,
+                      ready_timeout_s=policy.ready_timeout_s if policy is not None else 120.0,
+                      journaling=link, configured=config.engine)
+
+    operator: Operator | None = None
+
+    def tuner() -> object:  # the drift re-tune (tuning.retune) runs the core's tuner
+        if operator is None:
+            raise LlmosError("the core is still being built")
+        return operator.tuner
+
+    the_doctor = None
+    if policy is not None:
+        the_doctor = _doctor(mode, supervisor, sampler, writer, policy, changes, chat, config.readonly,
+                             tuner, start=(mode != "oneshot") if start_doctor is None else start_doctor)
+        closers.append(the_doctor.stop)
+
+    status_endpoint = None
     if endpoint if endpoint is not None else mode in ("live", "replay"):
-        _attach_endpoint(op)
-        _attach_exporter(op)
-    return op
+        from llmos_tui.core.endpoint import StatusEndpoint
+
+        status_endpoint = StatusEndpoint(runtime_dir=config.paths.runtime_dir)
+
+    operator = Operator(config, supervisor=supervisor, chat=chat, changes=changes, mode=mode, face=face,
+                        journal_writer=writer, journal_link=link, sampler=sampler, doctor=the_doctor,
+                        endpoint=status_endpoint, replay=replay_info, problems=problems, closers=closers)
+    if mode == "live" and config.adapt_mode != "off":
+        operator.set_adapt_mode(config.adapt_mode)  # the online learner: off unless the operator turns it on
+    if status_endpoint is not None and config.exporter_listen:
+        from llmos_tui.exporters.prometheus import attach_exporter
+
+        attach_exporter(operator)  # a taken port is one line in op.problems; it stops with the operator
+    return operator
 
 
-def _attach_journal(op: Operator) -> None:
-    from llmos_tui.core.journaling import JournalLink, resume_params
+def open_journal_for_reading(path: Path, *, note: Callable[[str], object] | None = None) -> "Journal":
+    """The journal for a face that only reads it (`journal list/show/export`): writable when it may
+    be (an old schema gets upgraded), else read-only (``note`` is told why). Raises JournalMissing."""
+    from llmos_tui.journal import Journal, JournalReadOnly
+
+    try:
+        return Journal(path, create=False)
+    except JournalReadOnly as exc:
+        if note is not None:
+            note(f"{exc}; reading it read-only")
+        return Journal(path, readonly=True)
+
+
+# ---- the parts --------------------------------------------------------------------------
+def _open_writer(config: Config, problems: list[str]) -> "JournalWriter | None":
     from llmos_tui.journal.writer import JournalWriter
 
     try:
-        writer = JournalWriter(op.config.journal_file)
+        return JournalWriter(config.journal_file)
     except LlmosError as exc:
-        op.problems.append(f"journal disabled: {exc}")
-        return
-    op.journal_writer = writer
+        problems.append(f"journal disabled: {exc}")
+        return None
+
+
+def _resume(writer: "JournalWriter", config: Config, mode: str, telemetry: bool, problems: list[str]) -> EngineParams:
+    """The resume rule, read through the writer (never delaying the start more than RESUME_WAIT_S)."""
+    from llmos_tui.core.journaling import resume_params
+
+    configured = config.engine
+    fit = _fit_check() if telemetry and mode != "replay" else None
     try:
-        params, note = writer.submit(lambda j: resume_params(j, op.config.engine)).result(timeout=RESUME_WAIT_S)
+        resume: Resume = writer.submit(lambda j: resume_params(j, configured, fit)).result(timeout=RESUME_WAIT_S)
     except TimeoutError:  # a busy journal (another process writing) never delays the engine start
-        params, note = op.config.engine, (f"journal busy: starting with the configured settings; the journal's "
-                                          f"active configuration was not read within {RESUME_WAIT_S:g} s")
+        problems.append(f"journal busy: starting with the configured settings; the journal's active "
+                        f"configuration was not read within {RESUME_WAIT_S:g} s")
+        return configured
     except Exception as exc:  # noqa: BLE001 - an unreadable history must not stop the engine
-        params, note = op.config.engine, f"journal: cannot read the active configuration ({exc})"
-    if note:
-        op.supervisor.params = params
-        op.problems.append(note)
-    op.journal_link = JournalLink(writer, op.supervisor, op.chat)
-    op.on_close(op.journal_link.close)
+        problems.append(f"journal: cannot read the active configuration ({exc})")
+        return configured
+    for line in (resume.problem, resume.note):
+        if line:
+            problems.append(line)
+    return resume.params
 
 
-def _attach_telemetry(op: Operator, mode: str, replay: str | None, replay_speed: float) -> None:
+def _fit_check() -> Callable[[EngineParams], str | None]:
+    """Whether a version still fits in the GPU's free memory now (read once, on first use)."""
+    free: list[int | None] = []
+
+    def fit(params: EngineParams) -> str | None:
+        from llmos_tui.engine import vram
+        from llmos_tui.engine.gguf_info import read_model_info
+
+        try:
+            info = read_model_info(params.model_path)
+        except LlmosError as exc:
+            return f"its model cannot be read ({exc})"
+        if not free:
+            from llmos_tui.telemetry.sampler import Sampler
+
+            with Sampler(interval=1.0) as probe:
+                free.append(vram.free_gpu_memory(probe.poll_once(), None))
+        why = vram.refusal(params, info, free[0])
+        return f"it no longer fits: {why}" if why else None
+
+    return fit
+
+
+def _sampler(config: Config, mode: str, supervisor: Supervisor, writer: "JournalWriter | None",
+             replay: str | None, replay_speed: float) -> "tuple[Sampler, dict[str, Json] | None]":
     from llmos_tui.telemetry.sampler import Sampler
 
+    info: dict[str, Json] | None = None
     if mode == "replay":
         from llmos_tui.telemetry.replay import ReplaySource
 
+        assert replay is not None
         source = ReplaySource(replay, speed=replay_speed, loop=True)  # TraceError: fatal, said once
         sampler = Sampler(source, interval=source.interval, engine_stats=None)
-        op.replay = {"path": str(replay), "synthetic": bool(source.header.get("synthetic")),
-                     "host": source.header.get("host"), "description": source.header.get("description", "")}
+        info = {"path": str(replay), "synthetic": bool(source.header.get("synthetic")),
+                "host": source.header.get("host"), "description": source.header.get("description", "")}
     else:
-        sampler = Sampler(interval=op.config.telemetry_interval, engine_stats=op.supervisor.stats)
-    op.sampler = sampler
-    if op.journal_writer is not None and mode == "live":
+        sampler = Sampler(interval=config.telemetry_interval, engine_stats=supervisor.stats)
+    if writer is not None and mode == "live":
         from llmos_tui.core.journaling import TelemetryHistory
 
-        sampler.subscribe(TelemetryHistory(op.journal_writer))
+        sampler.subscribe(TelemetryHistory(writer))
     if mode != "oneshot":
         sampler.start()
-    op.on_close(sampler.close)
+    return sampler, info
 
 
-def _attach_doctor(op: Operator, mode: str, *, start: bool) -> None:
-    from llmos_tui.doctor import Doctor
+def _policy(config: Config, problems: list[str]) -> "Policy | None":
     from llmos_tui.doctor.policy import Policy
 
     try:
-        policy = Policy.from_config(op.config.doctor)
+        return Policy.from_config(config.doctor)
     except LlmosError as exc:
-        op.problems.append(f"doctor disabled: {exc}")
-        return
+        problems.append(f"doctor disabled: {exc}")
+        return None
+
+
+def _doctor(mode: str, supervisor: Supervisor, sampler: "Sampler | None", writer: "JournalWriter | None",
+            policy: "Policy", changes: Changes, chat: ChatSession, readonly: bool,
+            tuner: Callable[[], object], *, start: bool) -> "Doctor":
+    from llmos_tui.doctor import Doctor
+
     if mode == "replay":
         # Telemetry only: the detectors read the trace; nothing acts on the live engine and
         # nothing is journaled as if this box had the trace's trouble.
-        doctor = Doctor(None, op.sampler, None, policy)
-        doctor.dry_run = True
-        doctor.replayed = True
+        doctor = Doctor(None, sampler, None, policy, changes=None, services=None, dry_run=True, replayed=True)
     else:
-        doctor = Doctor(op.supervisor, op.sampler, op.journal_writer, policy, changes=op.changes)
-        doctor.services["tuner"] = lambda: op.tuner  # the drift re-tune (tuning.retune) runs the core's tuner
-        if op.config.readonly:
-            doctor.dry_run = True  # read-only: the doctor says what it would do, and does nothing
+        # read-only: the doctor says what it would do, and does nothing
+        doctor = Doctor(supervisor, sampler, writer, policy, changes=changes, services={"tuner": tuner},
+                        dry_run=readonly)
     if start:
         doctor.start()
     else:
         doctor.attach_events()
     if mode != "replay":
-        doctor.watch_chat(op.chat)
-    op.doctor = doctor
-    op.on_close(doctor.stop)
-
-
-def _attach_endpoint(op: Operator) -> None:
-    from llmos_tui.core.endpoint import StatusEndpoint
-
-    try:
-        endpoint = StatusEndpoint(op.snapshot, runtime_dir=op.config.paths.runtime_dir)
-        endpoint.start()
-    except OSError as exc:
-        op.problems.append(f"status endpoint disabled: {exc}")
-        return
-    op.endpoint = endpoint
-    op.on_close(endpoint.close)
-
-
-def _attach_exporter(op: Operator) -> None:
-    """Serve `/metrics` from a running face when ``[exporter] listen`` is set."""
-    if not getattr(op.config, "exporter_listen", None):
-        return  # prometheus-client is not even imported
-    from llmos_tui.exporters.prometheus import attach_exporter
-
-    attach_exporter(op)  # a taken port is one line in op.problems; it stops with the operator
+        doctor.watch_chat(chat)
+    return doctor
