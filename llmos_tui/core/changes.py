@@ -267,13 +267,18 @@ class Changes:
         return self._reload_and_verify(params, before, source, note, action_id, config_id, verify, journaled,
                                        rollback)
 
-    def _settled(self, config_id: int, *, deferred: bool = False) -> None:
+    def _settled(self, config_id: int, *, deferred: bool = False, parent_id: int | None = None) -> None:
         """``config_id`` is verified (or, deferred, vetted for the next start): it is the last-known-good
-        (verified only) and it records the configured settings it was applied on top of (the resume rule)."""
+        (verified only) and it records the configured settings it was applied on top of (the resume
+        rule). A deferred undo inherits its parent's base: it reverts a change made on that base."""
         if not deferred:
             self._safe(lambda j: j.mark_good(config_id))
-        data = {"config_id": config_id, "configured": self.configured.to_dict() if self.configured else None,
-                "deferred": deferred}
+        configured: Json = self.configured.to_dict() if self.configured else None
+        if parent_id is not None:
+            inherited = self._safe(lambda j: recorded_base(j, parent_id))
+            if inherited is not None:
+                configured = inherited.get("configured")
+        data: dict[str, Json] = {"config_id": config_id, "configured": configured, "deferred": deferred}
         self._safe(lambda j: j.record_event(RESUME_EVENT, data, config_id=config_id))
 
     def _tell_source(self, source: str) -> None:
@@ -391,7 +396,7 @@ class Changes:
         action = self._safe(lambda j: j.action_for_config(config.id))
         action_id = action.id if action is not None else None
         if not run:
-            self._settled(config.id, deferred=True)
+            self._settled(config.id, deferred=True, parent_id=config.parent_id)
             return ChangeResult("deferred", f"undone in the journal: the next start runs cfg:{config.id} "
                                 f"({params.summary()})", params, config.id, action_id)
         result = self._reload_and_verify(params, before, "undo", f"undo {entry_id}", action_id, config.id,
@@ -514,6 +519,15 @@ class Changes:
             except Exception:  # noqa: BLE001
                 log.exception("change listener failed")
         return result
+
+
+def recorded_base(journal: "Journal", config_id: int) -> "dict[str, Json] | None":
+    """What :meth:`Changes._settled` recorded for ``config_id`` (the newest), or None."""
+    for event in journal.events(RESUME_EVENT, limit=500):
+        data = event.get("data")
+        if isinstance(data, dict) and data.get("config_id") == config_id:
+            return data
+    return None
 
 
 def undo_target(journal: "Journal", entry_id: str) -> "ConfigVersion":

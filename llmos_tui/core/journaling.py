@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from llmos_tui.core.changes import RESUME_EVENT
+from llmos_tui.core.changes import recorded_base
 from llmos_tui.core.chat import ChatSession, ChatMessage
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineEvent, Supervisor
@@ -161,7 +161,7 @@ def resume_params(journal: Journal, configured: EngineParams,
     active = journal.active_config()
     if active is None:
         return Resume(configured)
-    base = _recorded_base(journal, active.id)
+    base = recorded_base(journal, active.id)
     deferred = bool(base is not None and base.get("deferred"))
     if not ((base is not None and base.get("configured") == configured.to_dict())
             or _grew_from(journal, active, configured)):
@@ -174,14 +174,6 @@ def resume_params(journal: Journal, configured: EngineParams,
         return Resume(params, f"starting with {active.entry_id} from the journal ({active.source}: "
                               f"{active.note or 'no note'}); your configured settings differ")
     return _roll_back(journal, active, configured, why, fit)
-
-
-def _recorded_base(journal: Journal, config_id: int) -> dict[str, object] | None:
-    for event in journal.events(RESUME_EVENT, limit=500):
-        data = event.get("data") or {}
-        if isinstance(data, dict) and data.get("config_id") == config_id:
-            return data  # newest first
-    return None
 
 
 def _grew_from(journal: Journal, active: ConfigVersion, configured: EngineParams) -> bool:
