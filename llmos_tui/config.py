@@ -34,7 +34,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Union
+
+TomlValue = Union[str, int, float, bool, list["TomlValue"], dict[str, "TomlValue"], None]
+Table = dict[str, TomlValue]  # a TOML table as read (or an override mapping)
 
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import ConfigError
@@ -50,7 +53,7 @@ class ChatSettings:
     top_k: int = 40
     repeat_penalty: float = 1.1
 
-    def sampling(self) -> dict[str, Any]:
+    def sampling(self) -> dict[str, float | int | None]:
         return {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
@@ -71,7 +74,7 @@ class Config:
     exporter_listen: str | None = None  # [exporter] listen: the TUI serves /metrics there too
     adapt_mode: str = "off"  # [adapt] mode: off | shadow (show what it would do) | on
     min_ctx: int = 0  # [engine] min_ctx: the context a change may never go below (the operator's need)
-    doctor: dict[str, Any] = field(default_factory=dict)
+    doctor: Table = field(default_factory=dict)
     readonly: bool = False
     source: Path | None = None
     paths: Paths = field(default_factory=default_paths)
@@ -85,14 +88,14 @@ class Config:
         return self.journal_path or self.paths.journal
 
 
-def _section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+def _section(data: Table, name: str, where: str) -> Table:
     value = data.get(name, {})
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: [{name}] must be a table, got {value!r}")
     return value
 
 
-def _number(value: Any, key: str, where: str, kind: type, lo: float, hi: float) -> Any:
+def _number(value: TomlValue, key: str, where: str, kind: type, lo: float, hi: float) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = kind(str(value))
@@ -107,13 +110,13 @@ def _number(value: Any, key: str, where: str, kind: type, lo: float, hi: float) 
 def load_config(
     path: Path | None = None,
     *,
-    overrides: dict[str, Any] | None = None,
+    overrides: dict[str, object] | None = None,
     paths: Paths | None = None,
 ) -> Config:
     """Read the config file (if any), then apply command-line overrides (engine params and friends)."""
     paths = paths or default_paths()
     path = Path(path).expanduser() if path else paths.config_file
-    data: dict[str, Any] = {}
+    data: Table = {}
     where = str(path)
     if path.exists():
         try:
@@ -195,14 +198,14 @@ def load_config(
     return config
 
 
-def parse_keys(value: Any, where: str) -> dict[str, str]:
+def parse_keys(value: TomlValue, where: str) -> dict[str, str]:
     """``[ui.keys]``: binding id -> comma list of keys. An unquoted dotted id (``app.help = "f1"``)
     is a nested table in TOML; it is read back as the dotted id it was meant to be."""
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: [ui.keys] must map binding ids to key strings")
     flat: dict[str, str] = {}
 
-    def walk(table: dict[str, Any], prefix: str) -> None:
+    def walk(table: Table, prefix: str) -> None:
         for key, keys in table.items():
             name = f"{prefix}{key}"
             if isinstance(keys, dict):
@@ -277,7 +280,7 @@ def _quotes_balanced(text: str) -> bool:
     return text.count('"') % 2 == 0 and text.count("'") % 2 == 0
 
 
-def apply_overrides(config: Config, overrides: dict[str, Any]) -> None:
+def apply_overrides(config: Config, overrides: dict[str, object]) -> None:
     engine_changes = {k: v for k, v in overrides.items() if k in EngineParams.field_names() and v is not None}
     if overrides.get("model"):
         engine_changes["model_path"] = str(Path(overrides["model"]).expanduser())

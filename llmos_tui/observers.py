@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("llmos_tui")
@@ -17,11 +17,11 @@ log = logging.getLogger("llmos_tui")
 class Observers(Generic[T]):
     def __init__(self, what: str) -> None:
         self.what = what
-        self._callbacks: list[Callable[[T], Any]] = []
+        self._callbacks: list[Callable[[T], object]] = []
         self._failures: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def subscribe(self, callback: Callable[[T], Any]) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[T], object]) -> Callable[[], None]:
         """Call ``callback(item)`` for every item published; returns the unsubscribe function."""
         with self._lock:
             self._callbacks.append(callback)

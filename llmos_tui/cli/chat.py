@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from llmos_tui.cli.main import _engine_parent, config_from_args
 
 
-def register(sub: Any) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     chat = sub.add_parser("chat", parents=[_engine_parent(defaults=False)],
                           help="plain console chat (SSH, dumb terminals, pipes)")
     chat.add_argument("--system", metavar="TEXT", help="system prompt")

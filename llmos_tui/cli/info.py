@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from llmos_tui import __version__
 from llmos_tui.cli.main import _engine_parent, config_from_args
 
 
-def register(sub: Any) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     info = sub.add_parser("info", parents=[_engine_parent(defaults=False)],
                           help="print every path llmos-tui reads and writes, and the settings")
     info.add_argument("--json", action="store_true")

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from llmos_tui.cli.support import guarded
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 PROG = "llmos-tui journal"
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
         "journal",
         help="the journal: every configuration, event, finding and action; undo changes",

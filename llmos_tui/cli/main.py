@@ -6,12 +6,12 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from llmos_tui import __version__
 from llmos_tui.errors import LlmosError
 
-ENGINE_OPTIONS: list[tuple[str, str, Any]] = [
+ENGINE_OPTIONS: list[tuple[str, str, type]] = [
     ("--n-gpu-layers", "layers to offload to the GPU (-1: all)", int),
     ("--n-ctx", "context window in tokens (0: the model's own)", int),
     ("--n-batch", "logical batch size for prompt processing", int),
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace):
     from llmos_tui.config import load_config
 
-    overrides: dict[str, Any] = {
+    overrides: dict[str, object] = {
         "model": getattr(args, "model", None),
         "journal": getattr(args, "journal", None),
         "interval": getattr(args, "interval", None),

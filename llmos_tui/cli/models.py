@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 
 
-def register(sub: Any) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     models = sub.add_parser("models", help="list GGUF files found where people keep them")
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.add_argument("--dir", action="append", default=[], metavar="DIR", help="also search DIR")

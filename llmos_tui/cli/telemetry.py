@@ -10,7 +10,10 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmos_tui.telemetry.sample import Sample
 
 from llmos_tui.cli.support import guarded
 from llmos_tui.errors import LlmosError
@@ -29,7 +32,7 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     status = subparsers.add_parser(
         "status",
         help="GPUs, host, and the engine of every llmos-tui running on this box",
@@ -58,7 +61,7 @@ def register(subparsers: Any) -> None:
 
 
 
-def _instances() -> list[dict[str, Any]]:
+def _instances() -> list[dict[str, object]]:
     """The live state every running llmos-tui of this user publishes on its local endpoint."""
     from llmos_tui.core.endpoint import read_endpoints
     from llmos_tui.paths import default_paths
@@ -66,7 +69,7 @@ def _instances() -> list[dict[str, Any]]:
     return read_endpoints(default_paths().runtime_dir)
 
 
-def _render(sample: Any, instances: list[dict[str, Any]], as_json: bool, compact: bool) -> str:
+def _render(sample: "Sample", instances: list[dict[str, object]], as_json: bool, compact: bool) -> str:
     from llmos_tui.paths import default_paths
     from llmos_tui.telemetry.format import format_status
 
@@ -132,7 +135,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     recorder = Recorder(args.file, interval=args.interval, command="record")
     failure: list[str] = []
 
-    def write(sample: Any) -> None:
+    def write(sample: "Sample") -> None:
         if failure:
             return
         try:

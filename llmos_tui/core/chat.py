@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from llmos_tui.config import ChatSettings
 from llmos_tui.engine.supervisor import Reply, Supervisor
@@ -20,7 +20,7 @@ class ChatMessage:
     role: str  # system, user, assistant
     content: str
     status: str = "done"  # done, cancelled, interrupted, error
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, object] = field(default_factory=dict)
     ts: float = field(default_factory=time.time)
 
 
@@ -61,7 +61,7 @@ class ChatSession:
                 out.append({"role": m.role, "content": m.content})
         return out
 
-    def send(self, prompt: str, *, on_piece: Callable[[str], None] | None = None, **sampling: Any) -> Reply:
+    def send(self, prompt: str, *, on_piece: Callable[[str], None] | None = None, **sampling: float | int | None) -> Reply:
         """Ask the engine. The user message is recorded once the engine took the request (a
         refused send leaves no trace to repeat), the reply when it ends."""
         user = ChatMessage("user", prompt)

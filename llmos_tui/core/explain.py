@@ -24,7 +24,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from llmos_tui.core.operator import Operator
+    from llmos_tui.engine.supervisor import Reply
+    from llmos_tui.journal.store import Journal
 
 from llmos_tui.errors import LlmosError
 
@@ -92,7 +97,7 @@ def count_tokens(text: str) -> int:
 
 
 # ---- when not to ask ------------------------------------------------------------------------
-def refusal(operator: Any) -> str | None:
+def refusal(operator: "Operator") -> str | None:
     """Why the model must not be asked now, or None. Only a healthy, idle engine explains."""
     supervisor = getattr(operator, "supervisor", None)
     if supervisor is None:
@@ -122,7 +127,7 @@ def refusal(operator: Any) -> str | None:
 
 
 # ---- the evidence -----------------------------------------------------------------------------
-def gather(journal: Any, finding_id: int, *, now: float | None = None) -> tuple[dict[str, Any], list[Evidence]]:
+def gather(journal: "Journal", finding_id: int, *, now: float | None = None) -> tuple[dict[str, object], list[Evidence]]:
     """The finding (a journal row) and every evidence item for it, scored."""
     finding = journal.get_finding(int(finding_id))
     ts = float(finding["ts"])
@@ -178,7 +183,7 @@ def gather(journal: Any, finding_id: int, *, now: float | None = None) -> tuple[
     return finding, items
 
 
-def build_prompt(journal: Any, finding_id: int, *, n_ctx: int, reply_tokens: int = REPLY_TOKENS,
+def build_prompt(journal: "Journal", finding_id: int, *, n_ctx: int, reply_tokens: int = REPLY_TOKENS,
                  system_prompt: str = SYSTEM_PROMPT) -> ExplainPrompt:
     """The messages for the engine: the system prompt, then the finding and the most relevant
     evidence that fits ``n_ctx`` with ``reply_tokens`` left for the answer."""
@@ -220,8 +225,8 @@ def build_prompt(journal: Any, finding_id: int, *, n_ctx: int, reply_tokens: int
                          dropped, cut, n_ctx, budget, estimate, reply_tokens)
 
 
-def ask(operator: Any, prompt: ExplainPrompt, *, on_piece: Callable[[str], None] | None = None,
-        temperature: float = 0.3) -> Any:
+def ask(operator: "Operator", prompt: ExplainPrompt, *, on_piece: Callable[[str], None] | None = None,
+        temperature: float = 0.3) -> "Reply":
     """Send the prompt to the engine (after the health check); returns the streaming Reply.
     Not part of the conversation: the chat's history and the journal's chats stay as they were."""
     why = refusal(operator)
@@ -231,13 +236,13 @@ def ask(operator: Any, prompt: ExplainPrompt, *, on_piece: Callable[[str], None]
                                     temperature=temperature)
 
 
-def engine_n_ctx(operator: Any) -> int:
+def engine_n_ctx(operator: "Operator") -> int:
     stats = operator.supervisor.stats()
     return int(stats.get("n_ctx") or 0)
 
 
 # ---- text helpers ----------------------------------------------------------------------------------
-def _action_text(action: dict[str, Any]) -> str:
+def _action_text(action: dict[str, object]) -> str:
     text = f"action {action['id']} {action.get('kind')} ({action.get('proposed_by')}, now {action.get('state')})"
     params = action.get("params")
     if params:
@@ -251,7 +256,7 @@ def _action_text(action: dict[str, Any]) -> str:
     return text
 
 
-def _compact(value: Any) -> str:
+def _compact(value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and len(value) > 8:
@@ -273,7 +278,7 @@ def _cut(text: str, max_bytes: int) -> str:
     return data[: max(0, max_bytes - 3)].decode("utf-8", "ignore") + "…"
 
 
-def _clock(ts: Any) -> str:
+def _clock(ts: object) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
 
 

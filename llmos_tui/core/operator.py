@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from llmos_tui.core.endpoint import StatusEndpoint
     from llmos_tui.core.journaling import JournalLink
     from llmos_tui.doctor import Doctor
+    from llmos_tui.doctor.loop import DoctorEvent
     from llmos_tui.journal.writer import JournalWriter
     from llmos_tui.telemetry.sample import Sample
     from llmos_tui.telemetry.sampler import Sampler
@@ -196,7 +197,7 @@ class Operator:
 
     # ---- observation ----------------------------------------------------------------
     def subscribe(self, *, samples: Callable[[Sample], object] | None = None,
-                  findings: Callable[[Any], object] | None = None,
+                  findings: Callable[[DoctorEvent], object] | None = None,
                   events: Callable[[EngineEvent], object] | None = None,
                   changes: Callable[[ChangeResult], object] | None = None) -> Callable[[], None]:
         """Call back on telemetry samples, doctor events, engine events, configuration

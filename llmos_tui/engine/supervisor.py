@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator, Union
 
 from llmos_tui.engine import protocol as P
 from llmos_tui.engine.gguf_info import ModelInfo, read_model_info
@@ -29,6 +29,20 @@ from llmos_tui.observers import Observers
 
 
 log = logging.getLogger("llmos_tui.engine")
+
+Json = Union[str, int, float, bool, None, list["Json"], dict[str, "Json"]]
+Payload = dict[str, Json]  # one JSON object to or from the engine child (its protocol), or an event's data
+Sampling = Union[float, int, None]  # temperature, top_p, max_tokens, seed...
+
+
+@dataclass
+class _Waiter:
+    """A request in flight that waits for the child's answer (a bench, a thread change)."""
+
+    id: int
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Payload | str | None = None  # the answer, or the child's error line
+    error: str | None = None
 
 
 class EngineState(str, enum.Enum):
@@ -48,7 +62,7 @@ class EngineEvent:
     crashed, restarting, request_done, error; adapt_drift (published by the online learner)."""
 
     kind: str
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Payload = field(default_factory=dict)
     ts: float = field(default_factory=time.time)
 
 
@@ -71,11 +85,11 @@ class Reply:
         self.text = ""
         self.status = "streaming"
         self.finish_reason: str | None = None
-        self.metrics: dict[str, Any] = {}
+        self.metrics: Payload = {}
         self.error: str | None = None
         self.started = time.perf_counter()
         self.first_piece_at: float | None = None
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._done = threading.Event()
         self._on_piece = on_piece
         self._callbacks: list[Callable[["Reply"], None]] = []
@@ -93,7 +107,7 @@ class Reply:
                 log.exception("on_piece callback of reply %s failed", self.id)
         self._queue.put(text)
 
-    def _finish(self, status: str, *, metrics: dict[str, Any] | None = None, error: str | None = None,
+    def _finish(self, status: str, *, metrics: Payload | None = None, error: str | None = None,
                 finish_reason: str | None = None) -> None:
         with self._cb_lock:
             if self._done.is_set():
@@ -175,17 +189,17 @@ class Supervisor:
         self.load_timeout = load_timeout
         self.python = python
         self.model_info: ModelInfo | None = None
-        self.runtime: dict[str, Any] = {}
+        self.runtime: Payload = {}
         self.state = EngineState.STOPPED
         self.load_progress = 0.0
-        self.last_exit: dict[str, Any] | None = None
+        self.last_exit: Payload | None = None
         self.last_error: str | None = None
         self.requests = 0
         self.errors = 0
         self.restarts = 0
         self.ctx_used = 0
-        self.last_metrics: dict[str, Any] = {}
-        self._threads_waiter: dict[str, Any] | None = None  # a set_threads waiting for its answer
+        self.last_metrics: Payload = {}
+        self._threads_waiter: _Waiter | None = None  # a set_threads waiting for its answer
         self.live_threads: dict[str, int] = {}  # set_threads' counts in force (until the next load)
         self._gen_tps: collections.deque[float] = collections.deque(maxlen=10)
         self._logs: collections.deque[LogLine] = collections.deque(maxlen=log_capacity)
@@ -197,24 +211,24 @@ class Supervisor:
         self._ids = itertools.count(1)
         self._active: Reply | None = None
         self._load_done = threading.Event()
-        self._load_result: dict[str, Any] = {}
+        self._load_result: Payload = {}
         self._reset_done = threading.Event()
-        self._bench: dict[str, Any] | None = None  # the bench in flight: id, event, result
+        self._bench: _Waiter | None = None  # the bench in flight: id, event, result
         self.paused_reason: str | None = None
 
     # ---- observers ------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._observers.subscribe(listener)
 
-    def _emit(self, kind: str, /, **data: Any) -> None:
+    def _emit(self, kind: str, /, **data: Json) -> None:
         self._observers.publish(EngineEvent(kind, data))
 
-    def publish(self, kind: str, /, **data: Any) -> None:
+    def publish(self, kind: str, /, **data: Json) -> None:
         """An event about this engine from another part of the core (the online learner's
         ``adapt_drift``), to every subscriber: the doctor reads it like the engine's own."""
         self._emit(kind, **data)
 
-    def _set_state(self, state: EngineState, **data: Any) -> None:
+    def _set_state(self, state: EngineState, **data: Json) -> None:
         with self._lock:
             prev, self.state = self.state, state
         if prev != state:
@@ -320,9 +334,9 @@ class Supervisor:
         if reply is not None:
             reply._finish("interrupted", error="the engine was stopped")
         waiter = self._bench
-        if waiter is not None and not waiter["done"].is_set():
-            waiter["error"] = "the engine was stopped during the benchmark"
-            waiter["done"].set()
+        if waiter is not None and not waiter.done.is_set():
+            waiter.error = "the engine was stopped during the benchmark"
+            waiter.done.set()
         if self.paused_reason is not None:
             self._set_state(EngineState.PAUSED, reason=self.paused_reason)
         elif self.state not in (EngineState.CRASHED, EngineState.FAILED):
@@ -379,7 +393,7 @@ class Supervisor:
         messages: list[dict[str, str]],
         *,
         on_piece: Callable[[str], None] | None = None,
-        **sampling: Any,
+        **sampling: Sampling,
     ) -> Reply:
         """Send a chat request; returns at once with a Reply that streams."""
         with self._lock:
@@ -397,7 +411,7 @@ class Supervisor:
         return reply
 
     def bench(self, *, n_prompt: int = 512, n_gen: int = 128, depth: int = 0, reps: int = 3,
-              warmup: bool = True, seed: int = 1234, timeout: float = 300.0) -> dict[str, Any]:
+              warmup: bool = True, seed: int = 1234, timeout: float = 300.0) -> Payload:
         """Measure the loaded model, llama-bench style (see Worker.bench); block until done.
 
         Returns the worker's result: per-rep ``rows`` (pp_tok_s, tg_tok_s, ttft_ms, ...), their
@@ -407,18 +421,17 @@ class Supervisor:
         with self._lock:
             if self.state != EngineState.READY or (self._active is not None and not self._active.finished):
                 raise EngineError(f"engine is {self.state.value}, not ready")
-            waiter: dict[str, Any] = {"id": next(self._ids), "done": threading.Event(), "result": None,
-                                      "error": None}
+            waiter = _Waiter(next(self._ids))
             self._bench = waiter
             self.state = EngineState.GENERATING  # a chat meanwhile is refused, as during a reply
         self._emit("state", state=EngineState.GENERATING.value, prev=EngineState.READY.value)
         spec = {"n_prompt": int(n_prompt), "n_gen": int(n_gen), "depth": int(depth), "reps": int(reps),
                 "warmup": bool(warmup), "seed": int(seed)}
         try:
-            self._send({"op": P.OP_BENCH, "id": waiter["id"], **spec})
-            if not waiter["done"].wait(timeout):
+            self._send({"op": P.OP_BENCH, "id": waiter.id, **spec})
+            if not waiter.done.wait(timeout):
                 try:
-                    self._send({"op": P.OP_CANCEL, "id": waiter["id"]})
+                    self._send({"op": P.OP_CANCEL, "id": waiter.id})
                 except EngineError:
                     pass
                 raise BenchTimeout(f"benchmark did not finish within {timeout:.0f} s")
@@ -428,9 +441,9 @@ class Supervisor:
                     self._bench = None
                 if self.state == EngineState.GENERATING and self._active is None:
                     self.state = EngineState.READY
-        if waiter["error"]:
-            raise EngineError(waiter["error"])
-        result = dict(waiter["result"] or {})
+        if waiter.error:
+            raise EngineError(waiter.error)
+        result = dict(waiter.result or {})
         self._emit("bench_done", spec=spec, result={k: v for k, v in result.items() if k != "rows"})
         return result
 
@@ -450,15 +463,15 @@ class Supervisor:
         if self.state not in (EngineState.READY, EngineState.GENERATING):
             raise EngineError(f"engine is {self.state.value}, not ready")
         with self._lock:
-            waiter: dict[str, Any] = {"id": next(self._ids), "done": threading.Event(), "result": None}
+            waiter = _Waiter(next(self._ids))
             self._threads_waiter = waiter
-        self._send({"op": P.OP_SET_THREADS, "id": waiter["id"], "n_threads": int(n_threads),
+        self._send({"op": P.OP_SET_THREADS, "id": waiter.id, "n_threads": int(n_threads),
                     "n_threads_batch": int(n_threads_batch)})
-        if not waiter["done"].wait(timeout):
+        if not waiter.done.wait(timeout):
             raise EngineError("engine did not confirm the thread change in time")
-        if isinstance(waiter["result"], str):
-            raise EngineError(waiter["result"])
-        self.live_threads = dict(waiter["result"])
+        if isinstance(waiter.result, str):
+            raise EngineError(waiter.result)
+        self.live_threads = dict(waiter.result)
         return self.live_threads
 
     def reset_context(self, timeout: float = 10.0) -> None:
@@ -471,13 +484,13 @@ class Supervisor:
             raise EngineError("engine did not clear its context in time")
         self.ctx_used = 0
 
-    def inject(self, kind: str, **args: Any) -> None:
+    def inject(self, kind: str, **args: Json) -> None:
         """Make the child misbehave on purpose: abort, oom, exit, slow, hang."""
         if kind not in P.FAULTS:
             raise EngineError(f"unknown fault {kind!r} (known: {', '.join(P.FAULTS)})")
         self._send({"op": P.OP_FAULT, "kind": kind, **args})
 
-    def _send(self, cmd: dict[str, Any]) -> None:
+    def _send(self, cmd: Payload) -> None:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.poll() is not None:
             raise EngineError("engine is not running")
@@ -513,7 +526,7 @@ class Supervisor:
             self._on_exit(proc, code)
             proc._llmos_reader_done = True  # type: ignore[attr-defined]
 
-    def _on_event(self, ev: dict[str, Any]) -> None:
+    def _on_event(self, ev: Payload) -> None:
         kind = ev.get("ev")
         reply = self._active
         if kind == P.EV_TOKEN:
@@ -554,17 +567,17 @@ class Supervisor:
             self._reset_done.set()
         elif kind == P.EV_THREADS_SET:
             waiter = self._threads_waiter
-            if waiter is not None and waiter["id"] == ev.get("id"):
-                waiter["result"] = {"n_threads": int(ev["n_threads"]), "n_threads_batch": int(ev["n_threads_batch"])}
-                waiter["done"].set()
+            if waiter is not None and waiter.id == ev.get("id"):
+                waiter.result = {"n_threads": int(ev["n_threads"]), "n_threads_batch": int(ev["n_threads_batch"])}
+                waiter.done.set()
         elif kind == P.EV_BENCH:
             waiter = self._bench
-            if waiter is not None and waiter["id"] == ev.get("id"):
+            if waiter is not None and waiter.id == ev.get("id"):
                 result = ev.get("result") or {}
                 result["status"] = ev.get("status", "done")
-                waiter["result"] = result
+                waiter.result = result
                 self._set_state(EngineState.READY)
-                waiter["done"].set()
+                waiter.done.set()
         elif kind == P.EV_ERROR:
             self.errors += 1
             message = ev.get("message", "")
@@ -574,14 +587,14 @@ class Supervisor:
                 self._active = None
                 self._set_state(EngineState.READY)
             waiter = self._bench
-            if waiter is not None and waiter["id"] == ev.get("id"):
-                waiter["error"] = message
+            if waiter is not None and waiter.id == ev.get("id"):
+                waiter.error = message
                 self._set_state(EngineState.READY)
-                waiter["done"].set()
+                waiter.done.set()
             threads_waiter = self._threads_waiter
-            if threads_waiter is not None and threads_waiter["id"] == ev.get("id"):
-                threads_waiter["result"] = message
-                threads_waiter["done"].set()
+            if threads_waiter is not None and threads_waiter.id == ev.get("id"):
+                threads_waiter.result = message
+                threads_waiter.done.set()
             self._emit("error", message=message, id=ev.get("id"))
 
     def _explain_load_failure(self, message: str) -> str:
@@ -627,9 +640,9 @@ class Supervisor:
         if reply is not None:
             reply._finish("interrupted", error=describe_exit(exit_info))
         waiter = self._bench
-        if waiter is not None and not waiter["done"].is_set():
-            waiter["error"] = f"engine died during the benchmark: {describe_exit(exit_info)}"
-            waiter["done"].set()
+        if waiter is not None and not waiter.done.is_set():
+            waiter.error = f"engine died during the benchmark: {describe_exit(exit_info)}"
+            waiter.done.set()
         if not self._load_done.is_set():
             self._load_result = {"ev": "crashed", "message": f"engine died while loading: {describe_exit(exit_info)}"}
             self._load_done.set()
@@ -641,7 +654,7 @@ class Supervisor:
         self._emit("crashed", **exit_info, interrupted_request=reply.id if reply else None)
 
     # ---- numbers for telemetry and status bars --------------------------------------
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> Payload:
         rolling = sum(self._gen_tps) / len(self._gen_tps) if self._gen_tps else None
         info = self.model_info
         return {
@@ -668,7 +681,7 @@ class BenchTimeout(EngineError):
     """A benchmark ran past its time limit (the child may still be busy: stop it)."""
 
 
-def describe_exit(info: dict[str, Any]) -> str:
+def describe_exit(info: Payload) -> str:
     if info.get("signal"):
         return f"engine killed by {info['signal']}"
     return f"engine exited with code {info.get('exit_code')}"
