@@ -260,3 +260,22 @@ def test_journal_undo_with_none_running_is_vetted_and_is_what_the_next_start_run
         assert said and said[0].endswith(nxt.supervisor.params.summary())
     finally:
         nxt.close()
+
+
+# ---- the rails can be operated -----------------------------------------------------------------
+def test_the_start_limit_can_be_reset_and_says_what_happened(tmp_path: Path) -> None:
+    bare = core(tmp_path)
+    try:
+        assert "no start limit" in bare.reset_start_limit()
+    finally:
+        bare.close()
+    op = build_core(config(tmp_path), "oneshot", telemetry=False, endpoint=False)
+    try:
+        assert op.doctor is not None
+        assert "not reached" in op.reset_start_limit()
+        op.doctor.start_limit_hit = True  # as after start_limit_burst automatic restarts in the window
+        line = op.reset_start_limit()
+        assert line.startswith("start limit reset") and not op.doctor.start_limit_hit
+        assert op.snapshot()["doctor"]["start_limit_hit"] is False
+    finally:
+        op.close()

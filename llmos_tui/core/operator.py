@@ -34,7 +34,7 @@ from llmos_tui.core.changes import ChangeResult, Changes, Json
 from llmos_tui.core.chat import ChatSession
 from llmos_tui.engine.gguf_info import ModelInfo
 from llmos_tui.engine.params import EngineParams
-from llmos_tui.engine.supervisor import EngineEvent, Reply, Supervisor
+from llmos_tui.engine.supervisor import EngineEvent, EngineState, Reply, Supervisor
 from llmos_tui.errors import LlmosError
 
 if TYPE_CHECKING:
@@ -149,9 +149,11 @@ class Operator:
 
     def undo(self, entry_id: str, *, wait_s: float = 0.0) -> ChangeResult:
         """Revert a journaled configuration change (``cfg:N`` / ``act:N``); a ChangeResult.
-        With no engine running in this core (a one-shot), the undo is vetted and journaled for
-        the next start (state ``deferred``)."""
-        return self.changes.undo(entry_id, wait_s=wait_s, run=self.supervisor.pid is not None)
+        In a one-shot core whose engine was never started (`journal undo` with no llmos-tui
+        running), the undo is vetted and journaled for the next start (state ``deferred``)."""
+        never_started = self.mode == "oneshot" and self.supervisor.state == EngineState.STOPPED \
+            and self.supervisor.model_info is None
+        return self.changes.undo(entry_id, wait_s=wait_s, run=not never_started)
 
     def reset_start_limit(self) -> str:
         """Let the doctor restart the engine automatically again after its start limit stopped it.
