@@ -199,7 +199,8 @@ def _undo_here(config: "Config", entry: str) -> int:
         nxt = op.journal_writer.submit(lambda j: resume_params(j, config.engine)).result(30)
         print(f"no engine runs in this command: the next start runs {nxt.params.summary()}")
         if result.params is not None and nxt.params.to_dict() != result.params.to_dict():
-            return _error(f"the next start would not run cfg:{result.config_id} ({nxt.problem or 'resume rule'})")
+            return _error(f"cfg:{result.config_id} is journaled, but a start with the settings configured here "
+                          f"runs {nxt.params.summary()} ({nxt.problem or 'they differ from those it was applied on'})")
         return 0
     finally:
         op.close()

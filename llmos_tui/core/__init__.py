@@ -9,7 +9,8 @@ Everything a script, a plugin author or a face needs::
         print(op.send("What is VRAM?").wait(60).text)
 
 ``build_core`` (the one composition root) returns an :class:`Operator` whose verbs are
-``start_engine, send, cancel, apply, undo, restart_engine, snapshot, subscribe, tune, close``.
+``start_engine, send, cancel, apply, undo, restart_engine, reset_start_limit, set_adapt_mode,
+snapshot, subscribe, tune, close``.
 Configuration changes (``apply``, ``undo``) return a :class:`ChangeResult`. Nothing here
 imports Textual or prompt-toolkit.
 """

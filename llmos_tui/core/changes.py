@@ -205,7 +205,9 @@ class Changes:
                 info = read_model_info(params.model_path)
             except LlmosError as exc:
                 return f"model: {exc}"
-        sample = self.sampler.latest if self.sampler is not None else None
+        sample = None
+        if self.sampler is not None:  # a one-shot core samples on demand: read the GPU once now
+            sample = self.sampler.latest if self.sampler.running else self.sampler.poll_once()
         return vram.refusal(params, info, vram.free_gpu_memory(sample, sup.pid if sup is not None else None))
 
     # ---- the transaction -----------------------------------------------------------
