@@ -30,18 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llmos_tui.doctor import Doctor, PluginManager, Policy  # noqa: E402
-from llmos_tui.engine.params import EngineParams  # noqa: E402
-from llmos_tui.engine.supervisor import Supervisor  # noqa: E402
-from llmos_tui.config import load_config  # noqa: E402
+from llmos_tui.config import Config, load_config  # noqa: E402
 from llmos_tui.core.wiring import build_core  # noqa: E402
+from llmos_tui.engine.params import EngineParams  # noqa: E402
 from llmos_tui.paths import DEMO_MODEL  # noqa: E402
-
-
-def plugins() -> PluginManager:
-    manager = PluginManager()
-    manager.load_all(folders=[], entry_points=False)
-    return manager
+from llmos_tui.telemetry.replay import read_trace  # noqa: E402
 
 
 def wait(event: threading.Event, timeout: float) -> bool:
@@ -90,34 +83,38 @@ def fault_to_finding(params: EngineParams, kind: str, interval: float, journal_p
 
 
 def load_time(params: EngineParams) -> float:
-    sup = Supervisor(params)
-    t0 = time.perf_counter()
-    sup.start()
-    elapsed = time.perf_counter() - t0
-    sup.stop()
-    return elapsed
+    """The engine's start on the wired core (the change transaction's start), nothing else attached."""
+    op = build_core(Config(engine=params), "oneshot", journal=False, telemetry=False, doctor=False, endpoint=False)
+    try:
+        t0 = time.perf_counter()
+        op.start_engine()
+        return time.perf_counter() - t0
+    finally:
+        op.close()
 
 
 def replay_lags() -> tuple[dict[str, int], dict[str, int]]:
-    from llmos_tui.telemetry import ReplaySource, Sampler
-
+    """The replay core (telemetry only: the doctor reads the trace, acts on nothing), one pass per sample."""
     trace = ROOT / "tests" / "data" / "trace_throttle.jsonl"
-    sampler = Sampler(ReplaySource(trace, speed=0), interval=1.0)
-    doctor = Doctor(None, sampler, None, Policy.from_config({"grace_s": 0}), plugins())
+    _header, recorded = read_trace(trace)
+    config = Config(engine=EngineParams(model_path=str(DEMO_MODEL)), doctor={"grace_s": 0})
+    op = build_core(config, "replay", replay=str(trace), replay_speed=0, journal=False, endpoint=False,
+                    start_doctor=False)
     onset: dict[str, int] = {}
     found: dict[str, int] = {}
-    i = 0
-    while not any(getattr(s, "exhausted", False) for s in sampler.sources):
-        sample = sampler.poll_once()
-        gpu = sample.gpus[0]
-        if gpu.clock_reasons and gpu.clock_reasons & 0x004:
-            onset.setdefault("gpu.power_cap", i)
-        if gpu.clock_reasons and gpu.clock_reasons & 0x060 or (gpu.temp or 0) >= (gpu.temp_slowdown or 999) - 2:
-            onset.setdefault("gpu.thermal", i)
-        for f in doctor.run_once(force=False):
-            found.setdefault(f.detector, i)
-        i += 1
-    sampler.close()
+    try:
+        assert op.sampler is not None and op.doctor is not None, op.problems
+        for i in range(len(recorded)):  # the replay loops: one pass over the trace
+            sample = op.sampler.poll_once()
+            gpu = sample.gpus[0]
+            if gpu.clock_reasons and gpu.clock_reasons & 0x004:
+                onset.setdefault("gpu.power_cap", i)
+            if gpu.clock_reasons and gpu.clock_reasons & 0x060 or (gpu.temp or 0) >= (gpu.temp_slowdown or 999) - 2:
+                onset.setdefault("gpu.thermal", i)
+            for f in op.doctor.run_once(force=False):
+                found.setdefault(f.detector, i)
+    finally:
+        op.close()
     return onset, {k: found[k] - onset[k] for k in onset if k in found}
 
 
@@ -130,7 +127,7 @@ def main() -> int:
     params = EngineParams(model_path=args.model, n_ctx=1024, n_threads=2, n_threads_batch=2)
     loads = [load_time(params) for _ in range(args.rounds)]
     load = statistics.median(loads)
-    print(f"model load (supervisor start, median of {args.rounds}): {load:.2f} s")
+    print(f"model load (engine start on the wired core, median of {args.rounds}): {load:.2f} s")
     print(f"sample interval: {args.interval:.2f} s\n")
     canary_timeout = 2.0
     print(f"{'fault':<6} {'rounds':>6} {'found':>6} {'finding s (median)':>19} {'intervals':>9} {'target':>7} "

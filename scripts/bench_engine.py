@@ -7,8 +7,11 @@ reported. Measured as a consumer sees it: time to first token is from the reques
 first text received; generation tokens/s is llama.cpp's generated-token count over the time
 from the first to the last text received. llama.cpp's own perf-counter rate is printed too.
 
+The supervised side is the engine of the wired core (``build_core(config, "oneshot")`` with the
+journal, telemetry and doctor left out), started through the change transaction.
+
 Targets (issue 2): the supervisor keeps >= 98 % of raw generation tokens/s and adds <= 5 ms
-to time to first token.
+to time to first token. Each is printed met / NOT MET; the exit code is 1 when one is not met.
 
     python scripts/bench_engine.py [--model PATH] [--rounds 12] [--max-tokens 256]
 """
@@ -24,8 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llmos_tui.config import Config  # noqa: E402
+from llmos_tui.core.wiring import build_core  # noqa: E402
 from llmos_tui.engine.params import EngineParams  # noqa: E402
-from llmos_tui.engine.supervisor import Supervisor  # noqa: E402
 from llmos_tui.paths import DEMO_MODEL  # noqa: E402
 
 PROMPTS = [
@@ -64,9 +68,13 @@ class Raw:
 
 
 class Supervised:
+    """The engine as every face gets it: the wired core's supervisor, started by the core."""
+
     def __init__(self, params: EngineParams) -> None:
-        self.sup = Supervisor(params)
-        self.sup.start()
+        self.op = build_core(Config(engine=params), "oneshot", journal=False, telemetry=False, doctor=False,
+                             endpoint=False)
+        self.op.start_engine()
+        self.sup = self.op.supervisor
 
     def run(self, prompt: str, sampling: dict) -> dict:
         t0 = time.perf_counter()
@@ -79,7 +87,7 @@ class Supervised:
         return measure(t0, first, last, int(m["gen_tokens"]), float(m["gen_ms"]))
 
     def close(self) -> None:
-        self.sup.stop()
+        self.op.close()
 
 
 def measure(t0: float, first: float | None, last: float | None, n_gen: int, eval_ms: float) -> dict:
@@ -103,6 +111,8 @@ def main() -> int:
     args = ap.parse_args()
     params = EngineParams(model_path=args.model, n_ctx=2048, n_threads=args.threads,
                           n_threads_batch=args.threads, n_gpu_layers=args.n_gpu_layers)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     raw, sup = Raw(params), Supervised(params)
     pairs: list[tuple[dict, dict]] = []
     try:
@@ -131,9 +141,10 @@ def main() -> int:
     diff = med(b["ttft_ms"] - a["ttft_ms"] for a, b in pairs)
     print(f"{'TTFT ms':<24}{ta:>12.2f}{tb:>12.2f}{diff:>+11.2f}")
     gen_ratio = med(b["gen_tps"] / a["gen_tps"] for a, b in pairs)
-    print(f"target gen >= 98 % of raw: {'met' if gen_ratio >= 0.98 else 'NOT met'} ({gen_ratio:.1%}); "
-          f"TTFT <= +5 ms: {'met' if diff <= 5 else 'NOT met'} ({diff:+.2f} ms)")
-    return 0
+    gen_ok, ttft_ok = gen_ratio >= 0.98, diff <= 5
+    print(f"target gen >= 98 % of raw: {gen_ratio:.1%}  {'met' if gen_ok else 'NOT MET'}")
+    print(f"target TTFT <= +5 ms: {diff:+.2f} ms  {'met' if ttft_ok else 'NOT MET'}")
+    return 0 if gen_ok and ttft_ok else 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ own engine child, on the same prompts (temperature 0, so the same tokens), alter
 by round (none, tui, console; then rotated): this machine is shared and noisy, so a ratio is
 the median of the per-round paired ratios, never one run against another.
 
-- no face: a Supervisor; the reply is consumed as it streams, nothing drawn.
+- no face: the wired core with nothing but the engine (``build_core(config, "oneshot")``, journal,
+  telemetry and doctor left out); the reply is consumed as it streams, nothing drawn.
 - console: the console face's own streaming path (``console.app._stream``) writing into a
   pseudo-terminal that is drained like a terminal would.
 - tui: the Textual app on the live core (journal, telemetry, doctor) driven by its pilot
@@ -72,11 +73,12 @@ def _config(model: str, threads: int | None, home: str, **extra: Any) -> Any:
 
 
 def worker_none(args: argparse.Namespace) -> None:
-    from llmos_tui.engine.supervisor import Supervisor
+    from llmos_tui.core.wiring import build_core
 
     config = _config(args.model, args.threads, args.home)
-    sup = Supervisor(config.engine)
-    sup.start()
+    op = build_core(config, "oneshot", journal=False, telemetry=False, doctor=False, endpoint=False)
+    op.start_engine()
+    sup = op.supervisor
     _reply({"ready": True, "threads": sup.params.n_threads})
     for cmd in _commands():
         if cmd["op"] == "run":
@@ -89,7 +91,7 @@ def worker_none(args: argparse.Namespace) -> None:
             _reply({"tps": tps, "cpu_pct": 100 * (_cpu() - c0) / (time.monotonic() - w0)})
         elif cmd["op"] == "quit":
             break
-    sup.stop()
+    op.close()
 
 
 def worker_console(args: argparse.Namespace) -> None:

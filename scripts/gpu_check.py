@@ -4,6 +4,10 @@
     python scripts/gpu_check.py                       # report every field (n/a ones with NVML's reason)
     python scripts/gpu_check.py --record t.jsonl --seconds 60   # and record a real trace
 
+The field report reads the NVML source on its own (this script checks that source); a recording
+comes from the wired core's live telemetry (``build_core(config, "live")`` with the journal, the
+doctor and the endpoint left out), exactly what the TUI samples, engine stats included.
+
 Exit codes: 0 all read; 1 no NVIDIA GPU / NVML cannot start (the reason is printed); 2 bad usage.
 """
 
@@ -18,7 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llmos_tui.telemetry import HostSource, NvmlSource, Recorder, Sample, Sampler  # noqa: E402
+from llmos_tui.config import load_config  # noqa: E402
+from llmos_tui.core.wiring import build_core  # noqa: E402
+from llmos_tui.telemetry import HostSource, NvmlSource, Recorder, Sample  # noqa: E402
 from llmos_tui.telemetry.sample import GpuSample  # noqa: E402
 
 SKIP = {"index", "processes", "xid_events", "xid_last", "lost", "error"}
@@ -98,19 +104,25 @@ def main() -> int:
     print("\none sample as JSON:")
     print(json.dumps(sample.to_dict(), indent=2))
 
-    if args.record:
-        sampler = Sampler(source, host, interval=args.interval)
-        with Recorder(args.record, interval=args.interval, command="gpu_check") as recorder:
-            sampler.subscribe(recorder)
-            print(f"\nrecording {args.seconds:g} s to {args.record} ...", file=sys.stderr)
-            sampler.start()
-            try:
-                time.sleep(args.seconds)
-            except KeyboardInterrupt:
-                pass
-            sampler.stop()
-        print(f"recorded {recorder.count} samples to {args.record}")
     source.close()
+    if args.record:
+        config = load_config(overrides={"interval": args.interval})
+        op = build_core(config, "live", journal=False, doctor=False, endpoint=False)
+        try:
+            if op.sampler is None:
+                print(f"error: no telemetry: {'; '.join(op.problems)}", file=sys.stderr)
+                return 1
+            with Recorder(args.record, interval=args.interval, command="gpu_check") as recorder:
+                unsubscribe = op.sampler.subscribe(recorder)
+                print(f"\nrecording {args.seconds:g} s to {args.record} ...", file=sys.stderr)
+                try:
+                    time.sleep(args.seconds)
+                except KeyboardInterrupt:
+                    pass
+                unsubscribe()  # before the trace closes
+        finally:
+            op.close()
+        print(f"recorded {recorder.count} samples to {args.record}")
     return 0
 
 

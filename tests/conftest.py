@@ -29,6 +29,41 @@ def demo_params() -> EngineParams:
 
 
 @pytest.fixture
+def core_config(llmos_home: Path, demo_params: EngineParams):
+    """A Config on the test's own LLMOS_TUI_HOME (journal, plugins, themes there) running the demo model."""
+    from llmos_tui.config import Config
+    from llmos_tui.paths import default_paths
+
+    return Config(engine=demo_params, paths=default_paths())
+
+
+@pytest.fixture
+def make_core(core_config):
+    """``make_core(mode="oneshot", **options)``: the wired core (``build_core``) on the test's home
+    with the demo model, closed at the end of the test. The engine is not started: call
+    ``op.start_engine()``. No status endpoint unless ``endpoint=True``."""
+    from llmos_tui.core.wiring import build_core
+
+    built = []
+
+    def make(mode: str = "oneshot", **options):
+        options.setdefault("endpoint", False)
+        op = build_core(core_config, mode, **options)
+        built.append(op)
+        return op
+
+    yield make
+    for op in reversed(built):
+        op.close()
+
+
+@pytest.fixture
+def core(make_core):
+    """The one-shot wired core (journal, change transaction, doctor not started, telemetry on demand)."""
+    return make_core("oneshot")
+
+
+@pytest.fixture
 def supervisor(demo_params: EngineParams):
     sup = Supervisor(demo_params)
     sup.start(timeout=60)

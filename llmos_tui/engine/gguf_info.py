@@ -10,9 +10,13 @@ import collections
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from llmos_tui.errors import ModelError
+from llmos_tui.jsontypes import Json, JsonDict
+
+if TYPE_CHECKING:
+    from gguf import GGUFReader
 
 GGUF_MAGIC = b"GGUF"
 
@@ -35,13 +39,13 @@ class ModelInfo:
     vocab_size: int | None = None
     has_chat_template: bool = False
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: JsonDict = field(default_factory=dict)
 
     @property
     def is_demo(self) -> bool:
         return self.name == "llmos demo"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return asdict(self)
 
     def summary(self) -> str:
@@ -76,7 +80,7 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _field_value(reader: Any, key: str) -> Any:
+def _field_value(reader: GGUFReader, key: str) -> Json:
     f = reader.get_field(key)
     if f is None:
         return None
@@ -87,6 +91,11 @@ def _field_value(reader: Any, key: str) -> Any:
     if hasattr(value, "item"):
         value = value.item()
     return value
+
+
+def _int(value: Json) -> int | None:
+    """A metadata value that must be a count: an int, else unknown."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
@@ -115,7 +124,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
 
     arch = _field_value(reader, "general.architecture") or "unknown"
 
-    def arch_key(suffix: str) -> Any:
+    def arch_key(suffix: str) -> Json:
         return _field_value(reader, f"{arch}.{suffix}")
 
     file_type = _field_value(reader, "general.file_type")
@@ -128,12 +137,12 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     if quant is None:
         quant = type_counts.most_common(1)[0][0] if type_counts else "unknown"
 
-    n_embd = arch_key("embedding_length")
-    n_head = arch_key("attention.head_count")
-    n_head_kv = arch_key("attention.head_count_kv") or n_head
-    head_k = arch_key("attention.key_length")
-    head_v = arch_key("attention.value_length")
-    if isinstance(n_head, int) and isinstance(n_embd, int) and n_head:
+    n_embd = _int(arch_key("embedding_length"))
+    n_head = _int(arch_key("attention.head_count"))
+    n_head_kv = _int(arch_key("attention.head_count_kv")) or n_head
+    head_k = _int(arch_key("attention.key_length"))
+    head_v = _int(arch_key("attention.value_length"))
+    if n_head and n_embd is not None:
         head_k = head_k or n_embd // n_head
         head_v = head_v or n_embd // n_head
     tokens = reader.get_field("tokenizer.ggml.tokens")
@@ -144,12 +153,12 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         architecture=str(arch),
         size_bytes=size,
         quantization=str(quant),
-        context_length=arch_key("context_length"),
+        context_length=_int(arch_key("context_length")),
         n_params=n_params,
-        n_layer=arch_key("block_count"),
+        n_layer=_int(arch_key("block_count")),
         n_embd=n_embd,
-        n_head=n_head if isinstance(n_head, int) else None,
-        n_head_kv=n_head_kv if isinstance(n_head_kv, int) else None,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
         head_dim_k=head_k,
         head_dim_v=head_v,
         vocab_size=len(tokens.data) if tokens is not None else None,

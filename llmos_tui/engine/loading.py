@@ -10,18 +10,21 @@ compression evaluator's child, so both load a model the same way.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_cpp import llama_model_params
 
 
 @contextmanager
 def llama_defaults(*, flash_attn: str = "auto", repack: bool = True,
-                   progress: Callable[..., Any] | None = None) -> Iterator[None]:
+                   progress: Callable[..., object] | None = None) -> Iterator[None]:
     import llama_cpp.llama_cpp as C
 
     original_defaults = C.llama_model_default_params
     original_disabled = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
 
-    def model_defaults() -> Any:
+    def model_defaults() -> llama_model_params:
         mp = original_defaults()
         if progress is not None:
             mp.progress_callback = progress

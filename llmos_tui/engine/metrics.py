@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Mapping
+
+from llmos_tui.jsontypes import Json
 
 
-def _num(value: Any, fmt: str, unit: str) -> str:
+def _num(value: Json, fmt: str, unit: str) -> str:
     return "n/a" if value is None else f"{format(value, fmt)}{unit}"
 
 
-def format_metrics(m: dict[str, Any]) -> str:
+def format_metrics(m: Mapping[str, Json]) -> str:
     if not m:
         return ""
     parts = [

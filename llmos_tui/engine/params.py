@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 from llmos_tui.errors import ConfigError
+from llmos_tui.jsontypes import JsonDict, JsonScalar
 
 # ggml type ids (ggml.h); the names are what operators type.
 CACHE_TYPES: dict[str, int] = {
@@ -119,10 +120,10 @@ class EngineParams:
         return self
 
     # ---- conversions ------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "EngineParams":
+    def replace(self, **changes: JsonScalar) -> "EngineParams":
         return dataclasses.replace(self, **changes).validate()
 
     @classmethod
@@ -130,11 +131,11 @@ class EngineParams:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], base: "EngineParams | None" = None) -> "EngineParams":
+    def from_mapping(cls, values: Mapping[str, object], base: "EngineParams | None" = None) -> "EngineParams":
         """Build from config/CLI values, coercing strings ("512", "on", "true") and naming unknown keys."""
         base = base or cls()
         known = {f.name: f for f in dataclasses.fields(cls)}
-        changes: dict[str, Any] = {}
+        changes: dict[str, object] = {}  # coerced to each field's type
         for key, raw in values.items():
             if raw is None:
                 continue
@@ -152,7 +153,7 @@ class EngineParams:
         )
 
 
-def _coerce(key: str, raw: Any, current: Any) -> Any:
+def _coerce(key: str, raw: object, current: object) -> object:
     if isinstance(current, bool):
         if isinstance(raw, bool):
             return raw

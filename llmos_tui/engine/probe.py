@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 from llmos_tui.errors import LlmosError
+from llmos_tui.jsontypes import JsonDict
+
+if TYPE_CHECKING:
+    from llmos_tui.engine.supervisor import Supervisor
 
 PROMPT = [{"role": "user", "content": "Say OK."}]
 
@@ -26,11 +30,11 @@ class CanaryResult:
     text: str = ""
     ts: float = field(default_factory=time.time)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return asdict(self)
 
 
-def wait_ready(supervisor: Any, timeout: float) -> str | None:
+def wait_ready(supervisor: Supervisor, timeout: float) -> str | None:
     """Wait until the engine is ready; return why not (state) when it does not get there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -44,7 +48,7 @@ def wait_ready(supervisor: Any, timeout: float) -> str | None:
 
 
 def run_canary(
-    supervisor: Any,
+    supervisor: Supervisor | None,
     *,
     timeout: float = 15.0,
     max_tokens: int = 8,
@@ -85,7 +89,8 @@ def run_canary(
     return result
 
 
-def verify_live(supervisor: Any, ready_timeout: float, canary: Any, check: Any = None) -> str | None:
+def verify_live(supervisor: Supervisor, ready_timeout: float, canary: Callable[[], CanaryResult],
+                check: Callable[[], str | None] | None = None) -> str | None:
     """After a reload or a restart: None when the engine is ready, answers the canary
     (``canary()`` -> CanaryResult: liveness) and passes ``check()`` (the metric that asked for
     the change, or None); else why not. Shared by the change transaction and the doctor."""

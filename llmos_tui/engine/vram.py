@@ -9,9 +9,46 @@ refuse what clearly cannot fit, not to squeeze the last megabyte.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+from llmos_tui.jsontypes import JsonDict
+
+if TYPE_CHECKING:
+    from llmos_tui.engine.params import EngineParams
 
 MIB = 1024 * 1024
+
+
+class ModelShape(Protocol):
+    """What the estimate reads of a model: a ModelInfo (gguf_info), or its fields as a namespace."""
+
+    size_bytes: int
+    n_layer: int | None
+    n_embd: int | None
+    n_head: int | None
+    n_head_kv: int | None
+    head_dim_k: int | None
+    head_dim_v: int | None
+    context_length: int | None
+    vocab_size: int | None
+
+
+class _GpuProcess(Protocol):
+    pid: int
+    used_memory: int | None
+    is_engine: bool
+
+
+class _Gpu(Protocol):
+    mem_total: int | None
+    mem_used: int | None
+    processes: Sequence[_GpuProcess]
+
+
+class GpuMemorySample(Protocol):
+    """What the free-memory reading needs of a telemetry Sample (the engine layer is below telemetry)."""
+
+    gpus: Sequence[_Gpu]
 
 # bytes per element of each KV cache type (block types: block bytes / block size)
 TYPE_BYTES: dict[str, float] = {
@@ -35,7 +72,7 @@ class VramEstimate:
     def total(self) -> int:
         return self.weights + self.kv_cache + self.compute + self.overhead
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return {"weights": self.weights, "kv_cache": self.kv_cache, "compute": self.compute,
                 "overhead": self.overhead, "total": self.total, "offloaded_layers": self.offloaded_layers,
                 "n_layer": self.n_layer}
@@ -45,7 +82,7 @@ class VramEstimate:
                 f"compute {self.compute / MIB:.0f}, overhead {self.overhead / MIB:.0f})")
 
 
-def estimate(params: Any, info: Any) -> VramEstimate:
+def estimate(params: EngineParams, info: ModelShape) -> VramEstimate:
     """The GPU memory ``params`` (EngineParams) needs for the model described by ``info`` (ModelInfo)."""
     n_layer = int(info.n_layer or 0) or 1
     layers = n_layer + 1 if params.n_gpu_layers < 0 else min(params.n_gpu_layers, n_layer + 1)
@@ -72,7 +109,7 @@ def estimate(params: Any, info: Any) -> VramEstimate:
     return VramEstimate(weights, kv, int(compute), overhead, layers, n_layer)
 
 
-def refusal(params: Any, info: Any, free_bytes: int | None) -> str | None:
+def refusal(params: EngineParams, info: ModelShape | None, free_bytes: int | None) -> str | None:
     """A one-line reason why ``params`` cannot fit in ``free_bytes``, or None when it may."""
     if free_bytes is None or info is None:
         return None
@@ -82,7 +119,7 @@ def refusal(params: Any, info: Any, free_bytes: int | None) -> str | None:
     return None
 
 
-def free_gpu_memory(sample: Any, engine_pid: int | None = None) -> int | None:
+def free_gpu_memory(sample: GpuMemorySample | None, engine_pid: int | None = None) -> int | None:
     """Free memory on the first GPU, counting what our own engine holds as free (a reload releases it)."""
     if sample is None or not getattr(sample, "gpus", None):
         return None

@@ -17,16 +17,21 @@ import queue
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Callable
 
 from llmos_tui.engine import protocol as P
+from llmos_tui.jsontypes import JsonDict
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import ChatFormatter
 
 _out_fd = -1
 FLUSH_INTERVAL_S = 0.004  # slower models (most real ones) get every piece at once
 _out_lock = threading.Lock()
 
 
-def emit(event: dict[str, Any]) -> None:
+def emit(event: JsonDict) -> None:
     data = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
     with _out_lock:
         view = memoryview(data)
@@ -42,12 +47,12 @@ def log(line: str) -> None:
 
 class Worker:
     def __init__(self) -> None:
-        self.llm: Any = None
-        self.params: dict[str, Any] = {}
+        self.llm: Llama | None = None
+        self.params: JsonDict = {}
         self.cancel = threading.Event()
-        self.commands: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.commands: queue.Queue[JsonDict | None] = queue.Queue()
         self.slow_ms = 0.0  # injected per-token delay (fault "slow")
-        self.formatter: Any = None
+        self.formatter: ChatFormatter | None = None
         self.cancelled_ids: set[int] = set()
         self.current_id: int | None = None
         self.repack: tuple[bool, str] = (True, "")  # may llama.cpp repack the weights, and why
@@ -103,7 +108,7 @@ class Worker:
         emit({"ev": P.EV_BYE})
 
     # ---- model ----------------------------------------------------------------
-    def load(self, params: dict[str, Any]) -> None:
+    def load(self, params: JsonDict) -> None:
         import llama_cpp
         import llama_cpp.llama_cpp as C
 
@@ -112,7 +117,7 @@ class Worker:
         last = [0.0]
 
         @C.llama_progress_callback
-        def on_progress(progress: float, _user: Any) -> bool:
+        def on_progress(progress: float, _user: object) -> bool:
             if progress - last[0] >= 0.05 or progress >= 1.0:
                 last[0] = progress
                 emit({"ev": P.EV_PROGRESS, "progress": round(float(progress), 3)})
@@ -147,7 +152,7 @@ class Worker:
         self.load_ms = load_ms
         emit({"ev": P.EV_LOADED, "load_ms": load_ms, "runtime": self.runtime_facts()})
 
-    def runtime_facts(self) -> dict[str, Any]:
+    def runtime_facts(self) -> JsonDict:
         import llama_cpp.llama_cpp as C
 
         llm = self.llm
@@ -188,7 +193,7 @@ class Worker:
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return tokens, stop
 
-    def set_threads(self, cmd: dict[str, Any]) -> None:
+    def set_threads(self, cmd: JsonDict) -> None:
         """Change generation / prompt threads without a reload (queued: applies to the next request)."""
         import llama_cpp.llama_cpp as C
 
@@ -217,7 +222,7 @@ class Worker:
         emit({"ev": P.EV_RESET_DONE})
 
     # ---- chat -------------------------------------------------------------------
-    def chat(self, cmd: dict[str, Any]) -> None:
+    def chat(self, cmd: JsonDict) -> None:
         import llama_cpp.llama_cpp as C
 
         rid = cmd["id"]
@@ -233,7 +238,7 @@ class Worker:
         first_token_at: list[float] = []
         n_sampled = 0
 
-        def on_token(_ids: Any, _logits: Any) -> bool:
+        def on_token(_ids: object, _logits: object) -> bool:
             nonlocal n_sampled
             n_sampled += 1
             if not first_token_at:
@@ -308,7 +313,7 @@ class Worker:
         )
 
     # ---- bench: the tuner's trial, llama-bench style -------------------------------
-    def bench(self, cmd: dict[str, Any]) -> None:
+    def bench(self, cmd: JsonDict) -> None:
         """Warm up, then per rep: clear the KV cache, fill ``depth`` tokens of context (untimed),
         process ``n_prompt`` tokens in n_batch chunks, generate ``n_gen`` tokens one decode at a
         time; every phase ends in llama_synchronize so the clock sees the work, not its queueing.
@@ -360,7 +365,7 @@ class Worker:
         def clear() -> None:
             C.llama_memory_clear(mem, True)
 
-        rows: list[dict[str, Any]] = []
+        rows: list[JsonDict] = []
         cancelled = False
         try:
             if warmup:
@@ -437,7 +442,7 @@ class Worker:
         emit({"ev": P.EV_BENCH, "id": rid, "status": "cancelled" if cancelled else "done", "result": result})
 
     # ---- faults, for tests and demos (llmos-tui inject) --------------------------
-    def fault(self, cmd: dict[str, Any]) -> None:
+    def fault(self, cmd: JsonDict) -> None:
         kind = cmd.get("kind")
         if kind == "abort":
             log("GGML_ASSERT(injected) failed: fault injected by llmos-tui")
@@ -498,7 +503,7 @@ class _VramPeak:
         self.peak = max(self.peak or 0, used)
 
 
-def _c_string(fn: Any, model: Any) -> str:
+def _c_string(fn: Callable[..., object], model: object) -> str:
     import ctypes
 
     buf = ctypes.create_string_buffer(256)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
+from llmos_tui.jsontypes import JsonDict
 from llmos_tui.telemetry.sample import GpuProcess, GpuSample, HostSample, Sample
 
 NA = "n/a"
@@ -16,7 +17,7 @@ SPARK_CHARS = "▁▂▃▄▅▆▇█"
 _BAR_PARTS = " ▏▎▍▌▋▊▉█"
 
 
-def _missing(value: Any) -> bool:
+def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
@@ -222,7 +223,7 @@ def host_line(host: HostSample | None) -> str:
     return text
 
 
-def engine_line(engine: dict[str, Any] | None, missing: str = "not attached") -> str:
+def engine_line(engine: JsonDict | None, missing: str = "not attached") -> str:
     if engine is None:
         return f"engine  {missing}"
     ctx = f"{fmt_num(engine.get('ctx_used'))} / {fmt_num(engine.get('n_ctx'))}"

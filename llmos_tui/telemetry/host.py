@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from llmos_tui.telemetry.sample import HostSample, Sample
+
+if TYPE_CHECKING:
+    import psutil
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ class HostSource:
         self._cpu_count = psutil.cpu_count() or os.cpu_count()
         # cpu_percent(None) compares with the previous call; prime it so the first sample is real
         psutil.cpu_percent(interval=None)
-        self._proc: Any = None
+        self._proc: psutil.Process | None = None
         self._proc_pid: int | None = None
 
     def collect(self, sample: Sample) -> None:

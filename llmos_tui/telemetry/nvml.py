@@ -19,9 +19,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from types import ModuleType
+from collections.abc import Hashable
 from typing import Any, Callable
 
+from llmos_tui.jsontypes import JsonScalar
 from llmos_tui.telemetry.sample import GpuProcess, GpuSample, Sample
 
 log = logging.getLogger(__name__)
@@ -162,9 +163,9 @@ class _DeviceLost(Exception):
 @dataclass
 class _Device:
     index: int
-    handle: Any
-    static: dict[str, Any] = field(default_factory=dict)
-    slow: dict[str, Any] = field(default_factory=dict)
+    handle: object  # NVML's opaque device handle
+    static: dict[str, JsonScalar] = field(default_factory=dict)
+    slow: dict[str, JsonScalar] = field(default_factory=dict)
     slow_read_at: float = -math.inf
     unsupported: dict[str, str] = field(default_factory=dict)  # field label -> reason
     dead: set[str] = field(default_factory=set)  # NVML functions that failed for good on this GPU
@@ -173,7 +174,7 @@ class _Device:
     xid_last: int | None = None
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     if value is None:
         return None
     if isinstance(value, bytes):
@@ -181,7 +182,7 @@ def _text(value: Any) -> str | None:
     return str(value)
 
 
-def _handle_key(handle: Any) -> Any:
+def _handle_key(handle: object) -> Hashable:
     """A hashable identity for a device handle (ctypes pointers do not compare by address)."""
     try:
         return ctypes.cast(handle, ctypes.c_void_p).value
@@ -193,7 +194,7 @@ def _handle_key(handle: Any) -> Any:
             return id(handle)
 
 
-def _cuda_text(version: Any) -> str | None:
+def _cuda_text(version: object) -> str | None:
     if not isinstance(version, int) or version <= 0:
         return None
     return f"{version // 1000}.{(version % 1000) // 10}"
@@ -209,7 +210,7 @@ class NvmlSource:
 
     def __init__(
         self,
-        nvml: ModuleType | Any | None = None,
+        nvml: object | None = None,  # pynvml, or a fake with its functions
         *,
         slow_every: float = 10.0,
         retry_init_every: float = 30.0,
@@ -226,10 +227,10 @@ class NvmlSource:
         self._next_init_at = -math.inf
         self._error: str | None = None
         self._devices: list[_Device] = []
-        self._by_key: dict[Any, int] = {}
+        self._by_key: dict[Hashable, int] = {}
         self._driver: str | None = None
         self._cuda: str | None = None
-        self._event_set: Any = None
+        self._event_set: object | None = None
         self.event_error: str | None = None  # why XID events are not watched, if they are not
         self._proc_names: dict[int, str | None] = {}
         self._dead: set[str] = set()  # system-level functions that failed for good
@@ -365,7 +366,7 @@ class NvmlSource:
             self._event_set = None
 
     # ---- the one wrapper ------------------------------------------------------
-    def _call(self, dev: _Device | None, label: str, names: tuple[str, ...], *args: Any) -> Any:
+    def _call(self, dev: _Device | None, label: str, names: tuple[str, ...], *args: object) -> Any:
         """The result of the first NVML function in ``names`` that answers; None on any failure.
 
         A permanent failure (not supported, missing function, no permission) is
@@ -406,7 +407,7 @@ class NvmlSource:
             dev.unsupported[label] = reason or "not supported"
         return None
 
-    def _quiet(self, nv: Any, name: str, *args: Any) -> None:
+    def _quiet(self, nv: object, name: str, *args: object) -> None:
         fn = getattr(nv, name, None)
         if fn is None:
             return
@@ -482,7 +483,7 @@ class NvmlSource:
     def _read_static(self, dev: _Device) -> None:
         """Fields that do not change while the driver is loaded; retried only while missing."""
         h = dev.handle
-        readers: dict[str, Callable[[], Any]] = {
+        readers: dict[str, Callable[[], JsonScalar]] = {
             "name": lambda: _text(self._call(dev, "name", ("nvmlDeviceGetName",), h)),
             "uuid": lambda: _text(self._call(dev, "uuid", ("nvmlDeviceGetUUID",), h)),
             "temp_slowdown": lambda: self._call(
@@ -505,7 +506,7 @@ class NvmlSource:
 
     def _read_slow(self, dev: _Device) -> None:
         h = dev.handle
-        slow: dict[str, Any] = {}
+        slow: dict[str, JsonScalar] = {}
         limit = self._call(dev, "power_limit", ("nvmlDeviceGetEnforcedPowerLimit",), h)
         slow["power_limit"] = limit / 1000.0 if limit is not None else None
         slow["pcie_gen"] = self._call(dev, "pcie_gen", ("nvmlDeviceGetCurrPcieLinkGeneration",), h)

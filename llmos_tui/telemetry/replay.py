@@ -20,9 +20,10 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Iterator
 
 from llmos_tui.errors import LlmosError
+from llmos_tui.jsontypes import Json, JsonDict
 from llmos_tui.telemetry.sample import Sample
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,9 @@ class TraceError(LlmosError):
     """A trace file that cannot be read or written: the message names the file and the problem."""
 
 
-def make_header(interval: float | None, start: float | None = None, **meta: Any) -> dict[str, Any]:
+def make_header(interval: float | None, start: float | None = None, **meta: Json) -> JsonDict:
     start = time.time() if start is None else start
-    header: dict[str, Any] = {
+    header: JsonDict = {
         "format": TRACE_FORMAT,
         "version": TRACE_VERSION,
         "host": socket.gethostname(),
@@ -53,7 +54,7 @@ def make_header(interval: float | None, start: float | None = None, **meta: Any)
 class Recorder:
     """Writes samples to ``path`` as JSON lines. Callable, so ``sampler.subscribe(recorder)`` records."""
 
-    def __init__(self, path: str | Path, *, interval: float | None = None, **meta: Any) -> None:
+    def __init__(self, path: str | Path, *, interval: float | None = None, **meta: Json) -> None:
         self.path = Path(path)
         try:
             self._file: IO[str] | None = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -71,7 +72,7 @@ class Recorder:
         self._write_line(sample.to_dict())
         self.count += 1
 
-    def _write_line(self, data: dict[str, Any]) -> None:
+    def _write_line(self, data: JsonDict) -> None:
         line = json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n"
         with self._lock:
             if self._file is None:
@@ -95,7 +96,7 @@ class Recorder:
         self.close()
 
 
-def _read_header(file: IO[str], path: Path) -> dict[str, Any]:
+def _read_header(file: IO[str], path: Path) -> JsonDict:
     first = file.readline()
     try:
         header = json.loads(first) if first.strip() else None
@@ -109,7 +110,7 @@ def _read_header(file: IO[str], path: Path) -> dict[str, Any]:
     return header
 
 
-def read_trace(path: str | Path) -> tuple[dict[str, Any], list[Sample]]:
+def read_trace(path: str | Path) -> tuple[JsonDict, list[Sample]]:
     """The header and every sample of a trace, at once (for tests and tools; replay streams instead)."""
     source = ReplaySource(path, speed=0)
     try:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Mapping
+
+from llmos_tui.jsontypes import Json, JsonDict
 
 
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def _known(cls: type, data: Mapping[str, Json]) -> JsonDict:
     """The keys of ``data`` that are fields of ``cls`` (traces from newer versions may carry more)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in data.items() if k in names}
@@ -29,11 +31,11 @@ class GpuProcess:
     kind: str = "compute"  # "compute", "graphics" or "compute+graphics"
     is_engine: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GpuProcess":
+    def from_dict(cls, data: Mapping[str, Json]) -> "GpuProcess":
         return cls(**_known(cls, data))
 
 
@@ -116,7 +118,7 @@ class GpuSample:
             return None
         return self.power / self.power_limit
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "processes"}
         data["xid_events"] = list(self.xid_events)
         data["processes"] = [p.to_dict() for p in self.processes]
@@ -125,7 +127,7 @@ class GpuSample:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GpuSample":
+    def from_dict(cls, data: Mapping[str, Json]) -> "GpuSample":
         values = _known(cls, data)
         values["processes"] = [GpuProcess.from_dict(p) for p in data.get("processes") or []]
         values["xid_events"] = list(data.get("xid_events") or [])
@@ -150,11 +152,11 @@ class HostSample:
     engine_cpu_percent: float | None = None  # of one core; above 100 with several threads
     engine_rss: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HostSample":
+    def from_dict(cls, data: Mapping[str, Json]) -> "HostSample":
         return cls(**_known(cls, data))
 
 
@@ -165,12 +167,12 @@ class Sample:
     ts: float
     gpus: list[GpuSample] = field(default_factory=list)
     host: HostSample | None = None
-    engine: dict[str, Any] | None = None
+    engine: JsonDict | None = None  # the engine's stats (Supervisor.stats()), JSON-safe
     nvml_error: str | None = None  # NVML's own reason when no GPU can be read at all
     driver_version: str | None = None
     cuda_version: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonDict:
         return {
             "ts": self.ts,
             "gpus": [g.to_dict() for g in self.gpus],
@@ -182,7 +184,7 @@ class Sample:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Sample":
+    def from_dict(cls, data: Mapping[str, Json]) -> "Sample":
         host = data.get("host")
         engine = data.get("engine")
         return cls(
@@ -201,7 +203,7 @@ class Sample:
         return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
 
-def _json_safe(value: Any) -> Any:
+def _json_safe(value: object) -> Json:
     """A copy of ``value`` that json.dumps accepts (engine stats may hold numpy scalars, tuples, paths)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None  # NaN / inf are not JSON

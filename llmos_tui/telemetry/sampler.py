@@ -23,16 +23,17 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Mapping, Optional, Protocol
+from typing import Callable, Mapping, Optional, Protocol
 
+from llmos_tui.jsontypes import Json, JsonDict
 from llmos_tui.observers import Observers
 from llmos_tui.telemetry.sample import Sample
 from llmos_tui.telemetry.series import SeriesStore
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[[Sample], Any]
-EngineStats = Callable[[], Optional[Mapping[str, Any]]]
+Subscriber = Callable[[Sample], object]  # what it returns is ignored
+EngineStats = Callable[[], Optional[Mapping[str, Json]]]  # Supervisor.stats
 
 
 class Source(Protocol):
@@ -123,7 +124,7 @@ class Sampler:
             self._observers.publish(sample)
             return sample
 
-    def _read_engine(self) -> dict[str, Any] | None:
+    def _read_engine(self) -> JsonDict | None:
         if self.engine_stats is None:
             return None
         try:
