@@ -103,7 +103,7 @@ def replay_lags() -> tuple[dict[str, int], dict[str, int]]:
 
     trace = ROOT / "tests" / "data" / "trace_throttle.jsonl"
     sampler = Sampler(ReplaySource(trace, speed=0), interval=1.0)
-    doctor = Doctor(None, sampler, None, Policy.from_config({"grace_s": 0}), plugins())
+    doctor = Doctor(None, sampler, None, Policy.from_config({"grace_s": 0}), plugins=plugins())
     onset: dict[str, int] = {}
     found: dict[str, int] = {}
     i = 0
