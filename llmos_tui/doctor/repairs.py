@@ -29,7 +29,7 @@ def reset_context(ctx: RepairContext, finding: Finding) -> None:
 @repair("engine.restart", changes="nothing: same configuration, fresh process", cost=1)
 def restart(ctx: RepairContext, finding: Finding) -> None:
     """Restart the engine with the same configuration."""
-    result = ctx.engine.restart(reason=f"doctor: {finding.title}")
+    result = ctx.engine.restart(reason=finding.title)  # the handle names the doctor as the source
     if not result.ok:
         raise LlmosError(result.message)
 
