@@ -9,8 +9,10 @@ Public API (plugins need only the first line):
   each given its collaborators: :class:`FindingBook` (``book``: open, silenced, history,
   subscribers), :class:`RepairRunner` (``runner``: policy rails, backoff, start limit, the
   repair in flight, kill switch, repairs through the change transaction, verification),
-  :class:`Canary` (``canary``: the liveness probe), and ``verify`` (the metric that raised a
-  finding, measured again on a workload of its shape).
+  :class:`Canary` (``canary``: the liveness probe), :class:`Intake` (``intake``: what other
+  threads hand in — engine events, replies, the operator's requests — and what each detector
+  has read), and ``verify`` (the metric that raised a finding, measured again on a workload of
+  its shape).
 - :class:`Policy` — off / suggest / auto per detector or severity, and the guard rails; crash,
   crash loop, OOM and hang are ``auto`` out of the box (``BUILTIN_MODES``).
 - :class:`PluginManager` — discovery, loading, isolation; :func:`run_canary`.
@@ -34,6 +36,7 @@ from llmos_tui.engine.probe import CanaryResult, run_canary
 from llmos_tui.doctor.book import FindingBook
 from llmos_tui.doctor.canary import Canary
 from llmos_tui.doctor.context import DetectorContext, RepairContext
+from llmos_tui.doctor.intake import Intake
 from llmos_tui.doctor.loop import Doctor, DoctorEvent
 from llmos_tui.doctor.runner import RepairRunner
 from llmos_tui.doctor.plugins import PluginInfo, PluginManager
@@ -53,6 +56,7 @@ __all__ = [
     "DoctorEvent",
     "Finding",
     "FindingBook",
+    "Intake",
     "NotApplicable",
     "PluginInfo",
     "PluginManager",

@@ -1,12 +1,13 @@
 """The doctor: a scheduler over a finding book and a repair runner.
 
 :class:`Doctor` owns the doctor thread. It takes in engine events, telemetry samples and chat
-replies, runs the detectors that are due (each in a worker thread with a time limit: a hung or
-raising one is abandoned and its plugin disabled), adds what they report to the
-:class:`~llmos_tui.doctor.book.FindingBook` (open, silenced, history, subscribers) and hands the
-open findings to the :class:`~llmos_tui.doctor.runner.RepairRunner` (policy rails, backoff, the
-start limit, the one repair in flight, the kill switch, verification through the change
-transaction). The :class:`~llmos_tui.doctor.canary.Canary` is the liveness probe all three use.
+replies (the :class:`~llmos_tui.doctor.intake.Intake` holds them), runs the detectors that are
+due (each in a worker thread with a time limit: a hung or raising one is abandoned and its
+plugin disabled), adds what they report to the :class:`~llmos_tui.doctor.book.FindingBook`
+(open, silenced, history, subscribers) and hands the open findings to the
+:class:`~llmos_tui.doctor.runner.RepairRunner` (policy rails, backoff, the start limit, the one
+repair in flight, the kill switch, verification through the change transaction). The
+:class:`~llmos_tui.doctor.canary.Canary` is the liveness probe all of them use.
 
 Every collaborator is given to the constructor; the doctor builds no sampler or change
 transaction of its own. Subscribers get a :class:`DoctorEvent` on the doctor's threads, so a UI
@@ -26,23 +27,22 @@ from llmos_tui.doctor.api import DetectorSpec, Finding, RepairSpec
 from llmos_tui.doctor.book import OPEN_STATES, DoctorEvent, FindingBook
 from llmos_tui.doctor.canary import Canary, ensure_config
 from llmos_tui.doctor.context import ChangeGate, DetectorContext, JournalView
+from llmos_tui.doctor.intake import WAKE_KINDS, Intake
 from llmos_tui.doctor.plugins import PluginManager, describe_error
 from llmos_tui.doctor.policy import Policy
 from llmos_tui.doctor.runner import RepairRunner
-from llmos_tui.doctor.verify import WorkloadLog
 from llmos_tui.engine.probe import CanaryResult
 from llmos_tui.journal.port import JournalPort
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.engine.params import EngineParams
-    from llmos_tui.engine.supervisor import EngineEvent, LogLine, Supervisor
+    from llmos_tui.engine.supervisor import LogLine, Supervisor
     from llmos_tui.journal import Journal, JournalWriter
     from llmos_tui.telemetry.sample import Sample
     from llmos_tui.telemetry.sampler import Sampler
 
 log = logging.getLogger("llmos_tui.doctor")
 
-WAKE_KINDS = frozenset({"crashed", "load_failed", "loaded", "request_done", "error", "unloaded", "adapt_drift"})
 __all__ = ["Doctor", "DoctorEvent", "OPEN_STATES", "WAKE_KINDS"]
 
 # what wakes the doctor thread: a word (event, sample, reply, tick), a command to run on it, or None (stop)
@@ -118,29 +118,21 @@ class Doctor:
         self.canary = Canary(supervisor, self.journal, self.policy)
         self._stop = threading.Event()
         self._wake: queue.SimpleQueue[Wake] = queue.SimpleQueue()
-        self._workloads = WorkloadLog()
+        self.intake = Intake(self.canary.probing, lambda: self._wake.put("event"),
+                             last_load_ts=time.time() if supervisor is not None and supervisor.is_ready else None)
         self.runner = RepairRunner(
-            supervisor, changes, self.book, self.journal, self.policy, plugins, self.canary, self._workloads,
+            supervisor, changes, self.book, self.journal, self.policy, plugins, self.canary, self.intake.workloads,
             services=services, dry_run=dry_run, operator_idle_s=self.operator_idle_s, stopping=self._stop,
             wake=lambda: self._wake.put("event"))
         if supervisor is not None and changes is not None:
             changes.set_canary(self.canary.run)  # the doctor's canary is the transaction's liveness probe
-        # event intake (engine threads) and what each detector has seen of it
-        self._lock = threading.RLock()
         self._pass_lock = threading.Lock()
-        self._events: collections.deque[tuple[int, EngineEvent]] = collections.deque(maxlen=500)
-        self._event_seq = 0
-        self._seen_event: dict[str, int] = {}
-        self._seen_log_ts: dict[str, float] = {}
-        self._memory: dict[str, dict[str, object]] = collections.defaultdict(dict)
-        self._last_reply: dict[str, object] | None = None
-        self._last_operator_ts = 0.0
+        self._memory: dict[str, dict[str, object]] = collections.defaultdict(dict)  # each detector's own
         self._pass_extra: list[Finding] = []
         self._plugins_reported = False
         self._thread: threading.Thread | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self.started_ts = time.time()
-        self.last_load_ts: float | None = time.time() if supervisor is not None and supervisor.is_ready else None
         self.passes = 0
 
     # ---- the public surface faces use -----------------------------------------------------
@@ -197,6 +189,10 @@ class Doctor:
     def last_canary(self) -> CanaryResult | None:
         return self.canary.last
 
+    @property
+    def last_load_ts(self) -> float | None:
+        return self.intake.last_load_ts
+
     def reset_start_limit(self) -> str:
         """Allow automatic restarts again; the line says what was reset (journaled as a doctor event)."""
         return self.runner.reset_start_limit()
@@ -247,7 +243,7 @@ class Doctor:
     def attach_events(self) -> None:
         """Subscribe to engine events without starting the thread (headless run_once use)."""
         if self.supervisor is not None and not self._unsubscribe:
-            self._unsubscribe.append(self.supervisor.subscribe(self._on_engine_event))
+            self._unsubscribe.append(self.supervisor.subscribe(self.intake.on_engine_event))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -279,7 +275,7 @@ class Doctor:
                 prompt = wire[:-1] if wire and wire[-1].get("role") == "assistant" else wire
                 max_tokens = session.settings.sampling().get("max_tokens")
                 if metrics and message.status == "done":
-                    self._workloads.on_chat(prompt, int(max_tokens) if isinstance(max_tokens, (int, float)) else None,
+                    self.intake.workloads.on_chat(prompt, int(max_tokens) if isinstance(max_tokens, (int, float)) else None,
                                             metrics)
             except Exception:  # noqa: BLE001 - a session without these is only less informative
                 log.debug("chat workload not recorded", exc_info=True)
@@ -287,22 +283,7 @@ class Doctor:
         chat.add_listener(on_message)
 
     def observe_reply(self, text: str, metrics: Mapping[str, object] | None = None) -> None:
-        self._last_reply = {"text": text or "", "metrics": dict(metrics or {}), "ts": time.time()}
-        self._wake.put("reply")
-
-    # ---- inputs (other threads) -----------------------------------------------------------
-    def _on_engine_event(self, event: "EngineEvent") -> None:
-        with self._lock:
-            self._event_seq += 1
-            self._events.append((self._event_seq, event))
-        if event.kind == "loaded":
-            self.last_load_ts = event.ts
-        elif event.kind == "request_done" and not self.canary.probing.is_set():
-            self._last_operator_ts = event.ts
-            if event.data.get("status") == "done":
-                self._workloads.on_request(event.data.get("metrics") or {})
-        if event.kind in WAKE_KINDS:
-            self._wake.put("event")
+        self.intake.on_reply(text, metrics)
 
     # ---- the doctor thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -386,25 +367,17 @@ class Doctor:
                 continue
             if needs & {"engine", "events", "logs"} and self.supervisor is None:
                 continue
-            if "reply" in needs and self._last_reply is None:
+            if "reply" in needs and self.intake.last_reply is None:
                 continue
             due.append(spec)
         return due
 
     def _context(self, spec: DetectorSpec, now: float, shared: _Shared) -> DetectorContext:
-        caused = self.runner.caused  # a reconfiguring repair's own failed loads are not crashes
-        with self._lock:
-            events = [e for _, e in self._events if not caused(e.kind, e.ts)]
-            last_seq = self._seen_event.get(spec.id, 0)
-            new_events = [e for seq, e in self._events if seq > last_seq and not caused(e.kind, e.ts)]
-            self._seen_event[spec.id] = self._event_seq
+        hidden = self.runner.caused  # a reconfiguring repair's own failed loads are not crashes
+        events, new_events = self.intake.events_for(spec.id, hidden)
         new_logs: list[LogLine] = []
         if "logs" in spec.needs and self.supervisor is not None:
-            since = self._seen_log_ts.get(spec.id, self.started_ts)
-            fresh = [line for line in shared.logs if line.ts > since]
-            if fresh:
-                self._seen_log_ts[spec.id] = fresh[-1].ts
-            new_logs = [line for line in fresh if not self.runner.caused_log(line.ts)]
+            new_logs = self.intake.logs_for(spec.id, shared.logs, self.started_ts, hidden)
         sup = self.supervisor
         return DetectorContext(
             detector_id=spec.id,
@@ -419,7 +392,7 @@ class Doctor:
             events=events,
             new_events=new_events,
             new_logs=new_logs,
-            last_reply=self._last_reply,
+            last_reply=self.intake.last_reply,
             journal=self.journal_view,
             memory=self._memory[spec.id],
             settings=self.policy.settings_for(spec.id),
@@ -435,14 +408,15 @@ class Doctor:
         now = time.time()
         if self._operator_generating():
             return 0.0
-        return now - self._last_operator_ts if self._last_operator_ts else now - self.started_ts
+        last = self.intake.last_operator_ts
+        return now - last if last else now - self.started_ts
 
     def _operator_generating(self) -> bool:
         return self.supervisor is not None and self.supervisor.state.value == "generating" \
             and not self.canary.probing.is_set()
 
     def _operator_active(self, now: float) -> bool:
-        return self._operator_generating() or now - self._last_operator_ts < self.policy.operator_quiet_s
+        return self._operator_generating() or now - self.intake.last_operator_ts < self.policy.operator_quiet_s
 
     def _run_detectors(self, specs: list[DetectorSpec], now: float) -> dict[str, object]:
         """Run each detector in its own worker thread, all at once; wait up to each one's limit."""

@@ -41,8 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("llmos_tui.doctor")
 T = TypeVar("T")
 
-# engine events a reconfiguring repair's own change causes when its new configuration fails
-OWN_EVENT_KINDS = frozenset({"crashed", "load_failed"})
+# what a reconfiguring repair's own change causes when its new configuration fails: engine
+# events of these kinds, and llama.cpp's log lines ("log")
+OWN_KINDS = frozenset({"crashed", "load_failed", "log"})
 START_LIMIT_HOW = "press l on the doctor screen, or :reset-limit, or /reset-limit in the console"
 
 
@@ -121,13 +122,11 @@ class RepairRunner:
 
     # ---- a repair's own engine events ------------------------------------------------------
     def caused(self, kind: str, ts: float) -> bool:
-        """True when an engine event of ``kind`` at ``ts`` came from a reconfiguring repair's own
-        change (its new configuration failing to load or crashing before it was rolled back)."""
-        if kind not in OWN_EVENT_KINDS:
+        """True when an engine event of ``kind`` (or a log line: kind ``"log"``) at ``ts`` came from a
+        reconfiguring repair's own change (its new configuration failing to load or crashing
+        before it was rolled back)."""
+        if kind not in OWN_KINDS:
             return False
-        return any(start <= ts <= end for start, end in list(self._own_windows))
-
-    def caused_log(self, ts: float) -> bool:
         return any(start <= ts <= end for start, end in list(self._own_windows))
 
     # ---- the policy -------------------------------------------------------------------------
