@@ -1,8 +1,9 @@
 """Example repair plugin: give the engine one thread fewer (an oversubscribed CPU answers slowly).
 
 A repair declares what it changes and when it applies. With ``reconfigures=True`` it only
-returns the new EngineParams: the doctor checks them (bad in the journal? fits in VRAM?),
-journals the change, reloads the engine, runs the canary, and rolls back if that fails.
+returns the new EngineParams: the doctor hands them to the change transaction, which checks
+them (bad in the journal? fits in VRAM?), journals the change, reloads the engine, runs the
+canary, and rolls back if that fails. It never touches the engine itself.
 """
 
 from llmos_tui.doctor import repair

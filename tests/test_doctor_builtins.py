@@ -19,11 +19,13 @@ from llmos_tui.doctor import (
     repair,
     stats,
 )
+from llmos_tui.core.changes import Changes
 from llmos_tui.doctor.verify import MetricCheck, Workload
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal import Journal
+from llmos_tui.telemetry.sampler import Sampler
 from tests.conftest import wait_for  # the `journal` fixture comes from conftest too
 
 FAST = dict(interval=0.1, grace_s=0.0, backoff_s=0.05, backoff_max_s=0.5, hysteresis=1,
@@ -40,8 +42,31 @@ def manager_with(*install) -> PluginManager:
     return manager
 
 
+class _EngineOnly:
+    """A telemetry source that adds nothing: the sampler reads only the engine's stats."""
+
+    def collect(self, sample) -> None:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _samplers():
+    """The samplers the tests' doctors read, stopped after each test."""
+    yield
+    while SAMPLERS:
+        SAMPLERS.pop().stop()
+
+
+SAMPLERS: list[Sampler] = []
+
+
 def make_doctor(supervisor, journal, manager=None, **policy) -> tuple[Doctor, list[DoctorEvent]]:
-    doctor = Doctor(supervisor, None, journal, Policy.from_config({**FAST, **policy}), manager or manager_with())
+    """The doctor as the composition root builds it: its sampler and change transaction given."""
+    table = Policy.from_config({**FAST, **policy})
+    sampler = Sampler(_EngineOnly(), interval=table.interval, engine_stats=supervisor.stats, history=900).start()
+    SAMPLERS.append(sampler)
+    changes = Changes(supervisor, journal, sampler=sampler, ready_timeout_s=table.ready_timeout_s)
+    doctor = Doctor(supervisor, sampler, journal, table, changes=changes, plugins=manager or manager_with())
     events: list[DoctorEvent] = []
     doctor.subscribe(events.append)
     return doctor.start(), events
@@ -194,23 +219,43 @@ def test_periodic_canary_finds_a_hang_and_the_restart_heals_it(supervisor: Super
 
 
 # ---- reconfiguring repairs, through the change transaction ---------------------------------
-@pytest.mark.parametrize("repair_id,check", [
-    ("engine.smaller_ctx", lambda p, info: p.n_ctx == 512),
-    ("engine.fewer_gpu_layers", lambda p, info: 0 <= p.n_gpu_layers <= info.n_layer),  # was -1: all of them
-])
-def test_reconfiguring_repair_is_journaled_and_verified(supervisor: Supervisor, journal: Journal,
-                                                        repair_id: str, check) -> None:
-    doctor, events = make_doctor(supervisor, journal, manager_with(asks_for(repair_id)), **{"test.asks": "auto"})
+def test_reconfiguring_repair_is_journaled_and_verified(supervisor: Supervisor, journal: Journal) -> None:
+    doctor, events = make_doctor(supervisor, journal, manager_with(asks_for("engine.smaller_ctx")),
+                                 **{"test.asks": "auto"})
     try:
         assert wait_for(lambda: settled(events, "test.asks"), 30), [e.message for e in events]
         found = settled(events, "test.asks")[0].finding
         assert found.state == "repaired", found.history
-        assert check(supervisor.params, supervisor.model_info), supervisor.params
+        assert supervisor.params.n_ctx == 512, supervisor.params
         action = journal.get_action(found.action_id)
-        assert action.kind == repair_id and action.state == "verified"
+        assert action.kind == "engine.smaller_ctx" and action.state == "verified"
         active = journal.active_config()
         assert active.id == action.config_after and active.standing == "good" and active.source == "repair"
         assert active.engine_params() == supervisor.params
+    finally:
+        doctor.stop()
+
+
+def test_fewer_gpu_layers_is_not_applicable_where_nothing_is_on_a_gpu(supervisor: Supervisor,
+                                                                      journal: Journal) -> None:
+    """On a llama.cpp build without GPU offload n_gpu_layers changes nothing: the repair is not
+    offered (a precondition that says so), never applied, never reported repaired."""
+    if supervisor.runtime.get("gpu_offload"):
+        pytest.skip("this llama.cpp build offloads to a GPU: the repair applies here")
+    assert supervisor.runtime.get("gpu_offload") is False, "the engine reports what its build can do"
+    doctor, events = make_doctor(supervisor, journal, manager_with(asks_for("engine.fewer_gpu_layers")),
+                                 **{"test.asks": "auto"})
+    try:
+        assert wait_for(lambda: any(f.history_flag("no_repair") for f in doctor.findings()), 10), \
+            [e.message for e in events]
+        found = next(f for f in doctor.findings() if f.detector == "test.asks")
+        skipped = next(h for h in found.history if h["what"] == "no_repair")["skipped"]
+        assert skipped == ["engine.fewer_gpu_layers: this llama.cpp build has no GPU to offload to: "
+                           "n_gpu_layers changes nothing here"], skipped
+        time.sleep(0.3)
+        assert found.state == "open" and found.proposed is None and not settled(events, "test.asks")
+        assert supervisor.params.n_gpu_layers == -1, "nothing was reloaded"
+        assert not [e for e in journal.events("doctor") if e["data"].get("would_apply")], "nothing even proposed"
     finally:
         doctor.stop()
 
@@ -323,15 +368,17 @@ def test_backoff_doubles_between_attempts_on_the_same_trouble(supervisor: Superv
 
 
 def test_backoff_stays_at_its_ceiling_however_long_the_trouble_lasts() -> None:
-    from llmos_tui.doctor.actions import ActionsMixin
+    from llmos_tui.doctor import Canary, FindingBook, RepairRunner
+    from llmos_tui.doctor.verify import WorkloadLog
+    from llmos_tui.journal.port import JournalPort
 
-    class Rails(ActionsMixin):
-        policy = Policy.from_config({"backoff_s": 0.2, "backoff_max_s": 300})
-
-    rails = Rails()
-    assert [rails._backoff_delay(n) for n in (1, 2, 3)] == [0.2, 0.4, 0.8]
+    policy = Policy.from_config({"backoff_s": 0.2, "backoff_max_s": 300})
+    nowhere = JournalPort(None)
+    rails = RepairRunner(None, None, FindingBook(nowhere), nowhere, policy, manager_with(),
+                         Canary(None, nowhere, policy), WorkloadLog())
+    assert [rails.backoff_delay(n) for n in (1, 2, 3)] == [0.2, 0.4, 0.8]
     # a daemon retrying every 300 s reaches attempt 1 025 in about 85 hours: 0.2 * 2 ** 1024 is no float
-    assert rails._backoff_delay(1025) == rails._backoff_delay(10 ** 6) == 300
+    assert rails.backoff_delay(1025) == rails.backoff_delay(10 ** 6) == 300
 
 
 def test_findings_are_journaled_with_the_finding_id(supervisor: Supervisor, journal: Journal) -> None:

@@ -48,19 +48,53 @@ def test_inject_abort_is_repaired(capsys, tmp_path: Path) -> None:
     assert "journal: act:" in out and " verified; active cfg:" in out, "the end state is the journal's"
 
 
-def test_inject_oom_tries_the_next_repair_at_once_and_reports_the_journal_state(capsys, tmp_path: Path) -> None:
+def test_inject_oom_on_the_demo_model_raises_one_finding_and_tries_no_repair_the_header_rules_out(
+        capsys, tmp_path: Path) -> None:
     from llmos_tui.journal import Journal
 
     jpath = tmp_path / "j.sqlite"
     rc = main(["inject", "oom", "--n-threads", "2", "--n-ctx", "1024", "--journal", str(jpath), "--timeout", "60"])
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "engine.kv_quant verification failed" in out and "rolled back" in out
-    assert "trying the next repair at once: engine.smaller_batch" in out
-    assert "result: repaired after 2 repair(s)" in out
+    assert out.count("finding #") == 1 and "engine.oom" in out, out
+    assert "crash" not in out.replace("engine: crashed", ""), "no crash or crash-loop finding: " + out
+    assert "engine.kv_quant" not in out, "the q8_0 cache the header refuses is neither proposed nor tried"
+    assert "proposed: engine.smaller_batch" in out
+    assert "result: repaired after 1 repair(s) (engine.smaller_batch); engine ready" in out
     with Journal(jpath) as journal:
         active = journal.active_config()
         assert active.standing == "good" and active.params["n_batch"] == 256
         assert f"active cfg:{active.id} (good)" in out
-        bad = [c for c in journal.configs() if c.standing == "bad"]
-        assert len(bad) == 1 and bad[0].params["type_k"] == "q8_0"
+        assert not [c for c in journal.configs() if c.standing == "bad" or c.params["type_k"] == "q8_0"]
+
+
+class _FailingWriter:
+    def submit(self, fn):
+        raise OSError("disk full")
+
+
+def test_inject_says_repaired_only_with_exit_0_and_a_verified_journal_action() -> None:
+    from llmos_tui.cli.doctor import JournalRecord, _journal_record, end_state
+
+    verified = JournalRecord("verified", "journal: act:1 engine.restart verified")
+    cases = {
+        ("repaired", "ready", "verified"): 0,
+        ("repaired", "ready", "applied"): 1,       # the journal never heard it was verified
+        ("repaired", "ready", None): 1,            # a journal write or read failed
+        ("repaired", "crashed", "verified"): 1,    # verified, then the engine died again
+        ("failed", "ready", "failed"): 1,
+        ("gave_up", "crashed", "rejected"): 1,
+    }
+    for (finding, engine, action), want in cases.items():
+        record = JournalRecord(action, "journal: ...")
+        code, line = end_state(finding, engine, record, ["engine.restart"])
+        assert code == want, (finding, engine, action, line)
+        assert ("repaired" in line) == (code == 0), line
+    assert end_state("repaired", "ready", verified, ["engine.restart"])[1] == \
+        "result: repaired after 1 repair(s) (engine.restart); engine ready"
+    assert end_state("repaired", "ready", None, ["engine.restart"])[0] == 0, "--no-journal: the doctor's word"
+    # a failed journal write or read is never counted as verified
+    assert _journal_record(_FailingWriter(), None).action_state is None
+    unreadable = _journal_record(_FailingWriter(), 7)
+    assert unreadable.action_state is None and "disk full" in unreadable.line
+    assert end_state("repaired", "ready", unreadable, ["engine.restart"])[0] == 1

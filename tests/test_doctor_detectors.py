@@ -25,7 +25,7 @@ def builtins() -> PluginManager:
 
 def replay_doctor(**policy) -> tuple[Doctor, Sampler, list]:
     sampler = Sampler(ReplaySource(TRACE, speed=0), interval=1.0)
-    doctor = Doctor(None, sampler, None, Policy.from_config({"grace_s": 0, **policy}), builtins())
+    doctor = Doctor(None, sampler, None, Policy.from_config({"grace_s": 0, **policy}), plugins=builtins())
     seen: list = []
     doctor.subscribe(lambda e: seen.append(e))
     return doctor, sampler, seen
@@ -63,7 +63,8 @@ def test_replayed_trace_yields_power_thermal_and_tps_findings() -> None:
 
 
 def test_one_slow_request_is_not_a_tps_drop() -> None:
-    doctor = Doctor(None, Sampler(_Nothing(), interval=1.0), None, Policy.from_config({"grace_s": 0}), builtins())
+    doctor = Doctor(None, Sampler(_Nothing(), interval=1.0), None, Policy.from_config({"grace_s": 0}),
+                    plugins=builtins())
     store = doctor.sampler.series
     for i in range(30):
         tps = 50.0 + (i % 3) if i != 25 else 20.0
@@ -90,7 +91,7 @@ class _Crafted:
 def test_xid_79_is_critical_and_ecc_is_an_error() -> None:
     gpu = GpuSample(index=0, name="H100", mem_used=10 * GIB, mem_total=80 * GIB, xid_events=[79],
                     ecc_volatile_uncorrected=2)
-    doctor = Doctor(None, Sampler(_Crafted(gpu), interval=1.0), None, Policy(), builtins())
+    doctor = Doctor(None, Sampler(_Crafted(gpu), interval=1.0), None, Policy(), plugins=builtins())
     doctor.sampler.poll_once()
     found = doctor.run_once()
     by_title = {f.title: f for f in found}
@@ -104,7 +105,7 @@ def test_xid_79_is_critical_and_ecc_is_an_error() -> None:
 
 def test_app_xid_is_a_warning_with_a_restart() -> None:
     gpu = GpuSample(index=0, xid_events=[13])
-    doctor = Doctor(None, Sampler(_Crafted(gpu), interval=1.0), None, Policy(), builtins())
+    doctor = Doctor(None, Sampler(_Crafted(gpu), interval=1.0), None, Policy(), plugins=builtins())
     doctor.sampler.poll_once()
     xid = next(f for f in doctor.run_once() if "XID 13" in f.title)
     assert xid.severity == "warning" and xid.repairs == ["engine.restart"]
@@ -112,7 +113,7 @@ def test_app_xid_is_a_warning_with_a_restart() -> None:
 
 def test_vram_pressure_needs_to_hold() -> None:
     gpu = GpuSample(index=0, mem_used=int(79.5 * GIB), mem_total=80 * GIB)
-    doctor = Doctor(None, Sampler(_Crafted(gpu), interval=1.0), None, Policy(), builtins())
+    doctor = Doctor(None, Sampler(_Crafted(gpu), interval=1.0), None, Policy(), plugins=builtins())
     results = []
     for _ in range(3):
         doctor.sampler.poll_once()
@@ -128,7 +129,8 @@ def test_repetition_and_context_overflow_helpers() -> None:
 
 
 def test_memory_growth_trend_is_found() -> None:
-    doctor = Doctor(None, Sampler(_Nothing(), interval=1.0), None, Policy.from_config({"grace_s": 0}), builtins())
+    doctor = Doctor(None, Sampler(_Nothing(), interval=1.0), None, Policy.from_config({"grace_s": 0}),
+                    plugins=builtins())
     store = doctor.sampler.series
     for i in range(120):
         store.add({"ts": 1000.0 + i, "engine.rss": 2 * GIB + i * 4 * 1024 * 1024 + (i % 5) * 100_000})
@@ -143,7 +145,7 @@ def test_anomaly_model_trains_on_the_healthy_start_and_flags_a_change() -> None:
     # ours alike (it shares the extreme leaf with the most extreme training rows): -0.57 decides here
     doctor = Doctor(None, Sampler(_Nothing(), interval=1.0), None,
                     Policy.from_config({"grace_s": 0, "telemetry.anomaly": {"train_samples": 40, "score": -0.57}}),
-                    builtins())
+                    plugins=builtins())
     store = doctor.sampler.series
     import random
 
@@ -173,10 +175,16 @@ def test_vram_estimate_refuses_what_cannot_fit() -> None:
     assert vram.refusal(params, info, free_bytes=64 * 1024 * 1024) is not None
     assert vram.refusal(params, info, free_bytes=8 * GIB) is None
     assert vram.refusal(params, info, free_bytes=None) is None  # no GPU known: no refusal
-    # through the doctor: free memory comes from the latest GPU sample
+    # through the doctor's change transaction: free memory comes from the latest GPU sample
+    from llmos_tui.core.changes import Changes
+
     gpu = GpuSample(index=0, mem_used=80 * GIB - 100 * 1024 * 1024, mem_total=80 * GIB)
-    doctor = Doctor(None, Sampler(_Crafted(gpu), interval=1.0), None, Policy(), builtins())
+    sampler = Sampler(_Crafted(gpu), interval=1.0)
+    doctor = Doctor(None, sampler, None, Policy(), changes=Changes(None, None, sampler=sampler), plugins=builtins())
+    assert doctor.check_config(params) is None, "no sample yet: no GPU known"
     doctor.sampler.poll_once()
     assert "only" in (doctor.check_config(params) or "")
+    without = Doctor(None, sampler, None, Policy(), plugins=builtins())
+    assert without.check_config(params) == "no change transaction in this core", "none built in its place"
     big = EngineParams(model_path=str(DEMO_MODEL), n_ctx=10_000_000)
     assert "MiB" in (vram.refusal(big, info, free_bytes=16 * GIB) or "")  # a 24 GiB KV cache

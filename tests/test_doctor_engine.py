@@ -6,7 +6,8 @@ import signal
 import threading
 import time
 
-from llmos_tui.doctor import Doctor, DoctorEvent, PluginManager, Policy
+from llmos_tui.core.changes import Changes
+from llmos_tui.doctor import Doctor, DoctorEvent, PluginManager, Policy, detector, repair
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
 from llmos_tui.journal import Journal
@@ -24,8 +25,11 @@ def builtins() -> PluginManager:
 
 
 def make_doctor(supervisor, journal, **policy) -> tuple[Doctor, list[DoctorEvent]]:
-    table = {**FAST, **policy}
-    doctor = Doctor(supervisor, None, journal, Policy.from_config(table), builtins())
+    """The doctor as the composition root builds it, with the change transaction it acts through
+    (no sampler: these tests need only engine events)."""
+    table = Policy.from_config({**FAST, **policy})
+    changes = Changes(supervisor, journal, ready_timeout_s=table.ready_timeout_s)
+    doctor = Doctor(supervisor, None, journal, table, changes=changes, plugins=builtins())
     events: list[DoctorEvent] = []
     doctor.subscribe(events.append)
     return doctor.start(), events
@@ -73,12 +77,20 @@ def test_crash_loop_reaches_the_start_limit_and_stops(supervisor: Supervisor, jo
         assert wait_for(lambda: doctor.start_limit_hit, 40), [e.message for e in events]
         time.sleep(0.5)
         assert len(loads) == 3, "exactly start_limit_burst restarts, then the doctor stops"
-        assert any("start limit" in e.message for e in events if e.kind == "notice")
+        notice = next(e.message for e in events if e.kind == "notice" and "start limit reached" in e.message)
+        # the notice names every way to reset it
+        assert "press l on the doctor screen" in notice and ":reset-limit" in notice \
+            and "/reset-limit in the console" in notice, notice
         gave_up = [f for f in doctor.findings() if f.state == "gave_up"]
         assert gave_up
         time.sleep(1.0)
         assert len(loads) == 3 and not doctor.busy
-        assert journal.events("doctor")
+        assert any("start limit reached" in e["data"].get("notice", "") for e in journal.events("doctor"))
+        line = doctor.reset_start_limit()
+        assert line == "start limit reset: automatic restarts allowed again"
+        assert not doctor.start_limit_hit
+        assert any(e["data"].get("start_limit_reset") and e["data"].get("was_hit")
+                   for e in journal.events("doctor")), "the reset is journaled"
     finally:
         unsubscribe()
         doctor.stop()
@@ -127,37 +139,81 @@ def test_reject_and_silence(supervisor: Supervisor, journal: Journal) -> None:
         doctor.stop()
 
 
-def test_oom_repair_that_fails_is_rolled_back_and_the_next_one_tried_at_once(
+def test_oom_on_the_demo_model_raises_one_finding_and_skips_what_the_header_rules_out(
         supervisor: Supervisor, journal: Journal, demo_params: EngineParams) -> None:
-    """OOM -> the smallest change (KV cache q8_0 + flash attention) -> on this CPU build llama.cpp
-    refuses that context -> rolled back to the original configuration, the failed one marked bad ->
-    at once, in the same incident, the next smallest change (batch) -> verified. The journal holds
-    both actions and the finding's end state is what the engine runs."""
+    """OOM -> the smallest change the model's header allows: a q8_0 KV cache is ruled out (blocks
+    of 32 do not divide the demo model's head size of 40), so it is never loaded; the batch is
+    halved through the change transaction and verified. One incident, one finding."""
     doctor, events = make_doctor(supervisor, journal)  # engine.oom is auto out of the box
     try:
         supervisor.inject("oom")
         assert wait_for(lambda: any(e.kind == "settled" for e in events), 60), [e.message for e in events]
-        oom = next(f for f in doctor.findings() if f.detector == "engine.oom")
+        time.sleep(0.5)  # a second finding (a crash loop, a crash) would come within a pass or two
+        assert [f.detector for f in doctor.findings()] == ["engine.oom"], [f.title for f in doctor.findings()]
+        oom = doctor.findings()[0]
         assert any("out of memory" in line for line in oom.evidence["log_lines"])
-        assert not [f for f in doctor.findings() if f.detector == "engine.crashed"], "the OOM finding owns the crash"
-        settled = next(e for e in events if e.kind == "settled")
-        assert settled.data["outcome"] == "repaired" == oom.state, oom.history
-        applied = [h for h in oom.history if h["what"] == "applied"]
-        assert [h["repair"] for h in applied] == ["engine.kv_quant", "engine.smaller_batch"]
-        first = journal.get_action(applied[0]["action_id"])
-        assert first.kind == "engine.kv_quant" and first.finding_id == oom.journal_id
-        assert [h["state"] for h in first.history] == ["proposed", "applied", "failed", "rolled_back"]
-        bad = journal.get_config(first.config_after)
-        assert bad.standing == "bad" and bad.params["type_k"] == "q8_0"
-        assert "marked bad" in (doctor.check_config(bad.engine_params()) or "")
-        assert any(e.data.get("repair") == "rollback" and e.data.get("state") == "verified" for e in events)
-        second = journal.get_action(applied[1]["action_id"])
-        assert second.kind == "engine.smaller_batch" and second.state == "verified"
-        assert oom.action_id == second.id
+        assert oom.state == "repaired", oom.history
+        proposed = [h for h in oom.history if h["what"] == "proposed"]
+        assert [h["repair"] for h in proposed] == ["engine.smaller_batch"]
+        assert any(s.startswith("engine.kv_quant: a q8_0 K cache") and "head size of 40" in s
+                   for s in proposed[0]["skipped"]), proposed[0]["skipped"]
+        assert [h["repair"] for h in oom.history if h["what"] == "applied"] == ["engine.smaller_batch"]
+        assert all(c.params["type_k"] != "q8_0" for c in journal.configs()), "the refused cache was never loaded"
+        action = journal.get_action(oom.action_id)
+        assert action.kind == "engine.smaller_batch" and action.state == "verified"
         assert supervisor.state is EngineState.READY
         assert supervisor.params == demo_params.replace(n_batch=256, n_ubatch=256)
         active = journal.active_config()
-        assert active.id == second.config_after and active.standing == "good"
-        assert active.engine_params() == supervisor.params
+        assert active.id == action.config_after and active.standing == "good"
     finally:
+        doctor.stop()
+
+
+def test_a_repairs_own_failed_load_is_its_failure_and_not_a_crash(
+        supervisor: Supervisor, journal: Journal, demo_params: EngineParams, bad_models) -> None:
+    """A reconfiguring repair whose new configuration fails to load is rolled back and marked bad,
+    and the next repair is tried at once; its failed load is not a crash: no crash loop, even
+    with the crash-loop detector set to fire on a single failed load."""
+    refused = str(bad_models["refused"])
+
+    def install(registry) -> None:
+        @detector("test.asks", "warning", needs=("events",), grace=False, registry=registry)
+        def asks(ctx):
+            if ctx.memory.get("done"):
+                return []
+            ctx.memory["done"] = True
+            return [ctx.finding("needs a new model", fingerprint="test.asks",
+                                repairs=["test.bad_load", "engine.smaller_batch"])]
+
+        @repair("test.bad_load", changes="a model llama.cpp refuses", reconfigures=True, cost=0,
+                registry=registry)
+        def bad_load(ctx, finding):
+            return ctx.params.replace(model_path=refused)
+
+    manager = builtins()
+    with manager.registry.loading("test-plugin"):
+        install(manager.registry)
+    failed_loads = []
+    unsubscribe = supervisor.subscribe(lambda e: failed_loads.append(e) if e.kind == "load_failed" else None)
+    table = Policy.from_config({**FAST, "test.asks": "auto", "engine.crash_loop": {"crashes": 1}})
+    doctor = Doctor(supervisor, None, journal, table, changes=Changes(supervisor, journal, ready_timeout_s=30.0),
+                    plugins=manager)
+    events: list[DoctorEvent] = []
+    doctor.subscribe(events.append)
+    doctor.start()
+    try:
+        assert wait_for(lambda: any(e.kind == "settled" for e in events), 60), [e.message for e in events]
+        time.sleep(0.5)
+        assert failed_loads, "the repair's configuration really failed to load"
+        assert [f.detector for f in doctor.findings()] == ["test.asks"], [f.title for f in doctor.findings()]
+        found = doctor.findings()[0]
+        assert found.state == "repaired", found.history
+        applied = [h for h in found.history if h["what"] == "applied"]
+        assert [h["repair"] for h in applied] == ["test.bad_load", "engine.smaller_batch"]
+        first = journal.get_action(applied[0]["action_id"])
+        assert [h["state"] for h in first.history] == ["proposed", "applied", "failed", "rolled_back"]
+        assert journal.get_config(first.config_after).standing == "bad"
+        assert supervisor.params == demo_params.replace(n_batch=256, n_ubatch=256)
+    finally:
+        unsubscribe()
         doctor.stop()

@@ -23,7 +23,8 @@ class _Nothing:
 
 
 def doctor_with(manager: PluginManager) -> Doctor:
-    return Doctor(None, Sampler(_Nothing(), interval=1.0), None, Policy.from_config({"grace_s": 0}), manager)
+    return Doctor(None, Sampler(_Nothing(), interval=1.0), None, Policy.from_config({"grace_s": 0}),
+                  plugins=manager)
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -30,7 +30,7 @@ class Host(App[None]):
 def doctor() -> Doctor:
     manager = PluginManager()
     manager.load_all(folders=[], entry_points=False)
-    return Doctor(None, Sampler(_Nothing(), interval=1.0), None, Policy(), manager)
+    return Doctor(None, Sampler(_Nothing(), interval=1.0), None, Policy(), plugins=manager)
 
 
 async def test_findings_show_and_keys_work(doctor: Doctor) -> None:

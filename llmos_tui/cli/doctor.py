@@ -12,15 +12,21 @@ import json
 import sys
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
 
 from llmos_tui.cli.support import guarded
 from llmos_tui.errors import LlmosError
 
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.core.operator import Operator
+    from llmos_tui.doctor import CanaryResult, DoctorEvent, Finding, PluginManager
+    from llmos_tui.journal import Journal, JournalWriter
+
 SEVERITY_MARK = {"info": "i", "warning": "!", "error": "E", "critical": "X"}
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from llmos_tui.cli import _engine_parent
 
     engine = _engine_parent(defaults=False)  # values given before the subcommand survive
@@ -54,7 +60,7 @@ def register(subparsers: Any) -> None:
 
 
 
-def _load_plugins() -> Any:
+def _load_plugins() -> "PluginManager":
     from llmos_tui.doctor import PluginManager
 
     manager = PluginManager()
@@ -62,7 +68,7 @@ def _load_plugins() -> Any:
     return manager
 
 
-def _doctor_ready(op: Any) -> bool:
+def _doctor_ready(op: "Operator") -> bool:
     """Say the core's start-up problems; False (and the core closed) when it has no doctor."""
     for problem in op.problems:
         print(f"llmos-tui: {problem}", file=sys.stderr)
@@ -120,7 +126,8 @@ def _doctor(args: argparse.Namespace) -> int:
         op.close()
 
 
-def _print_findings(findings: list[Any], plans: dict[int, Any], canary: Any) -> None:
+def _print_findings(findings: "list[Finding]", plans: dict[int, dict[str, object]],
+                    canary: "CanaryResult | None") -> None:
     if canary is not None:
         state = "ok" if canary.ok else f"FAILED ({canary.reason})"
         wall = f"{canary.wall_ms:.0f} ms" if canary.wall_ms is not None else "-"
@@ -183,16 +190,17 @@ def _inject(args: argparse.Namespace) -> int:
     if not _doctor_ready(op):
         return 2
     supervisor, doctor = op.supervisor, op.doctor
-    journal = _JournalReader(op.journal_writer) if op.journal_writer is not None else None
+    writer = op.journal_writer
     t0 = time.monotonic()
 
     def say(text: str) -> None:
         print(f"{time.monotonic() - t0:7.2f}s  {text}", flush=True)
 
     done = threading.Event()
-    outcome: dict[str, Any] = {}
+    outcome: dict[str, str | None] = {}
+    ended: list[Finding] = []
 
-    def on_event(event: Any) -> None:
+    def on_event(event: "DoctorEvent") -> None:
         f = event.finding
         if event.kind == "finding":
             say(f"finding #{f.id} [{f.severity}] {f.detector}: {f.title}")
@@ -206,7 +214,8 @@ def _inject(args: argparse.Namespace) -> int:
         elif event.kind == "notice":
             say(f"notice: {event.message}")
         elif event.kind == "settled" and f is not None and f.detector != "doctor.plugins":
-            outcome.update(result=event.data.get("outcome"), finding=f)
+            outcome["result"] = str(event.data.get("outcome"))
+            ended.append(f)
             done.set()
 
     supervisor.subscribe(lambda e: say(f"engine: {e.kind} {_short(e.data)}")
@@ -224,41 +233,66 @@ def _inject(args: argparse.Namespace) -> int:
         if outcome.get("result") == "dry run":
             say(f"result: dry run; engine {supervisor.state.value}")
             return 0
-        return _report_end_state(outcome["finding"], supervisor, journal, say)
+        finding = ended[0]
+        record = _journal_record(writer, finding.action_id) if writer is not None else None
+        if record is not None:
+            say(record.line)
+        code, line = end_state(finding.state, supervisor.state.value, record,
+                               [h.get("repair") for h in finding.history if h.get("what") == "applied"])
+        say(line)
+        return code
     finally:
         op.close()
 
 
-class _JournalReader:
-    """Reads through the core's JournalWriter (its thread, after what is queued)."""
+@dataclass
+class JournalRecord:
+    """What the journal holds about a finding's last action (``action_state`` None: none, or it
+    could not be read; ``line`` says which)."""
 
-    def __init__(self, writer: Any) -> None:
-        self.writer = writer
-
-    def __getattr__(self, name: str) -> Any:
-        return lambda *a, **k: self.writer.submit(lambda j: getattr(j, name)(*a, **k)).result(30)
-
-
-def _report_end_state(finding: Any, supervisor: Any, journal: Any, say: Any) -> int:
-    """Print the end state as the journal holds it; exit 0 only when the finding was repaired, its
-    last action is verified in the journal and the engine serves."""
-    engine = supervisor.state.value
-    action_state = config_line = None
-    if journal is not None and finding.action_id is not None:
-        action = journal.get_action(finding.action_id)
-        action_state = action.state
-        active = journal.active_config()
-        if active is not None:
-            config_line = f"cfg:{active.id} ({active.standing}): {active.engine_params().summary()}"
-        say(f"journal: act:{action.id} {action.kind} {action.state}; active {config_line or 'none'}")
-    tried = [h.get("repair") for h in finding.history if h.get("what") == "applied"]
-    healed = finding.state == "repaired" and engine == "ready" and action_state in (None, "verified")
-    result = "repaired" if healed else finding.state
-    say(f"result: {result} after {len(tried)} repair(s) ({', '.join(tried) or 'none'}); engine {engine}")
-    return 0 if healed else 1
+    action_state: str | None
+    line: str
 
 
-def _short(data: dict[str, Any]) -> str:
+def _journal_record(writer: "JournalWriter", action_id: int | None) -> JournalRecord:
+    """Read the action and the active configuration through the core's writer (after what is queued)."""
+    if action_id is None:
+        return JournalRecord(None, "journal: no action recorded for this finding (a journal write failed)")
+
+    def read(j: "Journal") -> JournalRecord:
+        action = j.get_action(action_id)
+        active = j.active_config()
+        config = (f"cfg:{active.id} ({active.standing}): {active.engine_params().summary()}"
+                  if active is not None else "none")
+        return JournalRecord(action.state, f"journal: act:{action.id} {action.kind} {action.state}; active {config}")
+
+    try:
+        return writer.submit(read).result(30)
+    except Exception as exc:  # noqa: BLE001 - said, and counted as not verified
+        return JournalRecord(None, f"journal: could not be read ({exc})")
+
+
+def end_state(finding_state: str, engine_state: str, record: JournalRecord | None,
+              tried: list[str]) -> tuple[int, str]:
+    """The exit code and the result line of `inject`: 0 and "repaired" only when the finding was
+    repaired, the engine serves and the journal holds the action as verified (``record`` None:
+    run with --no-journal, the doctor's word and the engine's state decide). Every other end is
+    exit 1 with a line that does not say repaired."""
+    repairs = f"after {len(tried)} repair(s) ({', '.join(tried) or 'none'}); engine {engine_state}"
+    if finding_state != "repaired":
+        return 1, f"result: {finding_state} {repairs}"
+    if engine_state != "ready":
+        return 1, (f"result: not serving: the doctor verified its repair but the engine is {engine_state} now "
+                   f"({repairs})")
+    if record is None:
+        return 0, f"result: repaired {repairs} (not journaled: --no-journal)"
+    if record.action_state != "verified":
+        held = record.action_state or "nothing readable"
+        return 1, f"result: unconfirmed: the journal holds {held} for the repair, not verified ({repairs})"
+    return 0, f"result: repaired {repairs}"
+
+
+def _short(data: Mapping[str, object]) -> str:
     keep = {k: data[k] for k in ("signal", "exit_code", "load_ms", "error", "reason") if data.get(k) is not None}
     return json.dumps(keep, default=str)[:160] if keep else ""
 

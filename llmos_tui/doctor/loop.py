@@ -1,152 +1,229 @@
-"""The doctor loop: scheduling and detection. It runs the detectors on every sample and engine
-event and hands their results to the findings (``findings.py``) and the policy's actions
-(``actions.py``), which together make the :class:`Doctor`.
+"""The doctor: a scheduler over a finding book and a repair runner.
 
-Threads: detection runs on the doctor's own thread (never the sampler's, the supervisor's
-or the UI's); each detector runs in a worker thread with a time limit (a hung one is
-abandoned and its plugin disabled); a repair runs on an action thread, one at a time.
-Subscribers get a :class:`DoctorEvent` for every new finding, update, resolution, action
-step, notice and settled finding — on the doctor's threads, so a UI must hand them over to
-its own thread.
+:class:`Doctor` owns the doctor thread. It takes in engine events, telemetry samples and chat
+replies (the :class:`~llmos_tui.doctor.intake.Intake` holds them), runs the detectors that are
+due (each in a worker thread with a time limit: a hung or raising one is abandoned and its
+plugin disabled), adds what they report to the :class:`~llmos_tui.doctor.book.FindingBook`
+(open, silenced, history, subscribers) and hands the open findings to the
+:class:`~llmos_tui.doctor.runner.RepairRunner` (policy rails, backoff, the start limit, the one
+repair in flight, the kill switch, verification through the change transaction). The
+:class:`~llmos_tui.doctor.canary.Canary` is the liveness probe all of them use.
+
+Every collaborator is given to the constructor; the doctor builds no sampler or change
+transaction of its own. Subscribers get a :class:`DoctorEvent` on the doctor's threads, so a UI
+must hand them over to its own thread.
 """
 
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Union
 
-from llmos_tui.doctor.actions import ActionsMixin
-from llmos_tui.doctor.api import DetectorSpec, Finding
-from llmos_tui.doctor.context import DetectorContext, JournalView
-from llmos_tui.doctor.findings import OPEN_STATES, FindingsMixin
+from llmos_tui.doctor.api import DetectorSpec, Finding, RepairSpec
+from llmos_tui.doctor.book import OPEN_STATES, DoctorEvent, FindingBook
+from llmos_tui.doctor.canary import Canary, ensure_config
+from llmos_tui.doctor.context import ChangeGate, DetectorContext, JournalView
+from llmos_tui.doctor.intake import WAKE_KINDS, Intake
 from llmos_tui.doctor.plugins import PluginManager, describe_error
 from llmos_tui.doctor.policy import Policy
-from llmos_tui.doctor.verify import WorkloadLog
+from llmos_tui.doctor.runner import RepairRunner
 from llmos_tui.engine.probe import CanaryResult
 from llmos_tui.journal.port import JournalPort
-from llmos_tui.observers import Observers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.engine.params import EngineParams
+    from llmos_tui.engine.supervisor import LogLine, Supervisor
+    from llmos_tui.journal import Journal, JournalWriter
+    from llmos_tui.telemetry.sample import Sample
+    from llmos_tui.telemetry.sampler import Sampler
 
 log = logging.getLogger("llmos_tui.doctor")
 
-WAKE_KINDS = frozenset({"crashed", "load_failed", "loaded", "request_done", "error", "unloaded", "adapt_drift"})
 __all__ = ["Doctor", "DoctorEvent", "OPEN_STATES", "WAKE_KINDS"]
 
-
-@dataclass
-class DoctorEvent:
-    """kind: finding, updated, resolved, proposed, action, notice, settled (a finding's repairs
-    ended: ``data["outcome"]`` is its end state, ``data["engine"]`` the engine's)."""
-
-    kind: str
-    finding: Finding | None = None
-    message: str = ""
-    data: dict[str, Any] = field(default_factory=dict)
-    ts: float = field(default_factory=time.time)
+# what wakes the doctor thread: a word (event, sample, reply, tick), a command to run on it, or None (stop)
+Wake = Union[str, Callable[[], None], None]
 
 
-class _NoSource:
-    """A telemetry source that adds nothing: the doctor's own sampler reads only engine stats."""
-
-    def collect(self, sample: Any) -> None:
-        return None
-
-
+class ChatMessage(Protocol):
+    role: str
+    content: str
+    status: str
+    metrics: dict[str, float | int | None]
 
 
-class Doctor(FindingsMixin, ActionsMixin):
+class ChatSettings(Protocol):
+    def sampling(self) -> dict[str, object]: ...
+
+
+class ChatSession(Protocol):
+    """What the doctor reads of a conversation (core.chat.ChatSession)."""
+
+    settings: ChatSettings
+
+    def wire_messages(self) -> list[dict[str, str]]: ...
+
+    def add_listener(self, listener: "Callable[[ChatSession, ChatMessage], None]") -> object: ...
+
+
+class _Shared:
+    """What every detector of one pass sees alike (read once per pass)."""
+
+    def __init__(self, sample: "Sample | None", stats: dict[str, object] | None, logs: "list[LogLine]") -> None:
+        self.sample, self.stats, self.logs = sample, stats, logs
+
+
+class Doctor:
     """Watches the engine and telemetry through detectors and repairs what the policy allows.
 
-    ``supervisor``: the engine Supervisor (None: telemetry-only, e.g. a replayed trace).
-    ``sampler``: a telemetry Sampler (None: the doctor samples engine stats itself).
-    ``journal``: a Journal, a JournalWriter, or None.
-    ``policy``: a Policy or the ``[doctor]`` config table.
+    ``supervisor``: the engine Supervisor (None: telemetry only, e.g. a replayed trace; nothing
+    is repaired). ``sampler``: the telemetry Sampler the detectors read (None: the detectors
+    that need samples do not run). ``journal``: a Journal, a JournalWriter or None. ``policy``: a
+    Policy or the ``[doctor]`` config table. ``changes``: the change transaction every repair acts
+    through (None: no repair that changes the engine can run). ``services``: parts of the core a
+    repair may use (``"tuner"``: a callable returning the core's Tuner). ``dry_run``: say what
+    would be done, do nothing. ``replayed``: a doctor over a replayed trace (faces label it).
     ``plugins``: a loaded PluginManager (None: built-ins plus the default plugin folders).
-    ``changes``: the change transaction (``llmos_tui.core.changes.Changes``) every reconfiguring
-    repair goes through; None: one over this supervisor and journal.
     """
 
     def __init__(
         self,
-        supervisor: Any = None,
-        sampler: Any = None,
-        journal: Any = None,
-        policy: Policy | dict[str, Any] | None = None,
-        plugins: PluginManager | None = None,
+        supervisor: "Supervisor | None",
+        sampler: "Sampler | None",
+        journal: "Journal | JournalWriter | None",
+        policy: Policy | Mapping[str, object] | None,
         *,
-        chat: Any = None,
-        changes: Any = None,
+        changes: ChangeGate | None = None,
+        services: Mapping[str, Callable[[], object]] | None = None,
+        dry_run: bool = False,
+        replayed: bool = False,
+        plugins: PluginManager | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.sampler = sampler
         self.policy = policy if isinstance(policy, Policy) else Policy.from_config(policy or {})
         if plugins is None:
             plugins = PluginManager()
             plugins.load_all()
         self.plugins = plugins
         self.registry = plugins.registry
-        self.journal = JournalPort(journal)
+        self.replayed = replayed
+        self.journal = JournalPort(journal, "doctor")
         self.journal_view = JournalView(self.journal.call if journal is not None else None)
-        self._own_sampler = sampler is None
-        if sampler is None:
-            from llmos_tui.telemetry.sampler import Sampler
-
-            stats = supervisor.stats if supervisor is not None else None
-            sampler = Sampler(_NoSource(), interval=self.policy.interval, engine_stats=stats, history=900)
-        self.sampler = sampler
-        if changes is None:
-            from llmos_tui.core.changes import Changes
-
-            changes = Changes(supervisor, journal, sampler=sampler, ready_timeout_s=self.policy.ready_timeout_s)
-        self.changes = changes
-        if supervisor is not None and hasattr(changes, "set_canary"):
-            changes.set_canary(self.run_canary)  # the doctor's canary is the transaction's liveness probe
-        self._ids = itertools.count(1)
-        self._lock = threading.RLock()
-        self._pass_lock = threading.Lock()
-        self._observers: Observers[DoctorEvent] = Observers("doctor")
-        self._findings: collections.OrderedDict[int, Finding] = collections.OrderedDict()
-        self._open: dict[str, Finding] = {}
-        self._events: collections.deque[tuple[int, Any]] = collections.deque(maxlen=500)
-        self._event_seq = 0
-        self._seen_event: dict[str, int] = {}
-        self._seen_log_ts: dict[str, float] = {}
-        self._memory: dict[str, dict[str, Any]] = collections.defaultdict(dict)
-        self._silenced: dict[str, float] = {}
-        self._backoff: dict[str, tuple[int, float]] = {}
-        self._restarts: collections.deque[float] = collections.deque()
-        self._inflight: Finding | None = None
-        self._action_thread: threading.Thread | None = None
-        self._wake: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.book = FindingBook(self.journal)
+        self.canary = Canary(supervisor, self.journal, self.policy)
         self._stop = threading.Event()
+        self._wake: queue.SimpleQueue[Wake] = queue.SimpleQueue()
+        self.intake = Intake(self.canary.probing, lambda: self._wake.put("event"),
+                             last_load_ts=time.time() if supervisor is not None and supervisor.is_ready else None)
+        self.runner = RepairRunner(
+            supervisor, changes, self.book, self.journal, self.policy, plugins, self.canary, self.intake.workloads,
+            services=services, dry_run=dry_run, operator_idle_s=self.operator_idle_s, stopping=self._stop,
+            wake=lambda: self._wake.put("event"))
+        if supervisor is not None and changes is not None:
+            changes.set_canary(self.canary.run)  # the doctor's canary is the transaction's liveness probe
+        self._pass_lock = threading.Lock()
+        self._memory: dict[str, dict[str, object]] = collections.defaultdict(dict)  # each detector's own
+        self._pass_extra: list[Finding] = []
+        self._plugins_reported = False
         self._thread: threading.Thread | None = None
         self._unsubscribe: list[Callable[[], None]] = []
-        self._canary_running = threading.Event()  # set while the doctor's own probes run
-        self._last_operator_ts = 0.0
-        self._last_reply: dict[str, Any] | None = None
-        self._workloads = WorkloadLog()
-        self._workload_for: dict[int, Any] = {}
-        self._kill_switch = self.policy.kill_switch
-        self.dry_run = self.policy.dry_run
-        self.replayed = False  # the composition root sets it for a doctor over a replayed trace
         self.started_ts = time.time()
-        self.last_load_ts: float | None = time.time() if supervisor is not None and supervisor.is_ready else None
-        self.start_limit_hit = False
-        self.last_canary: CanaryResult | None = None
         self.passes = 0
-        self.actions: list[dict[str, Any]] = []  # what the doctor did, newest last (the UI's history)
-        self.notices: list[str] = []
-        self._plugins_reported = False
-        self._pass_extra: list[Finding] = []
-        # parts of the wider core a repair may use (the composition root fills it): "tuner" -> a
-        # callable returning the core's Tuner (the drift re-tune)
-        self.services: dict[str, Any] = {}
-        if chat is not None:
-            self.watch_chat(chat)
+
+    # ---- the public surface faces use -----------------------------------------------------
+    def subscribe(self, callback: Callable[[DoctorEvent], object]) -> Callable[[], None]:
+        return self.book.subscribe(callback)
+
+    def findings(self, *, open_only: bool = False) -> list[Finding]:
+        return self.book.findings(open_only=open_only)
+
+    def get(self, finding_id: int) -> Finding:
+        return self.book.get(finding_id)
+
+    @property
+    def notices(self) -> list[str]:
+        return self.book.notices
+
+    @property
+    def actions(self) -> list[dict[str, object]]:
+        return self.runner.actions
+
+    @property
+    def services(self) -> dict[str, Callable[[], object]]:
+        return self.runner.services
+
+    @property
+    def kill_switch(self) -> bool:
+        return self.runner.kill_switch_on
+
+    @kill_switch.setter
+    def kill_switch(self, on: bool) -> None:
+        self.runner.set_kill_switch(bool(on))
+
+    @property
+    def dry_run(self) -> bool:
+        return self.runner.dry_run
+
+    @dry_run.setter
+    def dry_run(self, on: bool) -> None:
+        self.runner.dry_run = bool(on)
+
+    @property
+    def busy(self) -> bool:
+        return self.runner.busy
+
+    @property
+    def start_limit_hit(self) -> bool:
+        return self.runner.start_limit_hit
+
+    @property
+    def changes_allowed(self) -> bool:
+        return self.runner.changes_allowed
+
+    @property
+    def last_canary(self) -> CanaryResult | None:
+        return self.canary.last
+
+    @property
+    def last_load_ts(self) -> float | None:
+        return self.intake.last_load_ts
+
+    def reset_start_limit(self) -> str:
+        """Allow automatic restarts again; the line says what was reset (journaled as a doctor event)."""
+        return self.runner.reset_start_limit()
+
+    def run_canary(self, *, timeout: float | None = None, max_tokens: int | None = None) -> CanaryResult:
+        """Run the canary probe now (blocking, any thread but the UI's): the liveness check."""
+        return self.canary.run(timeout=timeout, max_tokens=max_tokens)
+
+    def check_config(self, params: "EngineParams | None") -> str | None:
+        return self.runner.check_config(params)
+
+    def plan(self, finding: Finding) -> "tuple[RepairSpec | None, EngineParams | None, list[str]]":
+        return self.runner.plan(finding)
+
+    def accept(self, finding_id: int) -> str | None:
+        """Apply the proposed repair now (suggest mode). Returns None, or why it cannot."""
+        return self.runner.accept(self.get(finding_id))
+
+    def reject(self, finding_id: int) -> str | None:
+        finding = self.get(finding_id)
+        if finding.state not in OPEN_STATES:
+            return f"finding #{finding_id} is {finding.state}"
+        self.book.reject_action(finding, "rejected by the operator")
+        finding.note("rejected")
+        self.book.resolve(finding, "rejected by the operator", state="rejected")
+        self.book.emit("action", finding, "rejected", state="rejected", repair=finding.proposed)
+        return None
+
+    def silence(self, finding_id: int, seconds: float | None = None) -> str | None:
+        self.book.silence(self.get(finding_id), float(seconds if seconds is not None else self.policy.silence_s))
+        return None
 
     # ---- wiring -----------------------------------------------------------------------
     def start(self) -> "Doctor":
@@ -155,12 +232,10 @@ class Doctor(FindingsMixin, ActionsMixin):
         if self._thread is not None:
             return self
         self._stop.clear()
-        if self.supervisor is not None:
-            self._unsubscribe.append(self.supervisor.subscribe(self._on_engine_event))
-        self._unsubscribe.append(self.sampler.subscribe(self._on_sample))
-        if self._own_sampler:
-            self.sampler.start()
-        self._wake.put(self._ensure_config)
+        self.attach_events()
+        if self.sampler is not None:
+            self._unsubscribe.append(self.sampler.subscribe(lambda sample: self._wake.put("sample")))
+        self._wake.put(lambda: ensure_config(self.journal, self.supervisor))
         self._thread = threading.Thread(target=self._run, name="llmos-doctor", daemon=True)
         self._thread.start()
         return self
@@ -168,7 +243,7 @@ class Doctor(FindingsMixin, ActionsMixin):
     def attach_events(self) -> None:
         """Subscribe to engine events without starting the thread (headless run_once use)."""
         if self.supervisor is not None and not self._unsubscribe:
-            self._unsubscribe.append(self.supervisor.subscribe(self._on_engine_event))
+            self._unsubscribe.append(self.supervisor.subscribe(self.intake.on_engine_event))
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -179,85 +254,36 @@ class Doctor(FindingsMixin, ActionsMixin):
             except Exception:  # noqa: BLE001
                 pass
         self._unsubscribe.clear()
-        if self._own_sampler:
-            self.sampler.stop()
-        for thread in (self._thread, self._action_thread):
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self.runner.join(timeout)
         self._thread = None
 
     close = stop
 
-    def subscribe(self, callback: Callable[[DoctorEvent], Any]) -> Callable[[], None]:
-        return self._observers.subscribe(callback)
-
-    def _emit(self, kind: str, finding: Finding | None = None, message: str = "", **data: Any) -> None:
-        self._observers.publish(DoctorEvent(kind, finding, message, data))
-
-    def watch_chat(self, chat: Any) -> None:
+    def watch_chat(self, chat: ChatSession) -> None:
         """Read the replies of a ChatSession (the repetition detector; the workload a metric repair is
         verified on)."""
 
-        def on_message(session: Any, message: Any) -> None:
-            if getattr(message, "role", "") != "assistant":
+        def on_message(session: ChatSession, message: ChatMessage) -> None:
+            if message.role != "assistant":
                 return
-            metrics = getattr(message, "metrics", None) or {}
+            metrics = message.metrics or {}
             self.observe_reply(message.content, metrics)
             try:
                 wire = session.wire_messages()
                 prompt = wire[:-1] if wire and wire[-1].get("role") == "assistant" else wire
                 max_tokens = session.settings.sampling().get("max_tokens")
-                if metrics and getattr(message, "status", "done") == "done":
-                    self._workloads.on_chat(prompt, max_tokens, metrics)
+                if metrics and message.status == "done":
+                    self.intake.workloads.on_chat(prompt, int(max_tokens) if isinstance(max_tokens, (int, float)) else None,
+                                            metrics)
             except Exception:  # noqa: BLE001 - a session without these is only less informative
                 log.debug("chat workload not recorded", exc_info=True)
 
         chat.add_listener(on_message)
 
-    def observe_reply(self, text: str, metrics: dict[str, Any] | None = None) -> None:
-        self._last_reply = {"text": text or "", "metrics": dict(metrics or {}), "ts": time.time()}
-        self._wake.put("reply")
-
-    # ---- inputs (other threads) -----------------------------------------------------------
-    def _on_engine_event(self, event: Any) -> None:
-        with self._lock:
-            self._event_seq += 1
-            self._events.append((self._event_seq, event))
-        if event.kind == "loaded":
-            self.last_load_ts = event.ts
-        elif event.kind == "request_done" and not self._canary_running.is_set():
-            self._last_operator_ts = event.ts
-            if event.data.get("status") == "done":
-                self._workloads.on_request(event.data.get("metrics") or {})
-        if event.kind in WAKE_KINDS:
-            self._wake.put("event")
-
-    def _on_sample(self, sample: Any) -> None:
-        self._wake.put("sample")
-
-    # ---- properties -------------------------------------------------------------------------
-    @property
-    def kill_switch(self) -> bool:
-        return self._kill_switch
-
-    @kill_switch.setter
-    def kill_switch(self, on: bool) -> None:
-        on = bool(on)
-        if on == self._kill_switch:
-            return
-        self._kill_switch = on
-        text = "kill switch ON: no automatic action" if on else "kill switch off: automatic actions allowed"
-        self._notice(text, kill_switch=on)
-
-    @property
-    def busy(self) -> bool:
-        return self._inflight is not None
-
-    def reset_start_limit(self) -> None:
-        self._restarts.clear()
-        if self.start_limit_hit:
-            self.start_limit_hit = False
-            self._notice("start limit reset: automatic restarts allowed again")
+    def observe_reply(self, text: str, metrics: Mapping[str, object] | None = None) -> None:
+        self.intake.on_reply(text, metrics)
 
     # ---- the doctor thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -299,8 +325,8 @@ class Doctor(FindingsMixin, ActionsMixin):
     def _pass(self, *, force: bool, decide: bool = True) -> list[Finding]:
         with self._pass_lock:
             now = time.time()
-            self._expire_silences(now)
-            self._pass_extra: list[Finding] = []
+            self.book.expire_silences(now)
+            self._pass_extra = []
             if not self._plugins_reported:
                 self._plugins_reported = True
                 self._report_plugin_problems()
@@ -309,8 +335,12 @@ class Doctor(FindingsMixin, ActionsMixin):
             touched = self._pass_extra + self._merge(specs, results, now)
             self.passes += 1
         if decide:
-            self._decide()
+            self.runner.decide(self._hysteresis)
         return touched
+
+    def _hysteresis(self, detector_id: str) -> int | None:
+        spec = self.registry.detectors.get(detector_id)
+        return spec.hysteresis if spec is not None else None
 
     def _due(self, now: float, force: bool) -> list[DetectorSpec]:
         sample = self.sampler.latest if self.sampler is not None else None
@@ -337,78 +367,72 @@ class Doctor(FindingsMixin, ActionsMixin):
                 continue
             if needs & {"engine", "events", "logs"} and self.supervisor is None:
                 continue
-            if "reply" in needs and self._last_reply is None:
+            if "reply" in needs and self.intake.last_reply is None:
                 continue
             due.append(spec)
         return due
 
-    def _context(self, spec: DetectorSpec, now: float, shared: dict[str, Any]) -> DetectorContext:
-        with self._lock:
-            events = [e for _, e in self._events]
-            last_seq = self._seen_event.get(spec.id, 0)
-            new_events = [e for seq, e in self._events if seq > last_seq]
-            self._seen_event[spec.id] = self._event_seq
-        new_logs: list[Any] = []
+    def _context(self, spec: DetectorSpec, now: float, shared: _Shared) -> DetectorContext:
+        hidden = self.runner.caused  # a reconfiguring repair's own failed loads are not crashes
+        events, new_events = self.intake.events_for(spec.id, hidden)
+        new_logs: list[LogLine] = []
         if "logs" in spec.needs and self.supervisor is not None:
-            since = self._seen_log_ts.get(spec.id, self.started_ts)
-            new_logs = [line for line in shared["logs"] if line.ts > since]
-            if new_logs:
-                self._seen_log_ts[spec.id] = new_logs[-1].ts
+            new_logs = self.intake.logs_for(spec.id, shared.logs, self.started_ts, hidden)
         sup = self.supervisor
         return DetectorContext(
             detector_id=spec.id,
             severity_default=spec.severity_default,
             now=now,
-            sample=shared["sample"],
+            sample=shared.sample,
             series=self.sampler.series if self.sampler is not None else None,
             params=sup.params if sup is not None else None,
             model_info=sup.model_info if sup is not None else None,
             engine_state=sup.state.value if sup is not None else None,
-            engine_stats=shared["stats"],
+            engine_stats=shared.stats,
             events=events,
             new_events=new_events,
             new_logs=new_logs,
-            last_reply=self._last_reply,
+            last_reply=self.intake.last_reply,
             journal=self.journal_view,
             memory=self._memory[spec.id],
             settings=self.policy.settings_for(spec.id),
-            interval=getattr(self.sampler, "interval", 1.0),
+            interval=self.sampler.interval if self.sampler is not None else self.policy.interval,
             last_load_ts=self.last_load_ts,
             operator_active=self._operator_active(now),
-            _logs=(lambda n: sup.logs(n)) if sup is not None else None,
-            _canary=self.run_canary if sup is not None else None,
+            _logs=sup.logs if sup is not None else None,
+            _canary=self.canary.run if sup is not None else None,
         )
 
     def operator_idle_s(self) -> float:
         """Seconds since the operator's last request (0 while a reply streams)."""
         now = time.time()
-        if self.supervisor is not None and self.supervisor.state.value == "generating" \
-                and not self._canary_running.is_set():
+        if self._operator_generating():
             return 0.0
-        return now - self._last_operator_ts if self._last_operator_ts else now - self.started_ts
+        last = self.intake.last_operator_ts
+        return now - last if last else now - self.started_ts
+
+    def _operator_generating(self) -> bool:
+        return self.supervisor is not None and self.supervisor.state.value == "generating" \
+            and not self.canary.probing.is_set()
 
     def _operator_active(self, now: float) -> bool:
-        if self.supervisor is not None and self.supervisor.state.value == "generating" \
-                and not self._canary_running.is_set():
-            return True
-        return now - self._last_operator_ts < self.policy.operator_quiet_s
+        return self._operator_generating() or now - self.intake.last_operator_ts < self.policy.operator_quiet_s
 
-    def _run_detectors(self, specs: list[DetectorSpec], now: float) -> dict[str, Any]:
+    def _run_detectors(self, specs: list[DetectorSpec], now: float) -> dict[str, object]:
         """Run each detector in its own worker thread, all at once; wait up to each one's limit."""
         sup = self.supervisor
-        shared = {
-            "sample": self.sampler.latest if self.sampler is not None else None,
-            "stats": sup.stats() if sup is not None else None,
-            "logs": sup.logs(400) if sup is not None and any("logs" in s.needs for s in specs) else [],
-        }
-        boxes: dict[str, dict[str, Any]] = {}
+        shared = _Shared(
+            self.sampler.latest if self.sampler is not None else None,
+            sup.stats() if sup is not None else None,
+            sup.logs(400) if sup is not None and any("logs" in s.needs for s in specs) else [])
+        boxes: dict[str, dict[str, object]] = {}
         threads: list[tuple[DetectorSpec, threading.Thread, float]] = []
         for spec in specs:
             ctx = self._context(spec, now, shared)
-            box: dict[str, Any] = {}
+            box: dict[str, object] = {}
             boxes[spec.id] = box
 
-            def work(spec: DetectorSpec = spec, ctx: DetectorContext = ctx, box: dict[str, Any] = box) -> None:
+            def work(spec: DetectorSpec = spec, ctx: DetectorContext = ctx, box: dict[str, object] = box) -> None:
                 try:
                     box["result"] = spec.fn(ctx)
                 except BaseException as exc:  # noqa: BLE001 - isolate the plugin, whatever it raised
@@ -419,17 +443,50 @@ class Doctor(FindingsMixin, ActionsMixin):
             thread = threading.Thread(target=work, name=f"detector-{spec.id}", daemon=True)
             thread.start()
             threads.append((spec, thread, time.monotonic() + spec.timeout))
-        results: dict[str, Any] = {}
+        results: dict[str, object] = {}
         for spec, thread, deadline in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             box = boxes[spec.id]
+            error = box.get("error")
             if thread.is_alive():
                 self._disable(spec, f"detector {spec.id} ran past its {spec.timeout:g} s limit and was abandoned")
-            elif "error" in box:
-                self._disable(spec, f"detector {spec.id} raised {describe_error(box['error'])}")
+            elif isinstance(error, BaseException):
+                self._disable(spec, f"detector {spec.id} raised {describe_error(error)}")
             else:
                 results[spec.id] = box.get("result")
         return results
+
+    # ---- findings from a pass -----------------------------------------------------------------
+    def _merge(self, specs: list[DetectorSpec], results: dict[str, object], now: float) -> list[Finding]:
+        touched: list[Finding] = []
+        for spec in specs:
+            if spec.id not in results:
+                continue
+            raw = results[spec.id]
+            items = [raw] if isinstance(raw, Finding) else list(raw or [])  # type: ignore[call-overload]
+            reported: set[str] = set()
+            for item in items:
+                if not isinstance(item, Finding):
+                    self._disable(spec, f"detector {spec.id} returned {type(item).__name__}, not a Finding")
+                    break
+                item.detector = item.detector or spec.id
+                item.severity = item.severity or spec.severity_default
+                item.fingerprint = item.fingerprint or f"{spec.id}:{item.title}"
+                reported.add(item.fingerprint)
+                if self.book.is_silenced(item.fingerprint, now):
+                    continue
+                touched.append(self._add(item))
+            sticky = bool(set(spec.needs) & {"events", "logs"})
+            if not sticky:
+                for finding in self.book.open_findings():
+                    if finding.detector == spec.id and finding.fingerprint not in reported \
+                            and finding is not self.runner.inflight:
+                        self.book.resolve(finding, "condition cleared")
+        return touched
+
+    def _add(self, item: Finding) -> Finding:
+        """A reported finding: the open one of its fingerprint updated, or a new one opened."""
+        return self.book.update_open(item) or self.book.open(item, prepare=self.runner.capture_workload)
 
     def _disable(self, spec: DetectorSpec, reason: str) -> None:
         if spec.origin == "builtin":

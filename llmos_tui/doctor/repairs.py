@@ -1,56 +1,60 @@
 """The built-in repairs, registered through the same ``@repair`` API plugins use.
 
-Each returns the EngineParams to load (the doctor journals, VRAM-checks and applies
-them) or None after acting itself through the supervisor. ``cost`` orders them: the
-doctor prefers the smallest change that applies.
+Each returns the EngineParams to load (the doctor hands them to the change transaction,
+which vets, journals, reloads and verifies them) or None after acting itself through
+``ctx.engine`` (whose restart also goes through the change transaction). ``cost`` orders
+them: the doctor prefers the smallest change that applies. What the model's header or the
+engine's build already rules out is a precondition, never learned by a failed load.
 """
 
 from __future__ import annotations
 
 import time
 
-from llmos_tui.doctor.api import NotApplicable, repair
+from llmos_tui.doctor.api import Finding, NotApplicable, repair
 from llmos_tui.doctor.context import RepairContext
+from llmos_tui.engine.kvcache import cache_type_refusal, is_quantised
+from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import LlmosError
 
 
 @repair("engine.reset_context", changes="clears the KV cache (the conversation the engine remembers)",
         restarts_engine=False, cost=0)
-def reset_context(ctx: RepairContext, finding) -> None:
+def reset_context(ctx: RepairContext, finding: Finding) -> None:
     """Clear the KV cache / reset the conversation."""
     ctx.engine.reset_context()
     ctx.log("KV cache cleared")
 
 
 @repair("engine.restart", changes="nothing: same configuration, fresh process", cost=1)
-def restart(ctx: RepairContext, finding) -> None:
+def restart(ctx: RepairContext, finding: Finding) -> None:
     """Restart the engine with the same configuration."""
-    result = ctx.engine.restart(reason=f"doctor: {finding.title}")
+    result = ctx.engine.restart(reason=finding.title)  # the handle names the doctor as the source
     if not result.ok:
         raise LlmosError(result.message)
 
 
-def _kv_quant_pre(ctx: RepairContext, finding) -> str | None:
-    if ctx.params.type_k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl") and \
-            ctx.params.type_v in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"):
+def _kv_quant_pre(ctx: RepairContext, finding: Finding) -> str | None:
+    if is_quantised(ctx.params.type_k) and is_quantised(ctx.params.type_v):
         return f"the KV cache is already quantised ({ctx.params.type_k}/{ctx.params.type_v})"
-    return None
+    # the model's header says whether q8_0 blocks fit its heads: never learned by a failed load
+    return cache_type_refusal(ctx.model_info, "q8_0", "q8_0")
 
 
 @repair("engine.kv_quant", changes="type_k=type_v=q8_0, flash_attn=on (KV cache about half the size)",
         precondition=_kv_quant_pre, reconfigures=True, cost=2)
-def kv_quant(ctx: RepairContext, finding):
+def kv_quant(ctx: RepairContext, finding: Finding) -> EngineParams:
     """Quantise the KV cache to q8_0 (needs flash attention for V)."""
     return ctx.params.replace(type_k="q8_0", type_v="q8_0", flash_attn="on")
 
 
-def _batch_pre(ctx: RepairContext, finding) -> str | None:
+def _batch_pre(ctx: RepairContext, finding: Finding) -> str | None:
     return "n_ubatch is already at its floor (64)" if ctx.params.n_ubatch <= 64 else None
 
 
 @repair("engine.smaller_batch", changes="n_batch and n_ubatch halved (smaller compute buffer)",
         precondition=_batch_pre, reconfigures=True, cost=3)
-def smaller_batch(ctx: RepairContext, finding):
+def smaller_batch(ctx: RepairContext, finding: Finding) -> EngineParams:
     """Halve n_batch and n_ubatch."""
     ubatch = max(64, ctx.params.n_ubatch // 2)
     batch = max(ubatch, ctx.params.n_batch // 2)
@@ -64,7 +68,7 @@ def _ctx_of(ctx: RepairContext) -> int:
     return n_ctx
 
 
-def _ctx_pre(ctx: RepairContext, finding) -> str | None:
+def _ctx_pre(ctx: RepairContext, finding: Finding) -> str | None:
     n = _ctx_of(ctx)
     floor = int(ctx.settings.get("min_ctx", 512))
     return f"n_ctx {n} is already at the floor ({floor})" if n and n // 2 < floor else (
@@ -73,12 +77,17 @@ def _ctx_pre(ctx: RepairContext, finding) -> str | None:
 
 @repair("engine.smaller_ctx", changes="n_ctx halved (KV cache half the size; shorter conversations)",
         precondition=_ctx_pre, reconfigures=True, cost=4)
-def smaller_ctx(ctx: RepairContext, finding):
+def smaller_ctx(ctx: RepairContext, finding: Finding) -> EngineParams:
     """Reload with half the context window."""
     return ctx.params.replace(n_ctx=_ctx_of(ctx) // 2)
 
 
-def _layers_pre(ctx: RepairContext, finding) -> str | None:
+def _layers_pre(ctx: RepairContext, finding: Finding) -> str | None:
+    offload = ctx.engine.gpu_offload
+    if offload is None:
+        return "the engine has not loaded, so whether its llama.cpp build offloads to a GPU is unknown"
+    if not offload:
+        return "this llama.cpp build has no GPU to offload to: n_gpu_layers changes nothing here"
     if ctx.params.n_gpu_layers == 0:
         return "no layers are offloaded to the GPU"
     return None
@@ -86,9 +95,9 @@ def _layers_pre(ctx: RepairContext, finding) -> str | None:
 
 @repair("engine.fewer_gpu_layers", changes="a quarter fewer layers on the GPU (slower, last resort)",
         precondition=_layers_pre, reconfigures=True, cost=9)
-def fewer_gpu_layers(ctx: RepairContext, finding):
+def fewer_gpu_layers(ctx: RepairContext, finding: Finding) -> EngineParams:
     """Offload fewer layers to the GPU."""
-    n_layer = int(getattr(ctx.model_info, "n_layer", 0) or 0)
+    n_layer = int(ctx.model_info.n_layer or 0) if ctx.model_info is not None else 0
     current = ctx.params.n_gpu_layers
     if current < 0:
         if not n_layer:
@@ -97,7 +106,7 @@ def fewer_gpu_layers(ctx: RepairContext, finding):
     return ctx.params.replace(n_gpu_layers=max(0, current - max(1, current // 4)))
 
 
-def _rollback_pre(ctx: RepairContext, finding) -> str | None:
+def _rollback_pre(ctx: RepairContext, finding: Finding) -> str | None:
     lkg = ctx.journal.last_known_good(exclude_active=True)
     if lkg is None:
         return "the journal holds no last-known-good configuration other than the active one"
@@ -106,7 +115,7 @@ def _rollback_pre(ctx: RepairContext, finding) -> str | None:
 
 @repair("engine.rollback", changes="the last-known-good configuration from the journal",
         precondition=_rollback_pre, reconfigures=True, cost=5)
-def rollback(ctx: RepairContext, finding):
+def rollback(ctx: RepairContext, finding: Finding) -> EngineParams:
     """Roll back to the last-known-good configuration."""
     lkg = ctx.journal.last_known_good(exclude_active=True)
     if lkg is None:
@@ -116,7 +125,7 @@ def rollback(ctx: RepairContext, finding):
     return params
 
 
-def _retune_pre(ctx: RepairContext, finding) -> str | None:
+def _retune_pre(ctx: RepairContext, finding: Finding) -> str | None:
     factory = ctx.services.get("tuner")
     if factory is None:
         return "no tuner in this core"
@@ -128,7 +137,7 @@ def _retune_pre(ctx: RepairContext, finding) -> str | None:
 @repair("tuning.retune", changes="a short tuning study in an idle window; a verified faster configuration is "
         "applied through the change transaction (source tuner), undoable", precondition=_retune_pre,
         restarts_engine=True, cost=6)
-def retune(ctx: RepairContext, finding) -> None:
+def retune(ctx: RepairContext, finding: Finding) -> None:
     """A short re-tune when the served speed drifted. It waits for an idle window (no operator
     request for ``idle_s``, default 60 s; at most ``idle_wait_s``, default 1800 s), runs
     ``trials`` (default 8) warm-started from the journal, verifies the best A/B against the running
@@ -144,14 +153,12 @@ def retune(ctx: RepairContext, finding) -> None:
         if time.monotonic() > deadline:
             raise NotApplicable(f"no idle window of {idle_s:.0f} s within {wait_s:.0f} s")
         time.sleep(min(1.0, max(0.05, idle_s / 20)))
-    tuner = ctx.services["tuner"]()
+    tuner = ctx.services["tuner"]()  # the core's Tuner (tuning sits above the doctor: not imported here)
     options = {k: ctx.settings[k] for k in ("objective", "verify_rounds", "strategy", "vram_budget")
                if k in ctx.settings}
     bench = {k: int(ctx.settings[k]) for k in ("n_prompt", "n_gen", "depth", "reps") if k in ctx.settings}
     if bench:
-        from llmos_tui.tuning.measure import BenchSpec
-
-        options["spec"] = BenchSpec(**bench)
+        options["spec"] = bench  # the study's bench shape, as plain data (the tuner builds its BenchSpec)
     ctx.log(f"re-tune: {trials} trials after {ctx.operator_idle_s():.0f} s idle")
     report = tuner.run(trials=trials, apply=True, **{"objective": "tg", **options})
     applied = report.applied or {}

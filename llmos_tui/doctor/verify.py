@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import collections
 import statistics
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from llmos_tui.engine.probe import run_canary
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.engine.supervisor import Supervisor
+
+# a check after a change: None when it holds, else why not
+Verifier = Callable[[], "str | None"]
 
 # a word the demo model's and most BPE tokenizers keep as one token (with its space)
 _FILLER = "the"
@@ -34,7 +41,7 @@ class Workload:
         words = max(1, self.prompt_tokens - 8)  # the chat template's own tokens
         return [{"role": "user", "content": " ".join([_FILLER] * words)}]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         return {"source": self.source, "prompt_tokens": self.prompt_tokens, "max_tokens": self.max_tokens}
 
 
@@ -43,10 +50,10 @@ class WorkloadLog:
     """The shapes of the operator's recent requests (never the doctor's own probes)."""
 
     keep: int = 20
-    items: collections.deque = field(default_factory=lambda: collections.deque(maxlen=20))
+    items: "collections.deque[Workload]" = field(default_factory=lambda: collections.deque(maxlen=20))
     _chat_first: bool = False  # the chat's record of a reply came before the engine's request_done
 
-    def on_request(self, metrics: dict[str, Any]) -> None:
+    def on_request(self, metrics: Mapping[str, float | int | None]) -> None:
         prompt = int(metrics.get("prompt_tokens") or 0)
         gen = int(metrics.get("gen_tokens") or metrics.get("sampled_tokens") or 0)
         if self._chat_first and self.items and self.items[-1].prompt_tokens == prompt:
@@ -57,7 +64,8 @@ class WorkloadLog:
             return
         self.items.append(Workload(max_tokens=gen, prompt_tokens=prompt))
 
-    def on_chat(self, messages: list[dict[str, str]], max_tokens: int | None, metrics: dict[str, Any]) -> None:
+    def on_chat(self, messages: list[dict[str, str]], max_tokens: int | None,
+                metrics: Mapping[str, float | int | None]) -> None:
         """A chat reply ended: its prompt was ``messages``; attach them to the matching request."""
         gen = int(metrics.get("gen_tokens") or metrics.get("sampled_tokens") or 0)
         shape = Workload(max_tokens=max(1, min(int(max_tokens or gen or 1), max(gen, 1))),
@@ -81,13 +89,13 @@ class WorkloadLog:
 class MetricCheck:
     """Run ``n`` requests of ``workload`` (after one warm-up) and judge ``metric`` against ``target``."""
 
-    supervisor: Any
+    supervisor: "Supervisor"
     metric: str  # gen_tps (higher is better) | ttft_ms (lower is better)
     target: float
     workload: Workload
     n: int = 3
     timeout: float = 60.0
-    probe_flag: Any = None  # a threading.Event set while the probes run (not operator traffic)
+    probe_flag: threading.Event | None = None  # set while the probes run (not operator traffic)
     measured: list[float] = field(default_factory=list)
 
     @property
@@ -122,12 +130,12 @@ class MetricCheck:
             return f"{self.metric} {value:.1f} is still above {self.target:.1f} ({shape})"
         return None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         return {"metric": self.metric, "target": round(self.target, 2), "measured": [round(v, 2) for v in self.measured],
                 "workload": self.workload.summary()}
 
 
-def target_for(metric: str, evidence: dict[str, Any], settings: dict[str, Any]) -> float | None:
+def target_for(metric: str, evidence: Mapping[str, object], settings: Mapping[str, object]) -> float | None:
     """The value the metric must reach again: the detector's own baseline, less its own tolerance."""
     if metric.endswith("tps"):
         base = evidence.get("baseline_median")
@@ -140,8 +148,9 @@ def target_for(metric: str, evidence: dict[str, Any], settings: dict[str, Any]) 
     return None
 
 
-def metric_check(supervisor: Any, evidence: dict[str, Any], settings: dict[str, Any], workload: Workload | None,
-                 metric: str | None, probe_flag: Any = None) -> Callable[[], str | None] | None:
+def metric_check(supervisor: "Supervisor | None", evidence: Mapping[str, object], settings: Mapping[str, object],
+                 workload: Workload | None, metric: str | None,
+                 probe_flag: threading.Event | None = None) -> Verifier | None:
     """The check for a finding raised by ``metric`` (None when there is nothing to measure against)."""
     if not metric or supervisor is None:
         return None

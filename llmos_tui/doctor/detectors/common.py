@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from llmos_tui.doctor.context import DetectorContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.telemetry.sample import GpuSample
 
 MIB = 1024 * 1024
 
 
-def _gpus(ctx: DetectorContext) -> list[Any]:
+def _gpus(ctx: DetectorContext) -> "list[GpuSample]":
     return list(ctx.sample.gpus) if ctx.sample is not None else []
 
 

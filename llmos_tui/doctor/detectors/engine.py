@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING
 
 from llmos_tui.doctor.api import detector
 from llmos_tui.doctor.context import DetectorContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.engine.supervisor import EngineEvent
 
 OOM_PATTERNS = re.compile(
     r"out of memory|cudaMalloc failed|failed to allocate .*buffer|ggml_gallocr_reserve_n: failed"
@@ -20,7 +23,7 @@ def oom_lines(lines: list[str]) -> list[str]:
     return [line for line in lines if OOM_PATTERNS.search(line)]
 
 
-def _crash_events(ctx: DetectorContext) -> list[Any]:
+def _crash_events(ctx: DetectorContext) -> "list[EngineEvent]":
     return [e for e in ctx.new_events if e.kind == "crashed"]
 
 
