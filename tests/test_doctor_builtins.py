@@ -22,6 +22,7 @@ from llmos_tui.doctor import (
 from llmos_tui.doctor.verify import MetricCheck, Workload
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
+from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal import Journal
 from tests.conftest import wait_for  # the `journal` fixture comes from conftest too
@@ -104,7 +105,7 @@ def test_crash_loop_rolls_back_to_the_last_known_good(supervisor: Supervisor, jo
         assert loop.state == "repaired", loop.history
         assert loop.proposed == "engine.rollback" and loop.evidence["crashes"] >= 3
         assert supervisor.state is EngineState.READY and supervisor.params == demo_params
-        assert journal.active_config().engine_params() == demo_params
+        assert params_of(journal.active_config()) == demo_params
         assert journal.get_action(loop.action_id).state == "verified"
     finally:
         doctor.stop()
@@ -210,7 +211,7 @@ def test_reconfiguring_repair_is_journaled_and_verified(supervisor: Supervisor, 
         assert action.kind == repair_id and action.state == "verified"
         active = journal.active_config()
         assert active.id == action.config_after and active.standing == "good" and active.source == "repair"
-        assert active.engine_params() == supervisor.params
+        assert params_of(active) == supervisor.params
     finally:
         doctor.stop()
 
@@ -220,7 +221,7 @@ def test_rollback_repair_restores_the_last_known_good(supervisor: Supervisor, jo
     good = journal.record_config(demo_params, source="operator")
     journal.mark_good(good.id)
     journal.change_config(demo_params.replace(n_batch=128, n_ubatch=128), source="operator")
-    supervisor.restart(journal.active_config().engine_params())
+    supervisor.restart(params_of(journal.active_config()))
     doctor, events = make_doctor(supervisor, journal, manager_with(asks_for("engine.rollback")),
                                  **{"test.asks": "auto"})
     try:
@@ -228,7 +229,7 @@ def test_rollback_repair_restores_the_last_known_good(supervisor: Supervisor, jo
         found = settled(events, "test.asks")[0].finding
         assert found.state == "repaired", found.history
         assert supervisor.params == demo_params
-        assert journal.active_config().engine_params() == demo_params
+        assert params_of(journal.active_config()) == demo_params
     finally:
         doctor.stop()
 

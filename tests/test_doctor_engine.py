@@ -9,6 +9,7 @@ import time
 from llmos_tui.doctor import Doctor, DoctorEvent, PluginManager, Policy
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
+from llmos_tui.engine.versions import params_of
 from llmos_tui.journal import Journal
 from tests.conftest import wait_for  # the `journal` fixture comes from conftest too
 
@@ -149,7 +150,7 @@ def test_oom_repair_that_fails_is_rolled_back_and_the_next_one_tried_at_once(
         assert [h["state"] for h in first.history] == ["proposed", "applied", "failed", "rolled_back"]
         bad = journal.get_config(first.config_after)
         assert bad.standing == "bad" and bad.params["type_k"] == "q8_0"
-        assert "marked bad" in (doctor.check_config(bad.engine_params()) or "")
+        assert "marked bad" in (doctor.check_config(params_of(bad)) or "")
         assert any(e.data.get("repair") == "rollback" and e.data.get("state") == "verified" for e in events)
         second = journal.get_action(applied[1]["action_id"])
         assert second.kind == "engine.smaller_batch" and second.state == "verified"
@@ -158,6 +159,6 @@ def test_oom_repair_that_fails_is_rolled_back_and_the_next_one_tried_at_once(
         assert supervisor.params == demo_params.replace(n_batch=256, n_ubatch=256)
         active = journal.active_config()
         assert active.id == second.config_after and active.standing == "good"
-        assert active.engine_params() == supervisor.params
+        assert params_of(active) == supervisor.params
     finally:
         doctor.stop()

@@ -249,7 +249,7 @@ def _report_end_state(finding: Any, supervisor: Any, journal: Any, say: Any) -> 
         action_state = action.state
         active = journal.active_config()
         if active is not None:
-            config_line = f"cfg:{active.id} ({active.standing}): {active.engine_params().summary()}"
+            config_line = f"cfg:{active.id} ({active.standing}): {params_of(active).summary()}"
         say(f"journal: act:{action.id} {action.kind} {action.state}; active {config_line or 'none'}")
     tried = [h.get("repair") for h in finding.history if h.get("what") == "applied"]
     healed = finding.state == "repaired" and engine == "ready" and action_state in (None, "verified")

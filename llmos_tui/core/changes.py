@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal.port import JournalPort
 
@@ -254,7 +255,7 @@ class Changes:
                                                   note=f"rollback: {verdict}"))
             if restore is not None:
                 restore_id = restore.id
-                before = restore.engine_params()
+                before = params_of(restore)
         if self.journaling is not None:
             self.journaling.next_source = "undo"
         try:
@@ -298,7 +299,7 @@ class Changes:
             self._ensure_active(before)
             try:
                 config = self._call(lambda j: j.undo(entry_id, proposed_by=proposed_by))
-                params = config.engine_params()
+                params = params_of(config)
             except LlmosError as exc:
                 return self._done(ChangeResult("refused", str(exc), before))
             refusal = self.vram_refusal(params)

@@ -11,6 +11,7 @@ import time
 
 from llmos_tui.doctor.api import NotApplicable, repair
 from llmos_tui.doctor.context import RepairContext
+from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import LlmosError
 
 
@@ -111,7 +112,7 @@ def rollback(ctx: RepairContext, finding):
     lkg = ctx.journal.last_known_good(exclude_active=True)
     if lkg is None:
         raise NotApplicable("no last-known-good configuration")
-    params = lkg.engine_params()
+    params = params_of(lkg)
     ctx.log(f"rolling back to cfg:{lkg.id}")
     return params
 
