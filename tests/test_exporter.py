@@ -181,7 +181,7 @@ def test_xid_events_are_counted_between_scrapes() -> None:
 
     class Op:
         sampler = Sampler()
-        supervisor = doctor = config = None
+        supervisor = doctor = config = replay = None
 
     collector = LlmosCollector(Op(), engine=False)
     gpu = dict(index=1, uuid="GPU-x", name="Test GPU")
