@@ -154,6 +154,21 @@ def test_cli_exporter_serves_until_its_duration(tmp_path: Path) -> None:
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "port must be a number" in bad.stderr
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--duration", "soon"], "--duration must be a number"),
+    (["--duration", "0"], "--duration must be above 0"),
+    (["--replay", "/no/such/trace.jsonl"], "--replay: no such file"),
+    (["--replay", str(TRACE), "--replay-speed", "fast"], "--replay-speed must be a number"),
+    (["--replay", str(TRACE), "--replay-speed", "-1"], "--replay-speed must be at least 0"),
+    (["--replay-speed", "2"], "--replay-speed needs --replay FILE"),
+])
+def test_cli_exporter_checks_every_value_before_serving(argv, says) -> None:
+    proc = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "exporter", "--listen", "127.0.0.1:0", *argv],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+    assert "serving" not in proc.stdout
+
+
 def test_attach_exporter_from_the_config_and_a_taken_port_is_one_problem() -> None:
     from llmos_tui.exporters.prometheus import attach_exporter
 
