@@ -27,7 +27,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Iterator, Mapping, Sequence
 
 from llmos_tui.errors import JournalError
 from llmos_tui.journal.chats import Chats
@@ -278,7 +278,7 @@ class Journal:
         return self.chats.chat_traffic(limit)
 
     # ---- telemetry history (journal.telemetry_log) --------------------------------------
-    def record_telemetry(self, summary: dict[str, Json], *, ts: float | None = None) -> int:
+    def record_telemetry(self, summary: Mapping[str, Json], *, ts: float | None = None) -> int:
         return self.telemetry_log.record_telemetry(summary, ts=ts)
 
     def prune_telemetry(self, max_age_days: float, *, now: float | None = None) -> int:
@@ -290,11 +290,11 @@ class Journal:
     # ---- model files (journal.lineage) ----------------------------------------------------
     def record_model_file(self, path: PathLike, *, parent_path: PathLike | None = None, quantization: str = "",
                           origin: str = "quantize", size_bytes: int | None = None,
-                          details: dict[str, Json] | None = None, ts: float | None = None) -> ModelFile:
+                          details: Mapping[str, Json] | None = None, ts: float | None = None) -> ModelFile:
         return self.lineage.record_model_file(path, parent_path=parent_path, quantization=quantization,
                                               origin=origin, size_bytes=size_bytes, details=details, ts=ts)
 
-    def set_model_metrics(self, model_id: int, metrics: dict[str, Json], *, merge: bool = True) -> ModelFile:
+    def set_model_metrics(self, model_id: int, metrics: Mapping[str, Json], *, merge: bool = True) -> ModelFile:
         return self.lineage.set_model_metrics(model_id, metrics, merge=merge)
 
     def get_model_file(self, model_id: int) -> ModelFile:
@@ -312,7 +312,7 @@ class Journal:
     # ---- tuning studies and trials (journal.tuning) ---------------------------------------
     def start_study(self, space: Json, objective: str, *, name: str = "", ts: float | None = None,
                     model_path: str = "", model_key: str = "", build: str = "",
-                    machine: dict[str, Json] | None = None, settings: dict[str, Json] | None = None) -> int:
+                    machine: Mapping[str, Json] | None = None, settings: Mapping[str, Json] | None = None) -> int:
         return self.tuning.start_study(space, objective, name=name, ts=ts, model_path=model_path,
                                        model_key=model_key, build=build, machine=machine, settings=settings)
 
