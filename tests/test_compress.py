@@ -230,8 +230,12 @@ def test_compare_apply_switches_the_model_through_the_change_transaction_and_und
                            "--no-speed", "--chunks", "2", "--max-kld", "0.05", "--apply", "--json"],
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
-    applied = _json.loads(proc.stdout)["applied"]
+    answer = _json.loads(proc.stdout)
+    applied = answer["applied"]
     assert applied["ok"] and applied["state"] == "applied", applied
+    # what it prints is what the journal holds: the active version runs the pick
+    assert answer["journal_active"]["id"] == f"cfg:{applied['config_id']}"
+    assert answer["journal_active"]["model_path"] == str(q8.resolve())
     with Journal(jpath) as journal:
         active = journal.active_config()
         assert active.model_path == str(q8) and active.entry_id == f"cfg:{applied['config_id']}"
@@ -247,3 +251,52 @@ def test_compare_apply_switches_the_model_through_the_change_transaction_and_und
 def test_the_size_estimate_is_an_upper_bound(tmp_path, qtype):
     result = quantize(DEMO, qtype, tmp_path / f"{qtype}.gguf", nthread=1)
     assert result.size_bytes <= result.estimate_bytes <= result.size_bytes * 1.6
+
+
+def _cli(*argv: str, journal: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llmos_tui.cli", "--journal", str(journal), *argv],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["quantize", "--model", "/no/such.gguf", "--to", "q8_0"], "--model: no such file"),
+    (["quantize", "--to", "q9_9"], "--to: unknown quantisation type"),
+    (["quantize", "--to", "q8_0", "--threads", "many"], "--threads must be a whole number"),
+    (["quantize", "--to", "q8_0", "--threads", "-2"], "--threads must be at least 0"),
+    (["compare", "/no/such.gguf"], "VARIANT.gguf: no such file"),
+    (["compare", str(DEMO), "--text", "/no/such.txt"], "--text: no such file"),
+    (["compare", str(DEMO), "--eval-ctx", "abc"], "--eval-ctx must be a whole number"),
+    (["compare", str(DEMO), "--eval-ctx", "4"], "--eval-ctx must be at least 16"),
+    (["compare", str(DEMO), "--chunks", "0"], "--chunks must be at least 1"),
+    (["compare", str(DEMO), "--max-kld", "garbage"], "--max-kld must be a number"),
+    (["compare", str(DEMO), "--max-kld", "-0.1"], "--max-kld must be at least 0"),
+    (["compare", str(DEMO), "--max-ppl-ratio", "inf"], "--max-ppl-ratio must be a finite number"),
+    (["compare", str(DEMO), "--max-ppl-ratio", "0"], "--max-ppl-ratio must be above 0"),
+    (["compare", str(DEMO), "--apply"], "--apply needs a budget"),
+])
+def test_every_value_option_is_checked_before_any_work(tmp_path, argv, says):
+    jpath = tmp_path / "j.db"
+    if argv[0] == "quantize" and "--model" not in argv:
+        argv = [argv[0], "--model", str(DEMO), *argv[1:], "--out", str(tmp_path / "out.gguf")]
+    proc = _cli(*argv, journal=jpath)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+    assert proc.stdout == ""
+    assert not jpath.exists() and not (tmp_path / "out.gguf").exists()  # nothing was started or written
+
+
+def test_quantize_exit_code_agrees_with_what_it_journaled(tmp_path):
+    not_a_journal = tmp_path / "j.db"
+    not_a_journal.write_text("this is not SQLite\n" * 10)
+    out = tmp_path / "q8.gguf"
+    proc = _cli("quantize", "--model", str(DEMO), "--to", "q8_0", "--out", str(out), "--threads", "1",
+                journal=not_a_journal, timeout=120)
+    assert out.exists()  # the file is made...
+    assert "NOT journaled" in proc.stdout and "was made but NOT journaled" in proc.stderr
+    assert proc.returncode == 1  # ...but not journaled, and the exit code says so
+    good = tmp_path / "good.db"
+    again = _cli("quantize", "--model", str(DEMO), "--to", "q4_0", "--out", str(tmp_path / "q4.gguf"),
+                 "--threads", "1", journal=good, timeout=120)
+    assert again.returncode == 0 and "journaled as mdl:" in again.stdout, again.stderr
+    with Journal(good) as journal:
+        assert journal.model_file(tmp_path / "q4.gguf") is not None

@@ -23,6 +23,7 @@ from llmos_tui.core.changes import Changes
 from llmos_tui.doctor.verify import MetricCheck, Workload
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
+from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal import Journal
 from llmos_tui.telemetry.sampler import Sampler
@@ -129,7 +130,7 @@ def test_crash_loop_rolls_back_to_the_last_known_good(supervisor: Supervisor, jo
         assert loop.state == "repaired", loop.history
         assert loop.proposed == "engine.rollback" and loop.evidence["crashes"] >= 3
         assert supervisor.state is EngineState.READY and supervisor.params == demo_params
-        assert journal.active_config().engine_params() == demo_params
+        assert params_of(journal.active_config()) == demo_params
         assert journal.get_action(loop.action_id).state == "verified"
     finally:
         doctor.stop()
@@ -231,7 +232,7 @@ def test_reconfiguring_repair_is_journaled_and_verified(supervisor: Supervisor, 
         assert action.kind == "engine.smaller_ctx" and action.state == "verified"
         active = journal.active_config()
         assert active.id == action.config_after and active.standing == "good" and active.source == "repair"
-        assert active.engine_params() == supervisor.params
+        assert params_of(active) == supervisor.params
     finally:
         doctor.stop()
 
@@ -265,7 +266,7 @@ def test_rollback_repair_restores_the_last_known_good(supervisor: Supervisor, jo
     good = journal.record_config(demo_params, source="operator")
     journal.mark_good(good.id)
     journal.change_config(demo_params.replace(n_batch=128, n_ubatch=128), source="operator")
-    supervisor.restart(journal.active_config().engine_params())
+    supervisor.restart(params_of(journal.active_config()))
     doctor, events = make_doctor(supervisor, journal, manager_with(asks_for("engine.rollback")),
                                  **{"test.asks": "auto"})
     try:
@@ -273,7 +274,7 @@ def test_rollback_repair_restores_the_last_known_good(supervisor: Supervisor, jo
         found = settled(events, "test.asks")[0].finding
         assert found.state == "repaired", found.history
         assert supervisor.params == demo_params
-        assert journal.active_config().engine_params() == demo_params
+        assert params_of(journal.active_config()) == demo_params
     finally:
         doctor.stop()
 

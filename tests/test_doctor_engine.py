@@ -10,6 +10,7 @@ from llmos_tui.core.changes import Changes
 from llmos_tui.doctor import Doctor, DoctorEvent, PluginManager, Policy, detector, repair
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
+from llmos_tui.engine.versions import params_of
 from llmos_tui.journal import Journal
 from tests.conftest import wait_for  # the `journal` fixture comes from conftest too
 

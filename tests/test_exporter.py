@@ -91,6 +91,10 @@ def test_scrape_over_http_gpu_engine_doctor_journal() -> None:
         samples = scrape(exporter.url)
         gpu = {"gpu": "0", "uuid": "GPU-8d3b6f0e-7c1a-4e2b-9f35-1a2b3c4d5e6f", "name": "NVIDIA H100 80GB HBM3"}
         assert value(samples, "llmos_gpu_memory_total_bytes", **gpu) == 85520809984
+        # a replay never looks live: the trace's series say replay="true" and that the trace is synthetic
+        assert value(samples, "llmos_gpu_power_watts", replay="true", synthetic="true", **gpu) >= 0
+        assert all(s.labels.get("replay") == "true" and s.labels.get("synthetic") == "true"
+                   for name, rows in samples.items() if name.startswith(("llmos_gpu_", "llmos_host_")) for s in rows)
         assert value(samples, "llmos_gpu_power_limit_watts", **gpu) == 700.0
         assert value(samples, "llmos_gpu_sm_clock_max_hertz", **gpu) == 1980e6
         assert 0 <= value(samples, "llmos_gpu_utilization_ratio", **gpu) <= 1
@@ -105,7 +109,9 @@ def test_scrape_over_http_gpu_engine_doctor_journal() -> None:
         assert value(samples, "llmos_engine_generation_tokens_per_second", model=model) > 0
         assert 0 < value(samples, "llmos_engine_time_to_first_token_seconds", model=model) < 10
         assert value(samples, "llmos_engine_context_size_tokens", model=model) == 512
-        assert value(samples, "llmos_doctor_findings_open", severity="critical") >= 0
+        # the replay doctor is wired but ran no pass: nothing is open, and its series is labelled replay too
+        assert value(samples, "llmos_doctor_findings_open", severity="critical", replay="true", synthetic="true") == 0
+        assert value(samples, "llmos_engine_state", model=model, state="paused") == 0  # the supervisor's states
         assert value(samples, "llmos_doctor_actions", outcome="rejected") == 1
         assert value(samples, "llmos_doctor_findings_total", severity="warning") == 1
         assert value(samples, "llmos_tuner_trials_total", outcome="oom") == 1
@@ -138,7 +144,7 @@ def test_cli_exporter_serves_until_its_duration(tmp_path: Path) -> None:
             if "llmos_gpu_power_watts" in samples or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert value(samples, "llmos_gpu_power_limit_watts", gpu="0") == 700.0
+        assert value(samples, "llmos_gpu_power_limit_watts", gpu="0", replay="true") == 700.0
         assert "llmos_engine_state" not in samples  # no engine of its own: it says nothing about one
     finally:
         proc.terminate()
@@ -146,6 +152,21 @@ def test_cli_exporter_serves_until_its_duration(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "exporter", "--listen", "here:there"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "port must be a number" in bad.stderr
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--duration", "soon"], "--duration must be a number"),
+    (["--duration", "0"], "--duration must be above 0"),
+    (["--replay", "/no/such/trace.jsonl"], "--replay: no such file"),
+    (["--replay", str(TRACE), "--replay-speed", "fast"], "--replay-speed must be a number"),
+    (["--replay", str(TRACE), "--replay-speed", "-1"], "--replay-speed must be at least 0"),
+    (["--replay-speed", "2"], "--replay-speed needs --replay FILE"),
+])
+def test_cli_exporter_checks_every_value_before_serving(argv, says) -> None:
+    proc = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "exporter", "--listen", "127.0.0.1:0", *argv],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+    assert "serving" not in proc.stdout
 
 
 def test_attach_exporter_from_the_config_and_a_taken_port_is_one_problem() -> None:
@@ -181,7 +202,7 @@ def test_xid_events_are_counted_between_scrapes() -> None:
 
     class Op:
         sampler = Sampler()
-        supervisor = doctor = config = None
+        supervisor = doctor = config = replay = None
 
     collector = LlmosCollector(Op(), engine=False)
     gpu = dict(index=1, uuid="GPU-x", name="Test GPU")
@@ -198,3 +219,83 @@ def test_xid_events_are_counted_between_scrapes() -> None:
     assert 'llmos_gpu_utilization_ratio{' not in text.split("# TYPE llmos_gpu_utilization_ratio gauge")[1].split("#")[0]
     collector.close()
     assert Op.sampler.listeners == []
+
+
+# ---- replayed data never fires the shipped alert rules ---------------------------------------
+_SELECTOR = re.compile(r"(llmos_[a-z_]+)(?:\{([^}]*)\})?")
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def _matches(selector_labels: str, labels: dict[str, str]) -> bool:
+    """Prometheus label matching (=, !=, =~, !~; a missing label is the empty string)."""
+    for name, op, want in _MATCHER.findall(selector_labels or ""):
+        have = labels.get(name, "")
+        ok = {"=": have == want, "!=": have != want,
+              "=~": re.fullmatch(want, have) is not None, "!~": re.fullmatch(want, have) is None}[op]
+        if not ok:
+            return False
+    return True
+
+
+def _shipped_alert_selectors() -> list[tuple[str, str]]:
+    rules = (Path(__file__).parent.parent / "examples" / "prometheus.yml").read_text()
+    exprs = [line.split("expr:", 1)[1] for line in rules.splitlines() if "expr:" in line]
+    return [(m.group(1), m.group(2) or "") for e in exprs for m in _SELECTOR.finditer(e)]
+
+
+def _collect(replay: dict | None) -> dict[str, list]:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from llmos_tui.exporters.prometheus import LlmosCollector
+    from llmos_tui.telemetry.sample import GpuSample, HostSample, Sample
+
+    class Sampler:
+        latest = Sample(ts=1.0, gpus=[GpuSample(index=0, uuid="GPU-x", name="Test GPU", power=300.0,
+                                                 clock_reasons=4, xid_last=79)],  # 4: power cap
+                        host=HostSample(cpu_percent=50.0))
+
+        def subscribe(self, callback):
+            return lambda: None
+
+    class Finding:
+        severity = "critical"
+
+    class Doctor:
+        kill_switch = busy = False
+        last_canary = None
+
+        def findings(self, *, open_only=False):
+            return [Finding()]
+
+    class Op:
+        sampler, supervisor, doctor, config = Sampler(), None, Doctor(), None
+
+    Op.replay = replay
+    collector = LlmosCollector(Op(), engine=False)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    collector.close()
+    return samples
+
+
+def test_a_replay_is_labelled_and_the_shipped_alert_rules_ignore_it() -> None:
+    live = _collect(None)
+    replayed = _collect({"path": "trace.jsonl", "synthetic": True})
+    selectors = _shipped_alert_selectors()
+    assert ("llmos_gpu_throttled", 'replay!="true"') in selectors
+    fired_live = {name for name, labels in selectors for s in live.get(name, []) if _matches(labels, s.labels)}
+    fired_replay = {name for name, labels in selectors for s in replayed.get(name, []) if _matches(labels, s.labels)}
+    # the same GPU and doctor state: live it fires the GPU and doctor rules, replayed it fires none of them
+    assert {"llmos_gpu_throttled", "llmos_doctor_findings_open"} <= fired_live
+    assert fired_replay == set()
+    assert value(replayed, "llmos_gpu_throttled", replay="true", synthetic="true") == 1
+    assert value(replayed, "llmos_doctor_findings_open", severity="critical", replay="true") == 1
+    assert value(replayed, "llmos_telemetry_info", source="replay", synthetic="true") == 1
+    assert all("replay" not in s.labels for rows in live.values() for s in rows)
+    grafana = (Path(__file__).parent.parent / "examples" / "grafana-dashboard.json").read_text()
+    gpu_or_doctor = re.findall(r"(llmos_(?:gpu|host|doctor_findings_open)[a-z_]*)(\{[^}]*\})?", grafana)
+    assert gpu_or_doctor and all('replay!=\\"true\\"' in labels for _, labels in gpu_or_doctor)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import JournalError
 from llmos_tui.journal import (
     Journal,
@@ -69,13 +70,13 @@ def test_config_versions_have_parents_and_exactly_one_active(journal: Journal) -
     assert (first.parent_id, second.parent_id) == (None, first.id)
     assert journal.active_config().id == second.id
     assert journal.get_config(first.id).active is False
-    assert journal._query("SELECT COUNT(*) AS n FROM configs WHERE active = 1")[0]["n"] == 1
-    assert second.engine_params() == params(n_ctx=4096)
+    assert journal.connection.query("SELECT COUNT(*) AS n FROM configs WHERE active = 1")[0]["n"] == 1
+    assert params_of(second) == params(n_ctx=4096)
     assert second.params["n_ctx"] == 4096 and "model_path" not in second.params
     # The database itself refuses a second active version.
     with pytest.raises(sqlite3.IntegrityError):
-        journal._conn.execute("UPDATE configs SET active = 1 WHERE id = ?", (first.id,))
-    journal._conn.rollback()
+        journal.connection.raw.execute("UPDATE configs SET active = 1 WHERE id = ?", (first.id,))
+    journal.connection.raw.rollback()
     with pytest.raises(JournalError, match="config source"):
         journal.record_config(params(), source="someone")
 
@@ -248,7 +249,7 @@ def test_telemetry_retention_prunes_only_old_rows(jpath: Path) -> None:
 def test_record_telemetry_prunes_past_retention_by_itself(jpath: Path) -> None:
     with Journal(jpath, telemetry_retention_days=1) as journal:
         journal.record_telemetry({"old": True}, ts=time.time() - 3 * 86400)
-        journal._last_prune = 0.0  # as if the last prune were an hour ago
+        journal.telemetry_log._last_prune = 0.0  # as if the last prune were an hour ago
         journal.record_telemetry({"old": False})
         assert [r["data"] for r in journal.telemetry()] == [{"old": False}]
 
@@ -561,3 +562,52 @@ def test_config_changes_through_the_writer_are_synced_to_disk(jpath: Path, monke
         restored = writer.submit(lambda j: j.undo("cfg:2")).result()  # as the Operator does
         assert restored.params["n_ctx"] == 2048
         assert sum(p.endswith("-wal") for p in synced) >= 3
+
+
+def test_the_journal_is_a_leaf_function_level_imports_included() -> None:
+    """Nothing in journal/ imports the layers above it, not even inside a function."""
+    import ast
+
+    above = ("llmos_tui.engine", "llmos_tui.telemetry", "llmos_tui.doctor", "llmos_tui.tuning", "llmos_tui.core",
+             "llmos_tui.cli", "llmos_tui.ui", "llmos_tui.console", "llmos_tui.exporters", "llmos_tui.compress")
+    found = []
+    for path in sorted((REPO / "llmos_tui" / "journal").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}:{node.lineno} {n}" for n in names if n.startswith(above)]
+    assert found == []
+
+
+def test_the_journal_is_one_connection_with_repositories(journal: Journal) -> None:
+    """Each repository is given the one connection; the facade's methods are its repositories' work."""
+    from llmos_tui.journal.db import Database
+
+    repos = [journal.versions, journal.event_log, journal.chats, journal.telemetry_log, journal.lineage,
+             journal.tuning, journal.entries, journal.overview]
+    assert isinstance(journal.connection, Database)
+    assert all(repo.db is journal.connection for repo in repos)
+    assert not any(base is not object for base in type(journal).__mro__[1:])  # no mixins
+    version = journal.versions.record_config(params(n_ctx=1024))
+    assert journal.active_config() == version == journal.get_config(version.id)
+    journal.event_log.record_event("crashed", {"exit": 9})
+    counts = journal.overview.counts()
+    assert (counts.active_config, counts.crashes) == (version.id, 1)
+    assert version.settings()["model_path"] == "/models/a.gguf" and version.settings()["n_ctx"] == 1024
+
+
+def test_the_port_is_one_interface_over_a_journal_a_writer_or_none(jpath: Path) -> None:
+    from llmos_tui.journal import JournalPort
+
+    none = JournalPort(None, "test")
+    assert not none.available and none.call(lambda j: 1) is None and none.submit(lambda j: 1).result() is None
+    with Journal(jpath) as journal:
+        port = JournalPort(journal, "test")
+        assert JournalPort.of(port) is port and JournalPort(port).target is journal
+        event = port.call(lambda j: j.record_event("x"))
+        assert port.submit(lambda j: j.events("x")[0]["id"]).result(5) == event
+        assert port.safe(lambda j: j.get_config(999), default="missing") == "missing"
+        with JournalWriter(journal) as writer:
+            via_writer = JournalPort(writer, "test")
+            written = via_writer.call(lambda j: j.record_event("y"))
+            assert via_writer.submit(lambda j: j.events("y")[0]["id"]).result(5) == written

@@ -20,6 +20,7 @@ from llmos_tui.core.journaling import resume_params
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import JournalError
 from llmos_tui.journal import Journal
+from llmos_tui.engine.versions import params_of
 from tests.conftest import cli_env
 
 CLI = [sys.executable, "-m", "llmos_tui.cli"]
@@ -160,7 +161,7 @@ def test_resume_rolls_back_a_never_verified_or_bad_version(tmp_path: Path) -> No
     path, base_id = first_run(tmp_path)
     with Journal(path) as j:
         base = j.get_config(base_id)
-        _action, pending = j.change_config(base.engine_params().replace(n_ctx=1024), source="tuner",
+        _action, pending = j.change_config(params_of(base).replace(n_ctx=1024), source="tuner",
                                            note="the process died while verifying it")
     op = core(tmp_path)
     try:
@@ -171,7 +172,7 @@ def test_resume_rolls_back_a_never_verified_or_bad_version(tmp_path: Path) -> No
     with Journal(path) as j:
         assert j.active_config().id == base_id  # rolled back, journaled
         assert j.action_for_config(pending.id).state == "failed"
-        _action, bad = j.change_config(base.engine_params().replace(n_ctx=512), source="repair")
+        _action, bad = j.change_config(params_of(base).replace(n_ctx=512), source="repair")
         j.mark_bad(bad.id, "canary failed")
     op = core(tmp_path)
     try:
@@ -186,9 +187,9 @@ def test_resume_rolls_back_a_version_that_no_longer_fits(tmp_path: Path) -> None
     with Journal(path) as j:
         base = j.get_config(base_id)
         j.mark_good(base_id)
-        _action, bigger = j.change_config(base.engine_params().replace(n_ctx=4096), source="tuner")
+        _action, bigger = j.change_config(params_of(base).replace(n_ctx=4096), source="tuner")
         j.mark_good(bigger.id)
-        configured = base.engine_params()
+        configured = params_of(base)
 
         def fit(params: EngineParams) -> str | None:
             return "it no longer fits: needs 900 MiB, 100 MiB free" if params.n_ctx == 4096 else None
@@ -241,7 +242,7 @@ def test_journal_undo_with_none_running_is_vetted_and_is_what_the_next_start_run
     op.close()
     journal = str(tmp_path / "j.sqlite")
     with Journal(journal) as j:  # a version with the settings the undo would run is on the bad-list
-        _action, bad = j.change_config(j.get_config(first.config_id).engine_params(), source="repair")
+        _action, bad = j.change_config(params_of(j.get_config(first.config_id)), source="repair")
         j.mark_bad(bad.id, "canary failed")
         j.activate(applied.config_id)
     refused = subprocess.run(CLI + ["--journal", journal, "journal", "undo", f"cfg:{applied.config_id}"],

@@ -8,6 +8,7 @@ from pathlib import Path
 from llmos_tui.config import load_config
 from llmos_tui.journal import Journal
 from llmos_tui.core import build_core
+from llmos_tui.engine.versions import params_of
 
 
 def config(tmp_path: Path, **overrides):
@@ -28,7 +29,7 @@ def first_run(tmp_path: Path):
 def test_a_journaled_repair_survives_a_restart_until_the_operator_changes_settings(tmp_path: Path) -> None:
     journal, base = first_run(tmp_path)
     assert base.source == "operator" and base.params["n_ctx"] == 1024
-    smaller = base.engine_params().replace(n_ctx=512)
+    smaller = params_of(base).replace(n_ctx=512)
     _action, repaired = journal.change_config(smaller, source="repair", kind="engine.smaller_ctx",
                                              proposed_by="auto", note="doctor: smaller context")
     journal.mark_good(repaired.id)  # it passed its verification
@@ -48,9 +49,9 @@ def test_undo_from_the_command_line_is_what_the_next_start_runs(tmp_path: Path) 
     from llmos_tui.cli import main
 
     journal, base = first_run(tmp_path)
-    _action, first = journal.change_config(base.engine_params().replace(n_batch=256, n_ubatch=256), source="repair")
+    _action, first = journal.change_config(params_of(base).replace(n_batch=256, n_ubatch=256), source="repair")
     journal.mark_good(first.id)
-    _action, second = journal.change_config(first.engine_params().replace(n_ctx=512), source="repair")
+    _action, second = journal.change_config(params_of(first).replace(n_ctx=512), source="repair")
     journal.mark_good(second.id)
     journal.close()
     assert main(["journal", "--journal", str(tmp_path / "j.sqlite"), "undo", second.entry_id]) == 0

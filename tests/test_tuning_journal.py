@@ -1,4 +1,4 @@
-"""Studies and trials in the journal (TuningRecords), the v4 migration, and the objectives."""
+"""Studies and trials in the journal (journal.tuning, the Studies repository), the v4 migration, and the objectives."""
 
 from __future__ import annotations
 

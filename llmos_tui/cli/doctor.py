@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from llmos_tui.cli.support import guarded
 from llmos_tui.errors import LlmosError
+from llmos_tui.engine.versions import params_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.core.operator import Operator
@@ -262,7 +263,7 @@ def _journal_record(writer: "JournalWriter", action_id: int | None) -> JournalRe
     def read(j: "Journal") -> JournalRecord:
         action = j.get_action(action_id)
         active = j.active_config()
-        config = (f"cfg:{active.id} ({active.standing}): {active.engine_params().summary()}"
+        config = (f"cfg:{active.id} ({active.standing}): {params_of(active).summary()}"
                   if active is not None else "none")
         return JournalRecord(action.state, f"journal: act:{action.id} {action.kind} {action.state}; active {config}")
 

@@ -6,6 +6,10 @@ the journal holds (actions by outcome, findings, crashes, tuning results). ``--e
 headless cockpit: it starts the engine and the doctor too, and exports them.
 
 A running TUI serves the same metrics when the config sets ``[exporter] listen``.
+
+Every option that takes a value is checked before anything starts: a bad ``--listen`` is one
+line and exit 1 (as a bad ``[exporter] listen`` in the config); a bad ``--replay``,
+``--replay-speed`` or ``--duration`` is one line and exit 2 (bad usage).
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import argparse
 import signal
 import sys
 import threading
-from typing import Any
 
+from llmos_tui.cli.checks import BadOption, bad_usage, number, readable_file
 from llmos_tui.cli.support import guarded
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
         "exporter",
         help="serve Prometheus /metrics (GPU, host, engine, doctor, journal, tuner)",
@@ -32,8 +36,9 @@ def register(subparsers: Any) -> None:
                         help="also start the engine and the doctor and export them (a headless cockpit)")
     parser.add_argument("--replay", metavar="FILE", default=argparse.SUPPRESS,
                         help="GPU and host telemetry from a recorded trace instead of NVML")
-    parser.add_argument("--replay-speed", type=float, default=argparse.SUPPRESS, metavar="X")
-    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--replay-speed", default=None, metavar="X",
+                        help="replay X times as fast as recorded (0: as fast as it reads; default 1)")
+    parser.add_argument("--duration", default=None, metavar="SECONDS",
                         help="stop after SECONDS (default: until Ctrl-C or SIGTERM)")
     parser.set_defaults(func=cmd_exporter)
 
@@ -44,12 +49,20 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     from llmos_tui.core.wiring import build_core
     from llmos_tui.exporters.prometheus import is_loopback, parse_listen, start_exporter
 
+    replay = getattr(args, "replay", None)
+    try:
+        readable_file(replay, "--replay")
+        speed = number(args.replay_speed, "--replay-speed", minimum=0.0, default=1.0)
+        duration = number(args.duration, "--duration", minimum=0.0, above=True)
+        if args.replay_speed is not None and replay is None:
+            raise BadOption("--replay-speed needs --replay FILE (a trace to replay)")
+    except BadOption as problem:
+        return bad_usage("exporter", problem)
     config = config_from_args(args)
     listen = args.listen or config.exporter_listen
     host, port = parse_listen(listen)  # a bad address is one line before anything starts
-    replay = getattr(args, "replay", None)
     mode = "replay" if replay else "live"
-    operator = build_core(config, mode, replay=replay, replay_speed=getattr(args, "replay_speed", 1.0),
+    operator = build_core(config, mode, replay=replay, replay_speed=speed,
                           journal=args.engine, doctor=args.engine, endpoint=False)
     stop = threading.Event()
     try:
@@ -66,7 +79,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         print(f"serving {exporter.url}{where}", flush=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        stop.wait(args.duration)
+        stop.wait(duration)
     finally:
         operator.close()
     return 0

@@ -3,8 +3,11 @@
     llmos-tui quantize --model IN.gguf --to q8_0 [--out FILE] [--evaluate]
     llmos-tui compare --model SOURCE.gguf VARIANT.gguf ... [--max-kld 0.05 [--apply]] [--plot] [--kv]
 
-Exit codes: 0 done, 1 refused or failed (one line on stderr), 2 bad usage; `compare` with a
-budget that nothing fits exits 1 and says so.
+Exit codes: 0 done, 1 refused or failed (one line on stderr), 2 bad usage (a missing argument or
+a bad option value: one line, before any work starts). `quantize` exits 1 when the file was made
+but could not be journaled (it says so); `compare` with a budget that nothing fits exits 1 and
+says so; `compare --apply` exits 0 only when the pick is what the journal's active version runs
+(applied, or already running), and prints that version.
 """
 
 from __future__ import annotations
@@ -12,19 +15,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from llmos_tui.cli.checks import BadOption, bad_usage, integer, number, readable_file
 from llmos_tui.cli.support import error, guarded
 
+if TYPE_CHECKING:
+    from llmos_tui.compress.variants import ChangeOutcome, Variant
+    from llmos_tui.config import Config
+    from llmos_tui.journal import Journal
 
-def register(subparsers: Any) -> None:
+EVAL_CTX_MIN = 16  # fewer tokens per chunk scores nothing worth a number
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     q = subparsers.add_parser("quantize", help="quantise a GGUF model with llama.cpp's quantizer (journaled)",
                               description="Quantise a GGUF model (in a child process), refusing to overwrite and "
                                           "checking free disk first; the new file is journaled with its parent.")
     q.add_argument("--model", "-m", metavar="IN.gguf", default=argparse.SUPPRESS, help="the source model")
     q.add_argument("--to", required=True, metavar="TYPE", help="q8_0, q6_k, q5_k_m, q4_k_m, q4_0, ...")
     q.add_argument("--out", metavar="FILE", help="output file (default: next to the source, named by type)")
-    q.add_argument("--threads", type=int, default=0, metavar="N", help="quantizer threads (0: all cores)")
+    q.add_argument("--threads", default="0", metavar="N", help="quantizer threads (0: all cores)")
     q.add_argument("--allow-requantize", action="store_true", help="quantise an already quantised model")
     q.add_argument("--evaluate", action="store_true", help="then measure it against the source (as `compare`)")
     q.add_argument("--no-journal", action="store_true", help="do not journal the new file")
@@ -40,12 +52,14 @@ def register(subparsers: Any) -> None:
     c.add_argument("variants", nargs="*", metavar="VARIANT.gguf",
                    help="variants to compare (default: the journal's quantisations of the source)")
     c.add_argument("--text", metavar="FILE", help="held-out text (default: the one the package ships)")
-    c.add_argument("--eval-ctx", dest="eval_ctx", type=int, default=256, metavar="N", help="tokens per scored chunk (default 256)")
-    c.add_argument("--chunks", type=int, default=16, metavar="N", help="at most N chunks of the text")
+    c.add_argument("--eval-ctx", dest="eval_ctx", default="256", metavar="N",
+                   help=f"tokens per scored chunk (default 256, at least {EVAL_CTX_MIN})")
+    c.add_argument("--chunks", default="16", metavar="N", help="at most N chunks of the text (default 16)")
     c.add_argument("--no-speed", action="store_true", help="quality and size only (no bench)")
-    c.add_argument("--max-kld", type=float, metavar="X", help="budget: the fastest variant with mean KLD <= X")
-    c.add_argument("--max-ppl-ratio", type=float, metavar="R", help="budget: perplexity at most R x the source")
-    c.add_argument("--apply", action="store_true", help="switch the engine to the pick (change transaction)")
+    c.add_argument("--max-kld", metavar="X", help="budget: the fastest variant with mean KLD <= X")
+    c.add_argument("--max-ppl-ratio", metavar="R", help="budget: perplexity at most R x the source")
+    c.add_argument("--apply", action="store_true",
+                   help="switch the engine to the pick (change transaction; needs --max-kld or --max-ppl-ratio)")
     c.add_argument("--plot", action="store_true", help="draw size / speed / quality")
     c.add_argument("--kv", action="store_true", help="also the KV-cache quantisation cost (q8_0, q4_0 vs f16)")
     c.add_argument("--journal", metavar="PATH", default=argparse.SUPPRESS, help="journal SQLite file")
@@ -53,16 +67,51 @@ def register(subparsers: Any) -> None:
     c.set_defaults(func=_cmd_compare)
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> "Config":
     from llmos_tui.cli.main import config_from_args
 
     return config_from_args(args)
 
 
-def _open_journal(config: Any) -> Any:
+def _open_journal(config: "Config") -> "Journal":
     from llmos_tui.journal import Journal
 
     return Journal(config.journal_file)
+
+
+def _source(args: argparse.Namespace, config: "Config") -> str:
+    """The source model: --model, else the config's; it must be a readable file."""
+    given = getattr(args, "model", None)
+    path = readable_file(given or config.engine.model_path, "--model" if given else "the configured model")
+    return str(path)
+
+
+def _check_quantize(args: argparse.Namespace) -> None:
+    """Every value-taking option of `quantize`, before any work (raises BadOption)."""
+    from llmos_tui.compress.quantize import QuantizeError, normalise_qtype
+
+    readable_file(getattr(args, "model", None), "--model")
+    try:
+        args.to = normalise_qtype(args.to)
+    except QuantizeError as exc:
+        raise BadOption(f"--to: {exc}") from None
+    args.threads = integer(args.threads, "--threads", minimum=0)
+    # --out (exists, folder missing, the source itself) is refused by quantize() before it starts:
+    # a refusal, exit 1, as for a full disk.
+
+
+def _check_compare(args: argparse.Namespace) -> None:
+    """Every value-taking option of `compare`, before any measurement (raises BadOption)."""
+    readable_file(getattr(args, "model", None), "--model")
+    for variant in args.variants:
+        readable_file(variant, "VARIANT.gguf")
+    readable_file(args.text, "--text")
+    args.eval_ctx = integer(args.eval_ctx, "--eval-ctx", minimum=EVAL_CTX_MIN)
+    args.chunks = integer(args.chunks, "--chunks", minimum=1)
+    args.max_kld = number(args.max_kld, "--max-kld", minimum=0.0)
+    args.max_ppl_ratio = number(args.max_ppl_ratio, "--max-ppl-ratio", minimum=0.0, above=True)
+    if args.apply and args.max_kld is None and args.max_ppl_ratio is None:
+        raise BadOption("--apply needs a budget to pick the variant it applies: give --max-kld X or --max-ppl-ratio R")
 
 
 class _Bar:
@@ -94,15 +143,19 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from llmos_tui.compress.quantize import journal_result, quantize
     from llmos_tui.engine.gguf_info import human_bytes
 
-    config = _config(args)
-    source = getattr(args, "model", None) or config.engine.model_path
+    try:
+        _check_quantize(args)
+        config = _config(args)
+        source = _source(args, config)
+    except BadOption as problem:
+        return bad_usage("quantize", problem)
     bar = _Bar(sys.stderr.isatty() and not args.json)
     try:
         result = quantize(source, args.to, args.out, nthread=args.threads, allow_requantize=args.allow_requantize,
                           progress=bar)
     finally:
         bar.end()
-    journaled = ""
+    journaled, journal_failed = "", False
     if not args.no_journal:
         try:
             journal = _open_journal(config)
@@ -112,29 +165,38 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
                 journal.close()
             journaled = f"journaled as mdl:{model_id}"
         except Exception as exc:  # noqa: BLE001 - the file is made; say the journal did not take it
-            journaled = f"NOT journaled ({exc})"
+            journaled, journal_failed = f"NOT journaled ({exc})", True
     if args.json:
         print(json.dumps({**result.to_dict(), "journal": journaled}, indent=2))
     else:
         print(f"{result.output}: {result.qtype}, {human_bytes(result.size_bytes)} "
               f"(source {human_bytes(result.source_bytes)}, {result.size_bytes / result.source_bytes:.0%}), "
               f"{result.n_tensors} tensors in {result.seconds:.1f} s; {journaled or 'not journaled (--no-journal)'}")
+    code = 1 if journal_failed else 0  # the exit code says what the last words said
     if args.evaluate:
         ns = argparse.Namespace(**{**vars(args), "model": result.source, "variants": [result.output], "text": None,
                                    "eval_ctx": 256, "chunks": 16, "no_speed": False, "max_kld": None,
                                    "max_ppl_ratio": None, "apply": False, "plot": False, "kv": False})
-        return _compare(ns, config)
-    return 0
+        code = max(code, _compare(ns, config))
+        if journal_failed:
+            print(f"llmos-tui: error: {result.output} was made but {journaled}", file=sys.stderr)
+    elif journal_failed:
+        print(f"llmos-tui: error: {result.output} was made but {journaled}", file=sys.stderr)
+    return code
 
 
 @guarded
 def _cmd_compare(args: argparse.Namespace) -> int:
-    return _compare(args, _config(args))
+    try:
+        _check_compare(args)
+        config = _config(args)
+        _source(args, config)
+    except BadOption as problem:
+        return bad_usage("compare", problem)
+    return _compare(args, config)
 
 
-def _compare(args: argparse.Namespace, config: Any) -> int:
-    from pathlib import Path
-
+def _compare(args: argparse.Namespace, config: "Config") -> int:
     from llmos_tui.compress import variants as V
 
     source = getattr(args, "model", None) or config.engine.model_path
@@ -153,7 +215,7 @@ def _compare(args: argparse.Namespace, config: Any) -> int:
     text = Path(args.text).read_text(encoding="utf-8") if args.text else None
     live = sys.stdout.isatty() and not args.json
 
-    def row_done(v: Any) -> None:
+    def row_done(v: "Variant") -> None:
         if live:
             print(f"measured {v.label}: {'error: ' + v.error if v.error else 'ok'}", file=sys.stderr)
 
@@ -171,15 +233,17 @@ def _compare(args: argparse.Namespace, config: Any) -> int:
     budget = args.max_kld is not None or args.max_ppl_ratio is not None
     if budget:
         choice, why = V.pick(rows, max_kld=args.max_kld, max_ppl_ratio=args.max_ppl_ratio)
-    applied = None
+    applied: dict[str, object] | None = None
+    holds: dict[str, object] | None = None  # what the journal's active version is after the apply
     if args.apply and choice is not None:
         applied = _apply(config, choice, why)
+        holds = _journal_holds(journal)
     if journal is not None:
         journal.close()
     if args.json:
         print(json.dumps({"variants": [r.to_dict() for r in rows], "kv_cache": kv_rows,
                           "pick": choice.to_dict() if choice else None, "why": why,
-                          "applied": applied}, indent=2, default=str))
+                          "applied": applied, "journal_active": holds}, indent=2, default=str))
     else:
         print(V.table(rows))
         if kv_rows:
@@ -194,21 +258,42 @@ def _compare(args: argparse.Namespace, config: Any) -> int:
             print(why)
         if applied is not None:
             print(f"apply: {applied['state']}: {applied['message']}")
+            print(_holds_line(holds))
     if budget and choice is None:
         return 1
-    if applied is not None and not applied.get("ok"):
-        return 1
+    if applied is not None and choice is not None:
+        runs_pick = holds is not None and holds.get("model_path") == str(Path(choice.path).resolve())
+        return 0 if applied.get("ok") and runs_pick else 1
     return 0
 
 
-def _apply(config: Any, choice: Any, why: str) -> dict[str, Any]:
+def _apply(config: "Config", choice: "Variant", why: str) -> dict[str, object]:
+    """Switch to the pick through the change transaction of a one-shot core (the same path as
+    ``Operator.apply``, journaled as a ``model_switch``); what it came to, as a dict."""
     from llmos_tui.compress.variants import apply_variant
     from llmos_tui.core.wiring import build_core
 
     op = build_core(config, "oneshot", telemetry=False, doctor=False)
     try:
-        return apply_variant(op, choice, reason=why).to_dict()
+        outcome: ChangeOutcome = apply_variant(op, choice, reason=why)
+        return outcome.to_dict()
     finally:
-        stop = getattr(op, "shutdown", None) or getattr(op, "close", None)
-        if callable(stop):
-            stop()
+        op.close()
+
+
+def _journal_holds(journal: "Journal | None") -> dict[str, object] | None:
+    """The journal's active version, as the next start reads it (None without a journal)."""
+    if journal is None:
+        return None
+    active = journal.active_config()
+    if active is None:
+        return None
+    return {"id": active.entry_id, "model_path": str(Path(active.model_path).resolve()) if active.model_path else "",
+            "standing": active.standing, "source": active.source}
+
+
+def _holds_line(holds: dict[str, object] | None) -> str:
+    if holds is None:
+        return "journal: no active configuration (the apply was not journaled)"
+    return (f"journal: active {holds['id']} ({holds['standing']}, by {holds['source']}): "
+            f"{Path(str(holds['model_path'])).name}")

@@ -24,7 +24,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+
+# A JSON-able record: what the child sends back, what `--json` prints.
+Record: TypeAlias = dict[str, object]
+# What the parent hands the child (model, text, n_ctx, settings...): JSON of mixed types.
+ChildArgs: TypeAlias = dict[str, Any]
 
 from llmos_tui.errors import LlmosError
 
@@ -46,12 +51,12 @@ class EvalResult:
     n_scored: int = 0
     n_chunks: int = 0
     n_ctx: int = 0
-    kld: dict[str, Any] | None = None  # KLStats.to_dict() against the reference, when one was given
+    kld: dict[str, float | int] | None = None  # KLStats.to_dict() against the reference, when one was given
     load_ms: float | None = None
     seconds: float = 0.0
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: Record = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> Record:
         return asdict(self)
 
 
@@ -122,18 +127,18 @@ def _why(lines: list[str]) -> str:
 
 
 # ---- the child ---------------------------------------------------------------------------
-def _run_child(args: dict[str, Any]) -> dict[str, Any]:
+def _run_child(args: ChildArgs) -> Record:
     import numpy as np
 
     from llmos_tui.compress.quality import Accumulator
 
     started = time.perf_counter()
-    out: dict[str, Any] = {"model": args["model"], "ok": False, "settings": args["settings"]}
+    out: Record = {"model": args["model"], "ok": False, "settings": args["settings"]}
     log_lines: list[str] = []
     import llama_cpp
 
     @llama_cpp.llama_log_callback
-    def on_log(_level: int, text: bytes, _user: Any) -> None:
+    def on_log(_level: int, text: bytes, _user: object) -> None:
         piece = text.decode("utf-8", "replace")
         log_lines.append(piece)
 
@@ -166,7 +171,7 @@ def _run_child(args: dict[str, Any]) -> dict[str, Any]:
         out["reason"] = f"the text has {len(tokens)} tokens, fewer than one chunk of {n_ctx}"
         return out
     acc = Accumulator()
-    saved: list[Any] = []
+    saved: list[np.ndarray] = []
     ref = np.load(args["ref_logits"], mmap_mode="r") if args["ref_logits"] else None
     per_chunk = n_ctx - 1 - first
     if ref is not None and ref.shape[0] != n_chunks * per_chunk:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def log_softmax(logits: Any) -> np.ndarray:
+def log_softmax(logits: ArrayLike) -> np.ndarray:
     """Row-wise log-softmax in float64 (stable: the row maximum is subtracted first)."""
     x = np.asarray(logits, dtype=np.float64)
     if x.ndim == 1:
@@ -28,7 +29,7 @@ def log_softmax(logits: Any) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def token_nll(logits: Any, targets: Any) -> np.ndarray:
+def token_nll(logits: ArrayLike, targets: ArrayLike) -> np.ndarray:
     """Negative log-likelihood of each target token under its row of logits (nats)."""
     logp = log_softmax(logits)
     idx = np.asarray(targets, dtype=np.int64)
@@ -37,7 +38,7 @@ def token_nll(logits: Any, targets: Any) -> np.ndarray:
     return -logp[np.arange(logp.shape[0]), idx]
 
 
-def perplexity(logits: Any, targets: Any) -> float:
+def perplexity(logits: ArrayLike, targets: ArrayLike) -> float:
     """exp of the mean negative log-likelihood of ``targets`` (one per row of ``logits``)."""
     nll = token_nll(logits, targets)
     if nll.size == 0:
@@ -45,7 +46,7 @@ def perplexity(logits: Any, targets: Any) -> float:
     return float(math.exp(nll.mean()))
 
 
-def kl_per_position(ref_logits: Any, cand_logits: Any) -> np.ndarray:
+def kl_per_position(ref_logits: ArrayLike, cand_logits: ArrayLike) -> np.ndarray:
     """KL(P_ref || P_cand) for each row, in nats (never negative: rounding is clipped at 0)."""
     lp = log_softmax(ref_logits)
     lq = log_softmax(cand_logits)
@@ -55,7 +56,7 @@ def kl_per_position(ref_logits: Any, cand_logits: Any) -> np.ndarray:
     return np.maximum((p * (lp - lq)).sum(axis=1), 0.0)
 
 
-def same_top(ref_logits: Any, cand_logits: Any) -> np.ndarray:
+def same_top(ref_logits: ArrayLike, cand_logits: ArrayLike) -> np.ndarray:
     """1.0 where both distributions have the same most likely token, else 0.0."""
     a = np.asarray(ref_logits)
     b = np.asarray(cand_logits)
@@ -76,7 +77,7 @@ class KLStats:
     same_top: float  # share of positions with the same most likely token
     n: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
 
@@ -104,10 +105,10 @@ class Accumulator:
         self.kl: list[np.ndarray] = []
         self.top: list[np.ndarray] = []
 
-    def add_nll(self, logits: Any, targets: Any) -> None:
+    def add_nll(self, logits: ArrayLike, targets: ArrayLike) -> None:
         self.nll.append(token_nll(logits, targets))
 
-    def add_kl(self, ref_logits: Any, cand_logits: Any) -> None:
+    def add_kl(self, ref_logits: ArrayLike, cand_logits: ArrayLike) -> None:
         self.kl.append(kl_per_position(ref_logits, cand_logits))
         self.top.append(same_top(ref_logits, cand_logits))
 

@@ -25,9 +25,12 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from llmos_tui.errors import LlmosError
+
+if TYPE_CHECKING:
+    from llmos_tui.journal import Journal, JournalPort, JournalWriter
 
 # llama.cpp's enum llama_ftype (llama.h), by the names operators type. Checked against the
 # binding's LLAMA_FTYPE_MOSTLY_* constants in the tests.
@@ -76,7 +79,7 @@ class QuantizeResult:
     log_tail: list[str] = field(default_factory=list)
     journal_id: int | None = None  # mdl:N when journaled
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -263,17 +266,20 @@ def _reason(lines: list[str]) -> str:
     return lines[-1].strip()[:240] if lines else ""
 
 
-def journal_result(journal: Any, result: QuantizeResult) -> int | None:
-    """Record the new file with its parent (a Journal or JournalWriter); returns mdl:N's N."""
+def journal_result(journal: "JournalPort | Journal | JournalWriter | None", result: QuantizeResult) -> int | None:
+    """Record the new file with its parent through the journal port (a Journal, a JournalWriter or
+    a port over either); returns mdl:N's N, or None without a journal."""
+    from llmos_tui.journal.port import JournalPort
+
     details = {"seconds": round(result.seconds, 3), "n_tensors": result.n_tensors,
                "source_bytes": result.source_bytes, "estimate_bytes": result.estimate_bytes,
                "tool": "llama_model_quantize"}
 
-    def write(j: Any) -> int:
+    def write(j: "Journal") -> int:
         return j.record_model_file(result.output, parent_path=result.source, quantization=result.qtype,
                                    origin="quantize", size_bytes=result.size_bytes, details=details).id
 
-    model_id = journal.submit(write).result(30) if hasattr(journal, "submit") else write(journal)
+    model_id = JournalPort.of(journal, "quantize").call(write, timeout=30)
     result.journal_id = model_id
     return model_id
 

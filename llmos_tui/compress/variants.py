@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from llmos_tui.compress.evaluate import EvalResult, evaluate
 from llmos_tui.engine.params import EngineParams
@@ -33,9 +33,9 @@ class Variant:
     kld_p99: float | None = None
     same_top: float | None = None
     error: str = ""  # why a measurement is missing
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -145,7 +145,7 @@ def pick(rows: Sequence[Variant], *, max_kld: float | None = None, max_ppl_ratio
 def table(rows: Sequence[Variant]) -> str:
     from llmos_tui.engine.gguf_info import human_bytes
 
-    def f(x: Any, fmt: str) -> str:
+    def f(x: float | int | None, fmt: str) -> str:
         return "-" if x is None else format(x, fmt)
 
     head = ("VARIANT", "SIZE", "LOAD ms", "PP tok/s", "TG tok/s", "PPL", "KLD mean", "KLD p99", "SAME TOP", "FILE")
@@ -182,7 +182,28 @@ def plot(rows: Sequence[Variant], *, width: int = 90, height: int = 22, color: b
     return out if color else plt.uncolorize(out)
 
 
-def apply_variant(operator: Any, variant: Variant | str, *, reason: str = "") -> Any:
+class ChangeOutcome(Protocol):
+    """What the change transaction answers (``core.changes.ChangeResult``)."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def to_dict(self) -> dict[str, object]: ...
+
+
+class _ChangeTransaction(Protocol):
+    def propose(self, params: Mapping[str, object], *, source: str = ..., reason: str = ...,
+                kind: str = ...) -> ChangeOutcome: ...
+
+
+class Switcher(Protocol):
+    """The narrow face of the core that switches the served model (an ``Operator``)."""
+
+    @property
+    def changes(self) -> _ChangeTransaction: ...
+
+
+def apply_variant(operator: Switcher, variant: Variant | str, *, reason: str = "") -> ChangeOutcome:
     """Switch the served model through the one change transaction (journaled, verified, undoable)."""
     path = variant.path if isinstance(variant, Variant) else os.path.abspath(variant)
     why = reason or f"switch to {os.path.basename(path)}"
@@ -190,11 +211,11 @@ def apply_variant(operator: Any, variant: Variant | str, *, reason: str = "") ->
 
 
 def kv_cache_quality(model: str, *, types: Sequence[str] = ("q8_0", "q4_0"), text: str | None = None,
-                     n_ctx: int = 256, max_chunks: int = 16, n_threads: int | None = None) -> list[dict[str, Any]]:
+                     n_ctx: int = 256, max_chunks: int = 16, n_threads: int | None = None) -> list[dict[str, object]]:
     """KL divergence of a quantised KV cache against the f16 cache (flash attention on for all, so
     the cache type is the only difference). A refusal (the head size does not divide the
     quantisation block) is a row with ``refused`` and llama.cpp's reason."""
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="llmos-kv-") as tmp:
         ref = os.path.join(tmp, "f16.npy")
         base = evaluate(model, text=text, n_ctx=n_ctx, max_chunks=max_chunks, n_threads=n_threads,

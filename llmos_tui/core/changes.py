@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, TypeVar, Union
 
 from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal.port import JournalPort
 
@@ -324,7 +325,7 @@ class Changes:
                                                   note=f"rollback: {verdict}"))
             if restore is not None:
                 restore_id = restore.id
-                before = restore.engine_params()
+                before = params_of(restore)
         self._tell_source("undo")
         try:
             sup.restart(before, reason=f"rollback: {verdict}")
@@ -383,7 +384,7 @@ class Changes:
         except LlmosError as exc:
             return ChangeResult("refused", str(exc), before, journaled=False)
         assert target is not None
-        params = target.engine_params()
+        params = params_of(target)
         refusal = self.bad_reason(params) or self.vram_refusal(params)
         if refusal:
             return ChangeResult("refused", f"refused: undo {entry_id} would run {target.entry_id}'s settings, "

@@ -14,6 +14,7 @@ from llmos_tui.core.changes import recorded_base
 from llmos_tui.core.chat import ChatSession, ChatMessage
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineEvent, Supervisor
+from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal.recorder import attach
 from llmos_tui.journal.store import Journal
@@ -83,7 +84,7 @@ class JournalLink:
 
 def _params_of(config: ConfigVersion) -> EngineParams | None:
     try:
-        return config.engine_params()
+        return params_of(config)
     except LlmosError:  # written by another release with values this one refuses
         return None
 

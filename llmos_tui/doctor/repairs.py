@@ -15,6 +15,7 @@ from llmos_tui.doctor.api import Finding, NotApplicable, repair
 from llmos_tui.doctor.context import RepairContext
 from llmos_tui.engine.kvcache import cache_type_refusal, is_quantised
 from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import LlmosError
 
 
@@ -120,7 +121,7 @@ def rollback(ctx: RepairContext, finding: Finding) -> EngineParams:
     lkg = ctx.journal.last_known_good(exclude_active=True)
     if lkg is None:
         raise NotApplicable("no last-known-good configuration")
-    params = lkg.engine_params()
+    params = params_of(lkg)
     ctx.log(f"rolling back to cfg:{lkg.id}")
     return params
 

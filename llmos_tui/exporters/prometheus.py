@@ -11,6 +11,11 @@ Names and units follow the Prometheus conventions: base units (``_bytes``, ``_se
 ``_total``. GPU series carry ``gpu`` (index), ``uuid`` and ``name``; engine series ``model``.
 A value the GPU or the driver does not report is left out, never exported as 0.
 
+A replay never looks live: when telemetry comes from a recorded trace, every GPU, host and doctor
+series carries ``replay="true"`` and the trace's ``synthetic`` flag (``"true"`` for a made-up
+trace), so alert rules and dashboards that select ``replay!="true"`` (the shipped ones in
+``examples/`` do) ignore it. Live series carry neither label.
+
 Bind: loopback unless an explicit address is given (``0.0.0.0:9464`` to listen everywhere).
 """
 
@@ -20,20 +25,106 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
+from llmos_tui.doctor.api import SEVERITY_RANK
+from llmos_tui.engine.supervisor import EngineState
 from llmos_tui.errors import ConfigError
+from llmos_tui.journal.records import ACTION_STATES
+
+if TYPE_CHECKING:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+    from llmos_tui.config import Config
+    from llmos_tui.journal import Journal
+    from llmos_tui.telemetry.sample import GpuSample, Sample
+    from wsgiref.simple_server import WSGIServer
 
 log = logging.getLogger("llmos_tui.exporters.prometheus")
 
 DEFAULT_PORT = 9464
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 PREFIX = "llmos"
-ENGINE_STATES = ("stopped", "loading", "ready", "generating", "crashed", "restarting", "failed")
-SEVERITIES = ("info", "warning", "error", "critical")
-ACTION_STATES = ("proposed", "applied", "verified", "failed", "rolled_back", "rejected")
-# Objectives where a smaller value is better (latency); every other objective is maximised.
-_MINIMISED_WORDS = ("latency", "ttft", "seconds", "_ms", "time", "min:")
+# The vocabularies come from their owners: engine states (the supervisor), severities (the
+# doctor's API), action states (the journal).
+ENGINE_STATES = tuple(state.value for state in EngineState)
+SEVERITIES = tuple(sorted(SEVERITY_RANK, key=SEVERITY_RANK.__getitem__))
+SERVING = (EngineState.READY.value, EngineState.GENERATING.value)
+
+
+def _maximized(objective: str) -> bool:
+    """Which way a study's objective is better (the tuner's Objective says)."""
+    from llmos_tui.tuning.objective import Objective
+
+    return Objective(name=objective).maximize
+
+
+# ---- what the collector reads (narrow faces of the core) ----------------------------------------
+class _Sampler(Protocol):
+    @property
+    def latest(self) -> "Sample | None": ...
+
+    def subscribe(self, callback: Callable[["Sample"], None]) -> Callable[[], None]: ...
+
+
+class _Supervisor(Protocol):
+    def stats(self) -> Mapping[str, object]: ...
+
+
+class _Finding(Protocol):
+    @property
+    def severity(self) -> str: ...
+
+
+class _Canary(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def ts(self) -> float: ...
+
+
+class _Doctor(Protocol):
+    @property
+    def kill_switch(self) -> bool: ...
+
+    @property
+    def busy(self) -> bool: ...
+
+    @property
+    def last_canary(self) -> "_Canary | None": ...
+
+    def findings(self, *, open_only: bool = False) -> Sequence[_Finding]: ...
+
+
+class Core(Protocol):
+    """What the exporter reads of the Operator; each part may be None (not wired)."""
+
+    @property
+    def sampler(self) -> "_Sampler | None": ...
+
+    @property
+    def supervisor(self) -> "_Supervisor | None": ...
+
+    @property
+    def doctor(self) -> "_Doctor | None": ...
+
+    @property
+    def config(self) -> "Config | None": ...
+
+    @property
+    def replay(self) -> "Mapping[str, object] | None": ...
+
+
+class _Attachable(Core, Protocol):
+    """The composition root's view of the Operator: problems to report, closers to run."""
+
+    @property
+    def problems(self) -> list[str]: ...
+
+    exporter: "Exporter | None"
+
+    def on_close(self, fn: Callable[[], None]) -> None: ...
 
 
 # ---- the listen address -----------------------------------------------------------------------
@@ -66,22 +157,26 @@ def is_loopback(host: str) -> bool:
 
 # ---- the collector ----------------------------------------------------------------------------
 class LlmosCollector:
-    """Reads the Operator at every scrape. ``operator`` needs only the attributes it has:
-    ``sampler``, ``supervisor``, ``doctor``, ``config.journal_file`` (each may be None)."""
+    """Reads the Operator at every scrape: ``sampler``, ``supervisor``, ``doctor``,
+    ``config.journal_file`` and ``replay`` (each may be None)."""
 
-    def __init__(self, operator: Any, *, journal_path: str | Path | None = None, engine: bool = True) -> None:
+    def __init__(self, operator: Core, *, journal_path: str | Path | None = None, engine: bool = True) -> None:
         self.operator = operator
         self.with_engine = engine  # False: this process runs no engine, so it says nothing about one
-        config = getattr(operator, "config", None)
+        config = operator.config
         self.journal_path = Path(journal_path) if journal_path else (
             Path(config.journal_file) if config is not None else None)
-        self._journal: Any = None
+        self._journal: Journal | None = None
+        # A replay's series carry these labels, so that nothing reads a trace as the live box.
+        replay = operator.replay
+        self.replay_labels: dict[str, str] = {} if replay is None else {
+            "replay": "true", "synthetic": "true" if replay.get("synthetic") else "false"}
         self._lock = threading.Lock()
         # XID events arrive one sample at a time: count them between scrapes.
         self._xids: dict[tuple[str, str, str, str], int] = {}
         self._unsubscribe: Callable[[], None] | None = None
-        sampler = getattr(operator, "sampler", None)
-        if sampler is not None and hasattr(sampler, "subscribe"):
+        sampler = operator.sampler
+        if sampler is not None:
             self._unsubscribe = sampler.subscribe(self._count_xids)
         self.scrapes = 0
         self.scrape_errors = 0
@@ -98,23 +193,23 @@ class LlmosCollector:
                     pass
                 self._journal = None
 
-    def _count_xids(self, sample: Any) -> None:
-        for gpu in getattr(sample, "gpus", None) or []:
+    def _count_xids(self, sample: "Sample") -> None:
+        for gpu in sample.gpus:
             for xid in gpu.xid_events or []:
                 key = (*_gpu_labels(gpu), str(xid))
                 self._xids[key] = self._xids.get(key, 0) + 1
 
     # prometheus-client calls describe() at register time; an empty answer keeps it from
     # calling collect() there (which would read the journal before anyone scraped).
-    def describe(self) -> list[Any]:
+    def describe(self) -> list["Metric"]:
         return []
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator["Metric"]:
         from prometheus_client.core import GaugeMetricFamily
 
         started = time.perf_counter()
         self.scrapes += 1
-        families: list[Any] = []
+        families: list[Metric] = []
         for part in (self._telemetry, self._engine, self._doctor, self._journal_metrics):
             try:
                 families.extend(part())
@@ -131,29 +226,30 @@ class LlmosCollector:
         yield errors
 
     # ---- GPUs and host (the sampler's newest sample) --------------------------------------
-    def _telemetry(self) -> Iterable[Any]:
+    def _telemetry(self) -> Iterable["Metric"]:
         from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 
         from llmos_tui.telemetry.nvml import CLOCK_REASONS
 
-        sampler = getattr(self.operator, "sampler", None)
+        sampler = self.operator.sampler
         sample = sampler.latest if sampler is not None else None
         if sample is None:
             return []
-        out: list[Any] = []
+        out: list[Metric] = []
+        rl = self.replay_labels
+        rk, rv = list(rl), list(rl.values())  # the replay labels' names and values ([] when live)
         age = GaugeMetricFamily(f"{PREFIX}_telemetry_sample_timestamp_seconds",
-                                "When the newest telemetry sample was taken (seconds since the epoch).")
-        age.add_metric([], float(sample.ts))
+                                "When the newest telemetry sample was taken (seconds since the epoch).", labels=rk)
+        age.add_metric(rv, float(sample.ts))
         out.append(age)
-        source = getattr(sampler, "source_kind", None) or _source_kind(sampler)
         info = InfoMetricFamily(f"{PREFIX}_telemetry", "Where telemetry comes from (nvml, or a replayed trace).")
-        info.add_metric([], {"source": source, "driver_version": sample.driver_version or "",
+        info.add_metric([], {"source": "replay" if rl else "nvml", **rl, "driver_version": sample.driver_version or "",
                              "cuda_version": sample.cuda_version or "", "nvml_error": sample.nvml_error or ""})
         out.append(info)
 
-        labels = ["gpu", "uuid", "name"]
+        labels = ["gpu", "uuid", "name"] + rk
 
-        def gauge(name: str, doc: str, extra: list[str] | None = None) -> Any:
+        def gauge(name: str, doc: str, extra: list[str] | None = None) -> GaugeMetricFamily:
             family = GaugeMetricFamily(f"{PREFIX}_gpu_{name}", doc, labels=labels + (extra or []))
             out.append(family)
             return family
@@ -189,7 +285,7 @@ class LlmosCollector:
         out.extend([pcie_replay, ecc, xids])
 
         for gpu in sample.gpus:
-            key = list(_gpu_labels(gpu))
+            key = list(_gpu_labels(gpu)) + rv
             up.add_metric(key, 0.0 if gpu.lost or gpu.error else 1.0)
             _maybe(util, key, gpu.util_gpu, 0.01)
             _maybe(util_mem, key, gpu.util_mem, 0.01)
@@ -224,15 +320,15 @@ class LlmosCollector:
             if gpu.remap_pending is not None:
                 remap_pending.add_metric(key, 1.0 if gpu.remap_pending else 0.0)
             _maybe(xid_last, key, gpu.xid_last)
-        for key, count in sorted(self._xids.items()):
-            xids.add_metric(list(key), count)
+        for (index, uuid, name, xid), count in sorted(self._xids.items()):
+            xids.add_metric([index, uuid, name] + rv + [xid], count)
 
         host = sample.host
         if host is not None:
-            def host_gauge(name: str, doc: str, value: Any, scale: float = 1.0) -> None:
+            def host_gauge(name: str, doc: str, value: float | int | None, scale: float = 1.0) -> None:
                 if value is not None:
-                    family = GaugeMetricFamily(f"{PREFIX}_host_{name}", doc)
-                    family.add_metric([], float(value) * scale)
+                    family = GaugeMetricFamily(f"{PREFIX}_host_{name}", doc, labels=rk)
+                    family.add_metric(rv, float(value) * scale)
                     out.append(family)
 
             host_gauge("cpu_utilization_ratio", "Host CPU utilisation, 0-1 of all cores.", host.cpu_percent, 0.01)
@@ -246,21 +342,21 @@ class LlmosCollector:
         return out
 
     # ---- the engine (the supervisor) --------------------------------------------------------
-    def _engine(self) -> Iterable[Any]:
+    def _engine(self) -> Iterable["Metric"]:
         from prometheus_client.core import GaugeMetricFamily
 
-        supervisor = getattr(self.operator, "supervisor", None)
+        supervisor = self.operator.supervisor
         if supervisor is None or not self.with_engine:
             return []
         stats = supervisor.stats()
         model = stats.get("model") or Path(str(stats.get("model_path") or "")).name
         labels = ["model"]
         key = [model]
-        out: list[Any] = []
+        out: list[Metric] = []
 
-        def gauge(name: str, doc: str, value: Any, scale: float = 1.0) -> None:
-            if value is None:
-                return
+        def gauge(name: str, doc: str, value: object, scale: float = 1.0) -> None:
+            if not isinstance(value, (int, float)):
+                return  # not reported (None): left out, never exported as 0
             family = GaugeMetricFamily(f"{PREFIX}_engine_{name}", doc, labels=labels)
             family.add_metric(key, float(value) * scale)
             out.append(family)
@@ -272,7 +368,7 @@ class LlmosCollector:
             state.add_metric(key + [name], 1.0 if name == current else 0.0)
         out.append(state)
         gauge("up", "1 while the engine can serve (ready or generating).",
-              1.0 if current in ("ready", "generating") else 0.0)
+              1.0 if current in SERVING else 0.0)
         gauge("generation_tokens_per_second", "Generation speed of the last reply (llama.cpp's counters).",
               stats.get("last_gen_tps"))
         gauge("generation_tokens_per_second_rolling", "Mean generation speed of the recent replies.",
@@ -282,47 +378,53 @@ class LlmosCollector:
               stats.get("last_ttft_ms"), 0.001)
         gauge("context_used_tokens", "Tokens held in the context (KV cache) now.", stats.get("ctx_used"))
         gauge("context_size_tokens", "The context window in tokens.", stats.get("n_ctx") or None)
-        if stats.get("n_ctx"):
-            gauge("context_used_ratio", "Context fill, 0-1.", (stats.get("ctx_used") or 0) / stats["n_ctx"])
+        n_ctx, ctx_used = stats.get("n_ctx"), stats.get("ctx_used")
+        if isinstance(n_ctx, int) and n_ctx:
+            gauge("context_used_ratio", "Context fill, 0-1.", (ctx_used if isinstance(ctx_used, int) else 0) / n_ctx)
         gauge("load_progress_ratio", "Model load progress, 0-1.", stats.get("load_progress"))
         for name, doc, field in (("requests", "Requests the engine finished.", "requests"),
                                  ("errors", "Errors the engine reported.", "errors"),
                                  ("restarts", "Engine restarts.", "restarts")):
             family = _counter(f"{PREFIX}_engine_{name}", doc, labels)
-            family.add_metric(key, float(stats.get(field) or 0))
+            count = stats.get(field)
+            family.add_metric(key, float(count) if isinstance(count, (int, float)) else 0.0)
             out.append(family)
         return out
 
     # ---- the doctor (in memory) ----------------------------------------------------------------
-    def _doctor(self) -> Iterable[Any]:
+    def _doctor(self) -> Iterable["Metric"]:
         from prometheus_client.core import GaugeMetricFamily
 
-        doctor = getattr(self.operator, "doctor", None)
+        doctor = self.operator.doctor
         if doctor is None:
             return []
+        # A replay's doctor reads the trace: its series say so (replay="true"), like the GPU series.
+        rk, rv = list(self.replay_labels), list(self.replay_labels.values())
         open_by = dict.fromkeys(SEVERITIES, 0)
         for finding in doctor.findings(open_only=True):
             open_by[finding.severity] = open_by.get(finding.severity, 0) + 1
         findings = GaugeMetricFamily(f"{PREFIX}_doctor_findings_open", "Doctor findings open now, by severity.",
-                                     labels=["severity"])
+                                     labels=["severity"] + rk)
         for severity, count in open_by.items():
-            findings.add_metric([severity], count)
-        kill = GaugeMetricFamily(f"{PREFIX}_doctor_kill_switch", "1 while the kill switch stops automatic repairs.")
-        kill.add_metric([], 1.0 if doctor.kill_switch else 0.0)
-        busy = GaugeMetricFamily(f"{PREFIX}_doctor_repair_in_progress", "1 while a repair runs.")
-        busy.add_metric([], 1.0 if doctor.busy else 0.0)
-        out = [findings, kill, busy]
-        canary = getattr(doctor, "last_canary", None)
+            findings.add_metric([severity] + rv, count)
+        kill = GaugeMetricFamily(f"{PREFIX}_doctor_kill_switch", "1 while the kill switch stops automatic repairs.",
+                                 labels=rk)
+        kill.add_metric(rv, 1.0 if doctor.kill_switch else 0.0)
+        busy = GaugeMetricFamily(f"{PREFIX}_doctor_repair_in_progress", "1 while a repair runs.", labels=rk)
+        busy.add_metric(rv, 1.0 if doctor.busy else 0.0)
+        out: list[Metric] = [findings, kill, busy]
+        canary = doctor.last_canary
         if canary is not None:
-            ok = GaugeMetricFamily(f"{PREFIX}_doctor_canary_ok", "1 when the last canary passed.")
-            ok.add_metric([], 1.0 if canary.ok else 0.0)
-            when = GaugeMetricFamily(f"{PREFIX}_doctor_canary_timestamp_seconds", "When the last canary ran.")
-            when.add_metric([], float(canary.ts))
+            ok = GaugeMetricFamily(f"{PREFIX}_doctor_canary_ok", "1 when the last canary passed.", labels=rk)
+            ok.add_metric(rv, 1.0 if canary.ok else 0.0)
+            when = GaugeMetricFamily(f"{PREFIX}_doctor_canary_timestamp_seconds", "When the last canary ran.",
+                                     labels=rk)
+            when.add_metric(rv, float(canary.ts))
             out += [ok, when]
         return out
 
     # ---- the journal (actions by outcome, findings recorded, tuning) ------------------------------
-    def _open_journal(self) -> Any:
+    def _open_journal(self) -> "Journal | None":
         if self._journal is None:
             if self.journal_path is None or not self.journal_path.exists():
                 return None
@@ -331,7 +433,7 @@ class LlmosCollector:
             self._journal = Journal(self.journal_path, readonly=True, check=False)
         return self._journal
 
-    def _journal_metrics(self) -> Iterable[Any]:
+    def _journal_metrics(self) -> Iterable["Metric"]:
         from prometheus_client.core import GaugeMetricFamily
 
         with self._lock:
@@ -339,31 +441,31 @@ class LlmosCollector:
             if journal is None:
                 return []
             try:
-                rows = _read_journal(journal)
+                rows = journal.overview.counts(maximize=_maximized)
             except Exception:
                 self._journal = None  # reopen next time (a moved-aside file, a new schema)
                 journal.close()
                 raise
-        out: list[Any] = []
+        out: list[Metric] = []
         actions = GaugeMetricFamily(f"{PREFIX}_doctor_actions", "Journaled actions (repairs, changes, undo) by outcome.",
                                     labels=["outcome"])
-        counts = dict.fromkeys(ACTION_STATES, 0) | rows["actions"]
+        counts = dict.fromkeys(ACTION_STATES, 0) | rows.actions
         for state, count in counts.items():
             actions.add_metric([state], count)
         out.append(actions)
         findings = _counter(f"{PREFIX}_doctor_findings", "Findings journaled, by severity.", ["severity"])
-        for severity, count in (dict.fromkeys(SEVERITIES, 0) | rows["findings"]).items():
+        for severity, count in (dict.fromkeys(SEVERITIES, 0) | rows.findings).items():
             findings.add_metric([severity], count)
         out.append(findings)
         crashes = _counter(f"{PREFIX}_journal_engine_crashes", "Engine crashes journaled.")
-        crashes.add_metric([], rows["crashes"])
+        crashes.add_metric([], rows.crashes)
         out.append(crashes)
-        if rows["active_config"] is not None:
+        if rows.active_config is not None:
             active = GaugeMetricFamily(f"{PREFIX}_journal_active_config", "The journal id (cfg:N) of the active configuration.")
-            active.add_metric([], rows["active_config"])
+            active.add_metric([], rows.active_config)
             out.append(active)
         trials = _counter(f"{PREFIX}_tuner_trials", "Tuning trials journaled, by outcome.", ["outcome"])
-        for outcome, count in rows["trials"].items():
+        for outcome, count in rows.trials.items():
             trials.add_metric([outcome], count)
         out.append(trials)
         best = GaugeMetricFamily(f"{PREFIX}_tuner_best_value",
@@ -371,76 +473,38 @@ class LlmosCollector:
                                  labels=["study", "objective"])
         best_params = GaugeMetricFamily(f"{PREFIX}_tuner_best_param",
                                         "A numeric parameter of a study's best trial.", labels=["study", "param"])
-        for study in rows["studies"]:
-            best.add_metric([study["study"], study["objective"]], study["value"])
-            for name, value in study["params"].items():
+        for study in rows.studies:
+            best.add_metric([study.label, study.objective], study.value)
+            for name, value in study.params.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    best_params.add_metric([study["study"], name], float(value))
+                    best_params.add_metric([study.label, name], float(value))
         out += [best, best_params]
         return out
 
 
-def _read_journal(journal: Any) -> dict[str, Any]:
-    import json
-
-    db = journal.db
-
-    def grouped(sql: str) -> dict[str, int]:
-        return {str(k): int(v) for k, v in db.execute(sql).fetchall()}
-
-    active = db.execute("SELECT id FROM configs WHERE active = 1").fetchone()
-    studies = []
-    for study_id, name, objective in db.execute("SELECT id, name, objective FROM studies ORDER BY id").fetchall():
-        order = "ASC" if any(w in (objective or "").lower() for w in _MINIMISED_WORDS) else "DESC"
-        row = db.execute(
-            f"SELECT value, params FROM trials WHERE study_id = ? AND outcome = 'ok' AND value IS NOT NULL "
-            f"ORDER BY value {order}, id LIMIT 1", (study_id,)).fetchone()
-        if row is None:
-            continue
-        try:
-            params = json.loads(row[1]) if row[1] else {}
-        except ValueError:
-            params = {}
-        studies.append({"study": f"std:{study_id}" + (f" {name}" if name else ""), "objective": objective or "",
-                        "value": float(row[0]), "params": params if isinstance(params, dict) else {}})
-    return {
-        "actions": grouped("SELECT state, COUNT(*) FROM actions GROUP BY state"),
-        "findings": grouped("SELECT severity, COUNT(*) FROM findings GROUP BY severity"),
-        "trials": grouped("SELECT outcome, COUNT(*) FROM trials GROUP BY outcome"),
-        "crashes": int(db.execute("SELECT COUNT(*) FROM events WHERE kind = 'crashed'").fetchone()[0]),
-        "active_config": active[0] if active else None,
-        "studies": studies,
-    }
-
-
-def _gpu_labels(gpu: Any) -> tuple[str, str, str]:
+def _gpu_labels(gpu: "GpuSample") -> tuple[str, str, str]:
     return str(gpu.index), gpu.uuid or "", gpu.name or ""
 
 
-def _maybe(family: Any, labels: list[str], value: Any, scale: float = 1.0) -> None:
+def _maybe(family: "GaugeMetricFamily | CounterMetricFamily", labels: list[str], value: float | int | None,
+           scale: float = 1.0) -> None:
     if value is None:
         return
     family.add_metric(labels, float(value) * scale)
 
 
-def _counter(name: str, doc: str, labels: list[str] | None = None) -> Any:
+def _counter(name: str, doc: str, labels: list[str] | None = None) -> "CounterMetricFamily":
     from prometheus_client.core import CounterMetricFamily
 
     return CounterMetricFamily(name, doc, labels=labels or [])
-
-
-def _source_kind(sampler: Any) -> str:
-    for source in getattr(sampler, "sources", None) or ():
-        if type(source).__name__ == "ReplaySource":
-            return "replay"
-    return "nvml"
 
 
 # ---- the server -----------------------------------------------------------------------------
 class Exporter:
     """A running ``/metrics`` server; ``close()`` stops it (idempotent)."""
 
-    def __init__(self, collector: LlmosCollector, server: Any, thread: threading.Thread, host: str, port: int) -> None:
+    def __init__(self, collector: LlmosCollector, server: "WSGIServer", thread: threading.Thread, host: str,
+                 port: int) -> None:
         self.collector = collector
         self.server = server
         self.thread = thread
@@ -464,7 +528,7 @@ class Exporter:
         self.close()
 
 
-def start_exporter(operator: Any, listen: str | None = None, *, engine: bool = True) -> Exporter:
+def start_exporter(operator: Core, listen: str | None = None, *, engine: bool = True) -> Exporter:
     """Serve ``/metrics`` for ``operator`` on ``listen`` (default loopback:9464) in a daemon thread.
 
     Raises ConfigError with one line when the address is bad or taken.
@@ -484,12 +548,12 @@ def start_exporter(operator: Any, listen: str | None = None, *, engine: bool = T
     return Exporter(collector, server, thread, host, bound_port)
 
 
-def attach_exporter(operator: Any, listen: str | None = None) -> Exporter | None:
+def attach_exporter(operator: _Attachable, listen: str | None = None) -> Exporter | None:
     """For the composition root: serve ``/metrics`` when ``[exporter] listen`` (or ``listen``) is set.
 
     A failure (the port is taken) is one line in ``operator.problems``, never a failed start; the
     server stops with the operator."""
-    listen = listen or getattr(operator.config, "exporter_listen", None)
+    listen = listen or (operator.config.exporter_listen if operator.config is not None else None)
     if not listen:
         return None
     try:

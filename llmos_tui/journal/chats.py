@@ -1,30 +1,27 @@
-"""Chats and their messages (with each reply's metrics) in the journal.
-
-A mixin of :class:`~llmos_tui.journal.store.Journal`: it uses the journal's own transaction
-and query helpers (``_write``, ``_query``, ``_one``)."""
+"""Chats and their messages (with each reply's metrics) in the journal: ``Chats``
+(``journal.chats``), given the journal's one connection."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from llmos_tui.errors import JournalError
-from llmos_tui.journal.records import (
-    MESSAGE_STATUSES,
-    Chat,
-    MessageRecord,
-    _dumps,
-    _loads,
-)
+from llmos_tui.journal.db import Database
+from llmos_tui.journal.records import MESSAGE_STATUSES, Chat, Json, MessageRecord, _dumps, _loads
 
 
-class ChatRecords:
-    # ---- chats ---------------------------------------------------------------------
+class Chats:
+    """Chats and messages on the journal's connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.path = db.path
+
     def create_chat(
         self, title: str = "", *, model: str = "", config_id: int | None = None, ts: float | None = None
     ) -> int:
         now = ts or time.time()
-        with self._write("create a chat") as conn:
+        with self.db.write("create a chat") as conn:
             return conn.execute(
                 "INSERT INTO chats (created, updated, title, model, config_id) "
                 "VALUES (?, ?, ?, ?, COALESCE(?, (SELECT id FROM configs WHERE active = 1)))",
@@ -32,7 +29,7 @@ class ChatRecords:
             ).lastrowid
 
     def rename_chat(self, chat_id: int, title: str) -> None:
-        with self._write("rename a chat") as conn:
+        with self.db.write("rename a chat") as conn:
             if conn.execute("UPDATE chats SET title = ? WHERE id = ?", (title, chat_id)).rowcount == 0:
                 raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
 
@@ -42,14 +39,14 @@ class ChatRecords:
         role: str,
         content: str,
         *,
-        metrics: Any = None,
+        metrics: Json = None,
         status: str = "done",
         ts: float | None = None,
     ) -> int:
         if status not in MESSAGE_STATUSES:
             raise JournalError(f"message status must be one of {', '.join(MESSAGE_STATUSES)}, got {status!r}")
         now = ts or time.time()
-        with self._write("add a message") as conn:
+        with self.db.write("add a message") as conn:
             if conn.execute("UPDATE chats SET updated = ? WHERE id = ?", (now, chat_id)).rowcount == 0:
                 raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
             return conn.execute(
@@ -58,12 +55,12 @@ class ChatRecords:
             ).lastrowid
 
     def update_message(
-        self, message_id: int, *, content: str | None = None, status: str | None = None, metrics: Any = None
+        self, message_id: int, *, content: str | None = None, status: str | None = None, metrics: Json = None
     ) -> None:
         """Finish a streamed reply: its final text, status and metrics."""
         if status is not None and status not in MESSAGE_STATUSES:
             raise JournalError(f"message status must be one of {', '.join(MESSAGE_STATUSES)}, got {status!r}")
-        with self._write("update a message") as conn:
+        with self.db.write("update a message") as conn:
             cursor = conn.execute(
                 "UPDATE messages SET content = COALESCE(?, content), status = COALESCE(?, status), "
                 "metrics = COALESCE(?, metrics) WHERE id = ?",
@@ -77,16 +74,29 @@ class ChatRecords:
             )
 
     def list_chats(self, limit: int = 50) -> list[Chat]:
-        rows = self._query("SELECT * FROM chats ORDER BY updated DESC, id DESC LIMIT ?", (limit,))
+        rows = self.db.query("SELECT * FROM chats ORDER BY updated DESC, id DESC LIMIT ?", (limit,))
         return [Chat(**row) for row in rows]
 
     def get_chat(self, chat_id: int) -> Chat:
-        row = self._one("SELECT * FROM chats WHERE id = ?", (chat_id,))
+        row = self.db.one("SELECT * FROM chats WHERE id = ?", (chat_id,))
         if row is None:
             raise JournalError(f"no chat chat:{chat_id} in journal {self.path}")
         return Chat(**row)
 
     def chat_messages(self, chat_id: int) -> list[MessageRecord]:
         """The chat's messages in the order they were written, to reopen and resume it."""
-        rows = self._query("SELECT * FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
+        rows = self.db.query("SELECT * FROM messages WHERE chat_id = ? ORDER BY id", (chat_id,))
         return [MessageRecord(**{**row, "metrics": _loads(row["metrics"])}) for row in rows]
+
+    def chat_traffic(self, limit: int = 1000) -> dict[str, int]:
+        """The prompt and generated tokens of the last ``limit`` finished replies (the traffic the
+        operator's chats really put on the engine)."""
+        row = self.db.one(
+            "SELECT COUNT(*) AS n, SUM(p) AS prompt_tokens, SUM(g) AS gen_tokens FROM ("
+            " SELECT COALESCE(json_extract(metrics, '$.prompt_eval_tokens'), json_extract(metrics, '$.prompt_tokens'))"
+            " AS p, json_extract(metrics, '$.gen_tokens') AS g FROM messages"
+            " WHERE role = 'assistant' AND json_extract(metrics, '$.gen_tokens') > 0"
+            " ORDER BY id DESC LIMIT ?)", (limit,))
+        row = row or {}
+        return {"replies": int(row.get("n") or 0), "prompt_tokens": int(row.get("prompt_tokens") or 0),
+                "gen_tokens": int(row.get("gen_tokens") or 0)}

@@ -1,14 +1,15 @@
 """Configuration versions, findings and actions, and undo: the journal as the undo history.
 
-A mixin of :class:`~llmos_tui.journal.store.Journal`: it uses the journal's own transaction
-and query helpers (``_write``, ``_query``, ``_one``)."""
+``Versions`` is the journal's repository for them (``journal.versions``): it is given the
+journal's one connection and runs its SQL through it."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Mapping, Protocol, Union
 
 from llmos_tui.errors import JournalError
+from llmos_tui.journal.db import Database
 from llmos_tui.journal.records import (
     ACTION_MOVES,
     ACTION_STATES,
@@ -16,6 +17,8 @@ from llmos_tui.journal.records import (
     PROPOSERS,
     Action,
     ConfigVersion,
+    Json,
+    Row,
     _diff,
     _dumps,
     _loads,
@@ -23,11 +26,31 @@ from llmos_tui.journal.records import (
 )
 
 
-class ConfigRecords:
+class ParamsLike(Protocol):
+    """A parameter set that can say itself as plain values (the engine's ``EngineParams``)."""
+
+    def to_dict(self) -> dict[str, Json]: ...
+
+
+Params = Union[ParamsLike, Mapping[str, Json]]
+
+
+def plain(params: Params) -> dict[str, Json]:
+    """Parameters as a plain dict, whether given as a mapping or as an ``EngineParams``."""
+    return dict(params) if isinstance(params, Mapping) else dict(params.to_dict())
+
+
+class Versions:
+    """Configuration versions, findings and actions on the journal's connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.path = db.path
+
     # ---- configuration versions -------------------------------------------------
     def record_config(
         self,
-        params: Any,
+        params: Params,
         *,
         source: str = "operator",
         parent_id: int | None = None,
@@ -38,14 +61,14 @@ class ConfigRecords:
     ) -> ConfigVersion:
         """Journal a configuration version; by default it becomes the one active version.
 
-        ``params`` is an EngineParams or a mapping; ``parent_id`` defaults to the active version.
+        ``params`` is an EngineParams (anything with ``to_dict``) or a mapping; ``parent_id`` defaults to the active version.
         """
         if source not in CONFIG_SOURCES:
             raise JournalError(f"config source must be one of {', '.join(CONFIG_SOURCES)}, got {source!r}")
-        values = dict(params.to_dict() if hasattr(params, "to_dict") else params)
+        values = plain(params)
         path = values.pop("model_path", "")
         model_path = path if model_path is None else model_path
-        with self._write("record a configuration", durable=True) as conn:
+        with self.db.write("record a configuration", durable=True) as conn:
             if parent_id is None:
                 row = conn.execute("SELECT id FROM configs WHERE active = 1").fetchone()
                 parent_id = row[0] if row else None
@@ -61,13 +84,13 @@ class ConfigRecords:
         return self.get_config(new_id)
 
     def get_config(self, config_id: int) -> ConfigVersion:
-        row = self._one("SELECT * FROM configs WHERE id = ?", (config_id,))
+        row = self.db.one("SELECT * FROM configs WHERE id = ?", (config_id,))
         if row is None:
             raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
-        return self._config(row)
+        return self.from_row(row)
 
     @staticmethod
-    def _config(row: Mapping[str, Any]) -> ConfigVersion:
+    def from_row(row: Row) -> ConfigVersion:
         return ConfigVersion(
             id=row["id"], ts=row["ts"], model_path=row["model_path"], params=_loads(row["params"]),
             source=row["source"], parent_id=row["parent_id"], active=bool(row["active"]),
@@ -75,15 +98,15 @@ class ConfigRecords:
         )
 
     def active_config(self) -> ConfigVersion | None:
-        row = self._one("SELECT * FROM configs WHERE active = 1")
-        return self._config(row) if row else None
+        row = self.db.one("SELECT * FROM configs WHERE active = 1")
+        return self.from_row(row) if row else None
 
     def configs(self, limit: int = 100) -> list[ConfigVersion]:
-        return [self._config(r) for r in self._query("SELECT * FROM configs ORDER BY id DESC LIMIT ?", (limit,))]
+        return [self.from_row(r) for r in self.db.query("SELECT * FROM configs ORDER BY id DESC LIMIT ?", (limit,))]
 
     def activate(self, config_id: int) -> ConfigVersion:
         """Make an existing version the active one (no new version; prefer undo or record_config)."""
-        with self._write("activate a configuration", durable=True) as conn:
+        with self.db.write("activate a configuration", durable=True) as conn:
             if not conn.execute("SELECT 1 FROM configs WHERE id = ?", (config_id,)).fetchone():
                 raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
             conn.execute("UPDATE configs SET active = 0 WHERE active = 1 AND id != ?", (config_id,))
@@ -92,7 +115,7 @@ class ConfigRecords:
 
     def mark_good(self, config_id: int, *, ts: float | None = None) -> None:
         """The version ran and passed verification: it becomes the last-known-good."""
-        with self._write("mark a configuration good", durable=True) as conn:
+        with self.db.write("mark a configuration good", durable=True) as conn:
             cursor = conn.execute(
                 "UPDATE configs SET standing = 'good', reason = '', good_ts = ? WHERE id = ?",
                 (ts or time.time(), config_id),
@@ -102,7 +125,7 @@ class ConfigRecords:
 
     def mark_bad(self, config_id: int, reason: str) -> None:
         """The version failed (crash, OOM, failed verification); it is never the last-known-good again."""
-        with self._write("mark a configuration bad", durable=True) as conn:
+        with self.db.write("mark a configuration bad", durable=True) as conn:
             cursor = conn.execute("UPDATE configs SET standing = 'bad', reason = ? WHERE id = ?", (reason, config_id))
             if cursor.rowcount == 0:
                 raise JournalError(f"no configuration cfg:{config_id} in journal {self.path}")
@@ -111,8 +134,8 @@ class ConfigRecords:
         sql = "SELECT * FROM configs WHERE standing = 'good'"
         if exclude_active:
             sql += " AND active = 0"
-        row = self._one(sql + " ORDER BY good_ts DESC, id DESC LIMIT 1")
-        return self._config(row) if row else None
+        row = self.db.one(sql + " ORDER BY good_ts DESC, id DESC LIMIT 1")
+        return self.from_row(row) if row else None
 
     @staticmethod
     def standing_label(config: ConfigVersion, lkg_id: int | None) -> str:
@@ -134,20 +157,20 @@ class ConfigRecords:
         detector: str,
         severity: str,
         title: str,
-        evidence: Any = None,
+        evidence: Json = None,
         *,
         fingerprint: str = "",
         ts: float | None = None,
     ) -> int:
-        with self._write("record a finding") as conn:
+        with self.db.write("record a finding") as conn:
             cursor = conn.execute(
                 "INSERT INTO findings (ts, detector, severity, title, evidence, fingerprint) VALUES (?,?,?,?,?,?)",
                 (ts or time.time(), detector, severity, title, _dumps(evidence), fingerprint or ""),
             )
             return cursor.lastrowid
 
-    def get_finding(self, finding_id: int) -> dict[str, Any]:
-        row = self._one("SELECT * FROM findings WHERE id = ?", (finding_id,))
+    def get_finding(self, finding_id: int) -> Row:
+        row = self.db.one("SELECT * FROM findings WHERE id = ?", (finding_id,))
         if row is None:
             raise JournalError(f"no finding fnd:{finding_id} in journal {self.path}")
         row["evidence"] = _loads(row["evidence"])
@@ -156,7 +179,7 @@ class ConfigRecords:
     def propose_action(
         self,
         kind: str,
-        params: Any = None,
+        params: Json = None,
         *,
         proposed_by: str = "operator",
         finding_id: int | None = None,
@@ -166,7 +189,7 @@ class ConfigRecords:
         if proposed_by not in PROPOSERS:
             raise JournalError(f"proposed_by must be one of {', '.join(PROPOSERS)}, got {proposed_by!r}")
         now = ts or time.time()
-        with self._write("record an action") as conn:
+        with self.db.write("record an action") as conn:
             cursor = conn.execute(
                 "INSERT INTO actions (ts, finding_id, kind, params, proposed_by, state, updated, note) "
                 "VALUES (?,?,?,?,?,'proposed',?,?)",
@@ -193,7 +216,7 @@ class ConfigRecords:
         if state not in ACTION_STATES:
             raise JournalError(f"action state must be one of {', '.join(ACTION_STATES)}, got {state!r}")
         now = ts or time.time()
-        with self._write("update an action", durable=True) as conn:
+        with self.db.write("update an action", durable=True) as conn:
             row = conn.execute("SELECT state FROM actions WHERE id = ?", (action_id,)).fetchone()
             if row is None:
                 raise JournalError(f"no action act:{action_id} in journal {self.path}")
@@ -209,10 +232,10 @@ class ConfigRecords:
             )
 
     def get_action(self, action_id: int) -> Action:
-        row = self._one("SELECT * FROM actions WHERE id = ?", (action_id,))
+        row = self.db.one("SELECT * FROM actions WHERE id = ?", (action_id,))
         if row is None:
             raise JournalError(f"no action act:{action_id} in journal {self.path}")
-        history = self._query(
+        history = self.db.query(
             "SELECT ts, state, note FROM action_states WHERE action_id = ? ORDER BY id", (action_id,)
         )
         row["params"] = _loads(row["params"])
@@ -220,7 +243,7 @@ class ConfigRecords:
 
     def change_config(
         self,
-        params: Any,
+        params: Params,
         *,
         source: str = "operator",
         kind: str = "reconfigure",
@@ -235,13 +258,13 @@ class ConfigRecords:
         otherwise a new action is recorded. The caller applies the returned config to the
         engine and later calls ``set_action_state(…, "verified" | "failed")``.
         """
-        with self._write("change the configuration", durable=True) as conn:
+        with self.db.write("change the configuration", durable=True) as conn:
             row = conn.execute("SELECT id, params, model_path FROM configs WHERE active = 1").fetchone()
             before = row[0] if row else None
             if action_id is None:
                 # The action's params are what changes (key -> new value); the full settings
                 # live in the two configuration versions it links.
-                values = dict(params.to_dict() if hasattr(params, "to_dict") else params)
+                values = plain(params)
                 old = {**_loads(row[1]), "model_path": row[2]} if row else {}
                 changes = {k: v for k, (_, v) in _diff(old, values).items() if k in values}
                 action_id = self.propose_action(
@@ -260,7 +283,7 @@ class ConfigRecords:
         can be undone too. The action that produced the reverted version is marked rolled_back.
         """
         prefix, number = parse_entry_id(entry_id)
-        with self._write("undo a change", durable=True) as conn:
+        with self.db.write("undo a change", durable=True) as conn:
             if prefix == "act":
                 action = self.get_action(number)
                 if action.config_after is None:
@@ -314,5 +337,5 @@ class ConfigRecords:
 
     def action_for_config(self, config_id: int) -> Action | None:
         """The action that produced this version, if any (the newest when several)."""
-        row = self._one("SELECT id FROM actions WHERE config_after = ? ORDER BY id DESC LIMIT 1", (config_id,))
+        row = self.db.one("SELECT id FROM actions WHERE config_after = ? ORDER BY id DESC LIMIT 1", (config_id,))
         return self.get_action(row["id"]) if row else None

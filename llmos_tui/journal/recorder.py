@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable, Protocol
+from typing import Callable, Iterable, Mapping, Protocol
+
+from llmos_tui.journal.records import Json
 
 log = logging.getLogger("llmos_tui.journal")
 
@@ -20,12 +22,25 @@ RECORDED_KINDS = frozenset({"loaded", "unloaded", "crashed", "restarting", "erro
 
 
 class _EventSink(Protocol):
-    def record_event(self, kind: str, data: Any = None, *, ts: float | None = None,
-                     config_id: int | None = None) -> Any: ...
+    def record_event(self, kind: str, data: Json = None, *, ts: float | None = None,
+                     config_id: int | None = None) -> object: ...
+
+
+class _Event(Protocol):
+    """An engine event as the supervisor publishes it (``EngineEvent``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def data(self) -> Mapping[str, Json] | None: ...
+
+    @property
+    def ts(self) -> float: ...
 
 
 class _Supervisor(Protocol):
-    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
+    def subscribe(self, callback: Callable[[_Event], None]) -> Callable[[], None]: ...
 
 
 def attach(
@@ -42,17 +57,17 @@ def attach(
     """
     wanted = frozenset(kinds)
 
-    def on_event(event: Any) -> None:
+    def on_event(event: _Event) -> None:
         try:
-            kind = getattr(event, "kind", None)
+            kind = event.kind
             if kind not in wanted:
                 return
-            data = dict(getattr(event, "data", None) or {})
+            data = dict(event.data or {})
             config_id = data.get("config_id")
             writer.record_event(
                 kind,
                 data,
-                ts=getattr(event, "ts", None) or time.time(),
+                ts=event.ts or time.time(),
                 config_id=config_id if isinstance(config_id, int) else None,
             )
         except Exception:  # the journal must never take the supervisor down

@@ -7,10 +7,20 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeAlias
 
 from llmos_tui.errors import JournalError
 from llmos_tui.journal.timeparse import format_ts
+
+# What SQLite hands back (and takes as a parameter) for one column.
+SqlValue: TypeAlias = int | float | str | bytes | None
+# One row as a dict, column -> value; JSON columns are decoded in place by the repositories,
+# so a value is whatever the column holds: SQLite's types or decoded JSON.
+Row: TypeAlias = dict[str, Any]
+# Decoded JSON (a dict, a list, a string, a number, a bool or None).
+Json: TypeAlias = Any
+# Columns that hold JSON text, decoded by `show` and `export`.
+JSON_COLUMNS = ("params", "data", "evidence", "metrics", "space", "details")
 
 CONFIG_SOURCES = ("operator", "tuner", "repair", "plugin", "undo", "adapt")
 PROPOSERS = ("operator", "auto", "plugin")
@@ -33,7 +43,7 @@ class ConfigVersion:
     id: int
     ts: float
     model_path: str
-    params: dict[str, Any]
+    params: dict[str, Json]
     source: str
     parent_id: int | None
     active: bool
@@ -46,14 +56,10 @@ class ConfigVersion:
     def entry_id(self) -> str:
         return f"cfg:{self.id}"
 
-    def engine_params(self):
-        """The EngineParams this version ran with (keys a newer release wrote are ignored)."""
-        from llmos_tui.engine.params import EngineParams
-
-        known = set(EngineParams.field_names())
-        values = {k: v for k, v in self.params.items() if k in known}
-        values["model_path"] = self.model_path
-        return EngineParams.from_mapping(values)
+    def settings(self) -> dict[str, Json]:
+        """The parameters with the model path, as plain values: the engine's side turns them into
+        its own parameter type (``llmos_tui.engine.versions.params_of``); the journal stays a leaf."""
+        return {**self.params, "model_path": self.model_path}
 
     def summary(self) -> str:
         return _params_summary(self.model_path, self.params)
@@ -65,14 +71,14 @@ class Action:
     ts: float
     finding_id: int | None
     kind: str
-    params: dict[str, Any]
+    params: dict[str, Json]
     proposed_by: str
     state: str
     updated: float
     config_before: int | None
     config_after: int | None
     note: str = ""
-    history: tuple[dict[str, Any], ...] = ()
+    history: tuple[Row, ...] = ()
 
     @property
     def entry_id(self) -> str:
@@ -86,7 +92,7 @@ class MessageRecord:
     ts: float
     role: str
     content: str
-    metrics: dict[str, Any]
+    metrics: dict[str, Json]
     status: str
 
 
@@ -158,12 +164,12 @@ def parse_entry_id(entry_id: str | int) -> tuple[str, int]:
     return source.prefix, int(number)
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     # default=str: an odd value in event data (a Path, an exception) is kept as text, never lost.
     return json.dumps(value if value is not None else {}, default=str, separators=(",", ":"))
 
 
-def _loads(text: Any) -> Any:
+def _loads(text: object) -> Json:
     if not isinstance(text, str):
         return {} if text is None else text  # already decoded, or NULL
     if not text:
@@ -174,7 +180,7 @@ def _loads(text: Any) -> Any:
         return text
 
 
-def _params_summary(model_path: str, params: Mapping[str, Any]) -> str:
+def _params_summary(model_path: str, params: Mapping[str, Json]) -> str:
     parts = []
     if model_path:
         parts.append(os.path.basename(model_path))
@@ -186,7 +192,7 @@ def _params_summary(model_path: str, params: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _short_data(data: Any, limit: int = 90) -> str:
+def _short_data(data: Json, limit: int = 90) -> str:
     if not isinstance(data, dict):
         return str(data)[:limit]
     bits = []
@@ -197,6 +203,6 @@ def _short_data(data: Any, limit: int = 90) -> str:
     return " ".join(bits)[:limit]
 
 
-def _diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+def _diff(before: Mapping[str, Json], after: Mapping[str, Json]) -> dict[str, list[Json]]:
     keys = sorted(set(before) | set(after))
     return {k: [before.get(k), after.get(k)] for k in keys if before.get(k) != after.get(k)}

@@ -14,16 +14,16 @@ a chat that does not exist) fails its own future and leaves the others committed
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar, Union
 
 from llmos_tui.errors import JournalError
-from llmos_tui.journal.store import Journal, JournalLocked
+from llmos_tui.journal.records import Json
+from llmos_tui.journal.store import Journal, JournalLocked, PathLike
 
 log = logging.getLogger("llmos_tui.journal")
 T = TypeVar("T")
@@ -31,11 +31,16 @@ T = TypeVar("T")
 
 @dataclass
 class _Op:
-    fn: Callable[[Journal], Any]
-    future: Future
+    fn: Callable[[Journal], object]
+    future: "Future[object]"
 
 
-_STOP = object()
+class _Stop:
+    """The marker that ends the writer thread."""
+
+
+_STOP = _Stop()
+_Item = Union[_Op, _Stop, threading.Event]
 
 
 class JournalWriter:
@@ -48,7 +53,7 @@ class JournalWriter:
 
     def __init__(
         self,
-        journal: Journal | str | os.PathLike[str] | None = None,
+        journal: Journal | PathLike | None = None,
         *,
         max_batch: int = 1000,
         lock_retries: int = 3,
@@ -57,7 +62,7 @@ class JournalWriter:
         telemetry_retention_days: float | None = 7.0,
     ) -> None:
         if isinstance(journal, Journal):
-            path: Any = journal.path
+            path: PathLike | None = journal.path
             busy_timeout = journal.busy_timeout if busy_timeout is None else busy_timeout
             telemetry_retention_days = journal.telemetry_retention_days
             check = False  # the caller's open already checked the file
@@ -74,7 +79,7 @@ class JournalWriter:
         self.on_error = on_error
         self.last_error: BaseException | None = None
         self.batches = 0  # commits made; the benchmark reports rows per commit
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
         self._ready = threading.Event()
@@ -89,17 +94,17 @@ class JournalWriter:
     # ---- submitting (any thread; never blocks) ------------------------------------
     def submit(self, fn: Callable[[Journal], T]) -> "Future[T]":
         """Run ``fn(journal)`` on the writer thread inside the next batch."""
-        future: Future = Future()
+        future: Future[T] = Future()
         if self._closed:
             raise JournalError("the journal writer is closed; no more writes are accepted")
-        self._queue.put(_Op(fn, future))
+        self._queue.put(_Op(fn, future))  # type: ignore[arg-type]  # Future is invariant
         return future
 
-    def record_event(self, kind: str, data: Any = None, *, ts: float | None = None, config_id: int | None = None) -> "Future[int]":
+    def record_event(self, kind: str, data: Json = None, *, ts: float | None = None, config_id: int | None = None) -> "Future[int]":
         ts = ts or time.time()  # when it happened, not when the batch commits
         return self.submit(lambda j: j.record_event(kind, data, ts=ts, config_id=config_id))
 
-    def record_finding(self, detector: str, severity: str, title: str, evidence: Any = None, *,
+    def record_finding(self, detector: str, severity: str, title: str, evidence: Json = None, *,
                        fingerprint: str = "", ts: float | None = None) -> "Future[int]":
         ts = ts or time.time()
         return self.submit(lambda j: j.record_finding(detector, severity, title, evidence, fingerprint=fingerprint, ts=ts))
@@ -108,16 +113,16 @@ class JournalWriter:
         ts = time.time()
         return self.submit(lambda j: j.create_chat(title, model=model, config_id=config_id, ts=ts))
 
-    def add_message(self, chat_id: int, role: str, content: str, *, metrics: Any = None,
+    def add_message(self, chat_id: int, role: str, content: str, *, metrics: Json = None,
                     status: str = "done", ts: float | None = None) -> "Future[int]":
         ts = ts or time.time()
         return self.submit(lambda j: j.add_message(chat_id, role, content, metrics=metrics, status=status, ts=ts))
 
     def update_message(self, message_id: int, *, content: str | None = None, status: str | None = None,
-                       metrics: Any = None) -> "Future[None]":
+                       metrics: Json = None) -> "Future[None]":
         return self.submit(lambda j: j.update_message(message_id, content=content, status=status, metrics=metrics))
 
-    def record_telemetry(self, summary: dict[str, Any], *, ts: float | None = None) -> "Future[int]":
+    def record_telemetry(self, summary: dict[str, Json], *, ts: float | None = None) -> "Future[int]":
         ts = ts or time.time()
         return self.submit(lambda j: j.record_telemetry(summary, ts=ts))
 
@@ -188,16 +193,16 @@ class JournalWriter:
         assert journal is not None
         attempt = 0
         while True:
-            results: list[tuple[_Op, bool, Any]] = []
+            results: list[tuple[_Op, object, Exception | None]] = []  # (op, value, error)
             try:
                 with journal.batch():
                     for op in ops:
                         try:
-                            results.append((op, True, op.fn(journal)))
+                            results.append((op, op.fn(journal), None))
                         except Exception as exc:
                             if not journal.in_transaction:
                                 raise  # the error ended the whole transaction: nothing in it was kept
-                            results.append((op, False, exc))
+                            results.append((op, None, exc))
             except JournalLocked as exc:
                 attempt += 1
                 self._report(exc)
@@ -211,12 +216,12 @@ class JournalWriter:
                 return
             break
         self.batches += 1
-        for op, ok, value in results:
-            if ok:
+        for op, value, error in results:
+            if error is None:
                 op.future.set_result(value)
             else:
-                self._report(value)
-                op.future.set_exception(value)
+                self._report(error)
+                op.future.set_exception(error)
 
     @staticmethod
     def _fail(ops: list[_Op], exc: BaseException) -> None:

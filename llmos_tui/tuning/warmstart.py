@@ -73,7 +73,7 @@ class WarmStart:
 
 
 def fingerprint(model_info: Any, *, build: str, cpu_count: int, gpu: Mapping[str, Any] | None) -> Fingerprint:
-    from llmos_tui.journal.tuning import model_key
+    from llmos_tui.journal.studies import model_key
 
     path = os.fspath(getattr(model_info, "path", ""))
     size = int(getattr(model_info, "size_bytes", 0) or 0)

@@ -1,7 +1,7 @@
 """Model files in the journal: which GGUF came from which, by what quantisation, and how it measured.
 
-A mixin of :class:`~llmos_tui.journal.store.Journal` (it uses the journal's own transaction and
-query helpers). A quantised file is recorded with its parent, so `journal show` can tell an
+``ModelFiles`` is the journal's repository for them (``journal.lineage``), given the journal's
+one connection. A quantised file is recorded with its parent, so `journal show` can tell an
 operator where a model came from; the measurements of a variant (size, speed, perplexity, KL
 divergence against its parent) are kept with it, so the variants table survives a restart.
 Writing a model file also writes a ``model_file`` event in the same transaction: it shows up in
@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 from llmos_tui.errors import JournalError
-from llmos_tui.journal.records import _dumps, _loads
+from llmos_tui.journal.db import Database
+from llmos_tui.journal.records import Json, Row, _dumps, _loads
 
 MODEL_ORIGINS = ("quantize", "import")
 
@@ -31,15 +32,15 @@ class ModelFile:
     quantization: str  # the target type name (q8_0, q4_k_m, ...) or the file's own type
     origin: str  # quantize | import
     size_bytes: int
-    details: dict[str, Any] = field(default_factory=dict)  # how it was made (threads, seconds, tensors)
-    metrics: dict[str, Any] = field(default_factory=dict)  # how it measured (filled in later)
+    details: dict[str, Json] = field(default_factory=dict)  # how it was made (threads, seconds, tensors)
+    metrics: dict[str, Json] = field(default_factory=dict)  # how it measured (filled in later)
 
     @property
     def entry_id(self) -> str:
         return f"mdl:{self.id}"
 
 
-def _unjson(text: Any) -> dict[str, Any]:
+def _unjson(text: object) -> dict[str, Json]:
     value = _loads(text)
     return value if isinstance(value, dict) else {}
 
@@ -48,8 +49,12 @@ def _norm(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
-class ModelFilesMixin:
-    """Model-file records; needs the Journal's ``_write``, ``_query`` and ``_one``."""
+class ModelFiles:
+    """Model-file records (lineage and measurements) on the journal's connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.path = db.path
 
     def record_model_file(
         self,
@@ -59,7 +64,7 @@ class ModelFilesMixin:
         quantization: str = "",
         origin: str = "quantize",
         size_bytes: int | None = None,
-        details: Mapping[str, Any] | None = None,
+        details: Mapping[str, Json] | None = None,
         ts: float | None = None,
     ) -> ModelFile:
         """Journal a model file (a quantised one with its parent). The parent, when it is not
@@ -74,7 +79,7 @@ class ModelFilesMixin:
             except OSError:
                 size_bytes = 0
         now = ts or time.time()
-        with self._write("record a model file", durable=True) as conn:  # type: ignore[attr-defined]
+        with self.db.write("record a model file", durable=True) as conn:
             parent_id = None
             if parent:
                 row = conn.execute("SELECT id FROM model_files WHERE path = ? ORDER BY id DESC LIMIT 1",
@@ -104,32 +109,32 @@ class ModelFilesMixin:
             )
         return self.get_model_file(new_id)
 
-    def set_model_metrics(self, model_id: int, metrics: Mapping[str, Any], *, merge: bool = True) -> ModelFile:
+    def set_model_metrics(self, model_id: int, metrics: Mapping[str, Json], *, merge: bool = True) -> ModelFile:
         """Keep a variant's measurements (merged into what was measured before, by default)."""
         current = self.get_model_file(model_id)
         values = {**current.metrics, **dict(metrics)} if merge else dict(metrics)
-        with self._write("record model measurements") as conn:  # type: ignore[attr-defined]
+        with self.db.write("record model measurements") as conn:
             conn.execute("UPDATE model_files SET metrics = ? WHERE id = ?", (_dumps(values), model_id))
         return self.get_model_file(model_id)
 
     def get_model_file(self, model_id: int) -> ModelFile:
-        row = self._one("SELECT * FROM model_files WHERE id = ?", (model_id,))  # type: ignore[attr-defined]
+        row = self.db.one("SELECT * FROM model_files WHERE id = ?", (model_id,))
         if row is None:
-            raise JournalError(f"no model file mdl:{model_id} in journal {getattr(self, 'path', '')}")
+            raise JournalError(f"no model file mdl:{model_id} in journal {self.path}")
         return _model(row)
 
     def model_file(self, path: str | os.PathLike[str]) -> ModelFile | None:
         """The newest record of the file at ``path``, or None."""
-        row = self._one("SELECT * FROM model_files WHERE path = ? ORDER BY id DESC LIMIT 1",  # type: ignore[attr-defined]
+        row = self.db.one("SELECT * FROM model_files WHERE path = ? ORDER BY id DESC LIMIT 1",
                         (_norm(path),))
         return _model(row) if row else None
 
     def model_files(self, limit: int = 100, *, parent_path: str | os.PathLike[str] | None = None) -> list[ModelFile]:
         if parent_path is not None:
-            rows = self._query("SELECT * FROM model_files WHERE parent_path = ? ORDER BY id DESC LIMIT ?",  # type: ignore[attr-defined]
+            rows = self.db.query("SELECT * FROM model_files WHERE parent_path = ? ORDER BY id DESC LIMIT ?",
                                (_norm(parent_path), limit))
         else:
-            rows = self._query("SELECT * FROM model_files ORDER BY id DESC LIMIT ?", (limit,))  # type: ignore[attr-defined]
+            rows = self.db.query("SELECT * FROM model_files ORDER BY id DESC LIMIT ?", (limit,))
         return [_model(r) for r in rows]
 
     def model_lineage(self, path: str | os.PathLike[str]) -> list[ModelFile]:
@@ -144,7 +149,7 @@ class ModelFilesMixin:
         return chain
 
 
-def _model(row: Mapping[str, Any]) -> ModelFile:
+def _model(row: Row) -> ModelFile:
     return ModelFile(
         id=row["id"], ts=row["ts"], path=row["path"], parent_id=row["parent_id"], parent_path=row["parent_path"],
         quantization=row["quantization"], origin=row["origin"], size_bytes=int(row["size_bytes"] or 0),
