@@ -274,7 +274,7 @@ def test_the_start_limit_can_be_reset_and_says_what_happened(tmp_path: Path) -> 
     try:
         assert op.doctor is not None
         assert "not reached" in op.reset_start_limit()
-        op.doctor.start_limit_hit = True  # as after start_limit_burst automatic restarts in the window
+        op.doctor.runner.start_limit_hit = True  # as after start_limit_burst automatic restarts in the window
         line = op.reset_start_limit()
         assert line.startswith("start limit reset") and not op.doctor.start_limit_hit
         assert op.snapshot()["doctor"]["start_limit_hit"] is False

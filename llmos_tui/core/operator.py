@@ -161,11 +161,7 @@ class Operator:
         doctor = self.doctor
         if doctor is None:
             return "the doctor is not running in this core: there is no start limit to reset"
-        hit = bool(doctor.start_limit_hit)
-        doctor.reset_start_limit()
-        if hit:
-            return "start limit reset: the doctor may restart the engine automatically again"
-        return "the start limit was not reached; its restart count starts again from zero"
+        return doctor.reset_start_limit()
 
     # ---- requests from other processes (the status endpoint) --------------------------
     def handle_request(self, request: dict[str, Json]) -> dict[str, Json]:
