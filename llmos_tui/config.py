@@ -166,7 +166,6 @@ def load_config(
     for key, value in exporter.items():
         if key != "listen":
             raise ConfigError(f"{where}: unknown key exporter.{key} (known: listen)")
-        from llmos_tui.exporters.prometheus import parse_listen
 
         parse_listen(str(value))  # a bad address is said now, not when the TUI starts
         exporter_listen = str(value)
@@ -292,3 +291,34 @@ def apply_overrides(config: Config, overrides: dict[str, object]) -> None:
         config.telemetry_interval = _number(overrides["interval"], "--interval", "command line", float, 0.05, 3600)
     if overrides.get("readonly"):
         config.readonly = True
+
+
+DEFAULT_EXPORTER_LISTEN = "127.0.0.1:9464"
+
+
+# ---- the listen address -----------------------------------------------------------------------
+def parse_listen(text: str | None) -> tuple[str, int]:
+    """``"9464"`` / ``":9464"`` / ``"127.0.0.1:9464"`` / ``"[::1]:9464"`` -> (host, port).
+
+    A missing host means loopback, never "every interface": binding wider needs an address.
+    """
+    value = (text or DEFAULT_EXPORTER_LISTEN).strip()
+    if not value:
+        value = DEFAULT_EXPORTER_LISTEN
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        host, port_text = "", value
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"exporter listen address {text!r}: the port must be a number (e.g. 127.0.0.1:9464)") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"exporter listen address {text!r}: the port must be between 0 and 65535")
+    return (host or "127.0.0.1"), port
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

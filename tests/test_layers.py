@@ -34,7 +34,6 @@ PENDING = {
     "llmos_tui.doctor.loop -> llmos_tui.core.changes": "doctor branch: no fallback Changes in the Doctor",
     "llmos_tui.doctor.repairs -> llmos_tui.tuning.measure": "doctor/tuning: BenchSpec belongs below the doctor "
                                                              "(engine.probe) or the re-tune passes plain numbers",
-    "llmos_tui.config -> llmos_tui.exporters.prometheus": "core branch: parse_listen / DEFAULT_LISTEN move to config",
     "llmos_tui.cli.config_cmd -> llmos_tui.ui.help_screen": "ui branch: the key-binding catalogue as plain data",
     "llmos_tui.cli.config_cmd -> llmos_tui.ui.themes": "ui branch: theme files found and checked outside ui/",
     "llmos_tui.cli.config_cmd -> textual": "ui branch: `config --check` reads the built-in theme names elsewhere",

@@ -61,7 +61,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def sample_config() -> str:
     from llmos_tui.doctor.policy import MODES
     from llmos_tui.engine.params import EngineParams
-    from llmos_tui.exporters.prometheus import DEFAULT_LISTEN
+    from llmos_tui.config import DEFAULT_EXPORTER_LISTEN as DEFAULT_LISTEN
     from llmos_tui.paths import DEMO_MODEL, default_paths
 
     defaults = EngineParams()

@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmos_tui.exporters.prometheus")
 
-DEFAULT_PORT = 9464
-DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+# the listen address is the config's to parse (the exporter and `config --check` share it)
+from llmos_tui.config import DEFAULT_EXPORTER_LISTEN as DEFAULT_LISTEN, is_loopback, parse_listen  # noqa: E402,F401
 PREFIX = "llmos"
 # The vocabularies come from their owners: engine states (the supervisor), severities (the
 # doctor's API), action states (the journal).
@@ -125,34 +125,6 @@ class _Attachable(Core, Protocol):
     exporter: "Exporter | None"
 
     def on_close(self, fn: Callable[[], None]) -> None: ...
-
-
-# ---- the listen address -----------------------------------------------------------------------
-def parse_listen(text: str | None) -> tuple[str, int]:
-    """``"9464"`` / ``":9464"`` / ``"127.0.0.1:9464"`` / ``"[::1]:9464"`` -> (host, port).
-
-    A missing host means loopback, never "every interface": binding wider needs an address.
-    """
-    value = (text or DEFAULT_LISTEN).strip()
-    if not value:
-        value = DEFAULT_LISTEN
-    host, sep, port_text = value.rpartition(":")
-    if not sep:
-        host, port_text = "", value
-    host = host.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"exporter listen address {text!r}: the port must be a number (e.g. 127.0.0.1:9464)") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"exporter listen address {text!r}: the port must be between 0 and 65535")
-    return (host or "127.0.0.1"), port
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 # ---- the collector ----------------------------------------------------------------------------
