@@ -20,7 +20,7 @@ from llmos_tui.doctor import (
     stats,
 )
 from llmos_tui.core.changes import Changes
-from llmos_tui.doctor.verify import MetricCheck, Workload
+from llmos_tui.doctor.workload import MetricCheck, Workload
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineState, Supervisor
 from llmos_tui.engine.versions import params_of
@@ -370,7 +370,7 @@ def test_backoff_doubles_between_attempts_on_the_same_trouble(supervisor: Superv
 
 def test_backoff_stays_at_its_ceiling_however_long_the_trouble_lasts() -> None:
     from llmos_tui.doctor import Canary, FindingBook, RepairRunner
-    from llmos_tui.doctor.verify import WorkloadLog
+    from llmos_tui.doctor.workload import WorkloadLog
     from llmos_tui.journal.port import JournalPort
 
     policy = Policy.from_config({"backoff_s": 0.2, "backoff_max_s": 300})

@@ -16,7 +16,7 @@ from llmos_tui.engine.params import EngineParams
 from llmos_tui.engine.supervisor import EngineEvent, Supervisor
 from llmos_tui.engine.versions import params_of
 from llmos_tui.errors import LlmosError
-from llmos_tui.journal.recorder import attach
+from llmos_tui.journal.engine_events import attach
 from llmos_tui.journal.store import Journal
 from llmos_tui.journal.records import CONFIG_SOURCES, ConfigVersion
 from llmos_tui.journal.writer import JournalWriter

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from llmos_tui.doctor.verify import WorkloadLog
+from llmos_tui.doctor.workload import WorkloadLog
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.engine.supervisor import EngineEvent, LogLine

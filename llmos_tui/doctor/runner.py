@@ -29,7 +29,7 @@ from llmos_tui.doctor.canary import Canary, active_config_id, ensure_config
 from llmos_tui.doctor.context import ChangeGate, EngineHandle, JournalView, RepairContext
 from llmos_tui.doctor.plugins import PluginManager, describe_error
 from llmos_tui.doctor.policy import Policy
-from llmos_tui.doctor.verify import MetricCheck, Verifier, WorkloadLog, Workload, metric_check
+from llmos_tui.doctor.workload import MetricCheck, Verifier, WorkloadLog, Workload, metric_check
 from llmos_tui.engine.probe import verify_live
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal.port import JournalPort

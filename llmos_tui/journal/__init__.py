@@ -16,7 +16,7 @@ from llmos_tui.journal.migrations import MIGRATIONS, SCHEMA_VERSION
 from llmos_tui.journal.model_files import ModelFile
 from llmos_tui.journal.overview import JournalCounts, StudyBest
 from llmos_tui.journal.port import JournalPort
-from llmos_tui.journal.recorder import RECORDED_KINDS, attach
+from llmos_tui.journal.engine_events import RECORDED_KINDS, attach
 from llmos_tui.journal.records import ACTION_STATES
 from llmos_tui.journal.store import (
     SOURCES,
