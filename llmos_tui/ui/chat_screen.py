@@ -19,6 +19,7 @@ from llmos_tui.engine.supervisor import Reply
 from llmos_tui.errors import LlmosError
 from llmos_tui.textsafe import sanitize
 from llmos_tui.ui.status import EngineStatus
+from llmos_tui.ui import keymap
 
 # Streaming renders at most this often: llama.cpp's threads need the cores more than the
 # reader needs a repaint per token (20 frames/s reads as smooth).
@@ -32,10 +33,7 @@ DEMO_NOTE = (
 
 
 class UserMessage(Static):
-    DEFAULT_CSS = """
-    UserMessage { margin: 1 0 0 0; padding: 0 1; background: $boost; color: $text; }
-    UserMessage.queued { color: $text-muted; text-style: italic; }
-    """
+    """A prompt the operator sent (styles: widgets.tcss)."""
 
 
 class ReplyView(Vertical):
@@ -45,13 +43,6 @@ class ReplyView(Vertical):
     paragraph) and the paragraph still being written shows as plain text in a tail line that
     is repainted, not laid out again, until its height changes: a frame costs a repaint of one
     paragraph, not a re-render of the reply or a relayout of the conversation.
-    """
-
-    DEFAULT_CSS = """
-    ReplyView { height: auto; margin: 0 0 0 2; }
-    ReplyView > Markdown { margin: 0; padding: 0; }
-    ReplyView > .tail { height: auto; padding: 0 0 0 1; }
-    ReplyView > .metrics { color: $text-muted; height: auto; }
     """
 
     def __init__(self, markdown: str = "") -> None:
@@ -114,10 +105,7 @@ class ChatPicker(ModalScreen[int | None]):
     """Earlier chats from the journal; Enter resumes one."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
-    DEFAULT_CSS = """
-    ChatPicker { align: center middle; }
-    ChatPicker > OptionList { width: 80%; max-height: 80%; border: round $accent; }
-    """
+    CSS_PATH = "chat.tcss"
 
     def __init__(self, chats: list[dict]) -> None:
         super().__init__()
@@ -138,18 +126,8 @@ class ChatPicker(ModalScreen[int | None]):
 
 
 class ChatScreen(Screen[None]):
-    BINDINGS = [
-        Binding("escape", "cancel_reply", "Cancel reply", id="chat.cancel"),
-        Binding("up", "history(-1)", "Earlier prompt", show=False, id="chat.history_up"),
-        Binding("down", "history(1)", "Later prompt", show=False, id="chat.history_down"),
-        Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
-        Binding("ctrl+o", "open_chat", "Earlier chats", id="chat.open"),
-    ]
-    DEFAULT_CSS = """
-    ChatScreen #log { height: 1fr; padding: 0 1; }
-    ChatScreen #prompt { height: auto; }
-    ChatScreen .note { color: $warning; margin: 1 0 0 0; }
-    """
+    BINDINGS = keymap.bindings("ChatScreen")
+    CSS_PATH = ["widgets.tcss", "chat.tcss"]
 
     def __init__(self) -> None:
         super().__init__()

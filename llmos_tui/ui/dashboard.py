@@ -126,25 +126,7 @@ class DashboardScreen(Screen):
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
-    DEFAULT_CSS = """
-    DashboardScreen #dash-scroll { height: 1fr; }
-    DashboardScreen #dash-header { height: 1; padding: 0 1; background: $panel; }
-    DashboardScreen .gpu-panel, DashboardScreen #dash-engine, DashboardScreen #dash-host,
-    DashboardScreen #dash-nogpu {
-        height: auto; border: round $primary; padding: 0 1;
-        border-title-align: left; border-title-style: bold;
-    }
-    DashboardScreen .gpu-panel.-throttled { border: round $warning; }
-    DashboardScreen .gpu-panel.-lost { border: round $error; }
-    DashboardScreen #dash-nogpu { border: round $warning; color: $warning; }
-    DashboardScreen #dash-gpus { height: auto; }
-    DashboardScreen #dash-lower { height: auto; }
-    DashboardScreen.-narrow #dash-lower { layout: vertical; }
-    DashboardScreen.-wide #dash-lower { layout: horizontal; }
-    DashboardScreen.-wide #dash-engine, DashboardScreen.-wide #dash-host { width: 1fr; }
-    DashboardScreen #dash-procs { height: auto; max-height: 12; margin: 0 1; }
-    DashboardScreen #dash-procs-title { height: 1; padding: 0 1; text-style: bold; }
-    """
+    CSS_PATH = ["widgets.tcss", "dashboard.tcss"]
 
     class SampleReady(Message):
         """A new sample waits in the screen (posted from the sampler thread)."""

@@ -13,28 +13,18 @@ from typing import Any
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Markdown, Static
 
 from llmos_tui.textsafe import sanitize
 from llmos_tui.ui.chat_screen import ReplyView
+from llmos_tui.ui import keymap
 
 
 class ExplainScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q", "close", "Close (stops the reply)", id="explain.close")]
-    DEFAULT_CSS = """
-    ExplainScreen { align: center middle; }
-    ExplainScreen > Vertical { width: 96%; height: 90%; border: round $accent; background: $surface; }
-    ExplainScreen #explain-title { height: auto; padding: 0 1; background: $panel; }
-    ExplainScreen #explain-body { height: 1fr; }
-    ExplainScreen .explain-side { width: 1fr; height: 1fr; padding: 0 1; }
-    ExplainScreen #explain-model-side { border-left: solid $primary; }
-    ExplainScreen .explain-label { height: auto; text-style: bold; }
-    ExplainScreen #explain-model-label { color: $warning; }
-    ExplainScreen #explain-note { color: $text-muted; height: auto; }
-    """
+    BINDINGS = keymap.bindings("ExplainScreen")
+    CSS_PATH = ["widgets.tcss", "explain.tcss"]
 
     def __init__(self, operator: Any, finding_id: int) -> None:
         super().__init__()

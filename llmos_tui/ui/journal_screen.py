@@ -15,13 +15,13 @@ from typing import Any, Callable
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Static, TextArea
 from textual.worker import get_current_worker
 
 from llmos_tui.errors import LlmosError
+from llmos_tui.ui import keymap
 
 UNDOABLE_PREFIXES = ("cfg:", "act:")
 
@@ -47,16 +47,8 @@ def split_filter(text: str, type_names: set[str]) -> tuple[list[str] | None, str
 class ConfirmUndo(ModalScreen[bool]):
     """Asks before an undo: it changes the engine's configuration."""
 
-    BINDINGS = [
-        Binding("y", "answer(True)", "Undo", id="journal.confirm_yes"),
-        Binding("n,escape", "answer(False)", "Cancel", id="journal.confirm_no"),
-    ]
-    DEFAULT_CSS = """
-    ConfirmUndo { align: center middle; }
-    ConfirmUndo > Vertical { width: 64; height: auto; padding: 1 2; border: thick $warning; background: $surface; }
-    ConfirmUndo Horizontal { height: auto; margin-top: 1; }
-    ConfirmUndo Button { margin-right: 2; }
-    """
+    BINDINGS = keymap.bindings("ConfirmUndo")
+    CSS_PATH = "journal.tcss"
 
     def __init__(self, entry_id: str, summary: str) -> None:
         super().__init__()
@@ -80,19 +72,8 @@ class ConfirmUndo(ModalScreen[bool]):
 
 
 class JournalScreen(Screen[None]):
-    BINDINGS = [
-        Binding("u", "undo", "Undo change", id="journal.undo"),
-        Binding("slash", "focus_filter", "Filter", id="journal.filter"),
-        Binding("escape", "leave_filter", "Table", show=False, id="journal.leave_filter"),
-        Binding("ctrl+l", "refresh_now", "Refresh", id="journal.refresh"),
-    ]
-    DEFAULT_CSS = """
-    JournalScreen #journal-status { height: 1; padding: 0 1; color: $text-muted; }
-    JournalScreen #journal-filter { margin: 0 1; }
-    JournalScreen #journal-body { height: 1fr; }
-    JournalScreen #journal-table { width: 3fr; height: 1fr; }
-    JournalScreen #journal-details { width: 2fr; height: 1fr; border-left: solid $primary-background; }
-    """
+    BINDINGS = keymap.bindings("JournalScreen")
+    CSS_PATH = "journal.tcss"
 
     def __init__(
         self,

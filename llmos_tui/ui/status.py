@@ -30,10 +30,6 @@ class EngineStatus(Static):
     """Two compact lines; rebuilt when the engine says something changed (each bar listens to the
     engine itself, so a bar on a screen that was hidden is never stale when it shows again)."""
 
-    DEFAULT_CSS = """
-    EngineStatus { height: 2; background: $panel; padding: 0 1; }
-    """
-
     class Changed(Message):
         """The engine published an event (posted from the engine's thread)."""
 

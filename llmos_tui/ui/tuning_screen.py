@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
 from llmos_tui.textsafe import sanitize
+from llmos_tui.ui import keymap
 
 OUTCOME_STYLE = {"ok": "green", "refused": "yellow", "budget": "yellow", "oom": "red", "crash": "red",
                  "timeout": "red", "error": "red"}
@@ -40,21 +40,8 @@ def _fmt(config: dict[str, Any]) -> str:
 
 
 class TuningScreen(Screen[None]):
-    BINDINGS = [
-        Binding("s", "start", "Start", id="tune.start"),
-        Binding("x", "stop", "Stop", id="tune.stop"),
-        Binding("escape", "stop", "Stop", show=False, id="tune.stop_esc"),
-        Binding("a", "apply_best", "Apply best", id="tune.apply"),
-        Binding("p", "next_param", "Param plot", id="tune.param"),
-    ]
-    DEFAULT_CSS = """
-    TuningScreen #tune-status { height: 2; padding: 0 1; background: $panel; }
-    TuningScreen #tune-body { height: 1fr; }
-    TuningScreen #tune-trials { width: 3fr; }
-    TuningScreen #tune-side { width: 2fr; border-left: solid $primary; }
-    TuningScreen .tune-plot { height: 1fr; }
-    TuningScreen #tune-log { height: 8; border-top: solid $primary; }
-    """
+    BINDINGS = keymap.bindings("TuningScreen")
+    CSS_PATH = "tuning.tcss"
 
     def __init__(self, operator: Any, *, options: dict[str, Any] | None = None) -> None:
         super().__init__()
