@@ -13,12 +13,11 @@ from textual.widgets import Input, TextArea
 
 from llmos_tui.config import Config
 from llmos_tui.core.operator import Operator
+from llmos_tui.ui import command_line, keymap, themes
 from llmos_tui.ui.chat_screen import ChatScreen
-from llmos_tui.ui import command_line, themes
 from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
 from llmos_tui.ui.messages import DoctorToast, EngineChanged, EngineStartFinished
 from llmos_tui.ui.status import EngineStatus
-from llmos_tui.ui import keymap
 
 
 class LlmosApp(App[int]):
@@ -156,9 +155,14 @@ def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[None]]]:
     """Screens contributed by the other parts of the core, wired when they are present."""
     screens: dict[str, Callable[[], Screen[None]]] = {}
     if operator.sampler is not None:
-        from llmos_tui.ui.dashboard import DashboardScreen
+        from llmos_tui.ui.dashboard import DashboardScreen, Policy
 
-        screens["dashboard"] = lambda: DashboardScreen(operator.sampler)
+        sampler = operator.sampler
+
+        def adapt_policy() -> "Policy | None":
+            return operator.adapter.policy() if operator.adapter is not None else None
+
+        screens["dashboard"] = lambda: DashboardScreen(sampler, adapt_policy=adapt_policy)
     if operator.journal_writer is not None:
         from llmos_tui.ui.journal_screen import JournalScreen
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from rich.text import Text
 from textual import events, work
@@ -18,8 +19,14 @@ from llmos_tui.engine.metrics import format_metrics
 from llmos_tui.engine.supervisor import Reply
 from llmos_tui.errors import LlmosError
 from llmos_tui.textsafe import sanitize
-from llmos_tui.ui.status import EngineStatus
 from llmos_tui.ui import keymap
+from llmos_tui.ui.status import EngineStatus
+
+if TYPE_CHECKING:
+    from llmos_tui.core.operator import Operator
+    from llmos_tui.journal import Journal
+
+T = TypeVar("T")
 
 # Streaming renders at most this often: llama.cpp's threads need the cores more than the
 # reader needs a repaint per token (20 frames/s reads as smooth).
@@ -96,7 +103,7 @@ class PromptInput(Input):
         if event.character == "?" and not self.value:
             event.stop()
             event.prevent_default()
-            self.app.action_help()  # type: ignore[attr-defined]
+            await self.app.run_action("help")
             return
         await super()._on_key(event)
 
@@ -137,8 +144,13 @@ class ChatScreen(Screen[None]):
         self.pending: str | None = None  # a prompt typed while the model loads, sent when it is ready
 
     @property
-    def operator(self):  # type: ignore[no-untyped-def]
-        return self.app.operator  # type: ignore[attr-defined]
+    def operator(self) -> "Operator":
+        from llmos_tui.ui.app import LlmosApp
+
+        app = self.app
+        if not isinstance(app, LlmosApp):
+            raise TypeError("the chat screen runs inside LlmosApp (it needs the core)")
+        return app.operator
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="log")
@@ -301,7 +313,7 @@ class ChatScreen(Screen[None]):
             return
         self.read_chats()
 
-    def _read_journal(self, fn):  # type: ignore[no-untyped-def]
+    def _read_journal(self, fn: "Callable[[Journal], T]") -> T:
         """Reads run in a worker thread on their own connection, never on the UI thread."""
         from llmos_tui.journal import Journal
 

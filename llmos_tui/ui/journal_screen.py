@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -22,6 +22,9 @@ from textual.worker import get_current_worker
 
 from llmos_tui.errors import LlmosError
 from llmos_tui.ui import keymap
+
+if TYPE_CHECKING:
+    from llmos_tui.journal import Entry, Journal
 
 UNDOABLE_PREFIXES = ("cfg:", "act:")
 
@@ -77,8 +80,8 @@ class JournalScreen(Screen[None]):
 
     def __init__(
         self,
-        journal: Any = None,
-        on_undo: Callable[[str], Any] | None = None,
+        journal: "str | os.PathLike[str] | Journal | None" = None,
+        on_undo: Callable[[str], object] | None = None,
         *,
         limit: int = 500,
         refresh_interval: float = 2.0,
@@ -92,7 +95,7 @@ class JournalScreen(Screen[None]):
         super().__init__()
         if journal is None or isinstance(journal, (str, os.PathLike)):
             self._path: Path | None = Path(journal).expanduser() if journal is not None else None
-            self._reader: Any = None
+            self._reader: "Journal | None" = None
             self._owns_reader = True
         else:
             self._path, self._reader = None, journal
@@ -100,7 +103,7 @@ class JournalScreen(Screen[None]):
         self.on_undo = on_undo
         self.limit = limit
         self.refresh_interval = refresh_interval
-        self.entries: list[Any] = []
+        self.entries: list[Entry] = []
         self._shown: tuple[tuple[str, str, str], ...] | None = None
         self._loading = False
         self._reload_wanted = False
@@ -149,7 +152,7 @@ class JournalScreen(Screen[None]):
         self._loading = True
         self._load(self._filter_text)
 
-    def _open_reader(self) -> Any:
+    def _open_reader(self) -> "Journal":
         if self._reader is None:
             from llmos_tui.journal import Journal, JournalReadOnly
 
@@ -166,14 +169,14 @@ class JournalScreen(Screen[None]):
         from llmos_tui.journal import SOURCES, JournalMissing
 
         worker = get_current_worker()
-        entries: list[Any] = []
+        entries: list[Entry] = []
         status = ""
         try:
             reader = self._open_reader()
             type_names = {s.type for s in SOURCES} | {s.prefix for s in SOURCES}
             kinds, text = split_filter(filter_text, type_names)
             entries = reader.timeline(kinds=kinds, text=text or None, limit=self.limit)
-            where = getattr(reader, "path", self._path)
+            where = reader.path
             status = f"journal {where} · {len(entries)} entries" + (f" · filter: {filter_text}" if filter_text else "")
         except JournalMissing as exc:
             status = f"{exc}"
@@ -184,7 +187,7 @@ class JournalScreen(Screen[None]):
         if not worker.is_cancelled:
             self.app.call_from_thread(self._show, entries, status)
 
-    def _show(self, entries: list[Any], status: str) -> None:
+    def _show(self, entries: "list[Entry]", status: str) -> None:
         self._loading = False
         self.loads += 1
         self.query_one("#journal-status", Static).update(status)
@@ -197,7 +200,7 @@ class JournalScreen(Screen[None]):
             self._reload_wanted = False
             self.reload()
 
-    def _fill_table(self, entries: list[Any]) -> None:
+    def _fill_table(self, entries: "list[Entry]") -> None:
         table = self.query_one("#journal-table", DataTable)
         selected = self.selected_id()
         table.clear()
@@ -270,7 +273,7 @@ class JournalScreen(Screen[None]):
             self.notify("no entry selected", severity="warning")
             return
         entry = next((e for e in self.entries if e.id == entry_id), None)
-        if not entry_id.startswith(UNDOABLE_PREFIXES) or (entry is not None and not getattr(entry, "undoable", True)):
+        if not entry_id.startswith(UNDOABLE_PREFIXES) or (entry is not None and not entry.undoable):
             self.notify(f"{entry_id} is not a configuration change; only cfg:N and act:N entries that changed "
                         "the configuration can be undone", severity="warning")
             return
