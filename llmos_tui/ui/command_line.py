@@ -245,7 +245,7 @@ def run(app: "LlmosApp", line: str) -> None:
 def _execute(app: "LlmosApp", command: Command, arg: str) -> None:
     operator = app.operator
     if command.changes_engine_for(arg):
-        app.notify(f":{command.usage() if not arg else command.name + ' ' + arg}…")
+        app.notify(f":{command.name} {arg}".rstrip() + "…")
 
     def work() -> None:
         outcome = core.execute(operator, command, arg)

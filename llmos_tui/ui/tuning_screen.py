@@ -44,10 +44,23 @@ class TunerUpdate(Message):
         self.event = event
 
 
+# Pairs shown as one value, as the engine's own summary does ("b=512/128", "t=2/2", "kv=f16/q8_0").
+PAIRS = (("n_batch", "n_ubatch", "b"), ("n_threads", "n_threads_batch", "t"), ("type_k", "type_v", "kv"))
+
+
 def _fmt(config: object) -> str:
     if not isinstance(config, Mapping):
         return ""
-    return " ".join(f"{SHORT.get(str(k), k)}={v}" for k, v in config.items())
+    paired = {first: (second, label) for first, second, label in PAIRS if first in config and second in config}
+    seconds = {second for second, _label in paired.values()}
+    out = []
+    for k, v in config.items():
+        if k in paired:
+            second, label = paired[k]
+            out.append(f"{label}={v}/{config[second]}")
+        elif k not in seconds:
+            out.append(f"{SHORT.get(str(k), k)}={v}")
+    return " ".join(out)
 
 
 def _short_origin(origin: str) -> str:
