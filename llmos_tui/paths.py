@@ -7,6 +7,8 @@ LLMOS_TUI_HOME, when set, puts config, data, cache and state under one folder
 from __future__ import annotations
 
 import os
+import site
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,18 @@ APP = "llmos-tui"
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEMO_MODEL = PACKAGE_DIR / "data" / "demo.gguf"
 REPO_PLUGINS = PACKAGE_DIR.parent / "plugins"
-REPO_THEMES = PACKAGE_DIR / "themes"  # shipped in the wheel (package data)
+
+
+def _shipped_themes() -> Path:
+    """The top-level themes/ of a source tree, else where the wheel's data files put it
+    (pyproject: [tool.setuptools] data-files -> PREFIX/share/llmos-tui/themes)."""
+    if (PACKAGE_DIR.parent / "pyproject.toml").is_file() and (PACKAGE_DIR.parent / "themes").is_dir():
+        return PACKAGE_DIR.parent / "themes"
+    installed = [Path(base) / "share" / APP / "themes" for base in (sysconfig.get_path("data"), site.getuserbase())]
+    return next((p for p in installed if p.is_dir()), installed[0])
+
+
+REPO_THEMES = _shipped_themes()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ change transaction (real engine, real journal), confirmation and read-only."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from textual.widgets import Input, OptionList
 
@@ -13,7 +14,9 @@ from llmos_tui.journal import Journal
 from llmos_tui.ui import command_line
 from llmos_tui.ui.app import LlmosApp
 from llmos_tui.ui.command_line import CommandLine, Confirm
-from tests.pilot import notices, wait_for
+from tests.pilot import ensure_reset_start_limit, notices, wait_for
+
+TRACE = Path(__file__).parent / "data" / "trace_throttle.jsonl"
 
 
 def make_app(*, readonly: bool = False, doctor: bool = False, start_engine: bool = False, **extra) -> LlmosApp:
@@ -34,15 +37,19 @@ async def open_line(pilot, text: str = "") -> CommandLine:
 
 
 def test_every_app_binding_and_screen_has_a_command() -> None:
-    app = make_app()
-    names = {c.name for c in command_line.commands(app)}
+    names = {c.name for c in command_line.commands()}
     for binding in LlmosApp.BINDINGS:
         action = binding.action
         if action.startswith("mode("):
-            assert command_line.find(app, action[6:-2]) is not None, action
+            assert command_line.find(action[6:-2]) is not None, action
     assert {"dashboard", "chat", "doctor", "journal", "tune", "undo", "theme", "quit", "help", "restart",
-            "explain", "accept", "reject", "silence", "canary", "killswitch"} <= names
-    app.operator.close()
+            "explain", "accept", "reject", "silence", "canary", "killswitch", "reset-limit", "params"} <= names
+    # the engine-changing commands are the core's: one table for the `:` line and the console
+    from llmos_tui.console.app import TABLE
+    from llmos_tui.core.commands import COMMANDS
+
+    assert all(c in command_line.commands() and c in TABLE for c in COMMANDS)
+    assert {c.name for c in COMMANDS if c.changes_engine is True} == {"undo", "restart", "accept"}
 
 
 async def test_colon_in_an_empty_prompt_opens_the_line_and_tab_completes() -> None:
@@ -68,7 +75,7 @@ async def test_colon_in_an_empty_prompt_opens_the_line_and_tab_completes() -> No
     app.operator.close()
 
 
-async def test_screen_commands_unknown_command_and_missing_tune() -> None:
+async def test_screen_commands_and_unknown_command() -> None:
     app = make_app(doctor=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await open_line(pilot, "doctor")
@@ -80,11 +87,7 @@ async def test_screen_commands_unknown_command_and_missing_tune() -> None:
         await wait_for(pilot, lambda: app.screen.query_one("#journal-filter", Input).value == "kind:crashed")
         await open_line(pilot, "tune")
         await pilot.press("enter")
-        await pilot.pause()
-        if "tuning" in app.screen_factories:
-            await wait_for(pilot, lambda: app.current_mode == "tuning")
-        else:
-            await wait_for(pilot, lambda: any("tuning screen is not available" in n for n in notices(app)))
+        await wait_for(pilot, lambda: app.current_mode == "tuning")
         await open_line(pilot, "frobnicate")
         await pilot.press("enter")
         await wait_for(pilot, lambda: any("unknown command :frobnicate" in n for n in notices(app)))
@@ -100,7 +103,7 @@ async def test_readonly_greys_out_destructive_commands_and_refuses_them() -> Non
         assert "undo" in str(first.prompt) and first.disabled and "read-only" in str(first.prompt)
         screen.query_one("#command-input", Input).value = "undo cfg:1"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: any("read-only mode: :undo is disabled" in n for n in notices(app)))
+        await wait_for(pilot, lambda: any("read-only mode: undo is disabled" in n for n in notices(app)))
         assert not isinstance(app.screen, Confirm)
     app.operator.close()
 
@@ -141,4 +144,47 @@ async def test_the_command_palette_offers_the_same_commands_and_themes() -> None
         assert ":restart" not in titles  # destructive: left out in read-only mode
         next(c for c in app.get_system_commands(app.screen) if c.title == ":theme high-contrast").callback()
         await wait_for(pilot, lambda: app.theme == "high-contrast")
+    app.operator.close()
+
+
+async def test_replay_has_no_tuning_screen_and_refuses_adapt() -> None:
+    """A replay drives no engine to tune: `:tune` says so; the learner never runs on replayed findings."""
+    config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "n_ctx": 512})
+    operator = build_core(config, "replay", replay=str(TRACE), replay_speed=0, doctor=False, endpoint=False)
+    app = LlmosApp(operator, start_screen="chat", start_engine=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert "tuning" not in app.screen_factories
+        await open_line(pilot, "tune")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("tuning screen is not available" in n for n in notices(app)))
+        assert app.current_mode == "chat"
+        await open_line(pilot, "adapt shadow")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("replay mode: the online learner stays off" in n for n in notices(app)))
+        assert operator.adapter is None
+    operator.close()
+
+
+async def test_reset_limit_command_resets_the_doctors_start_limit_through_the_operator() -> None:
+    ensure_reset_start_limit()
+    app = make_app(doctor=True)
+    doctor = app.operator.doctor
+    calls: list[str] = []
+    verb = type(app.operator).reset_start_limit
+
+    def counted(op) -> str:  # noqa: ANN001 - the Operator's own verb, counted
+        calls.append("op")
+        return verb(op)
+
+    async with app.run_test(size=(100, 30)) as pilot:
+        doctor.start_limit_hit = True
+        type(app.operator).reset_start_limit = counted
+        try:
+            await open_line(pilot, "reset-limit")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: not doctor.start_limit_hit)
+        finally:
+            type(app.operator).reset_start_limit = verb
+        assert calls == ["op"]
+        assert not isinstance(app.screen, Confirm)  # it does not change the engine: no question
     app.operator.close()

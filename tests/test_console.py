@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_interactive_session_with_slash_commands(llmos_home: Path) -> None:
         enter(child, "/params n_ctx=512")
         child.expect(r"applied \(cfg:\d+\): .*ctx=512")
         enter(child, "/params n_ctx=nope")
-        child.expect("error: n_ctx must be an integer, got 'nope'")
+        child.expect("error: refused: n_ctx must be an integer, got 'nope'")
         enter(child, "What is the KV cache?")
         child.expect(r"gen tok")  # the metrics line after the reply
         enter(child, "/reset")
@@ -99,6 +100,44 @@ def test_interactive_session_with_slash_commands(llmos_home: Path) -> None:
     assert child.exitstatus == 0
     history = (llmos_home / "state" / "chat_history").read_text()
     assert "What is the KV cache?" in history
+
+
+def test_piped_params_words_and_exit_code_follow_the_change_result() -> None:
+    """/params: an applied change is said on stdout; a refused one is an error line with its state word
+    and a non-zero exit, whatever else went well."""
+    applied = run_cli("chat", "--n-threads", "2", stdin="/params n_ctx=512\n")
+    assert applied.returncode == 0, applied.stderr
+    assert re.search(r"applied \(cfg:\d+\): .*ctx=512", applied.stdout), applied.stdout
+    refused = run_cli("chat", "--n-threads", "2", stdin="/params n_ctx=nope\n/params\n")
+    assert refused.returncode == 1, refused.stdout
+    assert "llmos-tui: error: refused: n_ctx must be an integer, got 'nope'" in refused.stderr
+    assert re.search(r"ctx=\d+", refused.stdout.splitlines()[-1])  # /params alone shows what runs
+
+
+def test_console_commands_come_from_the_core_table_and_reset_the_start_limit() -> None:
+    from llmos_tui.config import load_config
+    from llmos_tui.console.app import _slash, help_text
+    from llmos_tui.core.commands import COMMANDS
+    from llmos_tui.core.wiring import build_core
+    from tests.pilot import ensure_reset_start_limit
+
+    ensure_reset_start_limit()
+    text = help_text()
+    assert all(f"/{c.name}" in text for c in COMMANDS)
+    config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "readonly": True})
+    op = build_core(config, "oneshot", telemetry=False, endpoint=False)
+    said: list[str] = []
+    errors: list[str] = []
+    try:
+        op.doctor.start_limit_hit = True
+        _slash(op, "/reset-limit", said.append, errors.append)
+        assert not op.doctor.start_limit_hit and "start limit reset" in "".join(said), (said, errors)
+        _slash(op, "/restart", said.append, errors.append)  # read-only: refused before anything runs
+        assert errors == ["read-only mode: restart is disabled (it would change the engine)"]
+        _slash(op, "/frob", said.append, errors.append)
+        assert errors[-1] == "unknown command /frob; /help lists them"
+    finally:
+        op.close()
 
 
 @pytest.mark.parametrize(

@@ -65,3 +65,33 @@ async def test_findings_show_and_keys_work(doctor: Doctor) -> None:
             if finding.state == "rejected":
                 break
         assert finding.state == "rejected"
+
+
+async def test_l_resets_the_start_limit_through_the_operators_verb(doctor: Doctor) -> None:
+    """The rail can be operated: the status says how, and l calls the verb it is given."""
+    calls: list[str] = []
+
+    def reset() -> str:  # the Operator's reset_start_limit, as the app passes it
+        calls.append("reset")
+        doctor.reset_start_limit()
+        return "start limit reset: automatic restarts allowed again"
+
+    class WithReset(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(DoctorScreen(doctor, reset_start_limit=reset))
+
+    doctor.start_limit_hit = True
+    app = WithReset()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        status = str(app.screen.query_one("#doctor-status", Static).render())
+        assert "start limit reached" in status and "l or :reset-limit resets it" in status
+        await pilot.press("l")
+        for _ in range(40):
+            await pilot.pause(0.05)
+            if not doctor.start_limit_hit:
+                break
+        assert calls == ["reset"] and doctor.start_limit_hit is False
+        await pilot.pause(0.1)
+        assert "start limit reached" not in str(app.screen.query_one("#doctor-status", Static).render())
+        assert any("start limit reset" in str(n.message) for n in app._notifications)

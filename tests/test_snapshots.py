@@ -24,7 +24,7 @@ TRACE = Path(__file__).parent / "data" / "trace_throttle.jsonl"
 T0 = 1793700000.0  # the trace's start: 2026-11-03 10:00:00 UTC
 SIZES = {"80x24": (80, 24), "120x40": (120, 40)}
 THEMES = ("dark", "16-colour")
-SCREENS = ("dashboard", "chat", "doctor", "journal", "help", "command", "explain")
+SCREENS = ("dashboard", "chat", "doctor", "journal", "tuning", "help", "command", "explain")
 
 
 @pytest.fixture(autouse=True)
@@ -96,8 +96,40 @@ def snapshot_app(theme: str, screen: str) -> LlmosApp:
 PRESS = {"help": ("f1",), "command": ("colon", "t", "h"), "explain": ("e",)}
 
 
+def study_events() -> list[dict]:
+    """A finished study as the tuner publishes it: warm-started, one timeout, one refusal."""
+    base = {"n_batch": 512, "n_ubatch": 512, "n_threads": 2, "n_threads_batch": 2, "flash_attn": "auto",
+            "type_k": "f16", "type_v": "f16"}
+    trials = [
+        ("warm start: trl:12 of std:3 (same model, build and machine)", base, "ok", 204.31),
+        ("optimiser", {**base, "n_threads": 1, "n_ubatch": 128}, "ok", 241.77),
+        ("optimiser", {**base, "n_batch": 2048, "type_k": "q8_0", "type_v": "q8_0"}, "refused", None),
+        ("optimiser", {**base, "n_threads_batch": 1, "flash_attn": "on"}, "timeout", None),
+        ("repeat", {**base, "n_threads": 1, "n_ubatch": 128}, "ok", 238.02),
+        ("optimiser", {**base, "n_batch": 256, "n_ubatch": 256}, "ok", 219.45),
+    ]
+    best = {"mean": 239.9, "n": 2, "config": {**base, "n_threads": 1, "n_ubatch": 128}}
+    events: list[dict] = [{"kind": "study", "study_id": 7, "objective": {"name": "gen_tps", "maximize": True},
+                           "trials": 6, "strategy": "gp"}]
+    for i, (origin, config, outcome, value) in enumerate(trials, 1):
+        trial = {"index": i, "origin": origin, "config": config, "outcome": outcome, "value": value,
+                 "reason": {"refused": "type_k q8_0: block size 32 does not divide the head size 40",
+                            "timeout": "no result in 60 s"}.get(outcome, "")}
+        events.append({"kind": "trial", "trial": trial, "best": best})
+    events.append({"kind": "state", "state": "idle"})
+    events.append({"kind": "done", "report": {"study_id": 7, "status": "done", "best": best,
+                                              "message": "best 239.9 tok/s (n=2): not verified (no --verify)"}})
+    return events
+
+
 async def settle(pilot) -> None:  # type: ignore[no-untyped-def]
     app = pilot.app
+    if app.current_mode == "tuning":
+        from llmos_tui.ui.tuning_screen import TunerUpdate
+
+        for event in study_events():
+            app.screen.on_tuner_update(TunerUpdate(event))
+        await pilot.pause(0.3)
     if app.current_mode == "journal" or app.screen.__class__.__name__ == "ExplainScreen":
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -14,7 +14,9 @@ from llmos_tui.core.wiring import build_core
 from llmos_tui.errors import ConfigError
 from llmos_tui.paths import REPO_THEMES
 from llmos_tui.ui.app import LlmosApp
-from llmos_tui.ui.help_screen import HelpScreen, binding_catalog, check_keymap
+from llmos_tui.core import keys, themes
+from llmos_tui.core.keys import check_keymap
+from llmos_tui.ui.help_screen import HelpScreen
 from llmos_tui.ui.themes import SHIPPED, load_themes
 from tests.pilot import notices, wait_for
 
@@ -136,7 +138,7 @@ def test_unquoted_dotted_ids_in_toml_are_read_as_ids(tmp_path: Path) -> None:
     path.write_text('[ui.keys]\napp.help = "f10"\n"chat.new" = "ctrl+n, ctrl+t"\n')
     config = load_config(path)
     assert config.keys == {"app.help": "f10", "chat.new": "ctrl+n,ctrl+t"}
-    usable, problems = check_keymap(config.keys, binding_catalog(import_screens=True))
+    usable, problems = check_keymap(config.keys)
     assert usable and not problems
     path.write_text('[ui.keys]\n"app.help" = "f 1"\n')
     with pytest.raises(ConfigError, match="keys are names separated by commas"):
@@ -172,3 +174,64 @@ def test_config_init_writes_every_key_and_check_validates(llmos_home: Path) -> N
     assert bad.returncode == 1
     assert "theme 'nope' is not available" in bad.stderr and "unknown binding id 'dashboard'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 2
+
+
+def test_the_key_catalogue_is_what_the_screens_bind_and_spells_keys_as_textual() -> None:
+    """core/keys.py is plain data; every screen's bindings come from it, key names as Textual's."""
+    import dataclasses
+
+    from textual.binding import Binding
+    from textual.keys import _normalize_key_list
+    from textual.theme import BUILTIN_THEMES, Theme
+
+    import llmos_tui.ui.app  # noqa: F401 - imports every screen
+    import llmos_tui.ui.command_line  # noqa: F401
+    import llmos_tui.ui.explain_view  # noqa: F401
+    import llmos_tui.ui.journal_screen  # noqa: F401
+    import llmos_tui.ui.tuning_screen  # noqa: F401
+    from llmos_tui.ui import doctor_screen  # noqa: F401
+
+    from textual.dom import DOMNode
+
+    seen = {}
+    stack: list[type] = [DOMNode]
+    while stack:
+        for cls in stack.pop().__subclasses__():
+            stack.append(cls)
+            if cls.__module__.startswith("llmos_tui."):
+                for b in cls.__dict__.get("BINDINGS", ()) or ():
+                    if isinstance(b, Binding) and b.id:
+                        seen[(b.id, cls.__name__)] = (b.key, b.action)
+    data = {(k.id, k.scope): (k.keys, k.action) for k in keys.KEYS}
+    assert seen == data
+    for k in keys.KEYS:
+        assert keys.normalize_keys(k.keys) == _normalize_key_list(k.keys)
+    for typed in ("?", ":", "/", "@", "-", "+", "_", "ctrl+x", "a,?"):
+        assert keys.normalize_keys(typed) == _normalize_key_list(typed), typed
+    assert themes.FIELDS == {f.name for f in dataclasses.fields(Theme)}
+    assert set(themes.BUILTIN) == set(BUILTIN_THEMES)
+    assert ("doctor.reset_limit", "l", "Reset start limit (DoctorScreen)") in keys.describe_catalog()
+
+
+def test_config_init_theme_copies_a_shipped_theme_that_then_wins(llmos_home: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "llmos_tui.cli", "config", *args], capture_output=True,
+                              text=True, timeout=60)
+
+    done = cli("--init-theme", "16-color")  # an alias of 16-colour
+    assert done.returncode == 0, done.stderr
+    copy = load_config().paths.user_themes / "16-colour.toml"
+    assert copy.read_text() == (REPO_THEMES / "16-colour.toml").read_text()
+    again = cli("--init-theme", "16-colour")
+    assert again.returncode == 1 and "exists; nothing written" in again.stderr
+    missing = cli("--init-theme", "nope")
+    assert missing.returncode == 1 and "no shipped theme 'nope'" in missing.stderr
+    copy.write_text(copy.read_text().replace('primary = "ansi_blue"', 'primary = "ansi_red"'))
+    loaded, problems = load_themes([REPO_THEMES, copy.parent])
+    assert not problems
+    assert [t.primary for t in loaded if t.name == "16-colour"][-1] == "ansi_red"  # the user's copy is the later one
+    forced = cli("--init-theme", "16-colour", "--force")
+    assert forced.returncode == 0 and (copy.parent / "16-colour.toml.bak").exists()

@@ -1,4 +1,5 @@
-"""`llmos-tui config --init | --check`: a commented sample with every key; a check of the file.
+"""`llmos-tui config --init | --check | --init-theme NAME`: a commented sample with every key; a
+check of the file; a shipped theme copied into the user theme folder to edit.
 
 ``--init`` writes the sample to the config file (never over an existing one; ``--force`` keeps
 the old one aside as ``config.toml.bak``) or to stdout with ``--print``. Every key is there,
@@ -6,6 +7,9 @@ commented out at its default, so the sample changes nothing until a line is unco
 ``--check`` reads the file as the TUI would and also checks what only the TUI would notice later:
 the theme, the binding ids of ``[ui.keys]`` and their clashes, the doctor's policy, the
 exporter's address. Exit 0 when it is valid (notes may be printed), 1 when it is not.
+``--init-theme NAME`` copies the shipped theme NAME (``dark``, ``light``, ``high-contrast``,
+``16-colour``) into the user theme folder, where a file of the same theme name wins over the
+shipped one (never over an existing copy; ``--force`` keeps the old one as ``FILE.bak``).
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from llmos_tui.cli.support import guarded
+
+if TYPE_CHECKING:
+    from llmos_tui.config import Config
 
 KNOWN_SECTIONS = ("engine", "chat", "telemetry", "journal", "ui", "doctor", "exporter", "tuner", "tuning",
                   "adapt", "plugins", "compress")
 UI_KEYS = ("theme", "keys")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser(
         "config",
         help="write a commented sample config (--init) or check the config file (--check)",
@@ -32,9 +39,11 @@ def register(subparsers: Any) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--init", action="store_true", help="write the sample to the config file (or --print it)")
     what.add_argument("--check", action="store_true", help="validate the config file; exit 1 when it is not valid")
+    what.add_argument("--init-theme", metavar="NAME",
+                      help="copy the shipped theme NAME into the user theme folder to edit (it then wins)")
     parser.add_argument("--print", action="store_true", help="with --init: print the sample instead of writing it")
     parser.add_argument("--force", action="store_true",
-                        help="with --init: replace an existing file (kept as FILE.bak)")
+                        help="with --init or --init-theme: replace an existing file (kept as FILE.bak)")
     parser.add_argument("--file", metavar="FILE", help="the config file (default: --config, else the user's)")
     parser.set_defaults(func=cmd_config)
 
@@ -50,6 +59,8 @@ def _target(args: argparse.Namespace) -> Path:
 def cmd_config(args: argparse.Namespace) -> int:
     if args.init:
         return _init(args)
+    if args.init_theme:
+        return _init_theme(args.init_theme, force=args.force)
     path = _target(args)
     if not path.exists() and not (args.file or getattr(args, "config", None)):
         print(f"no config file at {path}: the defaults apply (`llmos-tui config --init` writes a sample)")
@@ -142,14 +153,12 @@ def sample_config() -> str:
 
 
 def _bindings() -> list[tuple[str, str, str]]:
-    try:
-        from llmos_tui.ui.help_screen import binding_catalog, describe_catalog
-    except ImportError:  # pragma: no cover - the TUI is part of the package
-        return []
-    return describe_catalog(binding_catalog(import_screens=True))
+    from llmos_tui.core.keys import describe_catalog
+
+    return describe_catalog()
 
 
-def _toml(value: Any) -> str:
+def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -211,22 +220,47 @@ def check_file(path: Path) -> tuple[list[str], list[str]]:
     return errors, notes
 
 
-def _check_ui(config: Any) -> list[str]:
-    from textual.theme import BUILTIN_THEMES
-
+def _check_ui(config: "Config") -> list[str]:
+    from llmos_tui.core.keys import check_keymap
+    from llmos_tui.core.themes import BUILTIN, read_themes, resolve
     from llmos_tui.paths import REPO_THEMES
-    from llmos_tui.ui.help_screen import binding_catalog, check_keymap
-    from llmos_tui.ui.themes import load_themes, resolve
 
     errors: list[str] = []
-    themes, problems = load_themes([REPO_THEMES, config.paths.user_themes])
+    themes, problems = read_themes([REPO_THEMES, config.paths.user_themes])
     errors += problems
-    available = {t.name for t in themes} | set(BUILTIN_THEMES)
+    available = {str(t["name"]) for t in themes} | set(BUILTIN)
     if resolve(config.theme, available) is None:
         errors.append(f"[ui] theme {config.theme!r} is not available (known: {', '.join(sorted(available))})")
-    _usable, key_problems = check_keymap(config.keys, binding_catalog(import_screens=True))
+    _usable, key_problems = check_keymap(config.keys)
     errors += key_problems
     return errors
+
+
+# ---- --init-theme ----------------------------------------------------------------------------------
+def _init_theme(name: str, *, force: bool = False) -> int:
+    from llmos_tui.core.themes import SHIPPED, shipped_file
+    from llmos_tui.paths import REPO_THEMES, default_paths
+
+    source = shipped_file(name, REPO_THEMES)
+    if source is None:
+        print(f"llmos-tui config: no shipped theme {name!r} (shipped: {', '.join(SHIPPED)}; in {REPO_THEMES})",
+              file=sys.stderr)
+        return 1
+    folder = default_paths().user_themes
+    target = folder / source.name
+    if target.exists() and not force:
+        print(f"llmos-tui config: {target} exists; nothing written (--force keeps it as {target.name}.bak)",
+              file=sys.stderr)
+        return 1
+    folder.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        os.replace(target, target.with_name(target.name + ".bak"))
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    os.replace(tmp, target)
+    print(f"copied the {source.stem} theme to {target}: edit it there (it wins over the shipped one); "
+          f"[ui] theme = \"{source.stem}\" in the config uses it")
+    return 0
 
 
 def _check(path: Path) -> int:

@@ -13,31 +13,36 @@ scripts; errors go to stderr, one line each, and the exit code says whether all 
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any, Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from llmos_tui.config import Config
+from llmos_tui.core import commands as core
+from llmos_tui.core.commands import Command
 from llmos_tui.core.operator import Operator
 from llmos_tui.engine.metrics import format_metrics
 from llmos_tui.engine.supervisor import Reply
 from llmos_tui.errors import LlmosError
 from llmos_tui.textsafe import sanitize
 
-HELP = """\
-/help               this list
-/model              the model and what its GGUF header says
-/params [k=v ...]   show the engine parameters, or change some (vetted, journaled, verified; e.g. /params n_ctx=4096)
-/undo ID            revert a journaled configuration change (cfg:N or act:N)
-/reset              start a new conversation (the engine forgets the old one)
-/resume [N]         list earlier chats from the journal, or continue chat N
-/findings           the doctor's open findings
-/adapt [MODE]       the online thread learner: off, shadow (shows what it would do) or on
-/restart            restart the engine (after a crash, say)
-/quit               leave (Ctrl-D too)
-Enter sends; Esc then Enter (or Ctrl-J) adds a line; Ctrl-C cancels a reply."""
+if TYPE_CHECKING:
+    from llmos_tui.doctor.loop import DoctorEvent
 
-CHANGING = ("/params", "/restart", "/undo")
+# The console's own commands; everything else is the core's one table (llmos_tui.core.commands).
+FACE: tuple[Command, ...] = (
+    Command("help", "this list"),
+    Command("reset", "start a new conversation (the engine forgets the old one)"),
+    Command("resume", "list earlier chats from the journal, or continue chat N", args="[N]"),
+    Command("quit", "leave (Ctrl-D too)", aliases=("exit", "q")),
+)
+TABLE: list[Command] = core.merged(FACE)
+EDITING = "Enter sends; Esc then Enter (or Ctrl-J) adds a line; Ctrl-C cancels a reply."
+
+
+def help_text() -> str:
+    """The /help list, from the command table."""
+    lines = [f"/{c.usage():<20} {c.help}" for c in TABLE]
+    return "\n".join(lines + [EDITING])
 
 
 def run_console(config: Config, *, show_metrics: bool = True, stdin: TextIO | None = None,
@@ -121,13 +126,13 @@ def _stream(reply: Reply, write: Callable[[str], None], cancel: Callable[[], Non
             write(sanitize(piece))
 
 
-def _notice_for(event: Any) -> str | None:
+def _notice_for(event: "DoctorEvent") -> str | None:
     """One line for a doctor event worth telling an operator at a console."""
-    finding = getattr(event, "finding", None)
-    kind = getattr(event, "kind", "")
+    finding = event.finding
+    kind = event.kind
     if kind == "finding" and finding is not None:
         return f"[doctor] {finding.severity}: {finding.title}"
-    if kind in ("action", "notice") and getattr(event, "message", ""):
+    if kind in ("action", "notice") and event.message:
         return f"[doctor] {event.message}"
     return None
 
@@ -161,7 +166,7 @@ def _run_interactive(op: Operator, stdout: TextIO, show_metrics: bool) -> int:
         stdout.write(text)
         stdout.flush()
 
-    def doctor_notice(event: Any) -> None:
+    def doctor_notice(event: "DoctorEvent") -> None:
         line = _notice_for(event)
         if line:
             print(sanitize(line), flush=True)  # patch_stdout keeps it above the prompt
@@ -207,90 +212,39 @@ def _run_interactive(op: Operator, stdout: TextIO, show_metrics: bool) -> int:
         unsubscribe()
 
 
-def _slash(op: Operator, text: str, say: Callable[[str], Any], err: Callable[[str], Any]) -> str | None:
-    """Run one slash command. ``say`` prints normal output, ``err`` one error line."""
-    command, _, rest = text.partition(" ")
-    if command in ("/quit", "/exit", "/q"):
-        return "quit"
-    if command in CHANGING and op.config.readonly:
-        err(f"read-only mode: {command} is disabled (it would change the engine)")
+def _slash(op: Operator, text: str, say: Callable[[str], object], err: Callable[[str], object]) -> str | None:
+    """Run one slash command. ``say`` prints normal output, ``err`` one error line (and makes the
+    piped exit code non-zero): a change that was refused, rolled back or not journaled is an error."""
+    name, arg = core.split(text, "/")
+    command = core.find(TABLE, name)
+    if command is None:
+        err(f"unknown command /{name}; /help lists them")
         return None
-    if command == "/help":
-        say(HELP + "\n")
-    elif command == "/model":
-        info = op.supervisor.model_info
-        if info is None:
-            say("no model loaded\n")
-        else:
-            say(f"{info.summary()}\n  path {info.path}\n  params {info.n_params:,}  layers {info.n_layer}  "
-                f"vocab {info.vocab_size}  chat template {'yes' if info.has_chat_template else 'no'}\n")
-            if info.description:
-                say(f"  {info.description}\n")
-    elif command == "/params":
-        if not rest.strip():
-            say(op.supervisor.params.summary() + "\n")
-            return None
-        try:
-            changes = dict(pair.split("=", 1) for pair in rest.split())
-        except ValueError:
-            err("usage: /params key=value ...")
-            return None
-        say("reloading…\n")
-        result = op.apply(changes, reason=f"console: /params {rest.strip()}")
-        if result.ok:
-            say(f"{result.message}\n")
-        else:
-            err(result.message)
-    elif command == "/undo":
-        if not rest.strip():
-            err("usage: /undo cfg:N | act:N")
-            return None
-        say("undoing…\n")
-        result = op.undo(rest.strip())
-        if result.ok:
-            say(f"{result.message}\n")
-        else:
-            err(result.message)
-    elif command == "/restart":
-        say("restarting…\n")
-        error = op.restart_engine(reason="operator: /restart")
-        if error:
-            err(error)
-        else:
-            say("ready\n")
-    elif command == "/reset":
+    if command.name == "quit":
+        return "quit"
+    why = core.refusal(op, command, arg)
+    if why:
+        err(why)
+        return None
+    if command.name == "help":
+        say(help_text() + "\n")
+    elif command.name == "reset":
         op.chat.reset()
         say("new conversation\n")
-    elif command == "/resume":
-        _resume(op, rest.strip(), say, err)
-    elif command == "/adapt":
-        mode = rest.strip().lower()
-        if not mode:
-            policy = op.adapter.policy() if op.adapter is not None else {"mode": "off"}
-            say(json.dumps(policy, default=str) + "\n")
-            return None
-        if mode == "on" and op.config.readonly:
-            err("read-only mode: /adapt on is disabled (it would change the engine's threads)")
-            return None
-        try:
-            say(op.set_adapt_mode(mode) + "\n")
-        except LlmosError as exc:
-            err(str(exc))
-    elif command == "/findings":
-        if op.doctor is None:
-            err("the doctor is not running")
-            return None
-        open_findings = op.doctor.findings(open_only=True)
-        if not open_findings:
-            say("no open findings\n")
-        for f in open_findings:
-            say(f"#{f.id} {f.severity}: {f.title}\n")
+    elif command.name == "resume":
+        _resume(op, arg, say, err)
     else:
-        err(f"unknown command {command}; /help lists them")
+        if command.changes_engine_for(arg):
+            say(f"{command.name}: working (the engine may reload)…\n")
+        outcome = core.execute(op, command, arg)
+        if outcome.ok:
+            say(outcome.text + "\n")
+        else:
+            err(outcome.text)
     return None
 
 
-def _resume(op: Operator, which: str, say: Callable[[str], Any], err: Callable[[str], Any]) -> None:
+def _resume(op: Operator, which: str, say: Callable[[str], object], err: Callable[[str], object]) -> None:
     from llmos_tui.core.journaling import chat_summaries, resume_messages
 
     if op.journal_writer is None:

@@ -2,44 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable, Iterable
 
 from textual import events
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.widgets import Input, TextArea
 
 from llmos_tui.config import Config
 from llmos_tui.core.operator import Operator
+from llmos_tui.ui import command_line, keymap, themes
 from llmos_tui.ui.chat_screen import ChatScreen
-from llmos_tui.ui import command_line, themes
-from llmos_tui.ui.help_screen import HelpScreen, collect_bindings, install_keymap
+from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
 from llmos_tui.ui.messages import DoctorToast, EngineChanged, EngineStartFinished
 from llmos_tui.ui.status import EngineStatus
 
 
 class LlmosApp(App[int]):
     TITLE = "llmos-tui"
-    BINDINGS = [
-        Binding("f1", "help", "Keys", id="app.help"),
-        Binding("question_mark", "help", "Keys", show=False, id="app.help_q"),
-        Binding("f2", "mode('dashboard')", "Dashboard", id="app.dashboard"),
-        Binding("f3", "mode('chat')", "Chat", id="app.chat"),
-        Binding("f4", "mode('doctor')", "Doctor", id="app.doctor"),
-        Binding("f5", "mode('journal')", "Journal", id="app.journal"),
-        Binding("f6", "mode('tuning')", "Tune", id="app.tune"),
-        Binding("ctrl+r", "restart_engine", "Restart engine", id="app.restart"),
-        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
-        # also taken before a focused empty text box sees it (on_event); a colon typed into text stays text
-        Binding("colon", "command_line", "Command", id="app.command"),
-    ]
+    BINDINGS = keymap.bindings("LlmosApp")
 
     def __init__(self, operator: Operator, *, start_screen: str | None = None, start_engine: bool = True) -> None:
         super().__init__()
         self.operator = operator
         self.start_engine = start_engine
-        self.screen_factories: dict[str, Callable[[], Screen[Any]]] = {"chat": ChatScreen}
+        self.screen_factories: dict[str, Callable[[], Screen[None]]] = {"chat": ChatScreen}
         self.screen_factories.update(extra_screens(operator))
         for name, factory in self.screen_factories.items():
             self.add_mode(name, factory)
@@ -49,11 +38,12 @@ class LlmosApp(App[int]):
         self._unsubscribe_doctor: Callable[[], None] | None = None
         self.doctor_toasts = False
         self._clashes_told: set[str] = set()
+        self.saved_theme: str | None = None  # the theme the config file holds (themes.install keeps it)
 
     def on_mount(self) -> None:
         config = self.operator.config
         self.operator.problems.extend(themes.install(self, config))
-        self.operator.problems.extend(install_keymap(self, config.keys))
+        self.operator.problems.extend(keymap.install_keymap(self, config.keys))
         self._unsubscribe = self.operator.supervisor.subscribe(lambda ev: self.post_message(EngineChanged(ev)))
         if self.operator.doctor is not None:
             self.doctor_toasts = True
@@ -73,7 +63,8 @@ class LlmosApp(App[int]):
     def on_doctor_toast(self, message: DoctorToast) -> None:
         from llmos_tui.ui.doctor_screen import toast_doctor_event
 
-        toast_doctor_event(self, message.event)
+        doctor = self.operator.doctor
+        toast_doctor_event(self, message.event, replayed=doctor is not None and doctor.replayed)
 
     # ---- engine events (already on the UI thread) ---------------------------------
     def on_engine_changed(self, message: EngineChanged) -> None:
@@ -102,10 +93,10 @@ class LlmosApp(App[int]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(collect_bindings(self.screen)))
+        self.push_screen(HelpScreen(collect_bindings(self.screen), command_line.commands()))
 
     def action_command_line(self, initial: str = "") -> None:
-        self.push_screen(command_line.CommandLine(self.operator.config.readonly, initial),
+        self.push_screen(command_line.CommandLine(self, initial),
                          lambda line: line and command_line.run(self, line))
 
     async def on_event(self, event: events.Event) -> None:
@@ -125,12 +116,13 @@ class LlmosApp(App[int]):
             focused = self.focused
             if isinstance(self.screen, (command_line.CommandLine, HelpScreen)):
                 return False
-            if focused is not None and not getattr(focused, "read_only", False) and (
-                    getattr(focused, "value", "") or getattr(focused, "text", "")):
+            if isinstance(focused, Input) and focused.value:
+                return False
+            if isinstance(focused, TextArea) and focused.text and not focused.read_only:
                 return False
         return True
 
-    def get_system_commands(self, screen: Screen[Any]) -> Any:
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield from command_line.palette_commands(self)
 
@@ -139,7 +131,7 @@ class LlmosApp(App[int]):
         if problem:
             self.notify(problem, severity="warning")
 
-    def handle_bindings_clash(self, clashed_bindings: set[Binding], node: Any) -> None:
+    def handle_bindings_clash(self, clashed_bindings: set[Binding], node: DOMNode) -> None:
         """A clash the [ui.keys] check could not see (a plugin's screen): one line, once."""
         names = ", ".join(sorted(f"{b.id or b.action} ({b.key})" for b in clashed_bindings))
         if names not in self._clashes_told:
@@ -159,13 +151,18 @@ class LlmosApp(App[int]):
         self.run_worker(run, thread=True, group="engine", exclusive=True, exit_on_error=False)
 
 
-def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[Any]]]:
+def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[None]]]:
     """Screens contributed by the other parts of the core, wired when they are present."""
-    screens: dict[str, Callable[[], Screen[Any]]] = {}
+    screens: dict[str, Callable[[], Screen[None]]] = {}
     if operator.sampler is not None:
-        from llmos_tui.ui.dashboard import DashboardScreen
+        from llmos_tui.ui.dashboard import DashboardScreen, Policy
 
-        screens["dashboard"] = lambda: DashboardScreen(operator.sampler)
+        sampler = operator.sampler
+
+        def adapt_policy() -> "Policy | None":
+            return operator.adapter.policy() if operator.adapter is not None else None
+
+        screens["dashboard"] = lambda: DashboardScreen(sampler, adapt_policy=adapt_policy)
     if operator.journal_writer is not None:
         from llmos_tui.ui.journal_screen import JournalScreen
 
@@ -174,8 +171,10 @@ def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[Any]]]:
     if operator.doctor is not None:
         from llmos_tui.ui.doctor_screen import DoctorScreen
 
-        screens["doctor"] = lambda: DoctorScreen(operator.doctor, readonly=operator.config.readonly)
-    if getattr(operator, "mode", "live") != "replay":  # a replay drives no engine to tune
+        doctor = operator.doctor
+        screens["doctor"] = lambda: DoctorScreen(doctor, readonly=operator.config.readonly,
+                                                 reset_start_limit=lambda: operator.reset_start_limit())
+    if operator.mode != "replay":  # a replay drives no engine to tune
         from llmos_tui.ui.tuning_screen import TuningScreen
 
         screens["tuning"] = lambda: TuningScreen(operator)

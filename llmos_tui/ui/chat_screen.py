@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from rich.text import Text
 from textual import events, work
@@ -18,7 +19,14 @@ from llmos_tui.engine.metrics import format_metrics
 from llmos_tui.engine.supervisor import Reply
 from llmos_tui.errors import LlmosError
 from llmos_tui.textsafe import sanitize
+from llmos_tui.ui import keymap
 from llmos_tui.ui.status import EngineStatus
+
+if TYPE_CHECKING:
+    from llmos_tui.core.operator import Operator
+    from llmos_tui.journal import Journal
+
+T = TypeVar("T")
 
 # Streaming renders at most this often: llama.cpp's threads need the cores more than the
 # reader needs a repaint per token (20 frames/s reads as smooth).
@@ -32,10 +40,7 @@ DEMO_NOTE = (
 
 
 class UserMessage(Static):
-    DEFAULT_CSS = """
-    UserMessage { margin: 1 0 0 0; padding: 0 1; background: $boost; color: $text; }
-    UserMessage.queued { color: $text-muted; text-style: italic; }
-    """
+    """A prompt the operator sent (styles: widgets.tcss)."""
 
 
 class ReplyView(Vertical):
@@ -45,13 +50,6 @@ class ReplyView(Vertical):
     paragraph) and the paragraph still being written shows as plain text in a tail line that
     is repainted, not laid out again, until its height changes: a frame costs a repaint of one
     paragraph, not a re-render of the reply or a relayout of the conversation.
-    """
-
-    DEFAULT_CSS = """
-    ReplyView { height: auto; margin: 0 0 0 2; }
-    ReplyView > Markdown { margin: 0; padding: 0; }
-    ReplyView > .tail { height: auto; padding: 0 0 0 1; }
-    ReplyView > .metrics { color: $text-muted; height: auto; }
     """
 
     def __init__(self, markdown: str = "") -> None:
@@ -105,7 +103,7 @@ class PromptInput(Input):
         if event.character == "?" and not self.value:
             event.stop()
             event.prevent_default()
-            self.app.action_help()  # type: ignore[attr-defined]
+            await self.app.run_action("help")
             return
         await super()._on_key(event)
 
@@ -114,10 +112,7 @@ class ChatPicker(ModalScreen[int | None]):
     """Earlier chats from the journal; Enter resumes one."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
-    DEFAULT_CSS = """
-    ChatPicker { align: center middle; }
-    ChatPicker > OptionList { width: 80%; max-height: 80%; border: round $accent; }
-    """
+    CSS_PATH = "chat.tcss"
 
     def __init__(self, chats: list[dict]) -> None:
         super().__init__()
@@ -138,18 +133,8 @@ class ChatPicker(ModalScreen[int | None]):
 
 
 class ChatScreen(Screen[None]):
-    BINDINGS = [
-        Binding("escape", "cancel_reply", "Cancel reply", id="chat.cancel"),
-        Binding("up", "history(-1)", "Earlier prompt", show=False, id="chat.history_up"),
-        Binding("down", "history(1)", "Later prompt", show=False, id="chat.history_down"),
-        Binding("ctrl+n", "new_chat", "New chat", id="chat.new"),
-        Binding("ctrl+o", "open_chat", "Earlier chats", id="chat.open"),
-    ]
-    DEFAULT_CSS = """
-    ChatScreen #log { height: 1fr; padding: 0 1; }
-    ChatScreen #prompt { height: auto; }
-    ChatScreen .note { color: $warning; margin: 1 0 0 0; }
-    """
+    BINDINGS = keymap.bindings("ChatScreen")
+    CSS_PATH = ["widgets.tcss", "chat.tcss"]
 
     def __init__(self) -> None:
         super().__init__()
@@ -159,8 +144,13 @@ class ChatScreen(Screen[None]):
         self.pending: str | None = None  # a prompt typed while the model loads, sent when it is ready
 
     @property
-    def operator(self):  # type: ignore[no-untyped-def]
-        return self.app.operator  # type: ignore[attr-defined]
+    def operator(self) -> "Operator":
+        from llmos_tui.ui.app import LlmosApp
+
+        app = self.app
+        if not isinstance(app, LlmosApp):
+            raise TypeError("the chat screen runs inside LlmosApp (it needs the core)")
+        return app.operator
 
     def compose(self) -> ComposeResult:
         yield VerticalScroll(id="log")
@@ -323,7 +313,7 @@ class ChatScreen(Screen[None]):
             return
         self.read_chats()
 
-    def _read_journal(self, fn):  # type: ignore[no-untyped-def]
+    def _read_journal(self, fn: "Callable[[Journal], T]") -> T:
         """Reads run in a worker thread on their own connection, never on the UI thread."""
         from llmos_tui.journal import Journal
 

@@ -1,48 +1,47 @@
 """The `:` command line (k9s style): every screen and action by name, with completion.
 
 ``:doctor``, ``:journal kind:crashed``, ``:tune``, ``:undo cfg:12``, ``:theme light``,
-``:explain 3``, ``:quit`` … Tab completes (the command, then its argument: theme names,
-finding ids, undoable journal entries, journal kinds); Up/Down pick a suggestion; Enter runs;
-Esc closes. Commands that change the engine ask first, and are greyed out with ``--readonly``.
+``:explain 3``, ``:reset-limit``, ``:quit`` … Tab completes (the command, then its argument:
+theme names, finding ids, undoable journal entries, journal kinds); Up/Down pick a
+suggestion; Enter runs; Esc closes. Commands that change the engine ask first, and are greyed
+out with ``--readonly``.
 
-The registry (:func:`commands`) is plain data over the app, so the palette, the help and the
-tests read the same list. What a command does is the app's own action or the core's
-(``operator.undo`` is the change transaction), never a copy of it.
+The commands are the core's one table (``llmos_tui.core.commands``: the same as the console's
+``/`` commands and the help screen's list) plus the TUI's own few (screens, theme, explain,
+chat, quit) in :data:`FACE`. A core command runs its handler on a worker thread over the
+Operator and its line comes back as a notice; nothing here changes the engine itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from rich.text import Text
 from textual import on, work
-from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.app import ComposeResult, SystemCommand
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-JOURNAL_KINDS = ("config", "event", "finding", "action", "study", "trial", "chat", "kind:crashed",
-                 "kind:loaded", "kind:undo", "kind:tuner", "kind:repair", "kind:load_failed")
+from llmos_tui.core import commands as core
+from llmos_tui.core.commands import JOURNAL_KINDS, Command
+from llmos_tui.ui import keymap
+from llmos_tui.ui.themes import SHIPPED
+
+if TYPE_CHECKING:
+    from llmos_tui.ui.app import LlmosApp
 
 
-@dataclass
-class Command:
-    name: str
-    help: str
-    run: Callable[[Any, str], Any]  # (app, argument) -> None
-    args: str = ""  # what the argument is, for the suggestion line ("NAME", "[FILTER]", "ID")
-    destructive: bool = False  # changes the engine or what the doctor may do: asks first, read-only greys it
-    aliases: tuple[str, ...] = ()
-    complete: Callable[[Any], list[str]] | None = None  # (app) -> candidate arguments
-    needs_arg: bool = False
-    confirm: Callable[[Any, str], str] | None = None  # the question, when destructive depends on the argument
-    is_destructive: Callable[[str], bool] | None = None
+@dataclass(frozen=True)
+class FaceCommand:
+    """A command only the TUI can carry out (a screen, the theme, a view): its spec in the
+    core's shape, and what the app does."""
 
-    def destructive_for(self, arg: str) -> bool:
-        return self.is_destructive(arg) if self.is_destructive is not None else self.destructive
+    spec: Command
+    run: Callable[["LlmosApp", str], None]
+    complete: Callable[["LlmosApp"], list[str]] | None = None
 
 
 @dataclass
@@ -54,196 +53,46 @@ class Suggestion:
     why: str = ""
 
 
-# ---- the registry -------------------------------------------------------------------------------
-def commands(app: Any) -> list[Command]:
-    """Every command, in the order the suggestions list them."""
-
-    def mode(name: str) -> Callable[[Any, str], None]:
-        return lambda a, _arg: a.action_mode(name)
-
-    def journal(a: Any, arg: str) -> None:
-        a.action_mode("journal")
-        if arg and "journal" in a.screen_factories:
-            a.call_after_refresh(_set_journal_filter, a, arg)
-
-    def open_finding_ids(a: Any) -> list[str]:
-        doctor = getattr(a.operator, "doctor", None)
-        if doctor is None:
-            return []
-        return [str(f.id) for f in sorted(doctor.findings(open_only=True), key=lambda f: -f.id)]
-
-    return [
-        Command("dashboard", "the telemetry dashboard", mode("dashboard"), aliases=("dash", "gpu")),
-        Command("chat", "chat with the model", mode("chat")),
-        Command("doctor", "findings, evidence, repairs", mode("doctor"), aliases=("dr",)),
-        Command("journal", "the journal, optionally filtered (kind:crashed, finding, text…)", journal,
-                args="[FILTER]", aliases=("j", "log"), complete=lambda a: list(JOURNAL_KINDS)),
-        Command("tune", "the tuning screen", _open_tune, aliases=("tuning",)),
-        Command("help", "every key and its binding id", lambda a, _arg: a.action_help(), aliases=("keys", "?")),
-        Command("theme", "switch the theme (kept in the config)", _theme, args="NAME", needs_arg=True,
-                complete=_theme_names),
-        Command("undo", "revert a journaled change (cfg:N or act:N) through the change transaction", _undo,
-                args="ID", destructive=True, needs_arg=True, complete=lambda a: list(getattr(a, "undoable_ids", [])),
-                confirm=lambda a, arg: f"Undo {arg}? The previous configuration is applied to the engine "
-                                       f"(the engine reloads) and the undo is journaled."),
-        Command("restart", "restart the engine with its current settings", lambda a, _arg: a.action_restart_engine(),
-                destructive=True, confirm=lambda a, arg: "Restart the engine? A reply in progress is lost."),
-        Command("explain", "ask the local model to explain a finding (from the journal's evidence)", _explain,
-                args="fnd:N", needs_arg=True, complete=_explain_ids),
-        Command("accept", "apply the repair the doctor proposes for finding N", _doctor_verb("accept"),
-                args="N", destructive=True, needs_arg=True, complete=open_finding_ids,
-                confirm=lambda a, arg: f"Apply the proposed repair of finding #{arg}? It changes the engine "
-                                       f"(journaled, verified, rolled back if it fails)."),
-        Command("reject", "reject the repair proposed for finding N", _doctor_verb("reject"), args="N",
-                needs_arg=True, complete=open_finding_ids),
-        Command("silence", "silence finding N for the doctor's silence period", _doctor_verb("silence"), args="N",
-                needs_arg=True, complete=open_finding_ids),
-        Command("canary", "run the canary prompt now", _canary),
-        Command("killswitch", "stop (on) or allow (off) automatic repairs", _kill_switch, args="on|off",
-                needs_arg=True, complete=lambda a: ["on", "off"],
-                is_destructive=lambda arg: arg.strip().lower() == "off",
-                confirm=lambda a, arg: "Turn the kill switch off? The doctor may then change the engine on its own."),
-        Command("adapt", "online thread learner: off, shadow (shows what it would do) or on", _adapt,
-                args="off|shadow|on", needs_arg=True, complete=lambda a: ["off", "shadow", "on"],
-                is_destructive=lambda arg: arg.strip().lower() == "on",
-                confirm=lambda a, arg: "Let the learner pick the engine's threads per request?"),
-        Command("new", "start a new conversation", _chat_action("action_new_chat")),
-        Command("chats", "resume an earlier chat", _chat_action("action_open_chat")),
-        Command("quit", "leave llmos-tui", lambda a, _arg: a.exit(0), aliases=("q", "exit")),
-    ]
+# ---- the TUI's own commands --------------------------------------------------------------------
+def _mode(name: str) -> Callable[["LlmosApp", str], None]:
+    return lambda app, _arg: app.action_mode(name)
 
 
-def find(app: Any, name: str) -> Command | None:
-    name = name.strip().lower()
-    for command in commands(app):
-        if name == command.name or name in command.aliases:
-            return command
-    return None
+def _journal(app: "LlmosApp", arg: str) -> None:
+    app.action_mode("journal")
+    if arg and "journal" in app.screen_factories:
+        app.call_after_refresh(_set_journal_filter, app, arg)
 
 
-def suggest(app: Any, line: str, *, readonly: bool = False) -> list[Suggestion]:
-    """What Tab can complete ``line`` to: commands first, then the chosen command's arguments."""
-    text = line.lstrip(":").lstrip()
-    head, space, rest = text.partition(" ")
-    out: list[Suggestion] = []
-    if not space:
-        word = head.lower()
-        every = commands(app)
-        ranked = [c for c in every if c.name.startswith(word) or any(a.startswith(word) for a in c.aliases)]
-        ranked += [c for c in every if c not in ranked and word and word in c.name]
-        for c in ranked:
-            off = readonly and c.destructive
-            out.append(Suggestion(c.name + (" " if c.args else ""), c.name + (f" {c.args}" if c.args else ""),
-                                  c.help, off, "read-only" if off else ""))
-        return out
-    command = find(app, head)
-    if command is None or command.complete is None:
-        return out
-    arg = rest.strip()
-    try:
-        candidates = command.complete(app)
-    except Exception:  # noqa: BLE001 - a completion that fails offers nothing
-        candidates = []
-    matches = [c for c in candidates if c.lower().startswith(arg.lower())]
-    matches += [c for c in candidates if c not in matches and arg and arg.lower() in c.lower()]
-    for candidate in matches[:30]:
-        off = readonly and command.destructive_for(candidate)
-        out.append(Suggestion(f"{command.name} {candidate}", f"{command.name} {candidate}", command.help, off,
-                              "read-only" if off else ""))
-    return out
-
-
-def run(app: Any, line: str) -> None:
-    """Run one command line: unknown, incomplete or read-only ones are one line; destructive ones ask."""
-    text = line.strip().lstrip(":").strip()
-    if not text:
-        return
-    head, _space, arg = text.partition(" ")
-    arg = arg.strip()
-    command = find(app, head)
-    if command is None:
-        close = [s.label for s in suggest(app, head)][:3]
-        app.notify(f"unknown command :{head}" + (f" (did you mean {', '.join(close)}?)" if close else
-                                                 " (Tab lists the commands)"), severity="warning")
-        return
-    if command.needs_arg and not arg:
-        app.notify(f":{command.name} needs {command.args}: {command.help}", severity="warning")
-        return
-    destructive = command.destructive_for(arg)
-    if destructive and app.operator.config.readonly:
-        app.notify(f"read-only mode: :{command.name} is disabled", severity="warning")
-        return
-    if destructive:
-        question = command.confirm(app, arg) if command.confirm else f"Run :{text}?"
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                command.run(app, arg)
-
-        app.push_screen(Confirm(question), answered)
-        return
-    command.run(app, arg)
-
-
-# ---- what the commands do ----------------------------------------------------------------------
-def _set_journal_filter(app: Any, text: str) -> None:
+def _set_journal_filter(app: "LlmosApp", text: str) -> None:
     try:
         app.screen.query_one("#journal-filter", Input).value = text
     except Exception:  # noqa: BLE001 - another journal screen, without a filter box
         app.notify("the journal screen has no filter here", severity="warning")
 
 
-def _open_tune(app: Any, _arg: str) -> None:
-    mode = next((m for m in ("tuning", "tune") if m in app.screen_factories), None)
-    if mode is None:
+def _open_tune(app: "LlmosApp", _arg: str) -> None:
+    if "tuning" not in app.screen_factories:
         app.notify("the tuning screen is not available here (`llmos-tui tune` runs a study)", severity="warning")
         return
-    app.action_mode(mode)
+    app.action_mode("tuning")
 
 
-def _theme_names(app: Any) -> list[str]:
-    from llmos_tui.ui.themes import SHIPPED
-
+def _theme_names(app: "LlmosApp") -> list[str]:
     names = [n for n in SHIPPED if n in app.available_themes]
     return names + sorted(n for n in app.available_themes if n not in names)
 
 
-def _theme(app: Any, name: str) -> None:
-    app.switch_theme(name)
-
-
-def _undo(app: Any, entry_id: str) -> None:
-    from llmos_tui.journal import parse_entry_id
-
-    try:
-        parse_entry_id(entry_id)
-    except Exception as exc:  # noqa: BLE001
-        app.notify(str(exc), severity="warning")
-        return
-    app.notify(f"undoing {entry_id}…")
-
-    def work() -> None:
-        try:
-            result = app.operator.undo(entry_id)
-            message = getattr(result, "message", None) or str(result)
-            ok = getattr(result, "ok", True)
-        except Exception as exc:  # noqa: BLE001 - one line, never a traceback in the UI
-            message, ok = str(exc), False
-        app.call_from_thread(app.notify, message, severity="information" if ok else "warning")
-
-    app.run_worker(work, thread=True, group="engine", exclusive=True, exit_on_error=False)
-
-
-def _explain(app: Any, arg: str) -> None:
+def _explain(app: "LlmosApp", arg: str) -> None:
     """``fnd:N`` is the journal's finding N; ``N`` / ``#N`` the doctor screen's finding N."""
     from llmos_tui.ui.explain_view import open_explain
 
     text = arg.strip()
+    doctor = app.operator.doctor
     try:
         if text.startswith("fnd:"):
             journal_id = int(text[4:])
         else:
-            doctor = getattr(app.operator, "doctor", None)
             if doctor is None:
                 app.notify("the doctor is not running: give the journal's id, fnd:N", severity="warning")
                 return
@@ -262,110 +111,156 @@ def _explain(app: Any, arg: str) -> None:
     open_explain(app, journal_id)
 
 
-def _explain_ids(app: Any) -> list[str]:
-    doctor = getattr(app.operator, "doctor", None)
+def _explain_ids(app: "LlmosApp") -> list[str]:
+    doctor = app.operator.doctor
     if doctor is None:
         return []
     return [f"fnd:{f.journal_id}" for f in sorted(doctor.findings(), key=lambda f: -f.id) if f.journal_id]
 
 
-def _doctor_verb(verb: str) -> Callable[[Any, str], None]:
-    def go(app: Any, arg: str) -> None:
-        doctor = getattr(app.operator, "doctor", None)
-        if doctor is None:
-            app.notify("the doctor is not running", severity="warning")
-            return
-        try:
-            fid = int(arg.removeprefix("#"))
-        except ValueError:
-            app.notify(f":{verb} takes a finding number, got {arg!r}", severity="warning")
-            return
-        if verb != "silence" and app.operator.config.readonly:
-            app.notify("read-only mode: the doctor takes no action", severity="warning")
-            return
-        call = getattr(doctor, verb)
-
-        def work() -> None:
-            try:
-                error = call(fid)
-            except Exception as exc:  # noqa: BLE001
-                error = str(exc)
-            done = {"accept": "accepted", "reject": "rejected", "silence": "silenced"}[verb]
-            app.call_from_thread(app.notify, f"{verb} #{fid}: {error}" if error else f"{done} #{fid}",
-                                 severity="warning" if error else "information")
-
-        app.run_worker(work, thread=True, group="doctor-decide", exit_on_error=False)
-
-    return go
-
-
-def _canary(app: Any, _arg: str) -> None:
-    doctor = getattr(app.operator, "doctor", None)
-    if doctor is None or doctor.supervisor is None:
-        app.notify("no doctor with an engine here", severity="warning")
-        return
-
-    def work() -> None:
-        result = doctor.run_canary()
-        text = f"canary ok: {result.gen_tokens} tokens in {result.wall_ms:.0f} ms" if result.ok else \
-            f"canary failed: {result.reason}"
-        app.call_from_thread(app.notify, text, severity="information" if result.ok else "error")
-
-    app.run_worker(work, thread=True, group="doctor-canary", exclusive=True, exit_on_error=False)
-
-
-def _adapt(app: Any, arg: str) -> None:
-    try:
-        app.notify(app.operator.set_adapt_mode(arg.strip().lower()))
-    except Exception as exc:  # noqa: BLE001 - one line, never a crash
-        app.notify(str(exc), severity="warning")
-
-
-def _kill_switch(app: Any, arg: str) -> None:
-    doctor = getattr(app.operator, "doctor", None)
-    if doctor is None:
-        app.notify("the doctor is not running", severity="warning")
-        return
-    wanted = arg.strip().lower()
-    if wanted not in ("on", "off"):
-        app.notify(":killswitch takes on or off", severity="warning")
-        return
-
-    def work() -> None:
-        doctor.kill_switch = wanted == "on"
-
-    app.run_worker(work, thread=True, exclusive=True, group="doctor-kill-switch", exit_on_error=False)
-
-
-def _chat_action(name: str) -> Callable[[Any, str], None]:
-    def go(app: Any, _arg: str) -> None:
+def _chat_action(name: str) -> Callable[["LlmosApp", str], None]:
+    def go(app: "LlmosApp", _arg: str) -> None:
         app.action_mode("chat")
 
         def then() -> None:
-            action = getattr(app.screen, name, None)
-            if action is not None:
-                action()
+            from llmos_tui.ui.chat_screen import ChatScreen
+
+            screen = app.screen
+            if isinstance(screen, ChatScreen):
+                if name == "new":
+                    screen.action_new_chat()
+                else:
+                    screen.action_open_chat()
 
         app.call_after_refresh(then)
 
     return go
 
 
+FACE: tuple[FaceCommand, ...] = (
+    FaceCommand(Command("dashboard", "the telemetry dashboard", aliases=("dash", "gpu")), _mode("dashboard")),
+    FaceCommand(Command("chat", "chat with the model"), _mode("chat")),
+    FaceCommand(Command("doctor", "findings, evidence, repairs", aliases=("dr",)), _mode("doctor")),
+    FaceCommand(Command("journal", "the journal, optionally filtered (kind:crashed, finding, text…)",
+                        args="[FILTER]", aliases=("j", "log")), _journal, lambda app: list(JOURNAL_KINDS)),
+    FaceCommand(Command("tune", "the tuning screen", aliases=("tuning",)), _open_tune),
+    FaceCommand(Command("help", "every key and its binding id, and these commands", aliases=("keys", "?")),
+                lambda app, _arg: app.action_help()),
+    FaceCommand(Command("theme", "switch the theme (kept in the config)", args="NAME", needs_arg=True),
+                lambda app, name: app.switch_theme(name), _theme_names),
+    FaceCommand(Command("explain", "ask the local model to explain a finding (from the journal's evidence)",
+                        args="fnd:N", needs_arg=True), _explain, _explain_ids),
+    FaceCommand(Command("new", "start a new conversation"), _chat_action("new")),
+    FaceCommand(Command("chats", "resume an earlier chat"), _chat_action("chats")),
+    FaceCommand(Command("quit", "leave llmos-tui", aliases=("q", "exit")), lambda app, _arg: app.exit(0)),
+)
+_FACE = {f.spec.name: f for f in FACE}
+
+
+def commands() -> list[Command]:
+    """Every command of the `:` line, in the order the suggestions list them."""
+    return core.merged([f.spec for f in FACE])
+
+
+def find(name: str) -> Command | None:
+    return core.find(commands(), name)
+
+
+def candidates(app: "LlmosApp", command: Command, cache: dict[str, list[str]] | None = None) -> list[str]:
+    """The completion source of ``command``: the face's (over the app) or the core's (over the
+    Operator). A slow source (it reads the journal) comes only from ``cache``."""
+    face = _FACE.get(command.name)
+    if face is not None:
+        return face.complete(app) if face.complete is not None else []
+    if cache is not None and command.name in cache:
+        return cache[command.name]
+    if command.complete is None or command.slow:
+        return []
+    return command.complete(app.operator)
+
+
+def suggest(app: "LlmosApp", line: str, *, readonly: bool = False,
+            cache: dict[str, list[str]] | None = None) -> list[Suggestion]:
+    """What Tab can complete ``line`` to: commands first, then the chosen command's arguments."""
+    text = line.lstrip(":").lstrip()
+    head, space, rest = text.partition(" ")
+    out: list[Suggestion] = []
+    every = commands()
+    if not space:
+        word = head.lower()
+        ranked = [c for c in every if c.name.startswith(word) or any(a.startswith(word) for a in c.aliases)]
+        ranked += [c for c in every if c not in ranked and word and word in c.name]
+        for c in ranked:
+            off = readonly and c.changes_engine is True
+            out.append(Suggestion(c.name + (" " if c.args else ""), c.usage(), c.help, off,
+                                  "read-only" if off else ""))
+        return out
+    command = core.find(every, head)
+    if command is None:
+        return out
+    arg = rest.strip()
+    try:
+        options = candidates(app, command, cache)
+    except Exception:  # noqa: BLE001 - a completion that fails offers nothing
+        options = []
+    matches = [c for c in options if c.lower().startswith(arg.lower())]
+    matches += [c for c in options if c not in matches and arg and arg.lower() in c.lower()]
+    for candidate in matches[:30]:
+        off = readonly and command.changes_engine_for(candidate)
+        out.append(Suggestion(f"{command.name} {candidate}", f"{command.name} {candidate}", command.help, off,
+                              "read-only" if off else ""))
+    return out
+
+
+def run(app: "LlmosApp", line: str) -> None:
+    """Run one command line: unknown, incomplete or read-only ones are one line; engine-changing
+    ones ask first; a core command runs on a worker thread and says its line as a notice."""
+    name, arg = core.split(line)
+    if not name:
+        return
+    command = find(name)
+    if command is None:
+        close = [s.label for s in suggest(app, name)][:3]
+        app.notify(f"unknown command :{name}" + (f" (did you mean {', '.join(close)}?)" if close else
+                                                 " (Tab lists the commands)"), severity="warning")
+        return
+    why = core.refusal(app.operator, command, arg)
+    if why:
+        app.notify(why, severity="warning")
+        return
+    face = _FACE.get(command.name)
+    if face is not None:
+        face.run(app, arg)
+        return
+    if command.changes_engine_for(arg):
+        def answered(yes: bool | None) -> None:
+            if yes:
+                _execute(app, command, arg)
+
+        app.push_screen(Confirm(command.question(arg)), answered)
+        return
+    _execute(app, command, arg)
+
+
+def _execute(app: "LlmosApp", command: Command, arg: str) -> None:
+    operator = app.operator
+    if command.changes_engine_for(arg):
+        app.notify(f":{command.name} {arg}".rstrip() + "…")
+
+    def work() -> None:
+        outcome = core.execute(operator, command, arg)
+        app.call_from_thread(app.notify, outcome.text, severity="information" if outcome.ok else "warning")
+
+    app.run_worker(work, thread=True, group=f"command-{command.name}",
+                   exclusive=command.changes_engine_for(arg), exit_on_error=False)
+
+
 # ---- the widgets ---------------------------------------------------------------------------------
 class Confirm(ModalScreen[bool]):
     """y / n before a command that changes the engine."""
 
-    BINDINGS = [
-        Binding("y", "answer(True)", "Yes", id="command.confirm_yes"),
-        Binding("n,escape", "answer(False)", "No", id="command.confirm_no"),
-    ]
-    DEFAULT_CSS = """
-    Confirm { align: center middle; }
-    Confirm > Vertical { width: 70; max-width: 100%; height: auto; padding: 1 2; border: thick $warning;
-                         background: $surface; }
-    Confirm Horizontal { height: auto; margin-top: 1; }
-    Confirm Button { margin-right: 2; }
-    """
+    BINDINGS = keymap.bindings("Confirm")
+    CSS_PATH = "command_line.tcss"
 
     def __init__(self, question: str) -> None:
         super().__init__()
@@ -389,35 +284,30 @@ class Confirm(ModalScreen[bool]):
 class CommandInput(Input):
     """The line itself: Tab completes, Up/Down walk the suggestions (instead of focus moves)."""
 
-    BINDINGS = [
-        Binding("tab", "complete", "Complete", show=False, id="command.complete"),
-        Binding("down", "move(1)", "Next suggestion", show=False, id="command.next"),
-        Binding("up", "move(-1)", "Previous suggestion", show=False, id="command.previous"),
-    ]
+    BINDINGS = keymap.bindings("CommandInput")
 
     def action_complete(self) -> None:
-        self.screen.complete()  # type: ignore[attr-defined]
+        if isinstance(self.screen, CommandLine):
+            self.screen.complete()
 
     def action_move(self, step: int) -> None:
-        self.screen.move(step)  # type: ignore[attr-defined]
+        if isinstance(self.screen, CommandLine):
+            self.screen.move(step)
 
 
 class CommandLine(ModalScreen[str | None]):
     """The line at the bottom of the screen, its suggestions above it."""
 
-    BINDINGS = [Binding("escape", "close", "Close", id="command.close")]
-    DEFAULT_CSS = """
-    CommandLine { align: left bottom; background: $background 40%; }
-    CommandLine > Vertical { height: auto; max-height: 60%; width: 100%; background: $surface; }
-    CommandLine OptionList { height: auto; max-height: 12; border: none; padding: 0 1; background: $surface; }
-    CommandLine CommandInput { border: tall $accent; }
-    """
+    BINDINGS = keymap.bindings("CommandLine")
+    CSS_PATH = "command_line.tcss"
 
-    def __init__(self, readonly: bool = False, initial: str = "") -> None:
+    def __init__(self, owner: "LlmosApp", initial: str = "") -> None:
         super().__init__()
-        self.readonly = readonly
+        self.owner = owner
+        self.readonly = owner.operator.config.readonly
         self.initial = initial
         self.suggestions: list[Suggestion] = []
+        self.cache: dict[str, list[str]] = {}  # completions of the slow sources (they read the journal)
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -430,30 +320,30 @@ class CommandLine(ModalScreen[str | None]):
         field_.focus()
         field_.cursor_position = len(field_.value)
         self.update_suggestions(field_.value)
-        self.read_undoable()
+        self.read_slow_completions()
 
-    @work(thread=True, exclusive=True, group="command-undoable", exit_on_error=False)
-    def read_undoable(self) -> None:
-        """The journal's undoable entries, newest first, for `:undo` completion (read off the UI thread)."""
-        operator = self.app.operator  # type: ignore[attr-defined]
-        if getattr(operator, "journal_writer", None) is None:
-            return
-        from llmos_tui.journal import Journal
+    @work(thread=True, exclusive=True, group="command-complete", exit_on_error=False)
+    def read_slow_completions(self) -> None:
+        """The slow completion sources (`:undo`'s journal entries), read off the UI thread."""
+        operator = self.owner.operator
+        for command in commands():
+            if command.slow and command.complete is not None:
+                try:
+                    self.cache[command.name] = command.complete(operator)
+                except Exception:  # noqa: BLE001 - no completion, the command still works
+                    self.cache[command.name] = []
+        self.app.call_from_thread(self._refresh_if_shown)
 
-        try:
-            with Journal(operator.config.journal_file, readonly=True, check=False) as journal:
-                ids = [e.id for e in journal.timeline(kinds="config,action", limit=40) if e.undoable]
-        except Exception:  # noqa: BLE001 - no completion, the command still works
-            return
-        self.app.undoable_ids = ids  # type: ignore[attr-defined]
-        self.app.call_from_thread(lambda: self.is_attached and self.update_suggestions(self.query_one(CommandInput).value))
+    def _refresh_if_shown(self) -> None:
+        if self.is_attached:
+            self.update_suggestions(self.query_one(CommandInput).value)
 
     @on(Input.Changed, "#command-input")
     def _changed(self, event: Input.Changed) -> None:
         self.update_suggestions(event.value)
 
     def update_suggestions(self, line: str) -> None:
-        self.suggestions = suggest(self.app, line, readonly=self.readonly)
+        self.suggestions = suggest(self.owner, line, readonly=self.readonly, cache=self.cache)
         options = self.query_one(OptionList)
         options.clear_options()
         for s in self.suggestions:
@@ -499,15 +389,13 @@ class CommandLine(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-def palette_commands(app: Any) -> list[Any]:
+def palette_commands(app: "LlmosApp") -> list[SystemCommand]:
     """The same commands in Textual's command palette (Ctrl+P): each screen and argument-free action,
-    and one entry per theme. Destructive ones still ask; with --readonly they are left out."""
-    from textual.app import SystemCommand
-
+    and one entry per theme. Engine-changing ones still ask; with --readonly they are left out."""
     readonly = app.operator.config.readonly
     out = []
-    for command in commands(app):
-        if command.needs_arg or (command.destructive and readonly):
+    for command in commands():
+        if command.needs_arg or (command.changes_engine is True and readonly):
             continue
         out.append(SystemCommand(f":{command.name}", command.help, lambda c=command.name: run(app, c)))
     for name in _theme_names(app)[:12]:

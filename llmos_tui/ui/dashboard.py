@@ -13,9 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from rich.console import Console, ConsoleOptions, RenderResult
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.measure import Measurement
 from rich.text import Text
 from textual.app import ComposeResult
@@ -28,6 +28,11 @@ from llmos_tui.telemetry import format as fmt
 from llmos_tui.telemetry.nvml import CLOCK_REASONS, THROTTLING_MASK
 from llmos_tui.telemetry.sample import GpuSample, HostSample, Sample
 from llmos_tui.ui.status import EngineStatus
+
+if TYPE_CHECKING:
+    from llmos_tui.telemetry.sampler import Sampler
+
+Policy = dict[str, Any]  # the online learner's policy: JSON-like data (tuning.adapt)
 
 SPARK_HISTORY = 120  # samples fetched for a sparkline; it shows as many as fit
 
@@ -126,36 +131,19 @@ class DashboardScreen(Screen):
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
-    DEFAULT_CSS = """
-    DashboardScreen #dash-scroll { height: 1fr; }
-    DashboardScreen #dash-header { height: 1; padding: 0 1; background: $panel; }
-    DashboardScreen .gpu-panel, DashboardScreen #dash-engine, DashboardScreen #dash-host,
-    DashboardScreen #dash-nogpu {
-        height: auto; border: round $primary; padding: 0 1;
-        border-title-align: left; border-title-style: bold;
-    }
-    DashboardScreen .gpu-panel.-throttled { border: round $warning; }
-    DashboardScreen .gpu-panel.-lost { border: round $error; }
-    DashboardScreen #dash-nogpu { border: round $warning; color: $warning; }
-    DashboardScreen #dash-gpus { height: auto; }
-    DashboardScreen #dash-lower { height: auto; }
-    DashboardScreen.-narrow #dash-lower { layout: vertical; }
-    DashboardScreen.-wide #dash-lower { layout: horizontal; }
-    DashboardScreen.-wide #dash-engine, DashboardScreen.-wide #dash-host { width: 1fr; }
-    DashboardScreen #dash-procs { height: auto; max-height: 12; margin: 0 1; }
-    DashboardScreen #dash-procs-title { height: 1; padding: 0 1; text-style: bold; }
-    """
+    CSS_PATH = ["widgets.tcss", "dashboard.tcss"]
 
     class SampleReady(Message):
         """A new sample waits in the screen (posted from the sampler thread)."""
 
-    def __init__(self, sampler: Any, *, name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(self, sampler: "Sampler", *, adapt_policy: Callable[[], Policy | None] | None = None,
+                 name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.sampler = sampler
+        self.adapt_policy = adapt_policy  # the online learner's policy, when there is one (a line in the engine panel)
         self.shown: Sample | None = None  # the sample on screen now
         self.renders = 0
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._pending: Sample | None = None
         self._posted = False
         self._visible = False
@@ -239,7 +227,7 @@ class DashboardScreen(Screen):
         self._show_host(sample.host)
         self._show_processes(sample)
 
-    def _update(self, widget: Static, body: Any, height: int) -> None:
+    def _update(self, widget: Static, body: RenderableType, height: int) -> None:
         """Update ``widget``; relayout the screen only when its height changes."""
         key = widget.id or str(id(widget))
         changed = self._heights.get(key) != height
@@ -394,9 +382,9 @@ class DashboardScreen(Screen):
                     f"requests {fmt.fmt_num(engine.get('requests'))}  ")
         tail.append(f"errors {fmt.fmt_num(engine.get('errors'))}", style="bold red" if engine.get("errors") else "")
         lines = [tail]
-        adapter = getattr(getattr(self.app, "operator", None), "adapter", None)
-        if adapter is not None:
-            lines.append(_adapt_line(adapter.policy()))
+        policy = self.adapt_policy() if self.adapt_policy is not None else None
+        if policy is not None:
+            lines.append(_adapt_line(policy))
         body = PanelBody(rows, lines, above=[head])
         self._update(panel, body, body.height)
 
@@ -442,7 +430,7 @@ class DashboardScreen(Screen):
         title.update("GPU processes" if rows else "GPU processes: none")
 
 
-def _adapt_line(policy: dict) -> Text:
+def _adapt_line(policy: Policy) -> Text:
     """The online learner in one line: its mode, the threads it would pick now, the estimated gain."""
     mode = policy.get("mode", "off")
     line = Text(f"adapt {mode}", style="bold magenta" if mode == "on" else "magenta")

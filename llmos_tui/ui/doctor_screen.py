@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from rich.text import Text
 from textual import on
-from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
 from llmos_tui.textsafe import sanitize
+from llmos_tui.ui import keymap
+
+if TYPE_CHECKING:
+    from llmos_tui.doctor import Doctor
+    from llmos_tui.engine.probe import CanaryResult
+    from llmos_tui.doctor.loop import DoctorEvent
 
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "red", "critical": "bold white on red"}
 NOTIFY_SEVERITY = {"info": "information", "warning": "warning", "error": "error", "critical": "error"}
@@ -31,36 +36,22 @@ NOTIFY_SEVERITY = {"info": "information", "warning": "warning", "error": "error"
 class DoctorUpdate(Message):
     """Something happened in the doctor (posted from the doctor's threads)."""
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, event: "DoctorEvent") -> None:
         super().__init__()
         self.event = event
 
 
 class DoctorScreen(Screen[None]):
-    BINDINGS = [
-        Binding("a", "accept", "Accept", id="doctor.accept"),
-        Binding("r", "reject", "Reject", id="doctor.reject"),
-        Binding("s", "silence", "Silence 1 h", id="doctor.silence"),
-        Binding("k", "kill_switch", "Kill switch", id="doctor.kill_switch"),
-        Binding("c", "canary", "Canary now", id="doctor.canary"),
-        Binding("o", "toggle_open", "Open/all", id="doctor.filter"),
-        Binding("e", "explain", "Explain", id="doctor.explain"),
-    ]
-    DEFAULT_CSS = """
-    DoctorScreen #doctor-status { height: 1; padding: 0 1; background: $panel; }
-    DoctorScreen #doctor-body { height: 1fr; }
-    DoctorScreen #doctor-findings { width: 3fr; }
-    DoctorScreen #doctor-side { width: 2fr; border-left: solid $primary; }
-    DoctorScreen #doctor-detail-box { height: 2fr; }
-    DoctorScreen #doctor-detail { padding: 0 1; }
-    DoctorScreen #doctor-history { height: 1fr; border-top: solid $primary; }
-    """
+    BINDINGS = keymap.bindings("DoctorScreen")
+    CSS_PATH = "doctor.tcss"
 
-    def __init__(self, doctor: Any, *, readonly: bool = False, silence_s: float | None = None) -> None:
+    def __init__(self, doctor: "Doctor", *, readonly: bool = False, silence_s: float | None = None,
+                 reset_start_limit: Callable[[], str] | None = None) -> None:
         super().__init__()
         self.doctor = doctor
         self.readonly = readonly
-        self.silence_s = silence_s if silence_s is not None else getattr(doctor.policy, "silence_s", 3600.0)
+        self.silence_s = silence_s if silence_s is not None else doctor.policy.silence_s
+        self.reset_start_limit = reset_start_limit  # the Operator's verb (l); None: not offered here
         self.open_only = False
         self._unsubscribe: Callable[[], None] | None = None
         self._rows: list[int] = []
@@ -125,7 +116,8 @@ class DoctorScreen(Screen[None]):
         if d.busy:
             parts.append(Text("  repair in progress", "bold yellow"))
         if d.start_limit_hit:
-            parts.append(Text("  start limit reached: automatic restarts stopped", "bold red"))
+            parts.append(Text("  start limit reached: automatic restarts stopped (l or :reset-limit resets it)",
+                              "bold red"))
         open_count = len(d.findings(open_only=True))
         parts.append(Text(f"  {open_count} open"))
         canary = d.last_canary
@@ -190,9 +182,9 @@ class DoctorScreen(Screen[None]):
             history.write(f"{_clock(event.ts)} {event.kind} {label}{sanitize(event.message)}")
         elif event.kind == "notice":
             history.write(f"{_clock(event.ts)} notice: {sanitize(event.message)}")
-        if not getattr(self.app, "doctor_toasts", False):  # an app that toasts on every screen does it
-            toast_doctor_event(self.app, event)
-        if event.kind != "updated" or getattr(self, "is_current", True):
+        if not _app_toasts(self.app):  # an app that toasts on every screen does it
+            toast_doctor_event(self.app, event, replayed=self.doctor.replayed)
+        if event.kind != "updated" or self.is_current:
             self.refresh_findings()
 
     @on(DataTable.RowHighlighted, "#doctor-findings")
@@ -263,6 +255,23 @@ class DoctorScreen(Screen[None]):
 
         open_explain(self.app, finding.journal_id)
 
+    def action_reset_limit(self) -> None:
+        """The start limit resets through the Operator (the doctor's rail; journaled as a notice)."""
+        reset = self.reset_start_limit
+        if reset is None:
+            self.app.notify("the start limit resets from the cockpit (l, :reset-limit)", severity="warning")
+            return
+
+        def work() -> None:
+            try:
+                line, ok = reset(), True
+            except Exception as exc:  # noqa: BLE001 - one line, never a traceback in the UI
+                line, ok = str(exc), False
+            self.app.call_from_thread(self.app.notify, line, severity="information" if ok else "warning")
+            self.app.call_from_thread(self.refresh_status)
+
+        self.run_worker(work, thread=True, exclusive=True, group="doctor-reset-limit", exit_on_error=False)
+
     def action_toggle_open(self) -> None:
         self.open_only = not self.open_only
         self.refresh_findings()
@@ -279,7 +288,7 @@ class DoctorScreen(Screen[None]):
         self.run_worker(work, thread=True, exclusive=True, group="doctor-canary", name="doctor-canary",
                         exit_on_error=False)
 
-    def _canary_done(self, result: Any) -> None:
+    def _canary_done(self, result: "CanaryResult") -> None:
         if result.ok:
             self.app.notify(f"canary ok: {result.gen_tokens} tokens in {result.wall_ms:.0f} ms")
         else:
@@ -291,11 +300,10 @@ def _clock(ts: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "--:--:--"
 
 
-def toast_doctor_event(app, event) -> None:  # type: ignore[no-untyped-def]
+def toast_doctor_event(app: "App[object]", event: "DoctorEvent", *, replayed: bool = False) -> None:
     """A notification for what the operator should see at once, whatever screen is shown."""
     f = event.finding
-    doctor = getattr(getattr(app, "operator", None), "doctor", None)
-    mark = "REPLAY " if getattr(doctor, "replayed", False) else ""  # a trace's trouble, not this box's
+    mark = "REPLAY " if replayed else ""  # a trace's trouble, not this box's
     if event.kind == "finding" and f is not None and f.severity != "info":
         app.notify(sanitize(f.title), title=f"{mark}doctor: {f.severity}",
                    severity=NOTIFY_SEVERITY.get(f.severity, "information"))
@@ -304,3 +312,9 @@ def toast_doctor_event(app, event) -> None:  # type: ignore[no-untyped-def]
         app.notify(sanitize(event.message), title="doctor", severity="error" if failed else "information")
     elif event.kind == "notice":
         app.notify(sanitize(event.message), title="doctor", severity="warning")
+
+
+def _app_toasts(app: "App[object]") -> bool:
+    from llmos_tui.ui.app import LlmosApp
+
+    return isinstance(app, LlmosApp) and app.doctor_toasts

@@ -8,39 +8,34 @@ and the model is not asked.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
-from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Markdown, Static
 
+from llmos_tui.engine.supervisor import Reply
 from llmos_tui.textsafe import sanitize
+from llmos_tui.ui import keymap
 from llmos_tui.ui.chat_screen import ReplyView
+
+if TYPE_CHECKING:
+    from llmos_tui.core.explain import ExplainPrompt
+    from llmos_tui.core.operator import Operator
 
 
 class ExplainScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q", "close", "Close (stops the reply)", id="explain.close")]
-    DEFAULT_CSS = """
-    ExplainScreen { align: center middle; }
-    ExplainScreen > Vertical { width: 96%; height: 90%; border: round $accent; background: $surface; }
-    ExplainScreen #explain-title { height: auto; padding: 0 1; background: $panel; }
-    ExplainScreen #explain-body { height: 1fr; }
-    ExplainScreen .explain-side { width: 1fr; height: 1fr; padding: 0 1; }
-    ExplainScreen #explain-model-side { border-left: solid $primary; }
-    ExplainScreen .explain-label { height: auto; text-style: bold; }
-    ExplainScreen #explain-model-label { color: $warning; }
-    ExplainScreen #explain-note { color: $text-muted; height: auto; }
-    """
+    BINDINGS = keymap.bindings("ExplainScreen")
+    CSS_PATH = ["widgets.tcss", "explain.tcss"]
 
-    def __init__(self, operator: Any, finding_id: int) -> None:
+    def __init__(self, operator: "Operator", finding_id: int) -> None:
         super().__init__()
         self.operator = operator
         self.finding_id = int(finding_id)
-        self.reply: Any = None
+        self.reply: Reply | None = None
         self.refused: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -58,7 +53,7 @@ class ExplainScreen(ModalScreen[None]):
             yield Footer()
 
     def _model_name(self) -> str:
-        info = getattr(self.operator.supervisor, "model_info", None)
+        info = self.operator.supervisor.model_info
         return info.name if info is not None else "the local model"
 
     def on_mount(self) -> None:
@@ -100,9 +95,10 @@ class ExplainScreen(ModalScreen[None]):
         if why is not None:
             self.app.call_from_thread(self._show_refusal, why, prompt)
             return
-        self._stream(self.reply)
+        if self.reply is not None:
+            self._stream(self.reply)
 
-    def _stream(self, reply: Any) -> None:
+    def _stream(self, reply: Reply) -> None:
         view = self.query_one(ReplyView)
         stream = self.app.call_from_thread(Markdown.get_stream, view.body)
         side = self.query_one("#explain-model-side", VerticalScroll)
@@ -129,7 +125,7 @@ class ExplainScreen(ModalScreen[None]):
         self.query_one("#explain-evidence", Static).update(sanitize(text) or "(no evidence recorded)")
         self.query_one("#explain-note", Static).update(note)
 
-    def _show_refusal(self, why: str, _prompt: Any) -> None:
+    def _show_refusal(self, why: str, _prompt: "ExplainPrompt | None") -> None:
         self.refused = why
         view = self.query_one(ReplyView)
         view.footer_line.update(Text(f"not asked: {why}", style="bold yellow"))
@@ -141,9 +137,14 @@ class ExplainScreen(ModalScreen[None]):
         self.dismiss(None)
 
 
-def open_explain(app: Any, finding_id: int) -> None:
+def open_explain(app: App[int] | App[None], finding_id: int) -> None:
     """Push the explain screen for journal finding ``fnd:finding_id``."""
-    if getattr(app.operator, "journal_writer", None) is None:
+    from llmos_tui.ui.app import LlmosApp
+
+    if not isinstance(app, LlmosApp):
+        app.notify("explain needs the cockpit's core (the journal and the engine)", severity="warning")
+        return
+    if app.operator.journal_writer is None:
         app.notify("the journal is not open: explain reads the finding's evidence from the journal",
                    severity="warning")
         return

@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, Static, TextArea
 from textual.worker import get_current_worker
 
 from llmos_tui.errors import LlmosError
+from llmos_tui.ui import keymap
+
+if TYPE_CHECKING:
+    from llmos_tui.journal import Entry, Journal
 
 UNDOABLE_PREFIXES = ("cfg:", "act:")
 
@@ -47,16 +50,8 @@ def split_filter(text: str, type_names: set[str]) -> tuple[list[str] | None, str
 class ConfirmUndo(ModalScreen[bool]):
     """Asks before an undo: it changes the engine's configuration."""
 
-    BINDINGS = [
-        Binding("y", "answer(True)", "Undo", id="journal.confirm_yes"),
-        Binding("n,escape", "answer(False)", "Cancel", id="journal.confirm_no"),
-    ]
-    DEFAULT_CSS = """
-    ConfirmUndo { align: center middle; }
-    ConfirmUndo > Vertical { width: 64; height: auto; padding: 1 2; border: thick $warning; background: $surface; }
-    ConfirmUndo Horizontal { height: auto; margin-top: 1; }
-    ConfirmUndo Button { margin-right: 2; }
-    """
+    BINDINGS = keymap.bindings("ConfirmUndo")
+    CSS_PATH = "journal.tcss"
 
     def __init__(self, entry_id: str, summary: str) -> None:
         super().__init__()
@@ -80,24 +75,13 @@ class ConfirmUndo(ModalScreen[bool]):
 
 
 class JournalScreen(Screen[None]):
-    BINDINGS = [
-        Binding("u", "undo", "Undo change", id="journal.undo"),
-        Binding("slash", "focus_filter", "Filter", id="journal.filter"),
-        Binding("escape", "leave_filter", "Table", show=False, id="journal.leave_filter"),
-        Binding("ctrl+l", "refresh_now", "Refresh", id="journal.refresh"),
-    ]
-    DEFAULT_CSS = """
-    JournalScreen #journal-status { height: 1; padding: 0 1; color: $text-muted; }
-    JournalScreen #journal-filter { margin: 0 1; }
-    JournalScreen #journal-body { height: 1fr; }
-    JournalScreen #journal-table { width: 3fr; height: 1fr; }
-    JournalScreen #journal-details { width: 2fr; height: 1fr; border-left: solid $primary-background; }
-    """
+    BINDINGS = keymap.bindings("JournalScreen")
+    CSS_PATH = "journal.tcss"
 
     def __init__(
         self,
-        journal: Any = None,
-        on_undo: Callable[[str], Any] | None = None,
+        journal: "str | os.PathLike[str] | Journal | None" = None,
+        on_undo: Callable[[str], object] | None = None,
         *,
         limit: int = 500,
         refresh_interval: float = 2.0,
@@ -111,7 +95,7 @@ class JournalScreen(Screen[None]):
         super().__init__()
         if journal is None or isinstance(journal, (str, os.PathLike)):
             self._path: Path | None = Path(journal).expanduser() if journal is not None else None
-            self._reader: Any = None
+            self._reader: "Journal | None" = None
             self._owns_reader = True
         else:
             self._path, self._reader = None, journal
@@ -119,7 +103,7 @@ class JournalScreen(Screen[None]):
         self.on_undo = on_undo
         self.limit = limit
         self.refresh_interval = refresh_interval
-        self.entries: list[Any] = []
+        self.entries: list[Entry] = []
         self._shown: tuple[tuple[str, str, str], ...] | None = None
         self._loading = False
         self._reload_wanted = False
@@ -168,7 +152,7 @@ class JournalScreen(Screen[None]):
         self._loading = True
         self._load(self._filter_text)
 
-    def _open_reader(self) -> Any:
+    def _open_reader(self) -> "Journal":
         if self._reader is None:
             from llmos_tui.journal import Journal, JournalReadOnly
 
@@ -185,14 +169,14 @@ class JournalScreen(Screen[None]):
         from llmos_tui.journal import SOURCES, JournalMissing
 
         worker = get_current_worker()
-        entries: list[Any] = []
+        entries: list[Entry] = []
         status = ""
         try:
             reader = self._open_reader()
             type_names = {s.type for s in SOURCES} | {s.prefix for s in SOURCES}
             kinds, text = split_filter(filter_text, type_names)
             entries = reader.timeline(kinds=kinds, text=text or None, limit=self.limit)
-            where = getattr(reader, "path", self._path)
+            where = reader.path
             status = f"journal {where} · {len(entries)} entries" + (f" · filter: {filter_text}" if filter_text else "")
         except JournalMissing as exc:
             status = f"{exc}"
@@ -203,7 +187,7 @@ class JournalScreen(Screen[None]):
         if not worker.is_cancelled:
             self.app.call_from_thread(self._show, entries, status)
 
-    def _show(self, entries: list[Any], status: str) -> None:
+    def _show(self, entries: "list[Entry]", status: str) -> None:
         self._loading = False
         self.loads += 1
         self.query_one("#journal-status", Static).update(status)
@@ -216,7 +200,7 @@ class JournalScreen(Screen[None]):
             self._reload_wanted = False
             self.reload()
 
-    def _fill_table(self, entries: list[Any]) -> None:
+    def _fill_table(self, entries: "list[Entry]") -> None:
         table = self.query_one("#journal-table", DataTable)
         selected = self.selected_id()
         table.clear()
@@ -289,7 +273,7 @@ class JournalScreen(Screen[None]):
             self.notify("no entry selected", severity="warning")
             return
         entry = next((e for e in self.entries if e.id == entry_id), None)
-        if not entry_id.startswith(UNDOABLE_PREFIXES) or (entry is not None and not getattr(entry, "undoable", True)):
+        if not entry_id.startswith(UNDOABLE_PREFIXES) or (entry is not None and not entry.undoable):
             self.notify(f"{entry_id} is not a configuration change; only cfg:N and act:N entries that changed "
                         "the configuration can be undone", severity="warning")
             return

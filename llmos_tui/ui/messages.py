@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.message import Message
 
 from llmos_tui.engine.supervisor import EngineEvent
+
+if TYPE_CHECKING:
+    from llmos_tui.doctor.loop import DoctorEvent
 
 
 class EngineChanged(Message):
@@ -24,6 +29,6 @@ class EngineStartFinished(Message):
 class DoctorToast(Message):
     """The doctor found or did something (any doctor.DoctorEvent)."""
 
-    def __init__(self, event: object) -> None:
+    def __init__(self, event: "DoctorEvent") -> None:
         super().__init__()
         self.event = event

@@ -6,7 +6,13 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import Static
 
+from typing import TYPE_CHECKING, Callable
+
 from llmos_tui.engine.gguf_info import human_bytes
+
+if TYPE_CHECKING:
+    from llmos_tui.core.operator import Operator
+    from llmos_tui.engine.supervisor import EngineEvent
 
 STATE_STYLE = {
     "ready": "bold green",
@@ -30,22 +36,29 @@ class EngineStatus(Static):
     """Two compact lines; rebuilt when the engine says something changed (each bar listens to the
     engine itself, so a bar on a screen that was hidden is never stale when it shows again)."""
 
-    DEFAULT_CSS = """
-    EngineStatus { height: 2; background: $panel; padding: 0 1; }
-    """
-
     class Changed(Message):
         """The engine published an event (posted from the engine's thread)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._tenth = -1  # the load progress shown, in tenths: a redraw per tenth, not per event
+
+    @property
+    def operator(self) -> "Operator | None":
+        """The cockpit's core; None for a screen shown outside LlmosApp (tests, embedding)."""
+        from llmos_tui.ui.app import LlmosApp
+
+        return self.app.operator if isinstance(self.app, LlmosApp) else None
+
     def on_mount(self) -> None:
-        self._unsubscribe = None
-        operator = getattr(self.app, "operator", None)
+        operator = self.operator
         if operator is not None:
             self._unsubscribe = operator.supervisor.subscribe(self._on_engine_event)
         self.refresh_status()
 
-    def _on_engine_event(self, event) -> None:  # type: ignore[no-untyped-def]
-        if event.kind != "progress" or int(event.data.get("progress", 0) * 10) != getattr(self, "_tenth", -1):
+    def _on_engine_event(self, event: "EngineEvent") -> None:
+        if event.kind != "progress" or int(event.data.get("progress", 0) * 10) != self._tenth:
             self._tenth = int(event.data.get("progress", 0) * 10) if event.kind == "progress" else -1
             self.post_message(self.Changed())
 
@@ -62,7 +75,7 @@ class EngineStatus(Static):
             self._unsubscribe = None
 
     def refresh_status(self) -> None:
-        operator = getattr(self.app, "operator", None)
+        operator = self.operator
         if operator is None:  # a screen shown outside LlmosApp (tests, embedding)
             self.display = False
             return
@@ -71,7 +84,7 @@ class EngineStatus(Static):
         state = stats["state"]
         info = sup.model_info
         line1 = Text()
-        replay = getattr(operator, "replay", None)
+        replay = operator.replay
         if replay:  # telemetry from a trace: say so before anything else
             line1.append(" REPLAY" + (" (synthetic trace)" if replay.get("synthetic") else " (recorded trace)") + " ",
                          style="bold black on yellow")

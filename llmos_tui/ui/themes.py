@@ -9,41 +9,26 @@ by Textual itself: it drops every colour from the screen, whatever the theme.
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from textual.app import App
 from textual.theme import Theme
 
-FIELDS = {f.name for f in dataclasses.fields(Theme)}
-DEFAULT_THEME = "dark"
-SHIPPED = ("dark", "light", "high-contrast", "16-colour")
-# Other spellings people type, and the names of the themes of earlier releases.
-ALIASES = {
-    "default": "dark",
-    "16": "16-colour",
-    "16-color": "16-colour",
-    "16colour": "16-colour",
-    "16color": "16-colour",
-    "ansi": "16-colour",
-    "hc": "high-contrast",
-    "contrast": "high-contrast",
-    "llmos-night": "dark",
-    "llmos-paper": "light",
-}
+from llmos_tui.config import Config
+from llmos_tui.core.themes import ALIASES, DEFAULT_THEME, SHIPPED, read_theme, resolve, theme_files
+
+if TYPE_CHECKING:
+    from llmos_tui.ui.app import LlmosApp
+
+__all__ = ["ALIASES", "DEFAULT_THEME", "SHIPPED", "load_theme", "load_themes", "resolve", "install", "names",
+           "switch"]
 
 
 def load_theme(path: Path) -> Theme:
     """One theme file; ValueError (or TOMLDecodeError) with the reason when it is not usable."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    unknown = set(data) - FIELDS
-    if unknown:
-        raise ValueError(f"unknown theme keys {', '.join(sorted(unknown))}")
-    if "name" not in data or "primary" not in data:
-        raise ValueError("a theme needs at least name and primary")
-    if "variables" in data and not isinstance(data["variables"], dict):
-        raise ValueError("[variables] must be a table")
-    theme = Theme(**data)
+    theme = Theme(**read_theme(path))  # type: ignore[arg-type]  # the keys are Theme's fields (checked)
     try:
         theme.to_color_system()  # parses every colour: a typo is found here, not when it is shown
     except Exception as exc:  # noqa: BLE001 - Textual's colour errors have several types
@@ -55,31 +40,16 @@ def load_themes(folders: list[Path]) -> tuple[list[Theme], list[str]]:
     """Every theme file found; problems come back as one line each (a bad file never stops the app)."""
     themes: list[Theme] = []
     problems: list[str] = []
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.toml")):
-            try:
-                themes.append(load_theme(path))
-            except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
-                problems.append(f"theme file {path} skipped: {str(exc).splitlines()[0]}")
+    for path in theme_files(folders):
+        try:
+            themes.append(load_theme(path))
+        except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
+            problems.append(f"theme file {path} skipped: {str(exc).splitlines()[0]}")
     return themes, problems
 
 
-def resolve(name: str, available: set[str] | dict[str, object]) -> str | None:
-    """The registered theme ``name`` means (exact, alias, case-insensitive), or None."""
-    names = set(available)
-    if name in names:
-        return name
-    lowered = name.strip().lower()
-    for candidate in (lowered, ALIASES.get(lowered, "")):
-        if candidate in names:
-            return candidate
-    return None
-
-
 # ---- the app's side: install, choose, switch, keep -------------------------------------------
-def install(app, config) -> list[str]:  # type: ignore[no-untyped-def]
+def install(app: "LlmosApp", config: Config) -> list[str]:
     """Register the theme files, apply the configured theme (or the default, with one line),
     and keep every later switch (the command palette's or `:theme`) in the config."""
     from llmos_tui.paths import REPO_THEMES
@@ -94,17 +64,17 @@ def install(app, config) -> list[str]:  # type: ignore[no-untyped-def]
         problems.append(f"theme {wanted!r} is not available (known: {', '.join(names(app))}); using {fallback}")
         name = fallback
     app.theme = name
-    app._llmos_saved_theme = name  # what the config already says (or the fallback): nothing to write
+    app.saved_theme = name  # what the config already says (or the fallback): nothing to write
     app.theme_changed_signal.subscribe(app, lambda theme: _keep(app, config, theme.name))
     return problems
 
 
-def names(app) -> list[str]:  # type: ignore[no-untyped-def]
+def names(app: App[int]) -> list[str]:
     shipped = [n for n in SHIPPED if n in app.available_themes]
     return shipped + sorted(n for n in app.available_themes if n not in shipped)
 
 
-def switch(app, wanted: str) -> str | None:  # type: ignore[no-untyped-def]
+def switch(app: App[int], wanted: str) -> str | None:
     """`:theme NAME`: switch live (kept in the config by the signal); a line when unknown."""
     name = resolve(wanted, app.available_themes)
     if name is None:
@@ -113,10 +83,10 @@ def switch(app, wanted: str) -> str | None:  # type: ignore[no-untyped-def]
     return None
 
 
-def _keep(app, config, name: str) -> None:  # type: ignore[no-untyped-def]
-    if name == getattr(app, "_llmos_saved_theme", None):
+def _keep(app: "LlmosApp", config: Config, name: str) -> None:
+    if name == app.saved_theme:
         return
-    app._llmos_saved_theme = name
+    app.saved_theme = name
 
     def work() -> None:
         from llmos_tui.config import save_ui_theme

@@ -9,17 +9,26 @@ chat is refused with "engine is paused"; it resumes with its own parameters when
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
 from llmos_tui.textsafe import sanitize
+from llmos_tui.ui import keymap
+
+if TYPE_CHECKING:
+    from llmos_tui.core.operator import Operator
+    from llmos_tui.tuning.runner import Tuner
+
+Json = dict[str, Any]  # what the tuner publishes and reports: plain JSON-like data
+Event = Json
+Row = Json
 
 OUTCOME_STYLE = {"ok": "green", "refused": "yellow", "budget": "yellow", "oom": "red", "crash": "red",
                  "timeout": "red", "error": "red"}
@@ -30,44 +39,61 @@ SHORT = {"n_gpu_layers": "ngl", "n_batch": "b", "n_ubatch": "ub", "n_threads": "
 class TunerUpdate(Message):
     """The tuner said something (posted from its thread)."""
 
-    def __init__(self, event: dict[str, Any]) -> None:
+    def __init__(self, event: Event) -> None:
         super().__init__()
         self.event = event
 
 
-def _fmt(config: dict[str, Any]) -> str:
-    return " ".join(f"{SHORT.get(k, k)}={v}" for k, v in config.items())
+# Pairs shown as one value, as the engine's own summary does ("b=512/128", "t=2/2", "kv=f16/q8_0").
+PAIRS = (("n_batch", "n_ubatch", "b"), ("n_threads", "n_threads_batch", "t"), ("type_k", "type_v", "kv"))
+
+
+def _fmt(config: object) -> str:
+    if not isinstance(config, Mapping):
+        return ""
+    paired = {first: (second, label) for first, second, label in PAIRS if first in config and second in config}
+    seconds = {second for second, _label in paired.values()}
+    out = []
+    for k, v in config.items():
+        if k in paired:
+            second, label = paired[k]
+            out.append(f"{label}={v}/{config[second]}")
+        elif k not in seconds:
+            out.append(f"{SHORT.get(str(k), k)}={v}")
+    return " ".join(out)
+
+
+def _short_origin(origin: str) -> str:
+    """``warm start: trl:12 of std:3 (same model, …)`` -> ``warm trl:12``: the column stays narrow."""
+    if origin.startswith("warm start:"):
+        words = origin.removeprefix("warm start:").split()
+        return "warm " + (words[0] if words else "")
+    return origin
+
+
+# The trial table's fixed columns (the configuration takes what is left): #, origin, outcome, value.
+FIXED = {"#": 3, "origin": 11, "outcome": 7, "value": 8}
+NARROW = 100  # below this width the plots go under the table, not beside it
 
 
 class TuningScreen(Screen[None]):
-    BINDINGS = [
-        Binding("s", "start", "Start", id="tune.start"),
-        Binding("x", "stop", "Stop", id="tune.stop"),
-        Binding("escape", "stop", "Stop", show=False, id="tune.stop_esc"),
-        Binding("a", "apply_best", "Apply best", id="tune.apply"),
-        Binding("p", "next_param", "Param plot", id="tune.param"),
-    ]
-    DEFAULT_CSS = """
-    TuningScreen #tune-status { height: 2; padding: 0 1; background: $panel; }
-    TuningScreen #tune-body { height: 1fr; }
-    TuningScreen #tune-trials { width: 3fr; }
-    TuningScreen #tune-side { width: 2fr; border-left: solid $primary; }
-    TuningScreen .tune-plot { height: 1fr; }
-    TuningScreen #tune-log { height: 8; border-top: solid $primary; }
-    """
+    BINDINGS = keymap.bindings("TuningScreen")
+    CSS_PATH = "tuning.tcss"
 
-    def __init__(self, operator: Any, *, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, operator: "Operator", *, options: dict[str, object] | None = None) -> None:
         super().__init__()
         self.operator = operator
         self.options = dict(options or {})  # Tuner.run options of the Start key (trials, objective, spec, ...)
-        self.trials: list[dict[str, Any]] = []
-        self.best: dict[str, Any] | None = None
-        self.report: dict[str, Any] | None = None
+        self.trials: list[Row] = []
+        self.best: Row | None = None
+        self.report: Row | None = None
         self.param_index = 0
         self.state = "idle"
         self.maximize = True
-        self._tuner: Any = None
+        self._tuner: "Tuner | None" = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._config_width = 0
+        self.study_id: int | None = None  # the study the events are about
 
     # ---- layout --------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -83,8 +109,7 @@ class TuningScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#tune-trials", DataTable)
-        table.add_columns("#", "origin", "configuration", "outcome", "value")
+        self.layout_table(self.size.width)
         tuner = self.tuner
         if tuner is not None:
             self._unsubscribe = tuner.subscribe(lambda ev: self.post_message(TunerUpdate(ev)))
@@ -99,17 +124,37 @@ class TuningScreen(Screen[None]):
         if self._unsubscribe is not None:
             self._unsubscribe()
 
+    def on_resize(self, event: events.Resize) -> None:
+        self.layout_table(event.size.width)
+
+    def layout_table(self, width: int) -> None:
+        """Fixed narrow columns for #, origin, outcome and value; the configuration gets the rest
+        of the table's width (beside the plots when wide, the full width when narrow)."""
+        narrow = width < NARROW
+        self.set_class(narrow, "-narrow")
+        table_width = width if narrow else width * 7 // 10  # tuning.tcss: the table is 7fr, the plots 3fr
+        padding = 2 * (len(FIXED) + 1) + 2  # each cell's padding, and the scroll bar
+        config_width = max(16, table_width - sum(FIXED.values()) - padding)
+        if config_width == self._config_width:
+            return
+        self._config_width = config_width
+        table = self.query_one("#tune-trials", DataTable)
+        table.clear(columns=True)
+        table.add_column("#", width=FIXED["#"])
+        table.add_column("origin", width=FIXED["origin"])
+        table.add_column("configuration", width=config_width)
+        table.add_column("outcome", width=FIXED["outcome"])
+        table.add_column("value", width=FIXED["value"])
+        for trial in self.trials:
+            self._add_row(table, trial)
+
     @property
-    def tuner(self) -> Any:
+    def tuner(self) -> "Tuner | None":
         if self._tuner is None:
             try:
-                self._tuner = getattr(self.operator, "tuner", None)
+                self._tuner = self.operator.tuner
             except Exception:  # noqa: BLE001 - a tuner that cannot be built is said on Start
                 self._tuner = None
-            if self._tuner is None:
-                from llmos_tui.tuning.runner import Tuner
-
-                self._tuner = Tuner.for_operator(self.operator)
         return self._tuner
 
     # ---- events from the tuner ------------------------------------------------------
@@ -119,6 +164,7 @@ class TuningScreen(Screen[None]):
         if kind == "state":
             self.state = ev.get("state", self.state)
         elif kind == "study":
+            self.study_id = ev.get("study_id")
             self.trials.clear()
             self.query_one("#tune-trials", DataTable).clear()
             self.maximize = bool((ev.get("objective") or {}).get("maximize", True))
@@ -153,16 +199,22 @@ class TuningScreen(Screen[None]):
         if kind in ("trial", "done", "study"):
             self.redraw_plots()
 
-    def add_trial(self, trial: dict[str, Any]) -> None:
+    def add_trial(self, trial: Row) -> None:
         self.trials.append(trial)
-        outcome = trial.get("outcome", "")
-        value = trial.get("value")
-        self.query_one("#tune-trials", DataTable).add_row(
-            str(trial.get("index")), sanitize(str(trial.get("origin", "")))[:28], _fmt(trial.get("config") or {}),
-            Text(outcome, style=OUTCOME_STYLE.get(outcome, "")), "-" if value is None else f"{value:.2f}")
+        self._add_row(self.query_one("#tune-trials", DataTable), trial)
+        outcome = str(trial.get("outcome", ""))
         if outcome != "ok":
             self.log_line(f"trial {trial.get('index')} {outcome}: {_fmt(trial.get('config') or {})}: "
                           f"{trial.get('reason', '')}")
+
+    def _add_row(self, table: DataTable[str | Text], trial: Row) -> None:
+        outcome = str(trial.get("outcome", ""))
+        value = trial.get("value")
+        origin = _short_origin(sanitize(str(trial.get("origin", ""))))
+        table.add_row(str(trial.get("index")), Text(origin, overflow="ellipsis", no_wrap=True),
+                      Text(_fmt(trial.get("config")), overflow="ellipsis", no_wrap=True),
+                      Text(outcome, style=OUTCOME_STYLE.get(outcome, "")),
+                      f"{value:.2f}" if isinstance(value, (int, float)) else "-")
 
     def log_line(self, text: str) -> None:
         self.query_one("#tune-log", RichLog).write(sanitize(text))
@@ -170,12 +222,13 @@ class TuningScreen(Screen[None]):
     def refresh_status(self) -> None:
         sup = self.operator.supervisor
         engine = sup.state.value
-        if getattr(sup, "paused_reason", None):
+        if sup.paused_reason:
             engine = f"paused ({sup.paused_reason})"
         best = self.best
         best_text = f"best {best['mean']:.2f} (n={best['n']}) {_fmt(best['config'])}" if best else "best: -"
         failed = sum(1 for t in self.trials if t.get("outcome") != "ok")
-        study = f"std:{self.tuner.study_id}" if self.tuner is not None and self.tuner.study_id else "no study"
+        study_id = self.tuner.study_id if self.tuner is not None and self.tuner.study_id else self.study_id
+        study = f"std:{study_id}" if study_id else "no study"
         self.query_one("#tune-status", Static).update(Text.assemble(
             ("tuner ", "bold"), (self.state, "bold cyan" if self.state != "idle" else "dim"), f"  {study}  ",
             f"{len(self.trials)} trials ({failed} failed)  engine {engine}\n", best_text))
@@ -235,6 +288,9 @@ class TuningScreen(Screen[None]):
             self.notify("read-only mode: tuning (it pauses the engine) is disabled", severity="warning")
             return
         tuner = self.tuner
+        if tuner is None:
+            self.notify("the tuner cannot be built in this core", severity="error")
+            return
         if tuner.running:
             self.notify(f"a study already runs (std:{tuner.study_id})", severity="warning")
             return
@@ -259,7 +315,7 @@ class TuningScreen(Screen[None]):
             return
         report = self.report or {}
         verdict = report.get("verdict") or {}
-        if self.tuner.running:
+        if self.tuner is not None and self.tuner.running:
             self.notify("the study still runs; apply when it is done", severity="warning")
             return
         if not report.get("best"):
@@ -272,10 +328,7 @@ class TuningScreen(Screen[None]):
             self.notify(verdict.get("message") or "the best was not verified faster than the running "
                         "configuration: nothing to apply", severity="warning", timeout=8)
             return
-        changes = getattr(self.operator, "changes", None)
-        if changes is None:
-            self.notify("no change transaction in this core: nothing applied", severity="error")
-            return
+        changes = self.operator.changes
         from llmos_tui.engine.params import EngineParams
 
         running = self.operator.supervisor.params
