@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from llmos_tui.core.operator import Operator
 
 
 async def wait_for(pilot: Any, predicate: Callable[[], Any], timeout: float = 40.0) -> None:
@@ -21,16 +20,3 @@ def notices(app: Any) -> list[str]:
     return [str(n.message) for n in app._notifications]
 
 
-def ensure_reset_start_limit() -> None:
-    """``Operator.reset_start_limit`` is the core branch's verb; until it is merged, a stand-in
-    with its contract (reset the doctor's start limit, return one line) so these tests run."""
-    if hasattr(Operator, "reset_start_limit"):
-        return
-
-    def reset_start_limit(self: Operator) -> str:
-        if self.doctor is None:
-            return "the doctor is not running: there is no start limit to reset"
-        self.doctor.reset_start_limit()
-        return "start limit reset: automatic restarts allowed again"
-
-    Operator.reset_start_limit = reset_start_limit  # type: ignore[attr-defined]

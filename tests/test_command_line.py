@@ -14,7 +14,7 @@ from llmos_tui.journal import Journal
 from llmos_tui.ui import command_line
 from llmos_tui.ui.app import LlmosApp
 from llmos_tui.ui.command_line import CommandLine, Confirm
-from tests.pilot import ensure_reset_start_limit, notices, wait_for
+from tests.pilot import notices, wait_for
 
 TRACE = Path(__file__).parent / "data" / "trace_throttle.jsonl"
 
@@ -112,7 +112,7 @@ async def test_undo_asks_first_and_goes_through_the_change_transaction() -> None
     app = make_app(start_engine=True)
     op = app.operator
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: op.supervisor.is_ready, 60)
+        await wait_for(pilot, lambda: op.supervisor.is_ready and not op.changes.busy, 60)
         result = await asyncio.to_thread(op.changes.propose, {"n_ctx": 640}, reason="test")
         assert result.state == "applied", result.message
         changed = result.config_id
@@ -166,7 +166,6 @@ async def test_replay_has_no_tuning_screen_and_refuses_adapt() -> None:
 
 
 async def test_reset_limit_command_resets_the_doctors_start_limit_through_the_operator() -> None:
-    ensure_reset_start_limit()
     app = make_app(doctor=True)
     doctor = app.operator.doctor
     calls: list[str] = []
@@ -177,7 +176,7 @@ async def test_reset_limit_command_resets_the_doctors_start_limit_through_the_op
         return verb(op)
 
     async with app.run_test(size=(100, 30)) as pilot:
-        doctor.start_limit_hit = True
+        doctor.runner.start_limit_hit = True
         type(app.operator).reset_start_limit = counted
         try:
             await open_line(pilot, "reset-limit")

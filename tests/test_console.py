@@ -119,9 +119,7 @@ def test_console_commands_come_from_the_core_table_and_reset_the_start_limit() -
     from llmos_tui.console.app import _slash, help_text
     from llmos_tui.core.commands import COMMANDS
     from llmos_tui.core.wiring import build_core
-    from tests.pilot import ensure_reset_start_limit
 
-    ensure_reset_start_limit()
     text = help_text()
     assert all(f"/{c.name}" in text for c in COMMANDS)
     config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "readonly": True})
@@ -129,7 +127,7 @@ def test_console_commands_come_from_the_core_table_and_reset_the_start_limit() -
     said: list[str] = []
     errors: list[str] = []
     try:
-        op.doctor.start_limit_hit = True
+        op.doctor.runner.start_limit_hit = True
         _slash(op, "/reset-limit", said.append, errors.append)
         assert not op.doctor.start_limit_hit and "start limit reset" in "".join(said), (said, errors)
         _slash(op, "/restart", said.append, errors.append)  # read-only: refused before anything runs

@@ -80,7 +80,7 @@ async def test_l_resets_the_start_limit_through_the_operators_verb(doctor: Docto
         def on_mount(self) -> None:
             self.push_screen(DoctorScreen(doctor, reset_start_limit=reset))
 
-    doctor.start_limit_hit = True
+    doctor.runner.start_limit_hit = True
     app = WithReset()
     async with app.run_test(size=(120, 36)) as pilot:
         await pilot.pause()
