@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import warnings
 from pathlib import Path
 
 import pytest
@@ -26,18 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "llmos_tui"
 FACES = {"cli", "console", "ui"}
 
-# Violations on main when the contracts were written, each fixed by its owner's branch in this
-# round. While one still occurs the test is an expected failure that names it; any other broken
-# import fails it. When none occurs any more, empty this (the test warns until then).
-PENDING = {
-    "llmos_tui.journal.records -> llmos_tui.engine.params": "journal branch: the journal is a leaf",
-    "llmos_tui.doctor.loop -> llmos_tui.core.changes": "doctor branch: no fallback Changes in the Doctor",
-    "llmos_tui.doctor.repairs -> llmos_tui.tuning.measure": "doctor/tuning: BenchSpec belongs below the doctor "
-                                                             "(engine.probe) or the re-tune passes plain numbers",
-    "llmos_tui.cli.config_cmd -> llmos_tui.ui.help_screen": "ui branch: the key-binding catalogue as plain data",
-    "llmos_tui.cli.config_cmd -> llmos_tui.ui.themes": "ui branch: theme files found and checked outside ui/",
-    "llmos_tui.cli.config_cmd -> textual": "ui branch: `config --check` reads the built-in theme names elsewhere",
-}
 BROKEN_IMPORT = re.compile(r"^-\s+(\S+) -> (\S+) \(l\.", re.MULTILINE)
 
 
@@ -69,16 +56,9 @@ def test_the_tree_under_test_is_the_one_linted() -> None:
 def test_lint_imports_keeps_every_contract() -> None:
     done = _lint_imports(ROOT)
     report = f"{done.stdout[-8000:]}{done.stderr[-2000:]}"
-    broken = {f"{a} -> {b}" for a, b in BROKEN_IMPORT.findall(done.stdout)}
-    if done.returncode == 0:
-        assert "0 broken" in done.stdout, report
-        if PENDING:
-            warnings.warn(f"tests/test_layers.py PENDING is no longer needed: empty it ({sorted(PENDING)})")
-        return
-    assert broken, f"lint-imports failed without naming a broken import:\n{report}"
-    new = sorted(broken - set(PENDING))
-    assert not new, f"lint-imports: a layer contract is broken by {new}:\n{report}"
-    pytest.xfail("pending in other branches: " + "; ".join(f"{edge} ({PENDING[edge]})" for edge in sorted(broken)))
+    broken = sorted({f"{a} -> {b}" for a, b in BROKEN_IMPORT.findall(done.stdout)})
+    assert done.returncode == 0 and "0 broken" in done.stdout, f"a layer contract is broken by {broken}:
+{report}"
 
 
 def test_every_top_level_module_is_placed() -> None:
