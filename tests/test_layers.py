@@ -57,8 +57,7 @@ def test_lint_imports_keeps_every_contract() -> None:
     done = _lint_imports(ROOT)
     report = f"{done.stdout[-8000:]}{done.stderr[-2000:]}"
     broken = sorted({f"{a} -> {b}" for a, b in BROKEN_IMPORT.findall(done.stdout)})
-    assert done.returncode == 0 and "0 broken" in done.stdout, f"a layer contract is broken by {broken}:
-{report}"
+    assert done.returncode == 0 and "0 broken" in done.stdout, f"a layer contract is broken by {broken}:\n{report}"
 
 
 def test_every_top_level_module_is_placed() -> None:
