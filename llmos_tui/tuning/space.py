@@ -350,15 +350,24 @@ def build_space(model_info: Any, *, cpu_count: int, gpu: Mapping[str, Any] | Non
     batches = [b for b in BATCHES if b <= max(cap, BATCHES[0])]
     ubatches = [u for u in UBATCHES if u <= max(batches)]
     threads = thread_values(cpu_count)
+    # cache types the model's header rules out (block size against head size) are never tried:
+    # what the header knows is not learned by a failed load
+    from llmos_tui.engine.kvcache import allowed_cache_types
+
+    types_k = [t for t in CACHE_TYPES if t in allowed_cache_types(model_info, "K")]
+    types_v = [t for t in CACHE_TYPES if t in allowed_cache_types(model_info, "V")]
     want = [
         Dimension("n_batch", "int", batches),
         Dimension("n_ubatch", "int", ubatches),
         Dimension("n_threads", "int", threads),
         Dimension("n_threads_batch", "int", list(threads)),
         Dimension("flash_attn", "cat", ["on", "off"]),
-        Dimension("type_k", "cat", list(CACHE_TYPES)),
-        Dimension("type_v", "cat", list(CACHE_TYPES)),
+        Dimension("type_k", "cat", types_k),
+        Dimension("type_v", "cat", types_v),
     ]
+    for d in want:  # one value left: not a dimension, a fixed value
+        if len(d.values) == 1 and d.name not in fixed:
+            fixed[d.name] = d.values[0]
     dims += [d for d in want if d.name not in fixed]
     space = Space(dims, fixed, limits=limits)
     return space

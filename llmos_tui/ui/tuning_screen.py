@@ -109,7 +109,7 @@ class TuningScreen(Screen[None]):
             if self._tuner is None:
                 from llmos_tui.tuning.runner import Tuner
 
-                self._tuner = Tuner.for_operator(self.operator)
+                self._tuner = Tuner(self.operator.supervisor, self.operator.changes, self.operator.journal_writer, self.operator.sampler, self.operator.config)  # noqa: E501
         return self._tuner
 
     # ---- events from the tuner ------------------------------------------------------
