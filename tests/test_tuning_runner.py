@@ -173,7 +173,7 @@ def test_a_lucky_run_is_re_measured_before_the_study_ends_whatever_the_budget(se
     assert report.best["config"]["n_threads"] == 1 and report.best["n"] == 2 and report.best["unconfirmed_faster"] == 0
     assert report.verdict is not None and report.verdict["rounds"] >= 4 and not report.verdict["significant"]
     assert "as good as any tried" not in report.message
-    assert report.applied["state"] == "nothing to apply" and report.exit_code == 0
+    assert report.applied is None and report.apply_outcome["state"] == "nothing to apply" and report.exit_code == 0
     assert journal.get_study(report.study_id)["result"]["applied"]["state"] == "nothing to apply"
     assert serving.params == BASE and serving.is_ready
 

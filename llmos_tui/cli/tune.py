@@ -200,7 +200,9 @@ def _progress(ev: dict[str, Any], out: Any) -> None:
         result = f"{t['value']:.2f}" if t["value"] is not None else f"{t['outcome'].upper()} ({t['reason'][:90]})"
         best = ev.get("best")
         best_text = f"best {best['mean']:.2f} (n={best['n']})" if best else "best -"
-        print(f"{bar} {ev['done']:>3}/{ev['total']} [{t['origin'][:40]}] {_fmt_config(t['config'])} -> "
+        count = (f"{ev['done']:>3}/{ev['total']}" if ev["done"] <= ev["total"]
+                 else f"+{ev['done'] - ev['total']:<2} over")  # a re-measure past the budget
+        print(f"{bar} {count} [{t['origin'][:40]}] {_fmt_config(t['config'])} -> "
               f"{result}  {best_text}", file=out, flush=True)
     elif kind == "verify_round":
         a, b = ev.get("a"), ev.get("b")
@@ -238,6 +240,6 @@ def _final(report: Any, out: Any) -> None:
                   f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}], {v['rounds']} A/B rounds, p={v['p_value']:.4f} "
                   f"against a {v['min_gain']:.0%} gain -> {'verified' if v['significant'] else 'not verified'}",
                   file=out)
-    if report.applied:
-        print(f"  apply: {report.applied.get('state')}: {report.applied.get('message')}", file=out)
+    if report.apply_outcome:
+        print(f"  apply: {report.apply_outcome.get('state')}: {report.apply_outcome.get('message')}", file=out)
     print(report.message, file=out, flush=True)

@@ -42,8 +42,9 @@ class StudyReport:
     best: JsonDict | None = None  # the candidate: the best mean after the confirmations
     running: JsonDict | None = None  # the configuration that ran before the study
     verdict: JsonDict | None = None
-    applied: JsonDict | None = None  # set whenever an apply was asked: what became of it
+    applied: JsonDict | None = None  # the change's result, when a change was proposed
     apply_asked: bool = False
+    apply_outcome: JsonDict | None = None  # whenever an apply was asked: what became of it (journaled)
     warm_start: str = ""
     notes: list[str] = field(default_factory=list)  # what the study adapted (a budget doubled, ...)
     message: str = ""
@@ -55,7 +56,7 @@ class StudyReport:
             return 130
         if self.status == "failed" or self.best is None:
             return 1
-        if self.apply_asked and (self.applied is None or self.applied.get("state") in APPLY_FAILED):
+        if self.apply_asked and (self.apply_outcome is None or self.apply_outcome.get("state") in APPLY_FAILED):
             return 1
         return 0
 
@@ -64,6 +65,7 @@ class StudyReport:
                 "status": self.status, "objective": self.objective,
                 "trials": [t.to_dict() for t in self.trials], "ranking": self.ranking, "best": self.best,
                 "running": self.running, "verdict": self.verdict, "applied": self.applied,
+                "apply_outcome": self.apply_outcome,
                 "warm_start": self.warm_start, "notes": list(self.notes), "message": self.message,
                 "error": self.error, "exit_code": self.exit_code}
 

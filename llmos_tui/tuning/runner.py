@@ -317,8 +317,8 @@ class Tuner:
             report.status, report.error = "failed", f"{type(exc).__name__}: {exc}"
             report.message = f"the study failed: {exc}" if isinstance(exc, LlmosError) else \
                 f"the study failed: {report.error}"
-            if cfg.apply and report.applied is None:
-                report.applied = {"state": "failed", "ok": False, "message": report.message}
+            if cfg.apply and report.apply_outcome is None:
+                report.apply_outcome = {"state": "failed", "ok": False, "message": report.message}
             if not isinstance(exc, LlmosError):
                 log.exception("tuning study failed")
         self._j(lambda j: j.end_study(self.study_id, status=report.status, result=self._result(report)))
@@ -327,7 +327,7 @@ class Tuner:
 
     @staticmethod
     def _result(report: StudyReport) -> JsonDict:
-        return {"best": report.best, "verdict": report.verdict, "applied": report.applied,
+        return {"best": report.best, "verdict": report.verdict, "applied": report.apply_outcome,
                 "message": report.message, "warm_start": report.warm_start, "notes": list(report.notes),
                 **({"error": report.error} if report.error else {})}
 
@@ -661,14 +661,14 @@ class Tuner:
         if cfg.apply:
             self._set_state("applying")
             result = self._apply(prep, best_params, verdict, prep.base)
-            report.applied = result
+            report.applied = report.apply_outcome = result
             report.message += f"; {result.get('message', '')}"
             self._emit("applied", result=result)
 
     @staticmethod
     def _not_applied(report: StudyReport, why: str, *, state: str = "not applied") -> None:
-        if report.apply_asked and report.applied is None:
-            report.applied = {"state": state, "ok": False, "message": f"{why}: nothing applied"}
+        if report.apply_asked and report.apply_outcome is None:
+            report.apply_outcome = {"state": state, "ok": False, "message": f"{why}: nothing applied"}
 
     def _confirm(self, prep: Prepared, study: "Study", report: StudyReport) -> None:
         """Re-measure, whatever the budget, every configuration whose runs are fewer than the
