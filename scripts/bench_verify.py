@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"same configuration: {false_rate:.3f} verified over {args.sims} verifications "
           f"(median {med_null:g} rounds)")
     print(f"true 10 % gain: {power:.3f} verified over {args.sims} verifications (median {med_gain:g} rounds)")
+    bare, _ = simulate(reps, gain=1.0, sims=args.sims, seed=args.seed + 2,
+                       design=VerifyDesign(alpha=design.alpha, min_gain=0.0, looks=design.looks))
+    print(f"(same configuration with no minimum gain, the sequential test's own false-positive rate: {bare:.3f}; "
+          f"bounded by alpha {design.alpha})")
     values = {"false_verified": false_rate, "power10": power, "median_rounds": median_rounds}
     failed = False
     for name, (target, op) in TARGETS.items():
