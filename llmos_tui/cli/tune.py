@@ -15,13 +15,19 @@ import argparse
 import json
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.config import Config
+    from llmos_tui.core.operator import Operator
+    from llmos_tui.tuning.report import StudyReport
+    from llmos_tui.tuning.study_config import StudyConfig
 
 from llmos_tui.cli.support import guarded
 from llmos_tui.errors import LlmosError
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from llmos_tui.cli.main import _engine_parent
 
     engine = _engine_parent(defaults=False)
@@ -69,23 +75,20 @@ def _study_id(text: str | None) -> int | None:
     return int(raw)
 
 
-def _build(config: Any) -> Any:
-    try:
-        from llmos_tui.core.wiring import build_core
-    except ImportError:
-        from llmos_tui.core.operator import build_operator
+def _build(config: "Config") -> "Operator":
+    from llmos_tui.core.wiring import build_core
 
-        return build_operator(config, with_doctor=False)
     return build_core(config, mode="oneshot", doctor=False)
 
 
-def _fmt_config(config: dict[str, Any]) -> str:
+def _fmt_config(config: dict[str, object]) -> str:
     short = {"n_gpu_layers": "ngl", "n_batch": "b", "n_ubatch": "ub", "n_threads": "t", "n_threads_batch": "tb",
              "flash_attn": "fa", "type_k": "k", "type_v": "v"}
     return " ".join(f"{short.get(k, k)}={v}" for k, v in config.items())
 
 
-def _study_config(args: argparse.Namespace, resume: int | None) -> Any:
+def _study_config(args: argparse.Namespace,
+                  resume: int | None) -> "tuple[StudyConfig | None, dict[str, object]]":
     """Every option checked before any work starts (one ConfigError line each)."""
     from llmos_tui.tuning.measure import BenchSpec
     from llmos_tui.tuning.objective import parse_weights
@@ -108,7 +111,7 @@ def _study_config(args: argparse.Namespace, resume: int | None) -> Any:
             check_budget(value, flag)
     weights = parse_weights(args.weights) if args.weights else None
     spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth, reps=args.reps)
-    options: dict[str, Any] = dict(trials=args.trials, objective=args.objective, weights=weights,
+    options: dict[str, object] = dict(trials=args.trials, objective=args.objective, weights=weights,
                                    vram_budget=args.vram_budget, rss_budget=args.rss_budget, ctx=args.ctx,
                                    strategy=args.strategy, apply=args.apply, spec=spec, seed=args.study_seed,
                                    verify_rounds=args.rounds, min_gain=args.min_gain / 100,
@@ -138,10 +141,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
         tuner = op.tuner
         tuner.subscribe(lambda ev: _progress(ev, out))
         if resume is None:
-            call: dict[str, Any] = {"config": study_config}
+            call: dict[str, object] = {"config": study_config}
         else:  # the study's own settings, unless given again
             call = {"resume": resume, **resume_options}
-        box: dict[str, Any] = {}
+        box: dict[str, object] = {}
         finished = threading.Event()  # not thread.is_alive(): a join interrupted by Ctrl+C can lie
 
         def run() -> None:
@@ -176,7 +179,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         op.close()
 
 
-def _progress(ev: dict[str, Any], out: Any) -> None:
+def _progress(ev: dict[str, Any], out: TextIO) -> None:
     kind = ev["kind"]
     if kind == "study":
         word = "resumed" if ev.get("resumed") else "started"
@@ -217,7 +220,7 @@ def _bar(done: int, total: int, width: int = 12) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def _final(report: Any, out: Any) -> None:
+def _final(report: "StudyReport", out: TextIO) -> None:
     obj = report.objective or {}
     unit = {"tg": "tok/s", "pp": "tok/s", "ttft": "ms"}.get(obj.get("name"), "tok/s")
     print("", file=out)

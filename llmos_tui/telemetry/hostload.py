@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class HostLoad:
     """Cores kept busy by processes other than ours: this process and the engine child (``engine_pid``,
-    a callable: the engine restarts with a new pid). Any other process, our own children included
+    a callable: the engine restarts with a new pid). Every other process, our own children included
     (a tuner's trial, a script's load generator), is load the engine competes with."""
 
     def __init__(self, ncpu: int | None = None, engine_pid: Callable[[], int | None] | None = None) -> None:
