@@ -261,3 +261,23 @@ def test_budgets_and_rules_parse():
     assert learned_rules(reason, {"type_k": "q8_0", "flash_attn": "on"}) == [(("type_k", "q8_0"),
                                                                               ("flash_attn", "on"))]
     assert TrialResult(False, "oom", "x").summary() == "oom: x"
+
+
+def test_apply_best_later_applies_only_against_the_verdicts_baseline_and_journals_it(serving, journal):
+    """The tuning screen's "apply best": SYNTHETIC speeds (n_batch=64 twice as fast), a study
+    without apply; applying later is refused while another configuration runs, applied once the
+    verdict's baseline runs again, and the study's journal result says so each time."""
+    fast = synthetic_speeds(lambda p, n: 200.0 if p.n_batch == 64 else 100.0)
+    tuner = make_tuner(serving, journal, measure_fn=fast)
+    report = tuner.run(trials=2, spec=SPEC, strategy="random", vram_budget=None, verify_rounds=4,
+                       start_points=[{"n_batch": 64, "n_ubatch": 64}]).to_dict()
+    assert report["verdict"]["significant"] and report["applied"] is None
+    serving.params = serving.params.replace(n_threads=1)  # another configuration runs now
+    refused = tuner.apply_best(report)
+    assert refused["state"] == "refused" and "baseline no longer runs" in refused["message"]
+    assert journal.get_study(report["study_id"])["result"]["applied"]["state"] == "refused"
+    serving.params = BASE
+    applied = tuner.apply_best(report)
+    assert applied["state"] == "applied", applied
+    assert serving.params.n_batch == 64 and journal.active_config().source == "tuner"
+    assert journal.get_study(report["study_id"])["result"]["applied"]["state"] == "applied"

@@ -41,6 +41,7 @@ class StudyReport:
     ranking: list[JsonDict] = field(default_factory=list)  # config, mean, n, spread
     best: JsonDict | None = None  # the candidate: the best mean after the confirmations
     running: JsonDict | None = None  # the configuration that ran before the study
+    baseline: JsonDict | None = None  # the verification's A: the running configuration at the study's n_ctx
     verdict: JsonDict | None = None
     applied: JsonDict | None = None  # the change's result, when a change was proposed
     apply_asked: bool = False
@@ -64,7 +65,7 @@ class StudyReport:
         return {"study_id": self.study_id, "study": f"std:{self.study_id}" if self.study_id else None,
                 "status": self.status, "objective": self.objective,
                 "trials": [t.to_dict() for t in self.trials], "ranking": self.ranking, "best": self.best,
-                "running": self.running, "verdict": self.verdict, "applied": self.applied,
+                "running": self.running, "baseline": self.baseline, "verdict": self.verdict, "applied": self.applied,
                 "apply_outcome": self.apply_outcome,
                 "warm_start": self.warm_start, "notes": list(self.notes), "message": self.message,
                 "error": self.error, "exit_code": self.exit_code}

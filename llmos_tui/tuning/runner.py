@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.config import Config
     from llmos_tui.engine.gguf_info import ModelInfo
     from llmos_tui.engine.supervisor import Supervisor
+    from llmos_tui.journal import Journal
     from llmos_tui.telemetry.sampler import Sampler
     from llmos_tui.tuning.ports import ChangesPort
     from llmos_tui.tuning.prior import Preference
@@ -300,7 +301,7 @@ class Tuner:
             kwargs["n_initial"] = cfg.n_initial
         study = Study(prep.space, **kwargs)  # type: ignore[arg-type]
         report = StudyReport(self.study_id, "done", prep.obj.to_dict(), running=prep.running.to_dict(),
-                             apply_asked=cfg.apply)
+                             baseline=prep.base.to_dict(), apply_asked=cfg.apply)
         self.report = report
         self._emit("study", resumed=resume is not None, objective=prep.obj.to_dict(), trials=cfg.trials,
                    space=prep.space.to_dict(), strategy=cfg.strategy, note=prep.obj.note,
@@ -330,6 +331,49 @@ class Tuner:
         return {"best": report.best, "verdict": report.verdict, "applied": report.apply_outcome,
                 "message": report.message, "warm_start": report.warm_start, "notes": list(report.notes),
                 **({"error": report.error} if report.error else {})}
+
+    # ---- applying a finished study's best later (the tuning screen's "apply best") --------------
+    def apply_best(self, report: Mapping[str, object]) -> JsonDict:
+        """Apply a finished study's verified best, under the same rule as ``apply=True``: only when
+        its verdict is significant and the verdict's baseline (its A) is what runs now; otherwise
+        refused, saying why (a new study verifies against what runs). What became of it is recorded
+        in the study's journal result (``applied``)."""
+        verdict = report.get("verdict") or {}
+        best = report.get("best") or {}
+        baseline = report.get("baseline") or report.get("running")
+        study_id = report.get("study_id")
+        assert isinstance(verdict, Mapping) and isinstance(best, Mapping)
+        if self.running:
+            outcome: JsonDict = {"state": "refused", "ok": False, "message": "a study runs: apply when it is done"}
+        elif not best or not verdict.get("significant"):
+            outcome = {"state": "refused", "ok": False,
+                       "message": f"nothing verified to apply ({verdict.get('message') or 'no verdict'})"}
+        elif self.changes is None:
+            outcome = {"state": "refused", "ok": False, "message": "no change transaction: nothing applied"}
+        else:
+            params = EngineParams.from_mapping(best["params"])  # type: ignore[arg-type]
+            a = EngineParams.from_mapping(baseline) if isinstance(baseline, Mapping) else None  # type: ignore[arg-type]
+            now = self.supervisor.params.replace(n_ctx=params.n_ctx)
+            gpu = gpu_info()
+            if a is None or not _same_run(now, a.replace(n_ctx=params.n_ctx), gpu):
+                outcome = {"state": "refused", "ok": False,
+                           "message": "the verdict's baseline no longer runs (the configuration changed since the "
+                                      "study): nothing applied; a new study verifies against what runs now"}
+            else:
+                running = self.supervisor.params
+                params = params.replace(seed=running.seed, use_mmap=running.use_mmap, repack=running.repack)
+                reason = (f"std:{study_id} verified {float(verdict.get('estimate') or 0):.3f}x "  # type: ignore[arg-type]
+                          f"({verdict.get('rounds')} rounds, p={float(verdict.get('p_value') or 0):.4f})")  # type: ignore[arg-type]
+                outcome = self.changes.propose(params, source="tuner", reason=reason, kind="tune",
+                                               proposed_by="operator").to_dict()
+        if isinstance(study_id, int):
+            def record(j: "Journal") -> None:
+                result = dict(j.get_study(study_id).get("result") or {})
+                result["applied"] = outcome
+                j.set_study_result(study_id, result)
+
+            self._j(record)
+        return outcome
 
     # ---- step 1: preparation ------------------------------------------------------
     def _prepare(self, cfg: StudyConfig, resume: int | None) -> Prepared:
