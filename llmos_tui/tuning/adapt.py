@@ -20,8 +20,8 @@ discounted statistics so that it follows a box that changes. Guard rails:
   changes, never one per request;
 - drift: when the served rate in a quiet context falls well below the rate it learned (or the
   tuner's baseline) for a whole window and ``explained()`` has no reason, it raises a drift
-  (journaled as ``adapt_drift``, handed to ``on_drift``). Wired to an Operator, the drift is
-  published on the engine's event bus, where the doctor's ``tuning.drift`` detector turns it into
+  (journaled as ``adapt_drift``, handed to ``on_drift``). Wired by ``tuning.learner.build_learner``,
+  the drift is published on the engine's event bus, where the doctor's ``tuning.drift`` detector turns it into
   a finding whose repair, ``tuning.retune``, runs a short study in an idle window: suggested by
   default, run by itself under ``[doctor] "tuning.drift" = "auto"``, verified A/B and applied
   through the change transaction (undoable), under the doctor's rails (kill switch, one action
@@ -29,6 +29,9 @@ discounted statistics so that it follows a box that changes. Guard rails:
 
 ``policy()`` is a plain dict for the dashboard: per context the best choice, its estimated
 rate, the baseline's, and the estimated gain.
+
+This module is the policy; the maths is ``tuning.bandit``, the host's load ``telemetry.hostload``,
+the wiring from the core's parts ``tuning.learner``.
 """
 
 from __future__ import annotations
