@@ -15,6 +15,7 @@ from llmos_tui.journal import Journal
 from llmos_tui.paths import DEMO_MODEL
 from llmos_tui.tuning.measure import BenchSpec, TrialResult, measure
 from llmos_tui.tuning.runner import Tuner, learned_rules, parse_budget, trial_budget
+from llmos_tui.tuning.study_config import StudyConfig
 
 SPEC = BenchSpec(n_prompt=16, n_gen=4, reps=1)
 BASE = EngineParams(model_path=str(DEMO_MODEL), n_ctx=128, n_threads=2, n_threads_batch=2)
@@ -107,6 +108,8 @@ def test_a_stopped_study_resumes_where_it_stopped(serving, journal):
     stopped = tuner.run(trials=4, **FAST)
     assert stopped.status == "stopped" and stopped.exit_code == 130
     assert journal.get_study(stopped.study_id)["status"] == "stopped"
+    stored = StudyConfig.from_row(journal.get_study(stopped.study_id))  # what the resume starts from
+    assert (stored.trials, stored.strategy, stored.spec, stored.verify) == (4, "random", SPEC, False)
     assert len(journal.trials(stopped.study_id)) == 2
     assert serving.state == EngineState.READY
     resumed = make_tuner(serving, journal).resume(stopped.study_id, verify=False)
