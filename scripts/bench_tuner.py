@@ -243,16 +243,21 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
     gp = out.get("gp")
     rnd = out.get("random")
     speedup = rnd["median"] / gp["median"] if gp and rnd and gp["median"] else float("nan")
+    met: list[bool] = []
     if gp:
-        print(f"target GP median <= 12 trials: {'met' if gp['median'] <= 12 else 'not met'} ({fmt(gp['median'])})")
+        met.append(gp["median"] <= 12)
+        print(f"target GP median <= 12 trials: {'met' if met[-1] else 'not met'} ({fmt(gp['median'])})")
     if gp and rnd:
         lo, hi = speedup_interval([r.trials for r in gp["runs"]], [r.trials for r in rnd["runs"]])
-        print(f"target GP >= 2x fewer trials than random: {'met' if speedup >= 2 else 'not met'} ({speedup:.2f}x; "
+        met.append(speedup >= 2)
+        print(f"target GP >= 2x fewer trials than random: {'met' if met[-1] else 'not met'} ({speedup:.2f}x; "
               f"95 % bootstrap interval over these seeds {lo:.2f}-{hi:.2f}x)")
     if "warm" in out:
         w = out["warm"]["median"]
-        print(f"target warm-started second study <= 4 trials: {'met' if w <= 4 else 'not met'} ({fmt(w)})")
+        met.append(w <= 4)
+        print(f"target warm-started second study <= 4 trials: {'met' if met[-1] else 'not met'} ({fmt(w)})")
     out["speedup"] = speedup
+    out["targets_met"] = all(met)
     print(f"objective={objective} gp_median={fmt(gp['median']) if gp else 'nan'} "
           f"random_median={fmt(rnd['median']) if rnd else 'nan'} speedup={speedup:.2f} "
           f"gp_at12={gp['at12'] if gp else float('nan'):.3f} misses={gp['misses'] if gp else 0}")
@@ -288,10 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"surface {surface.path}: model {facts.get('model', '?')}, recorded {facts.get('date', '?')}, "
           f"{facts.get('cpu_count', '?')} cores; {facts.get('note', '')}".rstrip("; "))
     objectives = list(OBJECTIVES) if args.objective == "all" else [args.objective]
+    all_met = True
     for objective in objectives:
-        bench_objective(surface, objective, strategies, args.seeds, args.budget, warm=not args.no_warm,
-                        use_prior=not args.no_prior, compare_prior=not args.no_compare_prior)
-    return 0
+        out = bench_objective(surface, objective, strategies, args.seeds, args.budget, warm=not args.no_warm,
+                              use_prior=not args.no_prior, compare_prior=not args.no_compare_prior)
+        all_met &= bool(out.get("targets_met", True))
+    return 0 if all_met else 1  # a target it printed as not met is a failed benchmark
 
 
 if __name__ == "__main__":

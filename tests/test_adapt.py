@@ -192,7 +192,7 @@ def test_host_load_counts_a_spinning_process_and_not_its_own_threads():
     import threading
     import time
 
-    from llmos_tui.tuning.adapt import HostLoad
+    from llmos_tui.telemetry.hostload import HostLoad
 
     host = HostLoad(2)
     stop = threading.Event()
@@ -219,7 +219,7 @@ def test_a_host_load_scan_over_budget_gives_up_at_once_and_is_tried_again_later(
     import os
     import time
 
-    from llmos_tui.tuning.adapt import HostLoad
+    from llmos_tui.telemetry.hostload import HostLoad
 
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("no Linux /proc here")
@@ -233,3 +233,44 @@ def test_a_host_load_scan_over_budget_gives_up_at_once_and_is_tried_again_later(
     host.scan_budget_s = 5.0
     host._scan_retry_at = time.monotonic() - 1  # the retry time has come: a full scan again
     assert isinstance(host._runnable(), float)
+
+
+def test_adapt_is_refused_in_replay_and_the_learner_never_reads_replayed_findings(tmp_path):
+    """A replayed trace is not this engine: `:adapt` / set_adapt_mode is refused, no learner is built
+    (so nothing reads the replay doctor's findings), and the core's learner module needs no operator."""
+    from llmos_tui.config import load_config
+    from llmos_tui.core import build_core
+    from llmos_tui.errors import LlmosError
+    from llmos_tui.tuning import adapt, learner
+
+    trace = Path(__file__).parent / "data" / "trace_throttle.jsonl"
+    cfg = load_config(overrides={"n_ctx": 256, "journal": str(tmp_path / "j.sqlite")})
+    op = build_core(cfg, "replay", replay=str(trace), replay_speed=0, endpoint=False)
+    try:
+        assert op.mode == "replay"
+        for mode in ("shadow", "on"):
+            with pytest.raises(LlmosError, match="not available in replay"):
+                op.set_adapt_mode(mode)
+        assert op.adapter is None
+    finally:
+        op.close()
+    assert not hasattr(adapt, "for_operator") and not hasattr(learner, "for_operator")
+
+
+def test_the_learner_built_from_parts_ignores_findings_it_is_not_given():
+    """``findings=None`` (no doctor, or a replayed one): a drop is not explained away by a trace."""
+    from llmos_tui.tuning.learner import build_learner
+
+    engine = FakeEngine(2, 2)
+    engine.subscribe = lambda listener: (lambda: None)
+    engine.publish = lambda kind, /, **data: published.append((kind, data))
+    published: list = []
+    adapter = build_learner(engine, changes=None, journal=None, findings=None, kill_switch=lambda: False,
+                            readonly=False, mode="shadow", host_load=FakeLoad(), max_threads=2)
+    assert adapter.explained() is None
+    adapter.on_drift({"kind": "retune"})
+    assert published == [("adapt_drift", {"kind": "retune"})]
+    gpu = SimpleNamespace(detector="gpu.throttle", title="thermal")
+    given = build_learner(engine, changes=None, journal=None, findings=lambda: [gpu], kill_switch=lambda: False,
+                          readonly=False, mode="shadow", host_load=FakeLoad(), max_threads=2)
+    assert given.explained() == "gpu.throttle: thermal"

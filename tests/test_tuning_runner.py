@@ -14,8 +14,8 @@ from llmos_tui.engine.supervisor import EngineState, Supervisor
 from llmos_tui.journal import Journal
 from llmos_tui.paths import DEMO_MODEL
 from llmos_tui.tuning.measure import BenchSpec, TrialResult, measure
-from llmos_tui.tuning.runner import Tuner, learned_rules, parse_budget
-from llmos_tui.tuning.verify import judge
+from llmos_tui.tuning.runner import Tuner, learned_rules, parse_budget, trial_budget
+from llmos_tui.tuning.study_config import StudyConfig
 
 SPEC = BenchSpec(n_prompt=16, n_gen=4, reps=1)
 BASE = EngineParams(model_path=str(DEMO_MODEL), n_ctx=128, n_threads=2, n_threads_batch=2)
@@ -53,7 +53,8 @@ def test_a_short_study_journals_its_trials_and_pauses_the_serving_engine(serving
     assert study["status"] == "done" and study["model_key"].startswith("demo.gguf:")
     assert study["build"] and study["machine"]["cpu_count"] >= 1
     rows = journal.trials(report.study_id, kind="trial")
-    assert len(rows) == 3 == len(report.trials)
+    assert len(rows) == len(report.trials) >= 3  # the budget, then any re-measure of a lucky leader
+    assert all(t.origin.startswith("confirm") for t in report.trials[3:])
     assert [r["outcome"] for r in rows] == [t.outcome for t in report.trials]
     assert rows[0]["metrics"]["origin"].startswith("the running configuration")
     for row in rows:
@@ -64,16 +65,23 @@ def test_a_short_study_journals_its_trials_and_pauses_the_serving_engine(serving
     assert report.best is not None and report.ranking
 
 
-def test_a_head_size_refusal_is_infeasible_and_never_proposed_again(serving, journal):
+def test_the_header_refuses_a_cache_type_before_any_load_and_no_trial_is_refused_for_one(serving, journal):
+    """Head size 40 and block size 32: the space holds no quantised cache type, and a start point
+    asking for one is refused from the header (never loaded, so never a crash or a failed load)."""
     tuner = make_tuner(serving, journal)
     bad = {"type_v": "q8_0", "flash_attn": "on"}
     report = tuner.run(trials=4, start_points=[bad], baseline=False, **FAST)
     first = journal.trials(report.study_id)[0]
-    assert first["outcome"] == "refused"
-    assert "does not divide n_embd_head_v=40" in first["reason"]  # llama.cpp's own words
-    assert first["value"] is None  # kept out of the surrogate's objective
-    assert (("type_v", "q8_0"), ("flash_attn", "on")) in tuner.rules
-    assert all((t.config.get("type_v"), t.config.get("flash_attn")) != ("q8_0", "on") for t in report.trials[1:])
+    assert first["outcome"] == "refused" and "head size of 40" in first["reason"] and "not run" in first["reason"]
+    assert first["value"] is None and first["metrics"]["wall_s"] < 1.0  # no child was started
+    for row in journal.trials(report.study_id)[1:]:  # the search itself: nothing refused for a cache type
+        assert "cache" not in (row["reason"] or "") and row["outcome"] != "refused", row
+
+
+def test_a_learned_rule_generalises_llamas_refusal():
+    reason = "llama_init_from_model: V cache type q8_0 with block size 32 does not divide n_embd_head_v=40"
+    assert learned_rules(reason, {"type_v": "q8_0", "flash_attn": "on"}) == [(("type_v", "q8_0"),
+                                                                              ("flash_attn", "on"))]
 
 
 def test_the_warm_start_reads_earlier_trials_of_this_model(serving, journal):
@@ -89,9 +97,9 @@ def test_the_warm_start_reads_earlier_trials_of_this_model(serving, journal):
     assert all(f"std:{first.study_id}" in p["origin"] for p in told)
     for p in told:
         assert p["kind"] == ("exact" if p["ok"] else "bad")
-    assert f"std:{first.study_id}" in second.warm_start or "known infeasible" in second.warm_start
-    if any(p["kind"] == "exact" for p in told):  # it starts from the journal's best, not from scratch
-        assert second.trials[0].origin.startswith("warm start: trl:")
+    assert f"std:{first.study_id}" in second.warm_start
+    assert any(p["kind"] == "exact" for p in told), told  # the first study measured the running configuration
+    assert second.trials[0].origin.startswith("warm start: trl:")  # from the journal's best, not from scratch
 
 
 def test_a_stopped_study_resumes_where_it_stopped(serving, journal):
@@ -100,46 +108,152 @@ def test_a_stopped_study_resumes_where_it_stopped(serving, journal):
     stopped = tuner.run(trials=4, **FAST)
     assert stopped.status == "stopped" and stopped.exit_code == 130
     assert journal.get_study(stopped.study_id)["status"] == "stopped"
+    stored = StudyConfig.from_row(journal.get_study(stopped.study_id))  # what the resume starts from
+    assert (stored.trials, stored.strategy, stored.spec, stored.verify) == (4, "random", SPEC, False)
     assert len(journal.trials(stopped.study_id)) == 2
     assert serving.state == EngineState.READY
     resumed = make_tuner(serving, journal).resume(stopped.study_id, verify=False)
     assert resumed.study_id == stopped.study_id and resumed.status == "done"
-    assert [t.index for t in resumed.trials] == [1, 2, 3, 4]
+    assert [t.index for t in resumed.trials] == list(range(1, len(resumed.trials) + 1))
     assert [t.origin for t in resumed.trials[:2]] == ["resumed", "resumed"]
-    assert len(journal.trials(stopped.study_id, kind="trial")) == 4
+    assert all(t.origin.startswith("confirm") for t in resumed.trials[4:])
+    assert len(journal.trials(stopped.study_id, kind="trial")) == len(resumed.trials) >= 4
     assert journal.get_study(stopped.study_id)["status"] == "done"
 
 
-def test_a_verified_gain_is_applied_journaled_and_undone(serving, journal):
-    """SYNTHETIC speeds (marked): the double measures for real, then reports n_batch=64 twice as
-    fast, so the gain is certain; the apply, reload, canary, journal and undo are real."""
+def synthetic_speeds(fast):
+    """SYNTHETIC speeds (marked): each trial measures for real (load, bench, stop), then reports
+    ``fast(params, n)`` tok/s for the n-th run of that configuration."""
+    runs: dict[tuple, int] = {}
 
-    def synthetic(params, spec, **kw):
+    def run(params, spec, **kw):
         result = measure(params, spec, **kw)
         if result.ok:
-            result.rows = [{**r, "tg_tok_s": 200.0 if params.n_batch == 64 else 100.0} for r in result.rows]
-            result.tg_tok_s = result.rows[0]["tg_tok_s"]
+            key = tuple(sorted(params.to_dict().items()))
+            runs[key] = runs.get(key, 0) + 1
+            rate = fast(params, runs[key])
+            result.rows = [{**r, "tg_tok_s": rate} for r in result.rows]
+            result.tg_tok_s = rate
         return result
 
-    tuner = make_tuner(serving, journal, measure_fn=synthetic)
+    return run
+
+
+def test_a_verified_gain_is_applied_journaled_and_undone(serving, journal):
+    """SYNTHETIC speeds: n_batch=64 twice as fast, so the gain is certain; the apply, reload,
+    canary, journal and undo are real. A two-round cap is raised to the first look (4 rounds)."""
+    fast = synthetic_speeds(lambda p, n: 200.0 if p.n_batch == 64 else 100.0)
+    tuner = make_tuner(serving, journal, measure_fn=fast)
     report = tuner.run(trials=2, spec=SPEC, strategy="random", vram_budget=None, verify_rounds=2, apply=True,
                        start_points=[{"n_batch": 64, "n_ubatch": 64}])
-    assert report.verdict["significant"], report.verdict
+    assert report.verdict["significant"] and report.verdict["rounds"] == 4, report.verdict
+    assert report.verdict["orders"] == ["AB", "BA", "BA", "AB"]
     assert report.applied["state"] == "applied", report.applied
+    assert report.exit_code == 0
     assert serving.params.n_batch == 64 and serving.is_ready
     action = journal.get_action(report.applied["action_id"])
     assert action.kind == "tune" and f"std:{report.study_id}" in action.note
     assert journal.active_config().source == "tuner"
-    assert len(journal.trials(report.study_id, kind="verify")) == 4  # A B A B
+    arms = [r["metrics"]["arm"][0] for r in journal.trials(report.study_id, kind="verify")]
+    assert "".join(arms) == "ABBABAAB"  # ABBA order, 4 rounds
+    assert journal.get_study(report.study_id)["result"]["applied"]["state"] == "applied"
     undone = Changes(serving, journal).undo(f"act:{action.id}")
     assert undone.state == "applied", undone.message
     assert serving.params.n_batch == BASE.n_batch
 
 
-def test_verdict_is_significant_only_when_the_interval_clears_one():
-    assert judge([1.3, 1.25, 1.35, 1.28]).significant
-    assert not judge([1.3, 0.9, 1.2, 1.0]).significant
-    assert not judge([1.5]).significant  # one round proves nothing
+def test_a_lucky_run_is_re_measured_before_the_study_ends_whatever_the_budget(serving, journal):
+    """SYNTHETIC: one thread measures 300 tok/s once (a lucky run), then 100 like everything else.
+    The budget of 2 trials is spent, yet the study re-measures it, verifies it, and does not call
+    the running configuration "as good as any tried" while it stands unconfirmed."""
+    fast = synthetic_speeds(lambda p, n: 300.0 if p.n_threads == 1 and n == 1 else 100.0)
+    tuner = make_tuner(serving, journal, measure_fn=fast)
+    report = tuner.run(trials=2, spec=SPEC, strategy="random", vram_budget=None, apply=True,
+                       start_points=[{"n_threads": 1, "n_threads_batch": 1}])
+    origins = [t.origin for t in report.trials]
+    assert len(report.trials) == 3 and origins[2].startswith("confirm"), origins
+    assert report.trials[2].config["n_threads"] == 1
+    assert report.best["config"]["n_threads"] == 1 and report.best["n"] == 2 and report.best["unconfirmed_faster"] == 0
+    assert report.verdict is not None and report.verdict["rounds"] >= 4 and not report.verdict["significant"]
+    assert "as good as any tried" not in report.message
+    assert report.applied is None and report.apply_outcome["state"] == "nothing to apply" and report.exit_code == 0
+    assert journal.get_study(report.study_id)["result"]["applied"]["state"] == "nothing to apply"
+    assert serving.params == BASE and serving.is_ready
+
+
+def test_apply_re_verifies_when_the_verdicts_baseline_no_longer_runs(serving, journal):
+    """The running parameters differ from the verdict's A at apply time (forced here, SYNTHETIC
+    speeds): the tuner verifies again against what runs now before it applies."""
+    fast = synthetic_speeds(lambda p, n: 200.0 if p.n_batch == 64 else 100.0)
+    tuner = make_tuner(serving, journal, measure_fn=fast)
+    notes: list[str] = []
+
+    def on_event(ev):
+        if ev["kind"] == "verdict":
+            serving.params = serving.params.replace(n_threads=1)  # what runs is no longer the verdict's A
+        elif ev["kind"] == "note":
+            notes.append(ev["text"])
+
+    tuner.subscribe(on_event)
+    report = tuner.run(trials=2, spec=SPEC, strategy="random", vram_budget=None, verify_rounds=4, apply=True,
+                       start_points=[{"n_batch": 64, "n_ubatch": 64}])
+    assert any("verifying again" in n for n in notes), notes
+    verify_rows = journal.trials(report.study_id, kind="verify")
+    assert len(verify_rows) == 16  # two verifications of 4 rounds
+    assert all(r["params"]["n_threads"] == 1 for r in verify_rows[8:] if r["metrics"]["arm"].startswith("A"))
+    assert report.applied["state"] == "applied" and serving.params.n_batch == 64
+
+
+def test_a_change_proposed_during_a_study_is_refused_naming_the_tuner(serving, journal):
+    changes = Changes(serving, journal)
+    tuner = Tuner(serving, changes, journal, None, None)
+    seen: dict = {}
+
+    def on_event(ev):
+        if ev["kind"] == "trial" and "result" not in seen:
+            import threading
+
+            def other():
+                seen["result"] = changes.propose({"n_ctx": 256}, source="operator", reason="meanwhile")
+                seen["restart"] = changes.restart(source="doctor", reason="meanwhile")
+
+            t = threading.Thread(target=other)
+            t.start()
+            t.join(30)
+
+    tuner.subscribe(on_event)
+    report = tuner.run(trials=2, **FAST)
+    for what in ("result", "restart"):
+        result = seen[what]
+        assert result.state == "refused" and result.details.get("busy"), result
+        assert f"tuner std:{report.study_id}" in result.message
+    assert serving.params == BASE and serving.state == EngineState.READY
+
+
+def test_without_a_change_transaction_the_tuner_refuses_to_pause_a_serving_engine(serving, journal):
+    report = Tuner(serving, None, journal, None, None).run(trials=1, **FAST)
+    assert report.status == "failed" and "will not pause a serving engine" in report.message
+    assert report.trials == [] and serving.state == EngineState.READY
+
+
+def test_the_trial_budget_comes_from_the_model_then_the_first_rate_and_a_timed_out_baseline_says_so(
+        serving, journal):
+    """SYNTHETIC results (no child runs): the running configuration times out once, then runs."""
+    calls: list[float] = []
+
+    def fake(params, spec, *, timeout, on_child=None):
+        calls.append(timeout)
+        if len(calls) == 1:
+            return TrialResult(False, "timeout", f"the trial ran past its {timeout:.0f} s", wall_s=timeout)
+        return TrialResult(True, "ok", tg_tok_s=100.0, rows=[{"tg_tok_s": 100.0}], wall_s=2.0)
+
+    tuner = make_tuner(serving, journal, measure_fn=fake)
+    report = tuner.run(trials=3, **FAST)
+    first = trial_budget(SPEC, DEMO_MODEL.stat().st_size)
+    assert calls[0] == first and calls[1] == 2 * first  # doubled after the timeout
+    assert calls[2] == trial_budget(SPEC, DEMO_MODEL.stat().st_size, 2.0) != first  # from the measured run
+    assert any("the running configuration itself ran past" in n for n in report.notes), report.notes
+    assert journal.get_study(report.study_id)["result"]["notes"] == report.notes
 
 
 def test_budgets_and_rules_parse():
@@ -150,3 +264,23 @@ def test_budgets_and_rules_parse():
     assert learned_rules(reason, {"type_k": "q8_0", "flash_attn": "on"}) == [(("type_k", "q8_0"),
                                                                               ("flash_attn", "on"))]
     assert TrialResult(False, "oom", "x").summary() == "oom: x"
+
+
+def test_apply_best_later_applies_only_against_the_verdicts_baseline_and_journals_it(serving, journal):
+    """The tuning screen's "apply best": SYNTHETIC speeds (n_batch=64 twice as fast), a study
+    without apply; applying later is refused while another configuration runs, applied once the
+    verdict's baseline runs again, and the study's journal result says so each time."""
+    fast = synthetic_speeds(lambda p, n: 200.0 if p.n_batch == 64 else 100.0)
+    tuner = make_tuner(serving, journal, measure_fn=fast)
+    report = tuner.run(trials=2, spec=SPEC, strategy="random", vram_budget=None, verify_rounds=4,
+                       start_points=[{"n_batch": 64, "n_ubatch": 64}]).to_dict()
+    assert report["verdict"]["significant"] and report["applied"] is None
+    serving.params = serving.params.replace(n_threads=1)  # another configuration runs now
+    refused = tuner.apply_best(report)
+    assert refused["state"] == "refused" and "baseline no longer runs" in refused["message"]
+    assert journal.get_study(report["study_id"])["result"]["applied"]["state"] == "refused"
+    serving.params = BASE
+    applied = tuner.apply_best(report)
+    assert applied["state"] == "applied", applied
+    assert serving.params.n_batch == 64 and journal.active_config().source == "tuner"
+    assert journal.get_study(report["study_id"])["result"]["applied"]["state"] == "applied"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -22,8 +23,23 @@ def info():
     return read_model_info(DEMO)
 
 
-def test_cpu_space_has_no_offload_and_only_what_llama_cpp_accepts(info):
+@pytest.fixture(scope="module")
+def headless_info(info):
+    """The demo model as if its header did not say its head sizes: only a load can tell the cache types."""
+    return dataclasses.replace(info, head_dim_k=None, head_dim_v=None)
+
+
+def test_the_demo_models_header_keeps_quantised_cache_types_out_of_the_space(info):
+    """Head size 40, block size 32: no quantised cache type fits, so none is ever a trial."""
+    assert info.head_dim_k == info.head_dim_v == 40
     space = build_space(info, cpu_count=2, gpu=None, n_ctx=1024)
+    assert "type_k" not in space.names and "type_v" not in space.names
+    assert space.fixed["type_k"] == space.fixed["type_v"] == "f16"
+    assert {(c.get("type_k", "f16"), c.get("type_v", "f16")) for c in space.configs()} == {("f16", "f16")}
+
+
+def test_cpu_space_has_no_offload_and_only_what_llama_cpp_accepts(headless_info):
+    space = build_space(headless_info, cpu_count=2, gpu=None, n_ctx=1024)
     assert "n_gpu_layers" not in space.names
     assert space.fixed["n_gpu_layers"] == 0 and space.fixed["n_ctx"] == 1024
     assert space.dimension("n_threads").values == [1, 2]
@@ -52,8 +68,8 @@ def test_gpu_space_starts_from_the_largest_offload_that_fits(info):
     assert tight.dimension("n_gpu_layers").values == [0]
 
 
-def test_a_learned_refusal_is_generalised(info):
-    space = build_space(info, cpu_count=2, n_ctx=1024)
+def test_a_learned_refusal_is_generalised(headless_info):
+    space = build_space(headless_info, cpu_count=2, n_ctx=1024)
     first = next(c for c in space.configs() if c["type_k"] == "q8_0" and c["flash_attn"] == "on")
     space.learn_infeasible(first, "llama_init_from_model: K cache type q8_0 with block size 32 does not divide "
                                   "n_embd_head_k=40")

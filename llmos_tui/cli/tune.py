@@ -15,13 +15,19 @@ import argparse
 import json
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.config import Config
+    from llmos_tui.core.operator import Operator
+    from llmos_tui.tuning.report import StudyReport
+    from llmos_tui.tuning.study_config import StudyConfig
 
 from llmos_tui.cli.support import guarded
 from llmos_tui.errors import LlmosError
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from llmos_tui.cli.main import _engine_parent
 
     engine = _engine_parent(defaults=False)
@@ -31,7 +37,8 @@ def register(subparsers: Any) -> None:
         description="Search n_gpu_layers, batch sizes, threads, flash attention and KV cache types for the "
                     "fastest configuration of this model on this machine; verify the winner against the "
                     "running configuration (A/B rounds) and, with --apply, apply a significant gain as a "
-                    "journaled change. Exit code: 0 done, 1 nothing feasible or an error, 130 interrupted.")
+                    "journaled change. Exit code: 0 done, 1 nothing feasible, an error, or an apply refused, rolled back or "
+                    "failed; 130 interrupted.")
     tune.add_argument("--trials", type=int, metavar="N", help="trials in the study (12; a resumed study: its own)")
     tune.add_argument("--objective", choices=("tg", "pp", "ttft", "mix", "traffic"), default=None,
                       help="what to maximise: generation tok/s (tg, default), prompt tok/s (pp), time to first "
@@ -43,9 +50,12 @@ def register(subparsers: Any) -> None:
     tune.add_argument("--strategy", choices=("gp", "rf", "et", "random"), default=None,
                       help="optimiser: Gaussian process (gp, default), random forest, extra trees, random search")
     tune.add_argument("--resume", metavar="STUDY", help="continue a stopped study (std:N or N)")
-    tune.add_argument("--apply", action="store_true", help="apply a verified, significant gain")
+    tune.add_argument("--apply", action="store_true", help="apply a verified gain (not with --no-verify)")
     tune.add_argument("--no-verify", action="store_true", help="skip the A/B verification (nothing is applied)")
-    tune.add_argument("--rounds", type=int, default=4, metavar="N", help="A/B verification rounds (4)")
+    tune.add_argument("--rounds", type=int, default=12, metavar="N",
+                      help="the most A/B verification rounds (12; at least 4: it stops early once decided)")
+    tune.add_argument("--min-gain", type=float, default=2.0, metavar="PCT",
+                      help="the smallest gain worth a change, in %% (2)")
     tune.add_argument("--n-prompt", type=int, default=128, metavar="N", help="prompt tokens per bench rep (128)")
     tune.add_argument("--n-gen", type=int, default=32, metavar="N", help="generated tokens per bench rep (32)")
     tune.add_argument("--depth", type=int, default=0, metavar="N", help="KV depth before each rep (0)")
@@ -65,33 +75,62 @@ def _study_id(text: str | None) -> int | None:
     return int(raw)
 
 
-def _build(config: Any) -> Any:
+def _build(config: "Config") -> "Operator":
     from llmos_tui.core.wiring import build_core
 
     return build_core(config, mode="oneshot", doctor=False)
 
 
-def _fmt_config(config: dict[str, Any]) -> str:
+def _fmt_config(config: dict[str, object]) -> str:
     short = {"n_gpu_layers": "ngl", "n_batch": "b", "n_ubatch": "ub", "n_threads": "t", "n_threads_batch": "tb",
              "flash_attn": "fa", "type_k": "k", "type_v": "v"}
     return " ".join(f"{short.get(k, k)}={v}" for k, v in config.items())
 
 
+def _study_config(args: argparse.Namespace,
+                  resume: int | None) -> "tuple[StudyConfig | None, dict[str, object]]":
+    """Every option checked before any work starts (one ConfigError line each)."""
+    from llmos_tui.tuning.measure import BenchSpec
+    from llmos_tui.tuning.objective import parse_weights
+    from llmos_tui.tuning.study_config import StudyConfig, check_budget
+
+    if args.apply and args.no_verify:
+        raise LlmosError("--apply needs the verification: with --no-verify nothing would be applied "
+                         "(drop --no-verify, or --apply)")
+    if args.trials is not None and args.trials < 1:
+        raise LlmosError(f"--trials must be at least 1, got {args.trials}")
+    for name, low in (("n_prompt", 0), ("n_gen", 1), ("reps", 1), ("rounds", 1), ("depth", 0)):
+        if getattr(args, name) < low:
+            raise LlmosError(f"--{name.replace('_', '-')} must be at least {low}, got {getattr(args, name)}")
+    if args.ctx is not None and args.ctx < 1:
+        raise LlmosError(f"--ctx must be at least 1, got {args.ctx}")
+    if not 0 <= args.min_gain < 100:
+        raise LlmosError(f"--min-gain must be a percentage in [0, 100), got {args.min_gain}")
+    for flag, value in (("--vram-budget", args.vram_budget), ("--rss-budget", args.rss_budget)):
+        if value is not None:
+            check_budget(value, flag)
+    weights = parse_weights(args.weights) if args.weights else None
+    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth, reps=args.reps)
+    options: dict[str, object] = dict(trials=args.trials, objective=args.objective, weights=weights,
+                                   vram_budget=args.vram_budget, rss_budget=args.rss_budget, ctx=args.ctx,
+                                   strategy=args.strategy, apply=args.apply, spec=spec, seed=args.study_seed,
+                                   verify_rounds=args.rounds, min_gain=args.min_gain / 100,
+                                   warm_start=not args.no_warm_start, verify=not args.no_verify)
+    if resume is None:  # a new study: the defaults where nothing was given
+        options.update(objective=args.objective or "tg", strategy=args.strategy or "gp",
+                       vram_budget=args.vram_budget or "90%")
+        return StudyConfig.from_options(**options), {}
+    StudyConfig.from_options(**{**options, "trials": options["trials"] or 1})  # checked now, resolved at resume
+    return None, {k: v for k, v in options.items() if v is not None}
+
+
 @guarded
 def cmd_tune(args: argparse.Namespace) -> int:
     from llmos_tui.cli.main import config_from_args
-    from llmos_tui.tuning.measure import BenchSpec
-    from llmos_tui.tuning.objective import parse_weights
 
     config = config_from_args(args)
     resume = _study_id(args.resume)
-    if args.trials is not None and args.trials < 1:
-        raise LlmosError(f"--trials must be at least 1, got {args.trials}")
-    for name in ("n_prompt", "n_gen", "reps", "rounds"):
-        if getattr(args, name) < 1 and name != "n_prompt":
-            raise LlmosError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    weights = parse_weights(args.weights) if args.weights else None
-    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth, reps=args.reps)
+    study_config, resume_options = _study_config(args, resume)
     out = sys.stderr if args.json else sys.stdout
     op = _build(config)
     try:
@@ -99,25 +138,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
             print(f"note: {problem}", file=out)
         print(f"starting the engine on {config.engine.model_path} ...", file=out, flush=True)
         op.start_engine()
-        from llmos_tui.tuning.runner import Tuner
-
-        tuner = Tuner.for_operator(op)
+        tuner = op.tuner
         tuner.subscribe(lambda ev: _progress(ev, out))
-        options = dict(trials=args.trials, objective=args.objective or "tg", weights=weights,
-                       vram_budget=args.vram_budget or "90%", rss_budget=args.rss_budget, ctx=args.ctx,
-                       strategy=args.strategy or "gp", resume=resume, apply=args.apply, spec=spec, seed=args.study_seed,
-                       verify_rounds=args.rounds, warm_start=not args.no_warm_start, verify=not args.no_verify)
-        if resume is not None:  # the study's own settings, unless given again
-            for key, given in (("objective", args.objective), ("strategy", args.strategy),
-                               ("vram_budget", args.vram_budget)):
-                if given is None:
-                    options.pop(key)
-        box: dict[str, Any] = {}
+        if resume is None:
+            call: dict[str, object] = {"config": study_config}
+        else:  # the study's own settings, unless given again
+            call = {"resume": resume, **resume_options}
+        box: dict[str, object] = {}
         finished = threading.Event()  # not thread.is_alive(): a join interrupted by Ctrl+C can lie
 
         def run() -> None:
             try:
-                box["report"] = tuner.run(**options)
+                box["report"] = tuner.run(**call)
             except BaseException as exc:  # noqa: BLE001 - reported below, one line
                 box["error"] = exc
             finally:
@@ -147,7 +179,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         op.close()
 
 
-def _progress(ev: dict[str, Any], out: Any) -> None:
+def _progress(ev: dict[str, Any], out: TextIO) -> None:
     kind = ev["kind"]
     if kind == "study":
         word = "resumed" if ev.get("resumed") else "started"
@@ -161,7 +193,8 @@ def _progress(ev: dict[str, Any], out: Any) -> None:
             print(f"  {ev['note']}", file=out)
         if ev.get("prior"):
             print(f"  {ev['prior']} (steers the first trials, fades as measurements come)", file=out)
-        print("  serving engine paused for the study", file=out, flush=True)
+    elif kind == "note":
+        print(f"  {ev['text']}", file=out, flush=True)
     elif kind == "warmstart":
         print(f"  {ev['summary']}", file=out, flush=True)
     elif kind == "trial":
@@ -170,13 +203,16 @@ def _progress(ev: dict[str, Any], out: Any) -> None:
         result = f"{t['value']:.2f}" if t["value"] is not None else f"{t['outcome'].upper()} ({t['reason'][:90]})"
         best = ev.get("best")
         best_text = f"best {best['mean']:.2f} (n={best['n']})" if best else "best -"
-        print(f"{bar} {ev['done']:>3}/{ev['total']} [{t['origin'][:40]}] {_fmt_config(t['config'])} -> "
+        count = (f"{ev['done']:>3}/{ev['total']}" if ev["done"] <= ev["total"]
+                 else f"+{ev['done'] - ev['total']:<2} over")  # a re-measure past the budget
+        print(f"{bar} {count} [{t['origin'][:40]}] {_fmt_config(t['config'])} -> "
               f"{result}  {best_text}", file=out, flush=True)
     elif kind == "verify_round":
         a, b = ev.get("a"), ev.get("b")
         fa = f"{a:.2f}" if a is not None else "failed"
         fb = f"{b:.2f}" if b is not None else "failed"
-        print(f"  verify round {ev['round']}/{ev['rounds']}: running {fa}  candidate {fb}", file=out, flush=True)
+        print(f"  verify round {ev['round']} (at most {ev['rounds']}, order {ev.get('order', 'AB')}): "
+              f"running {fa}  candidate {fb}", file=out, flush=True)
 
 
 def _bar(done: int, total: int, width: int = 12) -> str:
@@ -184,7 +220,7 @@ def _bar(done: int, total: int, width: int = 12) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def _final(report: Any, out: Any) -> None:
+def _final(report: "StudyReport", out: TextIO) -> None:
     obj = report.objective or {}
     unit = {"tg": "tok/s", "pp": "tok/s", "ttft": "ms"}.get(obj.get("name"), "tok/s")
     print("", file=out)
@@ -198,12 +234,15 @@ def _final(report: Any, out: Any) -> None:
             print(f"  {i:>2} {row['mean']:>10.2f} {row['n']:>3} {spread:>7}  {_fmt_config(row['config'])}", file=out)
     for t in failed[:8]:
         print(f"  failed #{t.index} {t.outcome}: {_fmt_config(t.config)}: {t.reason[:120]}", file=out)
+    for note in report.notes:
+        print(f"  note: {note}", file=out)
     if report.verdict:
         v = report.verdict
-        if v.get("median") is not None and v.get("ci_low") is not None:
-            print(f"  verified speedup over the running configuration: {v['median']:.3f}x, 95% CI "
-                  f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}], {v['rounds']} A/B rounds -> "
-                  f"{'significant' if v['significant'] else 'not significant'}", file=out)
-    if report.applied:
-        print(f"  apply: {report.applied.get('state')}: {report.applied.get('message')}", file=out)
+        if v.get("estimate") is not None and v.get("ci_low") is not None:
+            print(f"  speedup over the running configuration: {v['estimate']:.3f}x, {v['confidence']:.0%} CI "
+                  f"[{v['ci_low']:.3f}, {v['ci_high']:.3f}], {v['rounds']} A/B rounds, p={v['p_value']:.4f} "
+                  f"against a {v['min_gain']:.0%} gain -> {'verified' if v['significant'] else 'not verified'}",
+                  file=out)
+    if report.apply_outcome:
+        print(f"  apply: {report.apply_outcome.get('state')}: {report.apply_outcome.get('message')}", file=out)
     print(report.message, file=out, flush=True)

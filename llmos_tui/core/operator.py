@@ -261,15 +261,24 @@ class Operator:
     # ---- online adaptation (live threads, no reload) ----------------------------------
     def set_adapt_mode(self, mode: str) -> str:
         """Turn the online learner ``off``, to ``shadow`` (it shows what it would do) or ``on``.
-        Returns one line saying what it does now."""
+        Returns one line saying what it does now. Refused in replay: a replayed trace is not this
+        engine, and the live learner never reads a replay's findings."""
         if mode not in ("off", "shadow", "on"):
             raise LlmosError(f"adapt mode must be off, shadow or on, got {mode!r}")
+        if self.mode == "replay":
+            raise LlmosError("online adaptation is not available in replay: a replayed trace is not this engine")
         if self.adapter is None:
             if mode == "off":
                 return "online adaptation is off"
-            from llmos_tui.tuning.adapt import for_operator
+            from llmos_tui.tuning.learner import build_learner
 
-            self.adapter = for_operator(self, mode=mode)
+            doctor = self.doctor
+            live_doctor = doctor is not None and not doctor.replayed
+            self.adapter = build_learner(
+                self.supervisor, changes=self.changes, journal=self.journal_writer,
+                findings=(lambda: doctor.findings(open_only=True)) if live_doctor else None,
+                kill_switch=(lambda: bool(doctor.kill_switch)) if live_doctor else (lambda: False),
+                readonly=bool(self.config.readonly), mode=mode)
             adapter = self.adapter
 
             def before_send(prompt: str, history: list[Any]) -> None:
@@ -289,11 +298,11 @@ class Operator:
     # ---- tuning ---------------------------------------------------------------------
     @property
     def tuner(self) -> Any:
-        """The tuner of this core (built on first use: scikit-optimize loads then)."""
+        """The tuner of this core (built on first use: scikit-optimize loads then), given its parts."""
         if self._tuner is None:
             from llmos_tui.tuning.runner import Tuner
 
-            self._tuner = Tuner.for_operator(self)
+            self._tuner = Tuner(self.supervisor, self.changes, self.journal_writer, self.sampler, self.config)
         return self._tuner
 
     def tune(self, **options: Any) -> Any:

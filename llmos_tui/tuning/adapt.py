@@ -20,8 +20,8 @@ discounted statistics so that it follows a box that changes. Guard rails:
   changes, never one per request;
 - drift: when the served rate in a quiet context falls well below the rate it learned (or the
   tuner's baseline) for a whole window and ``explained()`` has no reason, it raises a drift
-  (journaled as ``adapt_drift``, handed to ``on_drift``). Wired to an Operator, the drift is
-  published on the engine's event bus, where the doctor's ``tuning.drift`` detector turns it into
+  (journaled as ``adapt_drift``, handed to ``on_drift``). Wired by ``tuning.learner.build_learner``,
+  the drift is published on the engine's event bus, where the doctor's ``tuning.drift`` detector turns it into
   a finding whose repair, ``tuning.retune``, runs a short study in an idle window: suggested by
   default, run by itself under ``[doctor] "tuning.drift" = "auto"``, verified A/B and applied
   through the change transaction (undoable), under the doctor's rails (kill switch, one action
@@ -29,6 +29,9 @@ discounted statistics so that it follows a box that changes. Guard rails:
 
 ``policy()`` is a plain dict for the dashboard: per context the best choice, its estimated
 rate, the baseline's, and the estimated gain.
+
+This module is the policy; the maths is ``tuning.bandit``, the host's load ``telemetry.hostload``,
+the wiring from the core's parts ``tuning.learner``.
 """
 
 from __future__ import annotations
@@ -40,285 +43,37 @@ import statistics
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from llmos_tui.telemetry.hostload import HostLoad
+from llmos_tui.tuning.bandit import (PROMPT_CLASSES, Context, Decision, KnobBandit, _free_of,  # noqa: F401
+                                     prompt_class, thread_grid)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.engine.params import EngineParams
+    from llmos_tui.engine.supervisor import EngineEvent
 
 MODES = ("off", "shadow", "on")
-PROMPT_CLASSES = ((64, "short"), (512, "medium"), (10**12, "long"))
+JsonDict = dict[str, object]
+Pair = tuple[int, int]
 
 
-# ---- context ------------------------------------------------------------------------------
-class HostLoad:
-    """Cores kept busy by processes other than ours: this process and the engine child (``engine_pid``,
-    a callable: the engine restarts with a new pid). Any other process, our own children included
-    (a tuner's trial, a script's load generator), is load the engine competes with."""
-
-    def __init__(self, ncpu: int | None = None, engine_pid: Callable[[], int | None] | None = None) -> None:
-        import psutil
-
-        self._psutil = psutil
-        self.ncpu = ncpu or psutil.cpu_count() or 1
-        self._me = psutil.Process()
-        self._engine_pid = engine_pid or (lambda: None)
-        self._engine: Any = None
-        self._last: tuple[float, float, float, tuple[int, ...]] | None = None
-        self.scan_budget_s = 0.02
-        self._no_proc = not os.path.isdir("/proc/self/task")  # no Linux /proc: never scan
-        self._scan_retry_at = 0.0  # a scan over budget: the CPU-time view until then, then a new try
-        self.scan_retry_s = 30.0
-        self.last_other = 0.0
-
-    def _own_procs(self) -> list[Any]:
-        procs = [self._me]
-        pid = self._engine_pid()
-        if pid:
-            if self._engine is None or self._engine.pid != pid:
-                try:
-                    self._engine = self._psutil.Process(pid)
-                except self._psutil.Error:
-                    self._engine = None
-            if self._engine is not None:
-                procs.append(self._engine)
-        return procs
-
-    def _own_cpu(self) -> tuple[float, tuple[int, ...]]:
-        total = 0.0
-        procs = self._own_procs()
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except self._psutil.Error:
-                continue
-        return total, tuple(p.pid for p in procs)
-
-    def sample(self) -> float:
-        """Cores other processes keep busy now. On Linux: their runnable threads at this instant.
-        Elsewhere: other processes' CPU time since the last call (a lagging view: a load that
-        started during the last request is seen late)."""
-        running = self._runnable()
-        if running is not None:
-            self.last_other = max(0.0, min(float(self.ncpu), running))
-            return self.last_other
-        return self._cpu_time_other()
-
-    @staticmethod
-    def _running_in(pid: str) -> int:
-        """Runnable threads of one process (0 when it is gone)."""
-        n = 0
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            return 0
-        for tid in tasks:
-            try:
-                with open(f"/proc/{pid}/task/{tid}/stat", "rb") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            # the state follows the command name in parentheses (which may hold spaces)
-            end = stat.rfind(b")")
-            if stat[end + 2:end + 3] == b"R":
-                n += 1
-        return n
-
-    def _runnable(self) -> float | None:
-        """Runnable threads of other processes at this instant, from /proc/*/task/*/stat (our own
-        process and the engine left out: llama.cpp's threads spin a while after each token, and the
-        caller itself runs); None where /proc is not Linux's, or when the box has so many threads
-        that one scan takes over ``scan_budget_s`` (then the CPU-time view for ``scan_retry_s``)."""
-        if self._no_proc or time.monotonic() < self._scan_retry_at:
-            return None
-        started = time.perf_counter()
-        try:
-            pids = [p for p in os.listdir("/proc") if p.isdigit()]
-        except OSError:
-            return None
-        own = {str(p.pid) for p in self._own_procs()}
-        n = 0
-        for pid in pids:
-            if pid not in own:
-                n += self._running_in(pid)
-            # over budget (a box with many threads, or our own busy threads holding the GIL between
-            # the reads): give up this scan at once, not seconds later, and use the CPU-time view
-            if time.perf_counter() - started > self.scan_budget_s:
-                self._scan_retry_at = time.monotonic() + self.scan_retry_s
-                return None
-        return float(n)
-
-    def _cpu_time_other(self) -> float:
-        """Other processes' busy cores since the last call (the first call: a baseline, 0)."""
-        t = self._psutil.cpu_times()
-        busy = t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) \
-            + getattr(t, "steal", 0.0)
-        now = time.monotonic()
-        own, who = self._own_cpu()
-        if self._last is not None and self._last[3] == who:
-            t0, busy0, own0, _ = self._last
-            dt = now - t0
-            if dt > 0.02:
-                self.last_other = max(0.0, min(self.ncpu, ((busy - busy0) - (own - own0)) / dt))
-                self._last = (now, busy, own, who)
-        else:  # the first call, or the engine restarted (a new pid's times start at 0): a new baseline
-            self._last = (now, busy, own, who)
-        return self.last_other
-
-
-@dataclass(frozen=True)
-class Context:
-    ui: str  # streaming | idle
-    free_cores: int  # cores the other processes leave (rounded, at least 1)
-    prompt: str  # short | medium | long
+class LiveEngine(Protocol):
+    """What the learner needs of the serving engine (a Supervisor)."""
 
     @property
-    def key(self) -> str:
-        return f"{self.ui}/free{self.free_cores}/{self.prompt}"
+    def params(self) -> "EngineParams": ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> object: ...
+
+    def subscribe(self, listener: Callable[..., None]) -> Callable[[], None]: ...
 
 
-def thread_grid(ncpu: int) -> list[int]:
-    """Thread counts worth trying: powers of two, half, all but one, all (not every number on a big box)."""
-    values = {1, ncpu, max(1, ncpu // 2), max(1, ncpu - 1)}
-    p = 2
-    while p < ncpu:
-        values.add(p)
-        p *= 2
-    return sorted(values)
-
-
-def _free_of(key: str) -> int | None:
-    """The free-core count of a context key (``idle/free2/short`` -> 2)."""
-    for part in key.split("/"):
-        if part.startswith("free") and part[4:].isdigit():
-            return int(part[4:])
-    return None
-
-
-def prompt_class(tokens: int) -> str:
-    for limit, name in PROMPT_CLASSES:
-        if tokens < limit:
-            return name
-    return "long"
-
-
-# ---- the bandit ---------------------------------------------------------------------------
-@dataclass
-class _Stat:
-    """Discounted mean and variance of log(rate) for one arm in one context."""
-
-    w: float = 0.0
-    mean: float = 0.0
-    m2: float = 0.0
-    n: int = 0
-
-    def add(self, x: float, gamma: float) -> None:
-        self.w *= gamma
-        self.m2 *= gamma
-        self.w += 1.0
-        delta = x - self.mean
-        self.mean += delta / self.w
-        self.m2 += delta * (x - self.mean)
-        self.n += 1
-
-    def sd(self, prior_sd: float) -> float:
-        if self.w < 2:
-            return prior_sd
-        var = self.m2 / max(self.w - 1.0, 1.0)
-        # shrink towards the prior noise: a few equal samples do not mean no noise
-        return math.sqrt((var * self.w + prior_sd**2 * 2) / (self.w + 2))
-
-
-class KnobBandit:
-    """Thompson sampling over one knob's values, per context key."""
-
-    def __init__(self, values: list[Any], baseline: Any, *, gamma: float = 0.97, prior_sd: float = 0.15,
-                 rng: random.Random | None = None,
-                 prior: Callable[[str, Any], float | None] | None = None) -> None:
-        self.prior = prior  # (key, value) -> log-rate a context that has not tried it expects (else pooled)
-        self.values = list(values)
-        self.baseline = baseline if baseline in values else values[-1]
-        self.gamma = gamma
-        self.prior_sd = prior_sd
-        self.stats: dict[str, dict[Any, _Stat]] = {}
-        self.rng = rng or random.Random(0xADA)
-
-    def _ctx(self, key: str) -> dict[Any, _Stat]:
-        stats = self.stats.setdefault(key, {})
-        for v in self.values:  # an arm added later (a new baseline) starts untried everywhere
-            if v not in stats:
-                stats[v] = _Stat()
-        return stats
-
-    def pooled(self, value: Any, where: Callable[[str], bool] | None = None) -> float | None:
-        """The arm's mean over every context (``where``: those whose key it accepts), weighted by
-        how much each has seen of it (the prior of a context that has not tried it)."""
-        w = m = 0.0
-        for key, stats in self.stats.items():
-            if where is not None and not where(key):
-                continue
-            s = stats.get(value)
-            if s is not None and s.w > 0:
-                m += s.mean * s.w
-                w += s.w
-        return m / w if w else None
-
-    def expected(self, key: str, value: Any) -> float | None:
-        """What a context that has not tried ``value`` expects of it (log-rate): the prior hook's
-        answer, else the arm's mean over every context."""
-        if self.prior is not None:
-            guess = self.prior(key, value)
-            if guess is not None:
-                return guess
-        return self.pooled(value)
-
-    def best(self, key: str, allowed: list[Any]) -> Any:
-        """The arm with the highest estimated mean; untried arms lose to tried ones; a context
-        that has tried nothing follows what the other contexts learned, else the baseline."""
-        stats = self._ctx(key)
-        tried = [v for v in allowed if stats[v].w > 0]
-        if not tried:
-            pooled = {v: self.expected(key, v) for v in allowed}
-            known = [v for v in allowed if pooled[v] is not None]
-            if known:
-                return max(known, key=lambda v: pooled[v])
-            return self.baseline if self.baseline in allowed else allowed[-1]
-        return max(tried, key=lambda v: stats[v].mean)
-
-    def sample(self, key: str, allowed: list[Any]) -> Any:
-        stats = self._ctx(key)
-        tried = [stats[v].mean for v in allowed if stats[v].w > 0]
-        optimistic = max(tried) if tried else 0.0
-        draws = {}
-        for v in allowed:
-            s = stats[v]
-            if s.w > 0:
-                draws[v] = self.rng.gauss(s.mean, s.sd(self.prior_sd) / math.sqrt(s.w))
-            else:  # untried here: centred on what other contexts learned of it, else the best known; wide
-                prior = self.expected(key, v)
-                draws[v] = self.rng.gauss(optimistic if prior is None else prior, self.prior_sd * 2)
-        return max(draws, key=draws.get)
-
-    def update(self, key: str, value: Any, rate: float) -> None:
-        if rate and rate > 0:
-            self._ctx(key)[value].add(math.log(rate), self.gamma)
-
-    def estimate(self, key: str, value: Any) -> float | None:
-        s = self.stats.get(key, {}).get(value)
-        return math.exp(s.mean) if s is not None and s.w > 0 else None
-
-    def count(self, key: str, value: Any) -> int:
-        s = self.stats.get(key, {}).get(value)
-        return s.n if s else 0
-
-
-@dataclass
-class Decision:
-    context: Context
-    n_threads: int
-    n_threads_batch: int
-    explored: bool
-    applied: bool  # False in shadow mode (or when stopped): the baseline ran
-    best: tuple[int, int]
-    ts: float = field(default_factory=time.time)
+class LoadGauge(Protocol):
+    def sample(self) -> float: ...
 
 
 class OnlineAdapter:
@@ -327,7 +82,7 @@ class OnlineAdapter:
 
     def __init__(
         self,
-        supervisor: Any,
+        supervisor: LiveEngine,
         *,
         mode: str = "off",
         max_threads: int | None = None,
@@ -335,14 +90,14 @@ class OnlineAdapter:
         readonly: bool = False,
         stopped: Callable[[], bool] | None = None,
         is_bad: Callable[[int, int], str | None] | None = None,
-        record_event: Callable[[str, dict[str, Any]], Any] | None = None,
+        record_event: Callable[[str, JsonDict], object] | None = None,
         summary_every: int = 50,
         explained: Callable[[], str | None] | None = None,
-        on_drift: Callable[[dict[str, Any]], Any] | None = None,
+        on_drift: Callable[[JsonDict], object] | None = None,
         baseline_tps: float | None = None,
         drift_window: int = 20,
         drift_drop: float = 0.25,
-        host_load: Any = None,
+        host_load: LoadGauge | None = None,
         seed: int = 0xADA,
     ) -> None:
         if mode not in MODES:
@@ -377,7 +132,7 @@ class OnlineAdapter:
         self.window: deque[tuple[str, int, int, bool]] = deque()  # for the summary: ctx, n, nb, explored
         self.quiet_rates: deque[float] = deque(maxlen=drift_window)
         self.learned_quiet: float | None = None
-        self.drift: dict[str, Any] | None = None
+        self.drift: JsonDict | None = None
         self.last_drift_ts = 0.0
         self._lock = threading.Lock()
         self._unsubscribe: Callable[[], None] | None = None
@@ -410,7 +165,7 @@ class OnlineAdapter:
     def attach(self) -> Callable[[], None]:
         """Learn from the supervisor's ``request_done`` events (the chat path still calls
         before_request)."""
-        def on_event(ev: Any) -> None:
+        def on_event(ev: EngineEvent) -> None:
             if ev.kind == "request_done" and ev.data.get("status") == "done":
                 self.after_reply(ev.data.get("metrics") or {})
             elif ev.kind in ("loaded", "crashed"):
@@ -494,7 +249,7 @@ class OnlineAdapter:
             self.pending = decision
             return decision
 
-    def after_reply(self, metrics: dict[str, Any]) -> None:
+    def after_reply(self, metrics: JsonDict) -> None:
         """Learn from a finished reply's metrics (``gen_tps``, ``prompt_tps``, ``prompt_eval_tokens``)."""
         with self._lock:
             d, self.pending = self.pending, None
@@ -545,7 +300,7 @@ class OnlineAdapter:
             self.quiet_rates.clear()
 
     # ---- reporting ---------------------------------------------------------------------------
-    def _summary(self, *, flush: bool) -> dict[str, Any]:
+    def _summary(self, *, flush: bool) -> JsonDict:
         choices: dict[str, dict[str, int]] = {}
         explored = 0
         for key, n, nb, ex in self.window:
@@ -559,7 +314,7 @@ class OnlineAdapter:
             self.window.clear()
         return out
 
-    def _journal(self, kind: str, data: dict[str, Any]) -> None:
+    def _journal(self, kind: str, data: JsonDict) -> None:
         if self.record_event is None:
             return
         try:
@@ -567,9 +322,9 @@ class OnlineAdapter:
         except Exception:  # noqa: BLE001 - the journal's trouble is not the engine's
             pass
 
-    def policy(self) -> dict[str, Any]:
+    def policy(self) -> JsonDict:
         """For the dashboard: per context, the best threads, estimated rates, and the gain."""
-        contexts: dict[str, Any] = {}
+        contexts: dict[str, JsonDict] = {}
         gains, weights = [], []
         for key in sorted(self.bandit.stats):
             best = self.bandit.best(key, self.arms)
@@ -592,57 +347,5 @@ class OnlineAdapter:
                 "drift": self.drift}
 
 
-def for_operator(op: Any, *, mode: str = "shadow", **options: Any) -> OnlineAdapter:
-    """An adapter wired to an Operator: its supervisor, the journal (summaries, the bad-list),
-    ``--readonly``, the doctor's kill switch. It learns from the supervisor's replies
-    (:meth:`OnlineAdapter.attach`); the chat path calls ``before_request`` before each send."""
-    from llmos_tui.engine.params import EngineParams
-
-    sup = op.supervisor
-    changes = getattr(op, "changes", None)
-    writer = getattr(op, "journal_writer", None)
-    doctor = getattr(op, "doctor", None)
-
-    cache: dict[tuple[Any, ...], tuple[float, str | None]] = {}
-
-    def is_bad(n: int, nb: int) -> str | None:
-        """The journal's bad-list, read at most once a minute per choice (not on every request)."""
-        if changes is None:
-            return None
-        key = (n, nb, tuple(sorted(sup.params.to_dict().items())))
-        hit = cache.get(key)
-        if hit is not None and time.monotonic() - hit[0] < 60:
-            return hit[1]
-        try:
-            why = changes.bad_reason(EngineParams.from_mapping({"n_threads": n, "n_threads_batch": nb}, sup.params))
-        except Exception:  # noqa: BLE001
-            why = None
-        cache[key] = (time.monotonic(), why)
-        return why
-
-    def record(kind: str, data: dict[str, Any]) -> Any:
-        return writer.record_event(kind, data) if writer is not None else None
-
-    def explained() -> str | None:
-        """A reason the doctor already knows for a slower engine (GPU throttling, thermal or power
-        limits, memory pressure): then it is not drift and re-tuning would learn the fault."""
-        if doctor is None:
-            return None
-        try:
-            for f in doctor.findings(open_only=True):
-                if f.detector.startswith("gpu.") or f.detector in ("engine.memory_growth", "telemetry.anomaly"):
-                    return f"{f.detector}: {f.title}"
-        except Exception:  # noqa: BLE001
-            return None
-        return None
-
-    def on_drift(drift: dict[str, Any]) -> None:
-        sup.publish("adapt_drift", **drift)  # the doctor's tuning.drift finding; its policy decides
-
-    adapter = OnlineAdapter(
-        sup, mode=mode, readonly=bool(getattr(op.config, "readonly", False)),
-        stopped=lambda: bool(getattr(doctor, "kill_switch", False)), is_bad=is_bad, record_event=record,
-        explained=explained, on_drift=on_drift, **options,
-    )
-    adapter.attach()
-    return adapter
+__all__ = ["MODES", "OnlineAdapter", "HostLoad", "KnobBandit", "Context", "Decision", "prompt_class",
+           "thread_grid"]

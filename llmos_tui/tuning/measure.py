@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from llmos_tui.engine.logreasons import classify, llama_reason  # noqa: F401 - re-exported
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import ConfigError, EngineError, LlmosError, ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.engine.supervisor import Supervisor
 
 OUTCOMES = ("ok", "oom", "crash", "timeout", "error", "refused", "budget")
 
@@ -30,7 +33,7 @@ class BenchSpec:
     reps: int = 3
     warmup: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @property
@@ -46,15 +49,15 @@ class TrialResult:
     pp_tok_s: float | None = None  # means over the reps
     tg_tok_s: float | None = None
     ttft_ms: float | None = None
-    rows: list[dict[str, Any]] = field(default_factory=list)  # one per rep
+    rows: list[dict[str, object]] = field(default_factory=list)  # one per rep
     peak_rss_mb: float | None = None
     peak_vram_mb: float | None = None
     load_ms: float | None = None
     wall_s: float = 0.0
-    facts: dict[str, Any] = field(default_factory=dict)  # llama_cpp_version, system_info, runtime
+    facts: dict[str, object] = field(default_factory=dict)  # llama_cpp_version, system_info, runtime
     log_tail: list[str] = field(default_factory=list)
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> dict[str, object]:
         """What the journal keeps of a trial (plain JSON values)."""
         out = {k: v for k, v in asdict(self).items() if k not in ("facts", "log_tail")}
         out["llama_cpp_version"] = self.facts.get("llama_cpp_version", "")
@@ -80,8 +83,8 @@ class TrialResult:
 
 
 def measure(params: EngineParams, spec: BenchSpec, *, timeout: float = 120.0,
-            supervisor_factory: Callable[..., Any] | None = None,
-            on_child: Callable[[Any], None] | None = None) -> TrialResult:
+            supervisor_factory: Callable[..., "Supervisor"] | None = None,
+            on_child: Callable[["Supervisor"], None] | None = None) -> TrialResult:
     """Load ``params`` in a FRESH engine child, bench it with ``spec``, stop it. Never raises.
 
     ``timeout`` bounds load and bench together. ``on_child(supervisor)`` is told the trial's

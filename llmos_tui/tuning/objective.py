@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from llmos_tui.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.tuning.measure import TrialResult
 
 OBJECTIVES = ("tg", "pp", "ttft", "mix", "traffic")
 
@@ -40,7 +43,7 @@ class Objective:
             return f"{self.name}(pp {w.get('pp', 0):.2f} : tg {w.get('tg', 0):.2f})"
         return self.name
 
-    def of(self, values: Mapping[str, Any]) -> float | None:
+    def of(self, values: Mapping[str, object]) -> float | None:
         """The objective of one rep row, or of a result's means (keys pp_tok_s, tg_tok_s, ttft_ms)."""
         pp, tg, ttft = values.get("pp_tok_s"), values.get("tg_tok_s"), values.get("ttft_ms")
         if self.name == "tg":
@@ -54,14 +57,14 @@ class Objective:
             return None
         return (w_pp + w_tg) / ((w_pp / pp if w_pp else 0.0) + (w_tg / tg if w_tg else 0.0))
 
-    def value(self, result: Any) -> float | None:
+    def value(self, result: "TrialResult") -> float | None:
         """The trial's value: the mean over its reps of the per-rep objective."""
         reps = self.rep_values(result)
         if reps:
             return sum(reps) / len(reps)
         return self.of(_means(result))
 
-    def rep_values(self, result: Any) -> list[float]:
+    def rep_values(self, result: "TrialResult") -> list[float]:
         rows = result.get("rows") if isinstance(result, Mapping) else getattr(result, "rows", None)
         values = [self.of(r) for r in rows or []]
         return [v for v in values if v is not None]
@@ -73,11 +76,11 @@ class Objective:
         """> 1 when ``new`` is better than ``old``, in either direction of the objective."""
         return new / old if self.maximize else old / new
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "weights": dict(self.weights), "maximize": self.maximize, "note": self.note}
 
 
-def _means(result: Any) -> dict[str, Any]:
+def _means(result: "TrialResult") -> dict[str, object]:
     if isinstance(result, Mapping):
         return dict(result)
     return {k: getattr(result, k, None) for k in ("pp_tok_s", "tg_tok_s", "ttft_ms")}
@@ -105,7 +108,7 @@ def parse_weights(text: str | None) -> dict[str, float]:
 
 
 def make_objective(name: str, *, weights: Mapping[str, float] | None = None,
-                   traffic: Mapping[str, Any] | None = None) -> Objective:
+                   traffic: Mapping[str, object] | None = None) -> Objective:
     """Build the objective; ``traffic`` is ``Journal.chat_traffic()`` for ``traffic``."""
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown objective {name!r} (known: {', '.join(OBJECTIVES)})")

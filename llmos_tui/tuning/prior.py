@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping
 
 # which knobs each objective's time depends on (the others are neutral: weight 1)
 _GEN = ("n_threads", "n_gpu_layers", "flash_attn")
@@ -58,14 +58,14 @@ class Preference:
         knobs = RELEVANT.get(self.objective)
         return True if knobs is None else name in knobs  # mixes: every knob
 
-    def _threads(self, value: Any, want: int) -> float:
+    def _threads(self, value: object, want: int) -> float:
         try:
             v = max(1, int(value))
         except (TypeError, ValueError):
             return 1.0
         return math.exp(-self.sharpness * abs(math.log2(v) - math.log2(want)))
 
-    def factor(self, name: str, value: Any) -> float:
+    def factor(self, name: str, value: object) -> float:
         if not self._relevant(name):
             return 1.0
         if name == "n_threads":
@@ -82,7 +82,7 @@ class Preference:
             return 1.0 if value == "on" else 0.5
         return 1.0
 
-    def weight(self, config: Mapping[str, Any]) -> float:
+    def weight(self, config: Mapping[str, object]) -> float:
         w = 1.0
         for name, value in config.items():
             w *= self.factor(name, value)
@@ -100,7 +100,7 @@ class Preference:
             parts.append("flash attention on")
         return "prior: " + ", ".join(parts) if parts else "prior: none (every configuration alike)"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"physical_cores": self.physical_cores, "logical_cores": self.logical_cores,
                 "objective": self.objective, "gpu": self.gpu, "max_gpu_layers": self.max_gpu_layers,
                 "describe": self.describe()}

@@ -16,7 +16,11 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.engine.gguf_info import ModelInfo
+    from llmos_tui.engine.params import EngineParams
 
 CACHE_TYPES = ("f16", "q8_0", "q4_0")
 UNQUANTISED = ("f16", "f32", "bf16")
@@ -32,16 +36,16 @@ class Dimension:
     kind: str  # "int" | "cat"
     values: list[Any]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "kind": self.kind, "values": list(self.values)}
 
-    def index(self, value: Any) -> int | None:
+    def index(self, value: object) -> int | None:
         try:
             return self.values.index(value)
         except ValueError:
             return None
 
-    def distance(self, a: Any, b: Any) -> float:
+    def distance(self, a: object, b: object) -> float:
         """0 for the same value; ordinal steps for integers (their values are log-spaced), 1 for a
         different category."""
         if a == b:
@@ -74,7 +78,7 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def plain(config: Mapping[str, Any]) -> dict[str, Any]:
+def plain(config: Mapping[str, object]) -> dict[str, object]:
     """Numpy scalars to Python values (skopt hands back np.int64 / np.str_)."""
     out = {}
     for k, v in config.items():
@@ -83,7 +87,7 @@ def plain(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _key(config: Mapping[str, Any], names: Iterable[str]) -> tuple:
+def _key(config: Mapping[str, object], names: Iterable[str]) -> tuple:
     return tuple(_plain(config.get(n)) for n in names)
 
 
@@ -95,7 +99,7 @@ _TYPE_PATTERNS = [
 ]
 
 
-def rule_from_reason(config: Mapping[str, Any], reason: str) -> dict[str, Any]:
+def rule_from_reason(config: Mapping[str, object], reason: str) -> dict[str, object]:
     """The most general rule a failure supports: a cache type the model refuses is refused in every
     configuration; a quantised V cache without flash attention likewise; otherwise the exact config."""
     text = reason or ""
@@ -123,11 +127,11 @@ def rule_from_reason(config: Mapping[str, Any], reason: str) -> dict[str, Any]:
 @dataclass
 class Space:
     dimensions: list[Dimension]
-    fixed: dict[str, Any] = field(default_factory=dict)
-    rules: list[dict[str, Any]] = field(default_factory=list)  # learned: a config matching all items is out
+    fixed: dict[str, object] = field(default_factory=dict)
+    rules: list[dict[str, object]] = field(default_factory=list)  # learned: a config matching all items is out
     reasons: list[str] = field(default_factory=list)  # one per rule
-    allowed_set: list[dict[str, Any]] | None = None  # a replayed space: exactly these
-    limits: dict[str, Any] = field(default_factory=dict)  # model and GPU facts for the VRAM check
+    allowed_set: list[dict[str, object]] | None = None  # a replayed space: exactly these
+    limits: dict[str, object] = field(default_factory=dict)  # model and GPU facts for the VRAM check
     _allowed_keys: set | None = field(default=None, repr=False, compare=False)
 
     # ---- basics -----------------------------------------------------------
@@ -149,7 +153,7 @@ class Space:
         return self._allowed_keys
 
     # ---- what may run -----------------------------------------------------
-    def allowed(self, config: Mapping[str, Any]) -> str | None:
+    def allowed(self, config: Mapping[str, object]) -> str | None:
         """None when the configuration may be tried, else one line saying why not."""
         config = plain(config)
         for d in self.dimensions:
@@ -175,7 +179,7 @@ class Space:
             return None
         return self._vram_refusal(config)
 
-    def _vram_refusal(self, config: Mapping[str, Any]) -> str | None:
+    def _vram_refusal(self, config: Mapping[str, object]) -> str | None:
         info = self.limits.get("model")
         free = self.limits.get("vram_free_mib")
         if not info or free is None or "n_gpu_layers" not in config:
@@ -192,14 +196,14 @@ class Space:
             return None
         return vram.refusal(p, SimpleNamespace(**info), int(free * MIB))
 
-    def learn_infeasible(self, config: Mapping[str, Any], reason: str) -> None:
+    def learn_infeasible(self, config: Mapping[str, object], reason: str) -> None:
         """Never propose this configuration again, nor any other that the reason covers."""
         rule = rule_from_reason(plain(config), reason)
         if rule not in self.rules:
             self.rules.append(rule)
             self.reasons.append((reason or "")[:300])
 
-    def configs(self) -> Iterator[dict[str, Any]]:
+    def configs(self) -> Iterator[dict[str, object]]:
         """Every allowed configuration (grid order)."""
         if self.allowed_set is not None:
             for c in self.allowed_set:
@@ -215,10 +219,10 @@ class Space:
     def size(self) -> int:
         return sum(1 for _ in self.configs())
 
-    def distance(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
+    def distance(self, a: Mapping[str, object], b: Mapping[str, object]) -> float:
         return sum(d.distance(a.get(d.name), b.get(d.name)) for d in self.dimensions)
 
-    def nearest(self, config: Mapping[str, Any], exclude: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any] | None:
+    def nearest(self, config: Mapping[str, object], exclude: Iterable[Mapping[str, object]] = ()) -> dict[str, object] | None:
         """The allowed configuration closest to ``config`` (itself when allowed), None when none is."""
         config = plain(config)
         skip = {_key(c, self.names) for c in exclude}
@@ -234,9 +238,9 @@ class Space:
         return best
 
     # ---- parameters ----------------------------------------------------------
-    def defaults(self, params: Any) -> dict[str, Any]:
+    def defaults(self, params: "EngineParams") -> dict[str, object]:
         """The point of the space closest to ``params`` (EngineParams); the most offloaded layers that fit."""
-        want: dict[str, Any] = {}
+        want: dict[str, object] = {}
         for d in self.dimensions:
             value = getattr(params, d.name, None)
             if d.name == "flash_attn":
@@ -254,7 +258,7 @@ class Space:
                     return trial
         return self.nearest(want) or want
 
-    def to_params(self, config: Mapping[str, Any], base: Any) -> Any:
+    def to_params(self, config: Mapping[str, object], base: "EngineParams") -> "EngineParams":
         """``base`` (EngineParams) with the configuration's values (and the space's fixed ones)."""
         changes = {k: v for k, v in self.fixed.items() if k in base.field_names()}
         for k, v in plain(config).items():
@@ -263,7 +267,7 @@ class Space:
         return base.replace(**changes)
 
     # ---- persistence -------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "dimensions": [d.to_dict() for d in self.dimensions],
             "fixed": dict(self.fixed),
@@ -274,7 +278,7 @@ class Space:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Space":
+    def from_dict(cls, data: Mapping[str, object]) -> "Space":
         dims = [Dimension(d["name"], d["kind"], list(d["values"])) for d in data["dimensions"]]
         return cls(dims, dict(data.get("fixed") or {}), [dict(r) for r in data.get("rules") or []],
                    list(data.get("reasons") or []),
@@ -282,7 +286,7 @@ class Space:
                    dict(data.get("limits") or {}))
 
     @classmethod
-    def from_configs(cls, configs: Iterable[Mapping[str, Any]]) -> "Space":
+    def from_configs(cls, configs: Iterable[Mapping[str, object]]) -> "Space":
         """A space of exactly these configurations (a replayed, recorded surface)."""
         rows = [plain(c) for c in configs]
         if not rows:
@@ -302,7 +306,7 @@ class Space:
         return cls(dims, allowed_set=unique)
 
 
-def _gpu_layer_values(n_layer: int, fits: Any) -> list[int]:
+def _gpu_layer_values(n_layer: int, fits: Callable[[int], bool]) -> list[int]:
     """0, a few counts up to all (n_layer + 1 with the output layer), all of them fitting."""
     top = n_layer + 1
     candidates = sorted({0, top, top // 2, (3 * top) // 4, top // 4, max(0, top - 1)} | set(range(0, top + 1, 8)))
@@ -310,8 +314,8 @@ def _gpu_layer_values(n_layer: int, fits: Any) -> list[int]:
     return ok or [0]
 
 
-def build_space(model_info: Any, *, cpu_count: int, gpu: Mapping[str, Any] | None = None, n_ctx: int,
-                fixed: Mapping[str, Any] | None = None) -> Space:
+def build_space(model_info: "ModelInfo | None", *, cpu_count: int, gpu: Mapping[str, object] | None = None, n_ctx: int,
+                fixed: Mapping[str, object] | None = None) -> Space:
     """The space for this model on this machine. ``n_ctx`` is the operator's requirement, not a knob.
 
     ``gpu``: ``{"name", "vram_total_mib", "vram_free_mib"}`` or None (then no offload dimension).
@@ -320,8 +324,8 @@ def build_space(model_info: Any, *, cpu_count: int, gpu: Mapping[str, Any] | Non
     fixed = dict(fixed or {})
     fixed.setdefault("n_ctx", n_ctx)
     dims: list[Dimension] = []
-    limits: dict[str, Any] = {"n_ctx": n_ctx, "cpu_count": int(cpu_count)}
-    info_d: dict[str, Any] | None = None
+    limits: dict[str, object] = {"n_ctx": n_ctx, "cpu_count": int(cpu_count)}
+    info_d: dict[str, object] | None = None
     if model_info is not None:
         fields = ("size_bytes", "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim_k", "head_dim_v",
                   "vocab_size", "context_length")
@@ -350,15 +354,24 @@ def build_space(model_info: Any, *, cpu_count: int, gpu: Mapping[str, Any] | Non
     batches = [b for b in BATCHES if b <= max(cap, BATCHES[0])]
     ubatches = [u for u in UBATCHES if u <= max(batches)]
     threads = thread_values(cpu_count)
+    # cache types the model's header rules out (block size against head size) are never tried:
+    # what the header knows is not learned by a failed load
+    from llmos_tui.engine.kvcache import allowed_cache_types
+
+    types_k = [t for t in CACHE_TYPES if t in allowed_cache_types(model_info, "K")]
+    types_v = [t for t in CACHE_TYPES if t in allowed_cache_types(model_info, "V")]
     want = [
         Dimension("n_batch", "int", batches),
         Dimension("n_ubatch", "int", ubatches),
         Dimension("n_threads", "int", threads),
         Dimension("n_threads_batch", "int", list(threads)),
         Dimension("flash_attn", "cat", ["on", "off"]),
-        Dimension("type_k", "cat", list(CACHE_TYPES)),
-        Dimension("type_v", "cat", list(CACHE_TYPES)),
+        Dimension("type_k", "cat", types_k),
+        Dimension("type_v", "cat", types_v),
     ]
+    for d in want:  # one value left: not a dimension, a fixed value
+        if len(d.values) == 1 and d.name not in fixed:
+            fixed[d.name] = d.values[0]
     dims += [d for d in want if d.name not in fixed]
     space = Space(dims, fixed, limits=limits)
     return space

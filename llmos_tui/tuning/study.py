@@ -23,9 +23,12 @@ import math
 import random
 import statistics
 import warnings
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from llmos_tui.tuning.space import Space, plain
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.tuning.prior import Preference
 
 STRATEGIES = ("gp", "rf", "et", "random", "grid")
 _ESTIMATORS = {"gp": "GP", "rf": "RF", "et": "ET"}
@@ -33,7 +36,7 @@ _ESTIMATORS = {"gp": "GP", "rf": "RF", "et": "ET"}
 
 class Study:
     def __init__(self, space: Space, strategy: str = "gp", seed: int = 0, n_initial: int | None = None,
-                 maximize: bool = True, min_reps: int = 2, preference: Any = None, pref_beta: float = 5.0):
+                 maximize: bool = True, min_reps: int = 2, preference: "Preference | None" = None, pref_beta: float = 5.0):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
         self.space = space
@@ -50,19 +53,19 @@ class Study:
         self._rng = random.Random(self.seed)
         self._names = space.names
         self._values: dict[tuple, list[float]] = {}  # this study's measurements
-        self._configs: dict[tuple, dict[str, Any]] = {}
+        self._configs: dict[tuple, dict[str, object]] = {}
         self._priors: dict[tuple, list[tuple[float, float]]] = {}  # (value, weight)
-        self._failed: list[tuple[dict[str, Any], str]] = []
+        self._failed: list[tuple[dict[str, object], str]] = []
         self._order: list[tuple] = []  # trials in order (keys)
-        self._grid: list[dict[str, Any]] | None = None
+        self._grid: list[dict[str, object]] | None = None
         self._grid_pos = 0
         self._opt: Any = None
-        self._pending_start: list[dict[str, Any]] = []
+        self._pending_start: list[dict[str, object]] = []
         if strategy in _ESTIMATORS:
             self._opt = self._make_optimizer()
 
     # ---- encoding --------------------------------------------------------------
-    def _key(self, config: Mapping[str, Any]) -> tuple:
+    def _key(self, config: Mapping[str, object]) -> tuple:
         return tuple(plain(config).get(n) for n in self._names)
 
     def _make_optimizer(self) -> Any:
@@ -78,13 +81,13 @@ class Study:
                 dims.append(Categorical(cats, name=d.name))
         # skopt's own acquisition search is not used (ask scores the allowed configurations itself):
         # keep its sampling minimal so that tell stays cheap
-        kwargs: dict[str, Any] = {"acq_func": "EI", "acq_optimizer": "sampling",
+        kwargs: dict[str, object] = {"acq_func": "EI", "acq_optimizer": "sampling",
                                   "acq_optimizer_kwargs": {"n_points": 16}}
         n_init = max(1, self.n_initial)
         return Optimizer(dims, base_estimator=_ESTIMATORS[self.strategy], n_initial_points=n_init,
                          initial_point_generator="random", random_state=self.seed, **kwargs)
 
-    def _encode(self, config: Mapping[str, Any]) -> list[Any]:
+    def _encode(self, config: Mapping[str, object]) -> list[Any]:
         out = []
         for d in self.space.dimensions:
             v = config[d.name]
@@ -94,7 +97,7 @@ class Study:
                 out.append(str(v))
         return out
 
-    def _decode(self, x: list[Any]) -> dict[str, Any]:
+    def _decode(self, x: list[Any]) -> dict[str, object]:
         config = {}
         for d, v in zip(self.space.dimensions, x):
             v = v.item() if hasattr(v, "item") else v
@@ -112,7 +115,7 @@ class Study:
             return -math.log(v) if v > 0 else -v
         return math.log(v) if v > 0 else v
 
-    def _tell_opt(self, config: Mapping[str, Any], y: float) -> None:
+    def _tell_opt(self, config: Mapping[str, object], y: float) -> None:
         if self._opt is None:
             return
         with warnings.catch_warnings():
@@ -120,7 +123,7 @@ class Study:
             self._opt.tell(self._encode(config), float(y))
 
     # ---- telling -----------------------------------------------------------------
-    def tell(self, config: Mapping[str, Any], value: float | None, *, ok: bool = True, reason: str = "") -> None:
+    def tell(self, config: Mapping[str, object], value: float | None, *, ok: bool = True, reason: str = "") -> None:
         """One trial's result. A failure (``ok=False`` or no value) is data about the feasible region."""
         config = plain(config)
         key = self._key(config)
@@ -134,7 +137,7 @@ class Study:
         self._values.setdefault(key, []).append(float(value))
         self._tell_opt(config, self._y(value))
 
-    def prior(self, config: Mapping[str, Any], value: float | None, ok: bool = True, weight: float = 1.0) -> None:
+    def prior(self, config: Mapping[str, object], value: float | None, ok: bool = True, weight: float = 1.0) -> None:
         """A warm-start observation (an earlier study's trial). ``weight`` < 1: a weaker prior (another
         model or machine): told to the surrogate shrunk towards the other priors' mean."""
         config = plain(config)
@@ -154,7 +157,7 @@ class Study:
         self._tell_opt(config, y)
 
     # ---- asking ------------------------------------------------------------------
-    def ask(self) -> dict[str, Any]:
+    def ask(self) -> dict[str, object]:
         """The next configuration to measure: always allowed, never a known-infeasible one; may be one
         already measured (a repeat)."""
         if next(iter(self.space.configs()), None) is None:
@@ -172,7 +175,7 @@ class Study:
             return self._ask_random()
         return self._ask_model()
 
-    def _repeat_due(self, leader: Mapping[str, Any]) -> bool:
+    def _repeat_due(self, leader: Mapping[str, object]) -> bool:
         """Repeat a single-run leader once the search stalls on it: not during the initial design, and
         not on the trial right after it took the lead (an improving search keeps exploring). With
         priors (a warm start), at once."""
@@ -184,7 +187,7 @@ class Study:
         first = self._order.index(key)
         return self.n_trials - first >= self.repeat_after
 
-    def _ask_random(self) -> dict[str, Any]:
+    def _ask_random(self) -> dict[str, object]:
         """An unmeasured configuration at random (drawn by the preference's weights, when there is one)."""
         failed = {self._key(f) for f, _ in self._failed}
         fresh = [c for c in self.space.configs() if self._key(c) not in self._values and self._key(c) not in failed]
@@ -194,7 +197,7 @@ class Study:
             return dict(self._rng.choices(pool, weights=weights)[0])
         return dict(self._rng.choice(pool))
 
-    def _ask_grid(self) -> dict[str, Any]:
+    def _ask_grid(self) -> dict[str, object]:
         if self._grid is None:
             self._grid = list(self.space.configs())
             if self._grid:
@@ -206,7 +209,7 @@ class Study:
                 return dict(c)
         return self._ask_random()
 
-    def _ask_model(self) -> dict[str, Any]:
+    def _ask_model(self) -> dict[str, object]:
         """The surrogate's choice among the allowed configurations (all of them when the space is small,
         a seeded sample otherwise): expected improvement on the fitted model. Before the model has
         enough points, an unmeasured configuration at random (the initial design)."""
@@ -240,14 +243,14 @@ class Study:
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.maximize else a < b
 
-    def _leader(self) -> dict[str, Any] | None:
+    def _leader(self) -> dict[str, object] | None:
         best_key = None
         for key in self._values:
             if best_key is None or self._better(self._mean(key), self._mean(best_key)):
                 best_key = key
         return dict(self._configs[best_key]) if best_key is not None else None
 
-    def _best_prior(self) -> dict[str, Any] | None:
+    def _best_prior(self) -> dict[str, object] | None:
         best, best_v = None, None
         for key, vals in self._priors.items():
             strong = [v for v, w in vals if w >= 1.0] or [v for v, _ in vals]
@@ -257,7 +260,7 @@ class Study:
                 best, best_v = c, m
         return dict(best) if best is not None else None
 
-    def needs_repeat(self, config: Mapping[str, Any]) -> bool:
+    def needs_repeat(self, config: Mapping[str, object]) -> bool:
         """True when this configuration leads (or is close to the kept best) on fewer than
         ``min_reps`` runs: one lucky run must not decide what is applied."""
         key = self._key(config)
@@ -274,7 +277,7 @@ class Study:
             return True
         return not self._better(kept[1], mean)  # at least as good as the kept best: check it
 
-    def ranking(self) -> list[tuple[dict[str, Any], float, float, int]]:
+    def ranking(self) -> list[tuple[dict[str, object], float, float, int]]:
         rows = []
         for key, vals in self._values.items():
             std = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -282,7 +285,7 @@ class Study:
         rows.sort(key=lambda r: r[1], reverse=self.maximize)
         return rows
 
-    def best(self) -> tuple[dict[str, Any], float, int] | None:
+    def best(self) -> tuple[dict[str, object], float, int] | None:
         """The kept best: the best mean among configurations with at least ``min_reps`` runs (the best
         single run only while none has that many)."""
         rows = [r for r in self.ranking() if self.space.allowed(r[0]) is None]
@@ -293,7 +296,7 @@ class Study:
         return dict(config), mean, n
 
     @property
-    def infeasible(self) -> list[tuple[dict[str, Any], str]]:
+    def infeasible(self) -> list[tuple[dict[str, object], str]]:
         return [(dict(c), r) for c, r in self._failed]
 
     @property

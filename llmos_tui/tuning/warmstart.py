@@ -19,7 +19,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    from llmos_tui.engine.gguf_info import ModelInfo
+    from llmos_tui.journal.records import ConfigVersion
+    from llmos_tui.tuning.objective import Objective
+    from llmos_tui.tuning.space import Space
 
 SIMILARITY_FLOOR = 0.35  # below this a source is not a useful prior
 MAX_SEEDS = 3  # starting points taken from similar sources
@@ -30,16 +36,16 @@ class Fingerprint:
     model_key: str
     model_path: str
     build: str
-    machine: Mapping[str, Any]  # cpu_count, gpu_name, vram_total_mib
-    features: Mapping[str, Any]  # n_params, quantization, n_layer, size_bytes
+    machine: Mapping[str, object]  # cpu_count, gpu_name, vram_total_mib
+    features: Mapping[str, object]  # n_params, quantization, n_layer, size_bytes
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, object]:
         return {"features": dict(self.features)}
 
 
 @dataclass
 class Prior:
-    config: dict[str, Any]
+    config: dict[str, object]
     value: float | None
     ok: bool
     reason: str
@@ -47,7 +53,7 @@ class Prior:
     origin: str  # "trl:12 of std:3 (same model, build and machine)"
     kind: str  # exact | similar | bad
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {"config": self.config, "value": self.value, "ok": self.ok, "reason": self.reason,
                 "weight": self.weight, "origin": self.origin, "kind": self.kind}
 
@@ -72,7 +78,7 @@ class WarmStart:
         return "warm start: " + (", ".join(parts) if parts else "nothing in the journal applies (a cold start)")
 
 
-def fingerprint(model_info: Any, *, build: str, cpu_count: int, gpu: Mapping[str, Any] | None) -> Fingerprint:
+def fingerprint(model_info: "ModelInfo", *, build: str, cpu_count: int, gpu: Mapping[str, object] | None) -> Fingerprint:
     from llmos_tui.journal.studies import model_key
 
     path = os.fspath(getattr(model_info, "path", ""))
@@ -87,19 +93,19 @@ def fingerprint(model_info: Any, *, build: str, cpu_count: int, gpu: Mapping[str
     )
 
 
-def same_machine(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+def same_machine(a: Mapping[str, object], b: Mapping[str, object]) -> bool:
     return int(a.get("cpu_count") or 0) == int(b.get("cpu_count") or 0) and \
         (a.get("gpu_name") or "") == (b.get("gpu_name") or "")
 
 
-def _log_gap(a: Any, b: Any) -> float:
+def _log_gap(a: object, b: object) -> float:
     a, b = float(a or 0), float(b or 0)
     if a <= 0 or b <= 0:
         return 1.0 if a != b else 0.0
     return abs(math.log(a / b))
 
 
-def similarity(fp: Fingerprint, features: Mapping[str, Any], machine: Mapping[str, Any]) -> float:
+def similarity(fp: Fingerprint, features: Mapping[str, object], machine: Mapping[str, object]) -> float:
     """1.0 for the same model on the same machine, falling towards 0 as they differ."""
     f = fp.features
     gap = (_log_gap(f.get("n_params"), features.get("n_params")) / math.log(4)
@@ -112,7 +118,7 @@ def similarity(fp: Fingerprint, features: Mapping[str, Any], machine: Mapping[st
     return math.exp(-gap / 2)
 
 
-def _config_in(space: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
+def _config_in(space: "Space", params: Mapping[str, object]) -> dict[str, object] | None:
     """The space's dimensions taken from a parameter mapping; None when it is not a point of the space."""
     config = {}
     for dim in space.dimensions:
@@ -125,7 +131,7 @@ def _config_in(space: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
     return config if space.allowed(config) is None else None
 
 
-def _infeasible_config(space: Any, params: Mapping[str, Any]) -> dict[str, Any] | None:
+def _infeasible_config(space: "Space", params: Mapping[str, object]) -> dict[str, object] | None:
     """Like _config_in, but a failure is kept even when the space would allow it (that is the point)."""
     config = {}
     for dim in space.dimensions:
@@ -135,12 +141,12 @@ def _infeasible_config(space: Any, params: Mapping[str, Any]) -> dict[str, Any] 
     return config
 
 
-def build(history: Iterable[Mapping[str, Any]], fp: Fingerprint, space: Any, objective: Any, *,
-          spec: Mapping[str, Any] | None = None, bad_configs: Iterable[Any] = ()) -> WarmStart:
+def build(history: Iterable[Mapping[str, object]], fp: Fingerprint, space: "Space", objective: "Objective", *,
+          spec: Mapping[str, object] | None = None, bad_configs: Iterable["ConfigVersion"] = ()) -> WarmStart:
     """The priors for a study of ``fp`` from the journal's ``tuning_history()`` rows."""
     ws = WarmStart()
     seen_told: set[tuple] = set()
-    groups: dict[tuple, dict[str, Any]] = {}
+    groups: dict[tuple, dict[str, object]] = {}
     for row in history:
         params = row.get("params") or {}
         metrics = row.get("metrics") or {}
@@ -209,5 +215,5 @@ def build(history: Iterable[Mapping[str, Any]], fp: Fingerprint, space: Any, obj
     return ws
 
 
-def _key(config: Mapping[str, Any]) -> tuple:
+def _key(config: Mapping[str, object]) -> tuple:
     return tuple(sorted(config.items()))
