@@ -328,20 +328,19 @@ class TuningScreen(Screen[None]):
             self.notify(verdict.get("message") or "the best was not verified faster than the running "
                         "configuration: nothing to apply", severity="warning", timeout=8)
             return
-        changes = self.operator.changes
-        from llmos_tui.engine.params import EngineParams
-
-        running = self.operator.supervisor.params
-        params = EngineParams.from_mapping(report["best"]["params"]).replace(
-            seed=running.seed, use_mmap=running.use_mmap, repack=running.repack)
-        reason = (f"std:{report.get('study_id')} verified {verdict['median']:.3f}x "
-                  f"(CI {verdict['ci_low']:.3f}-{verdict['ci_high']:.3f}, {verdict['rounds']} rounds)")
-        self.log_line(f"applying the best: {reason}")
+        tuner = self.tuner
+        if tuner is None:
+            self.notify("the tuner could not be built in this core", severity="error")
+            return
+        self.log_line(f"applying the best of std:{report.get('study_id')} (verified: {verdict.get('message')})")
 
         def run() -> None:
-            result = changes.propose(params, source="tuner", kind="tune", reason=reason, proposed_by="operator")
-            report["applied"] = result.to_dict()
-            self.app.call_from_thread(self.log_line, f"apply: {result.state}: {result.message}")
+            # the tuner re-checks that the verdict's baseline still runs, applies through the change
+            # transaction and records what became of it in the study's journal result
+            result = tuner.apply_best(report)
+            if result.get("ok"):
+                report["applied"] = result
+            self.app.call_from_thread(self.log_line, f"apply: {result.get('state')}: {result.get('message')}")
             self.app.call_from_thread(self.refresh_status)
 
         self.run_worker(run, thread=True, group="tune-apply", exclusive=True, exit_on_error=False)
