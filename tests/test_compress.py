@@ -240,7 +240,14 @@ def test_compare_apply_switches_the_model_through_the_change_transaction_and_und
         active = journal.active_config()
         assert active.model_path == str(q8) and active.entry_id == f"cfg:{applied['config_id']}"
         assert journal.get_action(applied["action_id"]).kind == "model_switch"
-    undo = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "--journal", str(jpath), "journal", "undo",
+    # the apply lasts: the next start with the same configured settings runs the pick
+    from llmos_tui.config import load_config
+    from llmos_tui.core.wiring import build_core
+
+    cfg = load_config(overrides={"journal": str(jpath), "n_threads": 1, "n_threads_batch": 1})
+    with build_core(cfg, "oneshot", telemetry=False, doctor=False, endpoint=False) as again:
+        assert Path(again.supervisor.params.model_path).resolve() == q8.resolve(), again.problems
+    undo = subprocess.run([sys.executable, "-m", "llmos_tui.cli", *common, "journal", "undo",
                            f"cfg:{applied['config_id']}"], capture_output=True, text=True, timeout=60)
     assert undo.returncode == 0, undo.stderr
     with Journal(jpath) as journal:
