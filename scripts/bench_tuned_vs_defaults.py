@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from llmos_tui.engine.params import CACHE_TYPES, EngineParams  # noqa: E402
 from llmos_tui.journal import Journal  # noqa: E402
 from llmos_tui.tuning.measure import BenchSpec, measure  # noqa: E402
-from llmos_tui.tuning.verify import bootstrap_median_ci  # noqa: E402
+from llmos_tui.tuning.verdict import bootstrap_median_ci  # noqa: E402
 
 
 def best_of_study(journal: Journal, study_id: int | None) -> tuple[dict, dict]:

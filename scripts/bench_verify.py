@@ -5,7 +5,7 @@ Each simulated verification picks a configuration of a recorded response surface
 replays its bench reps: one A run is one of its reps drawn at random, one B run another draw of the
 same configuration's reps (the null: A and B are the same configuration), or that draw scaled by
 1.10 (a true 10 % gain, for the power). The verification is the tuner's own
-(``llmos_tui.tuning.verify.ab_verify`` with its default sequential design), so the numbers are the
+(``llmos_tui.tuning.verdict.ab_verify`` with its default sequential design), so the numbers are the
 error rates of what ``tune`` does, on this machine's measured noise.
 
     python scripts/bench_verify.py [--surface tests/data/surface_bench_2core.csv] [--sims 2000]
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llmos_tui.tuning.verify import VerifyDesign, ab_verify  # noqa: E402
+from llmos_tui.tuning.verdict import VerifyDesign, ab_verify  # noqa: E402
 
 SURFACE = ROOT / "tests" / "data" / "surface_bench_2core.csv"
 TARGETS = {"false_verified": (0.05, "<="), "power10": (0.80, ">="), "median_rounds": (8, "<=")}

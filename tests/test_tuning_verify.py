@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from llmos_tui.tuning.verify import VerifyDesign, ab_verify, judge, t_quantile, t_sf
+from llmos_tui.tuning.verdict import VerifyDesign, ab_verify, judge, t_quantile, t_sf
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -39,7 +39,7 @@ from llmos_tui.tuning.measure import BenchSpec, TrialResult, default_timeout, ll
 from llmos_tui.tuning.objective import Objective, make_objective
 from llmos_tui.tuning.report import StudyReport, TrialRecord
 from llmos_tui.tuning.study_config import StudyConfig
-from llmos_tui.tuning.verify import Verdict, VerifyDesign, ab_verify
+from llmos_tui.tuning.verdict import Verdict, VerifyDesign, ab_verify
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.config import Config
