@@ -53,8 +53,7 @@ def run_console(config: Config, *, show_metrics: bool = True, stdin: TextIO | No
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     interactive = stdin.isatty()
-    op = build_core(config, "live" if interactive else "oneshot")
-    op.face = "console"
+    op = build_core(config, "live" if interactive else "oneshot", face="console")
     try:
         for problem in op.problems:
             print(f"llmos-tui: {problem}", file=stderr)

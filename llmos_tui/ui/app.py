@@ -184,8 +184,7 @@ def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[None]]]:
 def run_app(config: Config, *, replay: str | None = None, replay_speed: float = 1.0, screen: str | None = None) -> int:
     from llmos_tui.core.wiring import build_core
 
-    operator = build_core(config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed)
-    operator.face = "tui"
+    operator = build_core(config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed, face="tui")
     try:
         app = LlmosApp(operator, start_screen=screen)
         app.run()
