@@ -103,7 +103,7 @@ async def test_readonly_greys_out_destructive_commands_and_refuses_them() -> Non
         assert "undo" in str(first.prompt) and first.disabled and "read-only" in str(first.prompt)
         screen.query_one("#command-input", Input).value = "undo cfg:1"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: any("read-only mode: undo is disabled" in n for n in notices(app)))
+        await wait_for(pilot, lambda: any("read-only mode: :undo is disabled" in n for n in notices(app)))
         assert not isinstance(app.screen, Confirm)
     app.operator.close()
 

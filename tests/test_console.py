@@ -131,7 +131,7 @@ def test_console_commands_come_from_the_core_table_and_reset_the_start_limit() -
         _slash(op, "/reset-limit", said.append, errors.append)
         assert not op.doctor.start_limit_hit and "start limit reset" in "".join(said), (said, errors)
         _slash(op, "/restart", said.append, errors.append)  # read-only: refused before anything runs
-        assert errors == ["read-only mode: restart is disabled (it would change the engine)"]
+        assert errors == ["read-only mode: /restart is disabled (it would change the engine)"]
         _slash(op, "/frob", said.append, errors.append)
         assert errors[-1] == "unknown command /frob; /help lists them"
     finally:

@@ -221,7 +221,7 @@ def _slash(op: Operator, text: str, say: Callable[[str], object], err: Callable[
         return None
     if command.name == "quit":
         return "quit"
-    why = core.refusal(op, command, arg)
+    why = core.refusal(op, command, arg, "/")
     if why:
         err(why)
         return None
@@ -235,7 +235,7 @@ def _slash(op: Operator, text: str, say: Callable[[str], object], err: Callable[
     else:
         if command.changes_engine_for(arg):
             say(f"{command.name}: working (the engine may reload)…\n")
-        outcome = core.execute(op, command, arg)
+        outcome = core.execute(op, command, arg, "/")
         if outcome.ok:
             say(outcome.text + "\n")
         else:

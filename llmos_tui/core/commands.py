@@ -276,18 +276,19 @@ def merged(face: Sequence[Command], core: Sequence[Command] = COMMANDS) -> list[
     return list(face) + [c for c in core if c.name not in names]
 
 
-def refusal(op: "Operator", command: Command, arg: str) -> str | None:
-    """Why ``command arg`` cannot run here (a missing argument, read-only mode), or None."""
+def refusal(op: "Operator", command: Command, arg: str, sigil: str = "") -> str | None:
+    """Why ``command arg`` cannot run here (a missing argument, read-only mode), or None.
+    ``sigil``: how the face writes a command (``:`` in the TUI, ``/`` in the console)."""
     if command.needs_arg and not arg:
-        return f"{command.name} needs {command.args}: {command.help}"
+        return f"{sigil}{command.name} needs {command.args}: {command.help}"
     if command.changes_engine_for(arg) and op.config.readonly:
-        return f"read-only mode: {command.name} is disabled (it would change the engine)"
+        return f"read-only mode: {sigil}{command.name} is disabled (it would change the engine)"
     return None
 
 
-def execute(op: "Operator", command: Command, arg: str) -> Outcome:
+def execute(op: "Operator", command: Command, arg: str, sigil: str = "") -> Outcome:
     """Run a core command (blocking): refused, failed or done, always one Outcome, never a raise."""
-    why = refusal(op, command, arg)
+    why = refusal(op, command, arg, sigil)
     if why:
         return Outcome(why, False)
     if command.handler is None:

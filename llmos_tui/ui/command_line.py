@@ -224,7 +224,7 @@ def run(app: "LlmosApp", line: str) -> None:
         app.notify(f"unknown command :{name}" + (f" (did you mean {', '.join(close)}?)" if close else
                                                  " (Tab lists the commands)"), severity="warning")
         return
-    why = core.refusal(app.operator, command, arg)
+    why = core.refusal(app.operator, command, arg, ":")
     if why:
         app.notify(why, severity="warning")
         return
@@ -248,7 +248,7 @@ def _execute(app: "LlmosApp", command: Command, arg: str) -> None:
         app.notify(f":{command.name} {arg}".rstrip() + "…")
 
     def work() -> None:
-        outcome = core.execute(operator, command, arg)
+        outcome = core.execute(operator, command, arg, ":")
         app.call_from_thread(app.notify, outcome.text, severity="information" if outcome.ok else "warning")
 
     app.run_worker(work, thread=True, group=f"command-{command.name}",
