@@ -150,7 +150,7 @@ async def test_the_command_palette_offers_the_same_commands_and_themes() -> None
 async def test_replay_has_no_tuning_screen_and_refuses_adapt() -> None:
     """A replay drives no engine to tune: `:tune` says so; the learner never runs on replayed findings."""
     config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "n_ctx": 512})
-    operator = build_core(config, "replay", replay=str(TRACE), replay_speed=0, doctor=False, endpoint=False)
+    operator = build_core(config, "replay", replay=str(TRACE), replay_speed=1, doctor=False, endpoint=False)
     app = LlmosApp(operator, start_screen="chat", start_engine=False)
     async with app.run_test(size=(100, 30)) as pilot:
         assert "tuning" not in app.screen_factories
