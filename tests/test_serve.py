@@ -180,22 +180,43 @@ def test_kill_9_mid_request_errors_that_client_and_the_next_request_waits_for_th
     sup = daemon.operator.supervisor
     slow(daemon, 50)
     old_pid = sup.pid
+    events: list[str] = []
+    after: list[httpx.Response] = []
+    with http.stream("POST", "/v1/chat/completions", json={**CHAT, "max_tokens": 200, "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            events.append(line[len("data: "):])
+            if len(events) == 2:  # the role chunk, then the first text: kill the engine mid-reply
+                os.kill(sup.pid, signal.SIGKILL)
+                # a request sent now finds the engine down: it waits for the restart instead of failing
+                t = threading.Thread(target=lambda: after.append(http.post("/v1/chat/completions", json=CHAT)))
+                t.start()
+    last = json.loads(events[-1])
+    assert "[DONE]" not in events
+    assert last["error"]["code"] == "engine_crashed" and "SIGKILL" in last["error"]["message"], last
+    assert "retry" in last["error"]["message"]
+    t.join(40)
+    assert after and after[0].status_code == 200, after
+    assert after[0].json()["choices"][0]["message"]["content"]
+    assert sup.pid != old_pid and sup.restarts >= 1
+    # a whole (non-streamed) reply cut by a crash is a 503 with Retry-After that the client can read
+    slow(daemon, 50)
     victim: list[httpx.Response] = []
     thread = threading.Thread(target=lambda: victim.append(http.post("/v1/chat/completions",
                                                                     json={**CHAT, "max_tokens": 200})))
     thread.start()
-    assert wait_for(lambda: sup.state == EngineState.GENERATING and daemon.gate.stats().in_flight == 1, 10)
-    time.sleep(0.2)
+    def has_output() -> bool:
+        turn = daemon.gate.active
+        return turn is not None and turn.reply is not None and turn.reply.text != ""
+
+    assert wait_for(has_output, 10)
     os.kill(sup.pid, signal.SIGKILL)
-    thread.join(30)
+    thread.join(40)
     assert victim and victim[0].status_code == 503, victim
-    body = victim[0].json()["error"]
-    assert body["code"] == "engine_crashed" and "SIGKILL" in body["message"] and "retry" in body["message"]
-    assert "Retry-After" in victim[0].headers
-    after = http.post("/v1/chat/completions", json=CHAT)  # queued while the engine restarts
-    assert after.status_code == 200, after.text
-    assert after.json()["choices"][0]["message"]["content"]
-    assert sup.pid != old_pid and sup.restarts >= 1
+    assert victim[0].json()["error"]["code"] == "engine_crashed" and "Retry-After" in victim[0].headers
+    assert wait_for(lambda: sup.state == EngineState.READY, 30)
 
 
 def test_journal_keeps_traffic_metrics_without_the_text(daemon: Daemon) -> None:

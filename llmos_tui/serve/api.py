@@ -117,6 +117,13 @@ class Exchange:
     def on_done(self, _reply: Reply) -> None:  # the supervisor's reader thread
         self.loop.call_soon_threadsafe(self.pieces.put_nowait, None)
 
+    async def first_text(self) -> str | None:
+        """The first text for the client, or None when the reply ended without any."""
+        text: str | None = ""
+        while text == "":
+            text = await self.next_text()
+        return text
+
     async def next_text(self) -> str | None:
         """The next text to hand the client ("" while held back), None at the end."""
         while True:
@@ -229,28 +236,32 @@ class OpenAIApi:
         except ApiError as exc:
             self.traffic.record(RequestRecord(route, exc.status, "refused", False, wall_s=time.monotonic() - t0))
             return exc.response()
-        try:
-            turn = await self.gate.turn(request.is_disconnected)
-        except Refusal as refusal:
-            error = ApiError.of(refusal)
-            self.traffic.record(RequestRecord(route, error.status, "refused", body.stream,
-                                              wall_s=time.monotonic() - t0))
-            return error.response()
-        except ClientGone:
-            self.traffic.record(RequestRecord(route, 499, "cancelled", body.stream, wall_s=time.monotonic() - t0))
-            return Response(status_code=499)
-        exchange = Exchange(turn, body.stops())
-        try:
-            exchange.reply = await self.gate.send(turn, messages, sampling, exchange.on_piece, exchange.on_done)
-        except Refusal as refusal:
-            error = ApiError.of(refusal)
-            self.traffic.record(RequestRecord(route, error.status, "refused", body.stream, turn.queued_s,
-                                              time.monotonic() - t0))
-            return error.response()
+        deadline = t0 + self.gate.wait_s
+        while True:
+            try:
+                turn = await self.gate.turn(request.is_disconnected)
+                exchange = Exchange(turn, body.stops())
+                exchange.reply = await self.gate.send(turn, messages, sampling, exchange.on_piece, exchange.on_done)
+            except Refusal as refusal:
+                error = ApiError.of(refusal)
+                self.traffic.record(RequestRecord(route, error.status, "refused", body.stream,
+                                                  wall_s=time.monotonic() - t0))
+                return error.response()
+            except ClientGone:
+                self.traffic.record(RequestRecord(route, 499, "cancelled", body.stream, wall_s=time.monotonic() - t0))
+                return Response(status_code=499)
+            first = await exchange.first_text()
+            # An engine that died before this request produced anything (it was killed just as
+            # the request was sent): nothing reached the client, so it waits for the restart.
+            if first is None and exchange.reply.status == "interrupted" and not turn.cut \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)  # the supervisor sees the exit within moments
+                continue
+            break
         call = _Call(self, route, body, exchange, prompt_text, t0)
         if body.stream:
-            return await call.stream(request)
-        return await call.whole(request)
+            return await call.stream(first)
+        return await call.whole(request, first)
 
     async def _parse(self, request: Request, schema: type[Body]) -> Body:
         limit = self.settings.max_body_bytes
@@ -328,9 +339,9 @@ class _Call:
         return {"prompt_tokens": prompt, "completion_tokens": gen, "total_tokens": prompt + gen}
 
     # ---- one body -------------------------------------------------------------------------------
-    async def whole(self, request: Request) -> Response:
+    async def whole(self, request: Request, first: str | None) -> Response:
         ex = self.exchange
-        reader = asyncio.ensure_future(self._read_all())
+        reader = asyncio.ensure_future(self._read_all(first))
         while True:
             done, _ = await asyncio.wait({reader}, timeout=0.5)
             if done:
@@ -355,16 +366,16 @@ class _Call:
         return JSONResponse({"id": self.id, "object": kind, "created": self.created, "model": self.model,
                              "choices": [choice], "usage": self._usage()})
 
-    async def _read_all(self) -> None:
+    async def _read_all(self, first: str | None) -> None:
+        if first is None:
+            return
         while await self.exchange.next_text() is not None:
             pass
 
     # ---- server-sent events -----------------------------------------------------------------------
-    async def stream(self, request: Request) -> Response:
+    async def stream(self, first: str | None) -> Response:
+        """The headers wait for the first piece (or the end), so errors before it stay statuses."""
         ex = self.exchange
-        first: str | None = ""
-        while first == "":  # the headers wait for the first piece (or the end): errors stay statuses
-            first = await ex.next_text()
         if first is None:
             outcome = ex.outcome()
             if outcome.error is not None:
