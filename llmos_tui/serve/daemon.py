@@ -137,7 +137,7 @@ class Daemon:
             self._loop.call_later(0.05, self._announce)
             return
         self.lock.update(self.url)
-        token = "bearer token required" if self.settings.token else "no token (loopback only)"
+        token = "a bearer token is required" if self.settings.token else "no token: loopback only"
         self.say(f"listening on {self.url} ({token}); journal {self.operator.config.journal_file}; pid {os.getpid()}")
         for problem in self.operator.problems:
             self.say(f"note: {problem}")
