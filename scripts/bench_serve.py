@@ -2,7 +2,9 @@
 """`llmos-tui serve` against llama-cpp-python's own OpenAI server, side by side, then faults under load.
 
 Part 1 — throughput and latency. Both servers run the same model with the same settings
-(context, threads, no flash attention, greedy sampling); the same client load (1, 4 and 16
+(context, threads, no flash attention, greedy sampling; llama_cpp.server with
+``--interrupt_requests False``: by default a new request cuts the reply streaming, which
+no client of ours would accept); the same client load (1, 4 and 16
 concurrent streaming clients, each sending ``--requests`` requests) goes to one, then the other,
 alternating the order every round (A B, B A, ...). Per round and load: generation tokens per
 second over the round's wall time (tokens counted by one tokenizer on the text each client
@@ -123,7 +125,9 @@ def start_theirs(model: Path, args: argparse.Namespace, home: Path) -> Server:
     log = home / "llama_cpp_server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
            "--n_ctx", str(args.n_ctx), "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-           "--n_gpu_layers", "-1", "--flash_attn", "False", "--verbose", "False"]
+           "--n_gpu_layers", "-1", "--flash_attn", "False", "--verbose", "False",
+           # its default lets each new request interrupt the one streaming: every reply is answered here
+           "--interrupt_requests", "False"]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     return Server("llama_cpp.server", f"http://127.0.0.1:{port}", proc, log)
 

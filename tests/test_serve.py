@@ -267,6 +267,38 @@ def test_a_change_drains_the_reply_in_flight_and_tells_newcomers_503(daemon: Dae
     assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
 
 
+def test_the_control_socket_is_owner_only_and_serves_the_operator_verbs_and_the_chat(daemon: Daemon) -> None:
+    from llmos_tui.serve.client import DaemonClient, find_daemons
+
+    path = daemon.control_path
+    assert path is not None and path in find_daemons(path.parent)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    events: list[dict] = []
+    with DaemonClient(path) as client:
+        snap = client.snapshot()
+        assert snap["mode"] == "serve" and snap["face"] == "serve" and snap["engine"]["state"] == "ready"
+        assert snap["serve"]["queued"] == 0
+        assert client.chat([{"role": "user", "content": "What is VRAM?"}], max_tokens=8)  # no token on the socket
+
+        def watch() -> None:
+            with DaemonClient(path) as watcher:
+                for event in watcher.events():
+                    events.append(event)
+                    if event["type"] == "change":
+                        return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        time.sleep(0.3)
+        result = client.apply({"n_ctx": 768}, reason="test: through the control socket")
+        assert result["ok"] and result["state"] == "applied", result
+        watcher.join(20)
+        assert client.snapshot()["engine"]["n_ctx"] == 768
+        assert "start limit" in client.reset_start_limit() or "doctor" in client.reset_start_limit()
+    assert any(e["type"] == "engine" and e["kind"] == "loaded" for e in events)
+    assert events[-1]["type"] == "change" and events[-1]["data"]["state"] == "applied"
+
+
 def test_a_token_is_required_off_loopback() -> None:
     with pytest.raises(ConfigError, match="needs a bearer token"):
         ServeSettings(listen="0.0.0.0:8080").check()

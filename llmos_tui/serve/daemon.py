@@ -21,7 +21,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import AsyncIterator, Callable, Iterator
 
@@ -32,6 +34,7 @@ from llmos_tui.config import Config
 from llmos_tui.core.wiring import build_core
 from llmos_tui.exporters.prometheus import LlmosCollector
 from llmos_tui.serve.api import OpenAIApi, create_app
+from llmos_tui.serve.control import create_control_app, secure_dir, socket_path
 from llmos_tui.serve.gate import Gate
 from llmos_tui.serve.lock import DaemonLock
 from llmos_tui.serve.settings import ServeSettings
@@ -71,6 +74,17 @@ class Daemon:
         app = create_app(self.api, lifespan=self._lifespan, token=settings.token)
         self.server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                                              access_log=False, lifespan="on", timeout_graceful_shutdown=5))
+        # the control socket: the Operator's verbs and the chat for faces that attach (owner-only)
+        self.control_path: Path | None = None
+        self._control_sock: socket.socket | None = None
+        self.control: _Server | None = None
+        try:
+            self._control_sock = _owner_only_socket(socket_path(config.paths.runtime_dir))
+            self.control_path = socket_path(config.paths.runtime_dir)
+            self.control = _Server(uvicorn.Config(create_control_app(op, self.api), log_level="warning",
+                                                  access_log=False, lifespan="off", timeout_graceful_shutdown=5))
+        except OSError as exc:
+            op.problems.append(f"control socket disabled: {exc}")
         self.ready = threading.Event()  # the server listens
         self.stopped_by: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -83,10 +97,16 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
         try:
-            self.server.run()
+            asyncio.run(self._serve())
         finally:
             self.close()
         return 0
+
+    async def _serve(self) -> None:
+        servers = [self.server.serve()]
+        if self.control is not None and self._control_sock is not None:
+            servers.append(self.control.serve(sockets=[self._control_sock]))
+        await asyncio.gather(*servers)
 
     @property
     def port(self) -> int:
@@ -102,13 +122,15 @@ class Daemon:
     def stop(self, reason: str = "stop") -> None:
         """Drain and stop (any thread). A second call stops at once."""
         if self.stopped_by is not None:
-            self.server.force_exit = True
-            self.server.should_exit = True
+            for server in self._servers():
+                server.force_exit = True
+                server.should_exit = True
             return
         self.stopped_by = reason
         loop = self._loop
         if loop is None or loop.is_closed():
-            self.server.should_exit = True
+            for server in self._servers():
+                server.should_exit = True
             return
         loop.call_soon_threadsafe(lambda: loop.create_task(self._shutdown(reason)))
 
@@ -121,7 +143,11 @@ class Daemon:
         try:
             await self.gate.close(reason, self.settings.drain_s)
         finally:
-            self.server.should_exit = True
+            for server in self._servers():
+                server.should_exit = True
+
+    def _servers(self) -> list[uvicorn.Server]:
+        return [self.server] + ([self.control] if self.control is not None else [])
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -132,13 +158,15 @@ class Daemon:
         yield
 
     def _announce(self) -> None:
-        if not self.server.started:
+        if not self.server.started or (self.control is not None and not self.control.started):
             assert self._loop is not None
             self._loop.call_later(0.05, self._announce)
             return
         self.lock.update(self.url)
         token = "a bearer token is required" if self.settings.token else "no token: loopback only"
         self.say(f"listening on {self.url} ({token}); journal {self.operator.config.journal_file}; pid {os.getpid()}")
+        if self.control_path is not None:
+            self.say(f"control socket {self.control_path} (owner-only)")
         for problem in self.operator.problems:
             self.say(f"note: {problem}")
         self.ready.set()
@@ -164,9 +192,33 @@ class Daemon:
             self.collector.close()
             self.operator.close()  # doctor, telemetry, engine, then the journal (flushed)
         finally:
+            if self._control_sock is not None:
+                self._control_sock.close()
+            if self.control_path is not None:
+                try:
+                    self.control_path.unlink()
+                except OSError:
+                    pass
             self.lock.release()
         stats = self.gate.stats()
         self.say(f"stopped{f' ({self.stopped_by})' if self.stopped_by else ''}: {stats.served} requests served")
+
+
+def _owner_only_socket(path: Path) -> socket.socket:
+    """A Unix socket only this user can connect to: folder 0700, socket 0600 from the start."""
+    secure_dir(path.parent)
+    if path.exists():
+        path.unlink()  # our own pid: a leftover of an earlier process with this pid
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock
 
 
 def _url_host(host: str) -> str:
