@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from llmos_tui.engine.supervisor import EngineState, Reply, Sampling, Supervisor
+from llmos_tui.engine.supervisor import EngineEvent, EngineState, Reply, Sampling, Supervisor
 from llmos_tui.errors import EngineError
 
 log = logging.getLogger("llmos_tui.serve.gate")
@@ -103,6 +103,7 @@ class Gate:
         self._loop_thread: int | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._queue: collections.deque[_Ticket] = collections.deque()
         self.active: Turn | None = None
         self.hold: Hold | None = None
@@ -118,6 +119,13 @@ class Gate:
         self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
         self._task = self._loop.create_task(self._run(), name="serve-gate")
+        loop = self._loop
+
+        def on_engine(event: EngineEvent) -> None:  # the supervisor's threads: READY may free the engine
+            if event.kind == "state" and not loop.is_closed():
+                loop.call_soon_threadsafe(self._poke)
+
+        self._unsubscribe = self.supervisor.subscribe(on_engine)
 
     async def close(self, reason: str, grace_s: float) -> None:
         """Refuse new and waiting requests; let the reply in flight finish (``grace_s``), then cut it."""
@@ -127,6 +135,9 @@ class Gate:
         await self._drain(grace_s, f"the server is shutting down ({reason})")
         if self._task is not None:
             self._task.cancel()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     def stats(self) -> GateStats:
         hold = self.hold
