@@ -43,7 +43,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory):
     lines: list[str] = []
     config = load_config(overrides={"n_ctx": N_CTX, "n_threads": 2, "n_threads_batch": 2})
     settings = ServeSettings(listen="127.0.0.1:0", token=TOKEN, queue_size=2, wait_s=30, drain_s=10,
-                             max_tokens=2048)
+                             stall_s=3, max_tokens=2048)
     d = Daemon(config, settings, doctor=False, say=lines.append)
     d.lines = lines  # type: ignore[attr-defined]
     thread = threading.Thread(target=d.run, name="test-daemon", daemon=True)
@@ -217,6 +217,22 @@ def test_kill_9_mid_request_errors_that_client_and_the_next_request_waits_for_th
     assert victim and victim[0].status_code == 503, victim
     assert victim[0].json()["error"]["code"] == "engine_crashed" and "Retry-After" in victim[0].headers
     assert wait_for(lambda: sup.state == EngineState.READY, 30)
+
+
+def test_a_hung_engine_cuts_the_reply_and_the_daemon_restarts_it(daemon: Daemon, http: httpx.Client) -> None:
+    sup = daemon.operator.supervisor
+    old_pid = sup.pid
+    sup.inject("hang")  # the engine's command loop blocks: the next request never gets a token
+    started = time.monotonic()
+    hung = http.post("/v1/chat/completions", json=CHAT)
+    assert hung.status_code == 503, hung.text
+    error = hung.json()["error"]
+    assert error["code"] == "reply_cut" and "produced nothing for 3 s" in error["message"], error
+    assert time.monotonic() - started < 30
+    after = http.post("/v1/chat/completions", json=CHAT)  # waits for the restart
+    assert after.status_code == 200, after.text
+    assert sup.pid != old_pid
+    assert any("the engine hung" in line for line in daemon.lines), daemon.lines  # type: ignore[attr-defined]
 
 
 def test_journal_keeps_traffic_metrics_without_the_text(daemon: Daemon) -> None:

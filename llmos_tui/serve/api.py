@@ -112,6 +112,7 @@ class Exchange:
         self.reply: Reply | None = None
 
     def on_piece(self, text: str) -> None:  # the supervisor's reader thread
+        self.turn.progress = time.monotonic()
         self.loop.call_soon_threadsafe(self.pieces.put_nowait, text)
 
     def on_done(self, _reply: Reply) -> None:  # the supervisor's reader thread

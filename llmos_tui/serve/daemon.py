@@ -63,9 +63,9 @@ class Daemon:
             self.lock.release()
             raise
         op = self.operator
-        restart = None if op.doctor is not None else self._restart
         self.gate = Gate(op.supervisor, queue_size=settings.queue_size, wait_s=settings.wait_s,
-                         drain_s=settings.drain_s, restart=restart)
+                         drain_s=settings.drain_s, stall_s=settings.stall_s, restart=self._restart,
+                         heal_crashes=op.doctor is None)
         self._unhold = op.changes.on_hold(self.gate.before_hold, self.gate.after_hold)
         self.traffic = Traffic(op.supervisor, op.journal_writer, self.gate, log_prompts=settings.log_prompts)
         self.collector = LlmosCollector(op)
@@ -180,7 +180,7 @@ class Daemon:
 
     def _restart(self, reason: str) -> None:
         result = self.operator.changes.restart(source="serve", reason=reason, wait_s=5.0)
-        self.say(f"restart after a crash: {result.message}")
+        self.say(f"restart ({reason}): {result.message}")
 
     # ---- closing -----------------------------------------------------------------------------
     def close(self) -> None:

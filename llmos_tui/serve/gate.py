@@ -11,6 +11,9 @@ listeners tell the gate), and the daemon is not shutting down.
 - a crash, a restart, a load: waiting requests keep waiting (up to ``wait_s``) for the engine
   to come back; the one in flight ends with an error its client can read and retry
 - shutdown: waiting and new requests get 503; in-flight replies drain, then are cut
+- a hang: a reply with no new text for ``stall_s`` is cut (its client reads why), and when the
+  engine does not even end it then, the daemon restarts the engine through the change
+  transaction (the doctor's canary stays off while a request is generating: it cannot see this)
 
 Everything here runs on the server's event loop except the hold listeners (called on the
 thread of whoever takes the engine: they block until the drain is done) and the reply
@@ -66,8 +69,10 @@ class Turn:
         self.gate = gate
         self.queued_s = queued_s
         self.reply: Reply | None = None
-        self.cut: str | None = None  # why the gate cut the reply (a change, shutdown), if it did
+        self.cut: str | None = None  # why the gate cut the reply (a change, shutdown, a stall), if it did
+        self.cut_at: float | None = None
         self.started = time.monotonic()
+        self.progress = self.started  # the last sign of life of its reply (set from the reader thread)
         self.released = asyncio.Event()
 
     def cancel(self) -> None:
@@ -92,12 +97,15 @@ class GateStats:
 
 class Gate:
     def __init__(self, supervisor: Supervisor, *, queue_size: int = 16, wait_s: float = 60.0,
-                 drain_s: float = 30.0, restart: Callable[[str], object] | None = None) -> None:
+                 drain_s: float = 30.0, stall_s: float = 120.0, restart: Callable[[str], object] | None = None,
+                 heal_crashes: bool = False) -> None:
         self.supervisor = supervisor
         self.queue_size = queue_size
         self.wait_s = wait_s
         self.drain_s = drain_s
-        self._restart = restart  # called on a thread when the engine crashed and nobody restarts it
+        self.stall_s = stall_s
+        self._restart = restart  # the engine's restart through the change transaction (blocks: on a thread)
+        self.heal_crashes = heal_crashes  # restart a crashed engine (when no doctor does)
         self._restarting = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -238,14 +246,14 @@ class Gate:
 
     async def _drain(self, grace_s: float, reason: str) -> None:
         turn = self.active
-        if turn is None:
+        if turn is None or turn.cut is not None:  # nothing in flight, or already cut (a stall): go on
             return
         try:
             await asyncio.wait_for(turn.released.wait(), grace_s)
             return
         except TimeoutError:
             pass
-        turn.cut = reason
+        turn.cut, turn.cut_at = reason, time.monotonic()
         turn.cancel()
         try:
             await asyncio.wait_for(turn.released.wait(), 5.0)
@@ -322,6 +330,7 @@ class Gate:
                 ticket.future.set_result(turn)
                 continue
             self._watch_crash()
+            self._watch_stall(now)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), 0.25)
@@ -336,14 +345,29 @@ class Gate:
             if state == EngineState.READY:
                 self._restarting = False
             return
-        if self._restart is None or self._restarting or self.hold is not None:
+        if self.heal_crashes and self.hold is None:
+            self._restart_engine("the engine crashed while serving")
+
+    def _watch_stall(self, now: float) -> None:
+        turn = self.active
+        if turn is None or turn.reply is None or turn.reply.finished:
+            return
+        if turn.cut is None and now - turn.progress > self.stall_s:
+            turn.cut, turn.cut_at = f"the engine produced nothing for {self.stall_s:g} s", now
+            turn.cancel()
+        elif turn.cut_at is not None and now - turn.cut_at > 5.0 and self.hold is None:
+            self._restart_engine(f"the engine hung: a reply made no progress for {self.stall_s:g} s "
+                                 "and ignored its cancel")
+
+    def _restart_engine(self, reason: str) -> None:
+        if self._restart is None or self._restarting:
             return
         self._restarting = True
         restart = self._restart
 
         def run() -> None:
             try:
-                restart("the engine crashed while serving")
+                restart(reason)
             finally:
                 self._restarting = False
 

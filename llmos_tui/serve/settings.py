@@ -6,6 +6,7 @@
     queue_size = 16             # requests waiting for the single engine; one more gets 429
     wait_s = 60                 # how long a queued request waits (for its turn or a restart): then 503
     drain_s = 30                # a change or shutdown lets in-flight replies finish this long, then cuts them
+    stall_s = 120               # a reply with no new text this long is cut and the hung engine restarted
     max_body_bytes = 1048576    # a larger request body gets 413
     max_tokens = 4096           # the most a request may ask for (and never more than the context)
     default_max_tokens = 512    # when a request names none
@@ -26,7 +27,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 TOKEN_ENV = "LLMOS_TUI_SERVE_TOKEN"
 _INTS = {"queue_size": (1, 10_000), "max_body_bytes": (1024, 1 << 30), "max_tokens": (1, 10_000_000),
          "default_max_tokens": (1, 10_000_000)}
-_FLOATS = {"wait_s": (0.1, 86_400.0), "drain_s": (0.0, 3_600.0)}
+_FLOATS = {"wait_s": (0.1, 86_400.0), "drain_s": (0.0, 3_600.0), "stall_s": (0.5, 86_400.0)}
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ServeSettings:
     queue_size: int = 16
     wait_s: float = 60.0
     drain_s: float = 30.0
+    stall_s: float = 120.0
     max_body_bytes: int = 1 << 20
     max_tokens: int = 4096
     default_max_tokens: int = 512
