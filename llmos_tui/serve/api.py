@@ -242,7 +242,14 @@ class OpenAIApi:
             try:
                 turn = await self.gate.turn(request.is_disconnected)
                 exchange = Exchange(turn, body.stops())
-                exchange.reply = await self.gate.send(turn, messages, sampling, exchange.on_piece, exchange.on_done)
+                try:
+                    exchange.reply = await self.gate.send(turn, messages, sampling, exchange.on_piece,
+                                                          exchange.on_done)
+                except Refusal:
+                    if time.monotonic() < deadline:  # the engine went down as this request got its turn:
+                        await asyncio.sleep(0.1)  # it waits for the restart like the others
+                        continue
+                    raise
             except Refusal as refusal:
                 error = ApiError.of(refusal)
                 self.traffic.record(RequestRecord(route, error.status, "refused", body.stream,
