@@ -315,6 +315,27 @@ def test_the_control_socket_is_owner_only_and_serves_the_operator_verbs_and_the_
     assert events[-1]["type"] == "change" and events[-1]["data"]["state"] == "applied"
 
 
+def test_an_engine_nobody_will_restart_gets_an_immediate_503_naming_why(tmp_path: Path) -> None:
+    config = load_config(overrides={"n_ctx": 512, "n_threads": 2, "n_threads_batch": 2, "readonly": True,
+                                    "journal": str(tmp_path / "readonly.sqlite")})
+    lines: list[str] = []
+    ro = Daemon(config, ServeSettings(listen="127.0.0.1:0", wait_s=30), doctor=False, say=lines.append)
+    thread = threading.Thread(target=ro.run, daemon=True)
+    thread.start()
+    try:
+        assert ro.ready.wait(30) and wait_for(lambda: ro.operator.supervisor.state == EngineState.READY, 60), lines
+        ro.operator.supervisor.kill()
+        assert wait_for(lambda: ro.operator.supervisor.state == EngineState.CRASHED, 10)
+        started = time.monotonic()
+        down = httpx.post(ro.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert time.monotonic() - started < 5, "it waited for a restart that cannot come"
+        assert down.status_code == 503 and down.json()["error"]["code"] == "engine_down", down.text
+        assert "read-only mode" in down.json()["error"]["message"] and down.headers["Retry-After"] == "30"
+    finally:
+        ro.stop("test end")
+        thread.join(30)
+
+
 def test_a_token_is_required_off_loopback() -> None:
     with pytest.raises(ConfigError, match="needs a bearer token"):
         ServeSettings(listen="0.0.0.0:8080").check()

@@ -65,7 +65,7 @@ class Daemon:
         op = self.operator
         self.gate = Gate(op.supervisor, queue_size=settings.queue_size, wait_s=settings.wait_s,
                          drain_s=settings.drain_s, stall_s=settings.stall_s, restart=self._restart,
-                         heal_crashes=op.doctor is None)
+                         heal_crashes=op.doctor is None, gave_up=self._gave_up)
         self._unhold = op.changes.on_hold(self.gate.before_hold, self.gate.after_hold)
         self.traffic = Traffic(op.supervisor, op.journal_writer, self.gate, log_prompts=settings.log_prompts)
         self.collector = LlmosCollector(op)
@@ -177,6 +177,20 @@ class Daemon:
             self.say(f"the engine did not start: {error} (requests get 503 until it does)")
         else:
             self.say(f"engine ready: {self.operator.supervisor.params.summary()}")
+
+    def _gave_up(self) -> str | None:
+        """Why a down engine will not come back by itself, or None (the doctor or the daemon heals it)."""
+        if self.operator.config.readonly:
+            return "read-only mode: restarts are disabled"
+        doctor = self.operator.doctor
+        if doctor is None:
+            return None
+        if doctor.kill_switch:
+            return "the doctor's kill switch is on"
+        if doctor.start_limit_hit:
+            return ("the doctor reached its start limit; reset it (POST /v1/llmos/reset_start_limit on the "
+                    "control socket, or :reset-limit in the TUI) to let it try again")
+        return None
 
     def _restart(self, reason: str) -> None:
         result = self.operator.changes.restart(source="serve", reason=reason, wait_s=5.0)

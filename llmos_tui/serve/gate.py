@@ -98,7 +98,7 @@ class GateStats:
 class Gate:
     def __init__(self, supervisor: Supervisor, *, queue_size: int = 16, wait_s: float = 60.0,
                  drain_s: float = 30.0, stall_s: float = 120.0, restart: Callable[[str], object] | None = None,
-                 heal_crashes: bool = False) -> None:
+                 heal_crashes: bool = False, gave_up: Callable[[], str | None] | None = None) -> None:
         self.supervisor = supervisor
         self.queue_size = queue_size
         self.wait_s = wait_s
@@ -106,6 +106,7 @@ class Gate:
         self.stall_s = stall_s
         self._restart = restart  # the engine's restart through the change transaction (blocks: on a thread)
         self.heal_crashes = heal_crashes  # restart a crashed engine (when no doctor does)
+        self.gave_up = gave_up  # why nobody will restart a down engine (the doctor's start limit...), or None
         self._restarting = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -269,6 +270,9 @@ class Gate:
             return Refusal(503, f"the engine is busy: {hold.who} ({hold.kind}); retry in a moment",
                            code="engine_busy", retry_after=self.retry_after())
         state = self.supervisor.state
+        down = self._down_for_good()
+        if down is not None:
+            return down
         if hold is None and state in (EngineState.FAILED, EngineState.PAUSED):
             why = self.supervisor.last_error or self.supervisor.paused_reason or ""
             return Refusal(503, f"the engine is {state.value}" + (f": {why}" if why else ""),
@@ -277,6 +281,18 @@ class Gate:
             return Refusal(429, f"the queue is full ({len(self._queue)} requests wait for the engine)",
                            code="queue_full", retry_after=self.retry_after())
         return None
+
+    def _down_for_good(self) -> Refusal | None:
+        """A crashed or failed engine that nobody will restart: waiting for it would only delay the 503."""
+        if self.hold is not None or self.gave_up is None:
+            return None
+        if self.supervisor.state not in (EngineState.CRASHED, EngineState.FAILED):
+            return None
+        why = self.gave_up()
+        if why is None:
+            return None
+        return Refusal(503, f"the engine is {self.supervisor.state.value} and will not be restarted by itself: {why}",
+                       code="engine_down", retry_after=30)
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -323,6 +339,9 @@ class Gate:
                     ticket.future.set_exception(Refusal(
                         503, f"waited {self.wait_s:g} s for the engine (it is {state}); retry later",
                         code="engine_unavailable", retry_after=self.retry_after()))
+            down = self._down_for_good() if self._queue else None
+            if down is not None:
+                self._reject_waiting(down)
             if self._queue and self._ready():
                 ticket = self._queue.popleft()
                 turn = Turn(self, now - ticket.since)
