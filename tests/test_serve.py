@@ -331,6 +331,8 @@ def test_an_engine_nobody_will_restart_gets_an_immediate_503_naming_why(tmp_path
         assert time.monotonic() - started < 5, "it waited for a restart that cannot come"
         assert down.status_code == 503 and down.json()["error"]["code"] == "engine_down", down.text
         assert "read-only mode" in down.json()["error"]["message"] and down.headers["Retry-After"] == "30"
+        health = httpx.get(ro.url + "/health", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "down" and "read-only" in health.json()["down"]
     finally:
         ro.stop("test end")
         thread.join(30)

@@ -206,8 +206,12 @@ class OpenAIApi:
         ok = state in (EngineState.READY, EngineState.GENERATING) and not stats.closing
         status = "ok" if ok else ("loading" if state in (EngineState.LOADING, EngineState.RESTARTING,
                                                           EngineState.STOPPED, EngineState.CRASHED) else "unavailable")
+        down = None if ok else self.gate.down_reason()
+        if down is not None:
+            status = "down"
         body = {"status": status, "engine": state.value, "model": self.model_id, "queue": stats.queued,
-                "in_flight": stats.in_flight, "hold": stats.hold, "closing": stats.closing}
+                "in_flight": stats.in_flight, "hold": stats.hold, "closing": stats.closing,
+                **({"down": down} if down else {})}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def models(self, request: Request) -> JSONResponse:

@@ -188,8 +188,8 @@ class Daemon:
         if doctor.kill_switch:
             return "the doctor's kill switch is on"
         if doctor.start_limit_hit:
-            return ("the doctor reached its start limit; reset it (POST /v1/llmos/reset_start_limit on the "
-                    "control socket, or :reset-limit in the TUI) to let it try again")
+            return ("the doctor reached its start limit: restart the engine (POST /v1/llmos/restart on the "
+                    "control socket) or reset the limit (POST /v1/llmos/reset_start_limit, :reset-limit in the TUI)")
         return None
 
     def _restart(self, reason: str) -> None:

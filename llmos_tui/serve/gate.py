@@ -282,6 +282,11 @@ class Gate:
                            code="queue_full", retry_after=self.retry_after())
         return None
 
+    def down_reason(self) -> str | None:
+        """Why the engine is down for good (nobody will restart it), or None."""
+        refusal = self._down_for_good()
+        return refusal.message if refusal is not None else None
+
     def _down_for_good(self) -> Refusal | None:
         """A crashed or failed engine that nobody will restart: waiting for it would only delay the 503."""
         if self.hold is not None or self.gave_up is None:
