@@ -21,6 +21,10 @@ a span (a tuning study pauses the engine, measures, applies or resumes: one hold
 to end). The lock is re-entrant for the thread that holds it, so a holder may call any verb
 inside its span; any other caller is refused with a line that names the holder, or waits up
 to ``wait_s`` for it. Nothing else touches the supervisor's life cycle.
+
+Hold listeners (:meth:`Changes.on_hold`) hear when a caller takes the engine and when it lets
+go: a daemon that serves requests drains them first (``before`` may block while it does) and
+tells waiting clients to come back (``after``: the engine is free again).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ T = TypeVar("T")
 log = logging.getLogger("llmos_tui.changes")
 
 Verifier = Callable[[], "str | None"]  # None: verified; else why not
+HoldListener = Callable[[str, str], None]  # (kind, who): kind is change, undo, start, restart, pause, resume, stop, hold
 Json = Union[str, int, float, bool, None, list["Json"], dict[str, "Json"]]
 
 RESUME_EVENT = "config_resume_base"  # the configured settings a version was applied on top of
@@ -128,6 +133,8 @@ class Changes:
         self.configured = configured if configured is not None else (
             supervisor.params if supervisor is not None else None)
         self._failures = threading.local()  # journal writes that failed, per thread (see _writes_ok)
+        self._hold_listeners: list[tuple[HoldListener, HoldListener]] = []
+        self._held: tuple[str, str] | None = None  # (kind, who) told to the hold listeners
 
     # ---- the journal -------------------------------------------------------------
     @property
@@ -225,7 +232,7 @@ class Changes:
                 params = EngineParams.from_mapping(params, sup.params)
             except LlmosError as exc:
                 return self._done(ChangeResult("refused", str(exc), sup.params, journaled=False))
-        busy = self._acquire(f"{source}: {reason or kind}", wait_s)
+        busy = self._acquire(f"{source}: {reason or kind}", wait_s, kind="change")
         if busy:
             return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
         mark = self._mark()
@@ -365,7 +372,7 @@ class Changes:
         if self.journal is None:
             return self._done(ChangeResult("refused", "the journal is not open; nothing can be undone", sup.params,
                                            journaled=False))
-        busy = self._acquire(f"undo {entry_id}", wait_s)
+        busy = self._acquire(f"undo {entry_id}", wait_s, kind="undo")
         if busy:
             return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
         mark = self._mark()
@@ -409,29 +416,53 @@ class Changes:
         return result
 
     # ---- the lock, and the engine's life cycle ----------------------------------------
-    def _acquire(self, who: str, wait_s: float = 0.0) -> str | None:
+    def _acquire(self, who: str, wait_s: float = 0.0, *, kind: str = "hold") -> str | None:
         """Take the lock for ``who``; None when taken, else the line that says who holds it."""
         if not self._lock.acquire(blocking=False):
             if wait_s <= 0 or not self._lock.acquire(timeout=wait_s):
                 holder = self.holder or "another caller"
                 waited = f" (waited {wait_s:g} s)" if wait_s > 0 else ""
                 return f"the engine is busy: {holder} holds it{waited}; try again when it ends"
-        if self._depth == 0:
+        first = self._depth == 0
+        if first:
             self.holder = who
         self._depth += 1
+        if first and self._hold_listeners:
+            self._held = (kind, who)
+            for before, _after in list(self._hold_listeners):
+                self._tell(before, kind, who)
         return None
 
     def _release(self) -> None:
         self._depth -= 1
         if self._depth == 0:
             self.holder = None
+            held, self._held = self._held, None
+            if held is not None:
+                for _before, after in list(self._hold_listeners):
+                    self._tell(after, *held)
         self._lock.release()
+
+    @staticmethod
+    def _tell(listener: HoldListener, kind: str, who: str) -> None:
+        try:
+            listener(kind, who)
+        except Exception:  # noqa: BLE001 - a listener never stops the engine's owner
+            log.exception("hold listener failed")
+
+    def on_hold(self, before: HoldListener, after: HoldListener) -> Callable[[], None]:
+        """Call ``before(kind, who)`` when a caller takes the engine (on its thread, holding the
+        lock: it may block while in-flight work drains) and ``after(kind, who)`` when it lets go.
+        Returns the function that removes them."""
+        pair = (before, after)
+        self._hold_listeners.append(pair)
+        return lambda: self._hold_listeners.remove(pair) if pair in self._hold_listeners else None
 
     @contextmanager
     def holding(self, who: str, *, wait_s: float = 0.0) -> Iterator[None]:
         """Hold the engine's life cycle for a span (``with changes.holding("tuner std:4"): ...``).
         Raises EngineBusy (naming the holder) when another caller has it after ``wait_s``."""
-        busy = self._acquire(who, wait_s)
+        busy = self._acquire(who, wait_s, kind="hold")
         if busy:
             raise EngineBusy(busy)
         try:
@@ -448,7 +479,7 @@ class Changes:
         if self.readonly and verb not in ("start", "stop"):
             return ChangeResult("refused", f"read-only mode: {verb} of the engine is disabled", sup.params,
                                 journaled=False)
-        busy = self._acquire(who, wait_s)
+        busy = self._acquire(who, wait_s, kind=verb)
         if busy:
             return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})
         mark = self._mark()

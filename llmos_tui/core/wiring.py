@@ -11,6 +11,8 @@ Modes, not hand-wired copies:
 - ``replay``: as live for the engine and chat, but telemetry comes from a recorded trace and
   the doctor is *telemetry only*: it runs its detectors on the trace, never sees or acts on
   the live engine, journals nothing, and its findings are marked replayed.
+- ``serve``: as live, for the headless daemon (`llmos-tui serve`): the HTTP API in
+  :mod:`llmos_tui.serve` is the face; the core does not know it.
 - ``oneshot``: for a subcommand that runs and exits (`doctor`, `inject`, `tune`, `journal
   undo`, `journal explain`, examples): the engine, the journal with the same resume rule as
   the TUI, the change transaction and the doctor (not started: the caller runs passes
@@ -51,8 +53,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmos_tui.wiring")
 
-MODES = ("live", "replay", "oneshot")
-FACES = ("tui", "console", "script")
+MODES = ("live", "replay", "oneshot", "serve")
+LIVE_MODES = ("live", "serve")  # the engine serves real traffic: telemetry history, the learner
+FACES = ("tui", "console", "script", "serve")
 RESUME_WAIT_S = 2.0  # how long the start waits for the journal's resume rule
 
 
@@ -109,7 +112,7 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
         closers.append(the_doctor.stop)
 
     status_endpoint = None
-    if endpoint if endpoint is not None else mode in ("live", "replay"):
+    if endpoint if endpoint is not None else mode in ("live", "replay", "serve"):
         from llmos_tui.core.endpoint import StatusEndpoint
 
         status_endpoint = StatusEndpoint(runtime_dir=config.paths.runtime_dir)
@@ -117,7 +120,7 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
     operator = Operator(config, supervisor=supervisor, chat=chat, changes=changes, mode=mode, face=face,
                         journal_writer=writer, journal_link=link, sampler=sampler, doctor=the_doctor,
                         endpoint=status_endpoint, replay=replay_info, problems=problems, closers=closers)
-    if mode == "live" and config.adapt_mode != "off":
+    if mode in LIVE_MODES and config.adapt_mode != "off":
         operator.set_adapt_mode(config.adapt_mode)  # the online learner: off unless the operator turns it on
     if status_endpoint is not None and config.exporter_listen:
         from llmos_tui.exporters.prometheus import attach_exporter
@@ -209,7 +212,7 @@ def _sampler(config: Config, mode: str, supervisor: Supervisor, writer: "Journal
                 "host": source.header.get("host"), "description": source.header.get("description", "")}
     else:
         sampler = Sampler(interval=config.telemetry_interval, engine_stats=supervisor.stats)
-    if writer is not None and mode == "live":
+    if writer is not None and mode in LIVE_MODES:
         from llmos_tui.core.journaling import TelemetryHistory
 
         sampler.subscribe(TelemetryHistory(writer))

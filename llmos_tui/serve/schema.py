@@ -1,0 +1,125 @@
+"""The OpenAI-compatible request bodies, checked by pydantic before anything reaches the engine.
+
+Unknown fields are ignored (clients send many); the ones we cannot honour (``n`` > 1, ``echo``,
+``suffix``, ``logprobs``, tools) are refused with a 400 that names them, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Stop = Union[str, list[str], None]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Union[str, list[TextPart], None] = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+    def wire(self) -> dict[str, str]:
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class Sampling(BaseModel):
+    """What both routes share."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=5.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    repeat_penalty: float | None = Field(default=None, ge=0.0, le=10.0)
+    seed: int | None = None
+    stop: Stop = None
+    n: int = Field(default=1, ge=1)
+    logprobs: bool | int | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: Stop) -> Stop:
+        stops = [value] if isinstance(value, str) else list(value or [])
+        if len(stops) > 4:
+            raise ValueError("at most 4 stop sequences")
+        if any(not s for s in stops):
+            raise ValueError("a stop sequence must not be empty")
+        return value
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def unsupported(self) -> str | None:
+        if self.n != 1:
+            return "n: only one choice per request is served (n=1)"
+        if self.logprobs:
+            return "logprobs: not served by this daemon"
+        return None
+
+    def engine_sampling(self, max_tokens: int) -> dict[str, float | int | None]:
+        return {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "top_k": self.top_k, "min_p": self.min_p, "presence_penalty": self.presence_penalty,
+                "frequency_penalty": self.frequency_penalty, "repeat_penalty": self.repeat_penalty,
+                "seed": self.seed}
+
+
+class ChatRequest(Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[object] | None = None
+
+    def requested_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def unsupported(self) -> str | None:
+        if self.tools:
+            return "tools: tool calls are not served by this daemon"
+        return super().unsupported()
+
+
+class CompletionRequest(Sampling):
+    prompt: Union[str, list[str]]
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def requested_tokens(self) -> int | None:
+        return self.max_tokens
+
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else "".join(self.prompt)
+
+    def unsupported(self) -> str | None:
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            return "prompt: one prompt per request (a list of one string, or a string)"
+        if self.echo:
+            return "echo: not served by this daemon"
+        if self.suffix:
+            return "suffix: not served by this daemon"
+        if self.best_of not in (None, 1):
+            return "best_of: only 1 is served"
+        return super().unsupported()

@@ -1,0 +1,413 @@
+"""`llmos-tui serve`: the daemon's OpenAI-compatible API on the real engine and the demo model.
+
+One daemon (uvicorn in a thread, a free port, its own home) serves most tests; a slow-generation
+fault makes requests last long enough to queue, cut, disconnect or crash them on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from llmos_tui.config import load_config
+from llmos_tui.engine.supervisor import EngineState
+from llmos_tui.errors import ConfigError
+from llmos_tui.journal import Journal
+from llmos_tui.serve.daemon import Daemon
+from llmos_tui.serve.lock import DaemonRunning
+from llmos_tui.serve.settings import ServeSettings
+
+from tests.conftest import cli_env, wait_for
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CHAT = {"messages": [{"role": "user", "content": "What is VRAM?"}], "max_tokens": 12}
+N_CTX = 1024
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("serve-home")
+    before = os.environ.get("LLMOS_TUI_HOME")
+    os.environ["LLMOS_TUI_HOME"] = str(home)
+    lines: list[str] = []
+    config = load_config(overrides={"n_ctx": N_CTX, "n_threads": 2, "n_threads_batch": 2})
+    settings = ServeSettings(listen="127.0.0.1:0", token=TOKEN, queue_size=2, wait_s=30, drain_s=10,
+                             stall_s=3, max_tokens=2048)
+    d = Daemon(config, settings, doctor=False, say=lines.append)
+    d.lines = lines  # type: ignore[attr-defined]
+    thread = threading.Thread(target=d.run, name="test-daemon", daemon=True)
+    thread.start()
+    try:
+        assert d.ready.wait(30), lines
+        assert wait_for(lambda: d.operator.supervisor.state == EngineState.READY, 60), lines
+        yield d
+    finally:
+        d.stop("test end")
+        thread.join(30)
+        if before is None:
+            os.environ.pop("LLMOS_TUI_HOME", None)
+        else:
+            os.environ["LLMOS_TUI_HOME"] = before
+
+
+@pytest.fixture
+def http(daemon: Daemon):
+    with httpx.Client(base_url=daemon.url, headers=AUTH, timeout=60) as client:
+        yield client
+
+
+def slow(daemon: Daemon, ms: float) -> None:
+    daemon.operator.supervisor.inject("slow", ms=ms)
+
+
+def test_openai_client_streams_and_answers(daemon: Daemon) -> None:
+    client = openai.OpenAI(base_url=daemon.url + "/v1", api_key=TOKEN, max_retries=0)
+    model = client.models.list().data[0].id
+    pieces, finish = [], None
+    for chunk in client.chat.completions.create(model=model, messages=CHAT["messages"], max_tokens=12, stream=True):
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert "".join(pieces).strip(), "the stream carried no text"
+    assert finish in ("stop", "length")
+    whole = client.chat.completions.create(model=model, messages=CHAT["messages"], max_tokens=12)
+    assert whole.choices[0].message.content.strip()
+    assert whole.usage.completion_tokens > 0 and whole.usage.prompt_tokens > 0
+    text = client.completions.create(model=model, prompt="Say OK.", max_tokens=6)
+    assert text.choices[0].text and text.object == "text_completion"
+
+
+def test_raw_http_sse_health_models_metrics_and_token(daemon: Daemon, http: httpx.Client) -> None:
+    assert httpx.get(daemon.url + "/health").json()["status"] == "ok"  # no token needed for the probe
+    refused = httpx.get(daemon.url + "/v1/models")
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(daemon.url + "/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert http.get("/v1/models").json()["data"][0]["meta"]["n_ctx"] == N_CTX
+    with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True,
+                                                           "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]).strip()
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+    metrics = http.get("/metrics").text
+    assert 'llmos_serve_requests_total{code="200",outcome=' in metrics
+    assert "llmos_serve_time_to_first_token_seconds_count" in metrics
+    assert "llmos_engine_" in metrics  # the exporter's own collector, on the same page
+
+
+def test_bad_input_gets_400_before_the_engine(daemon: Daemon, http: httpx.Client) -> None:
+    served = daemon.operator.supervisor.requests
+
+    def error(response: httpx.Response, status: int = 400) -> str:
+        assert response.status_code == status, response.text
+        return response.json()["error"]["code"]
+
+    assert error(http.post("/v1/chat/completions", content=b"{not json")) == "invalid_json"
+    assert error(http.post("/v1/chat/completions", json={"messages": []})) == "invalid_request"
+    assert error(http.post("/v1/chat/completions", json={"messages": [{"role": "robot", "content": "x"}]})) \
+        == "invalid_request"
+    assert error(http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 5000})) == "max_tokens_too_large"
+    assert error(http.post("/v1/chat/completions", json={**CHAT, "max_tokens": N_CTX})) == "context_length_exceeded"
+    assert error(http.post("/v1/chat/completions", json={**CHAT, "n": 2})) == "unsupported"
+    assert error(http.post("/v1/completions", json={"prompt": "x", "temperature": 9})) == "invalid_request"
+    assert error(http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 2_000_000}]}),
+                 413) == "request_too_large"
+    assert daemon.operator.supervisor.requests == served, "a refused request reached the engine"
+    # too long for the context: the engine's refusal comes back as a 400, streamed or not
+    long = {"messages": [{"role": "user", "content": "GPU memory bandwidth " * 600}], "max_tokens": 4}
+    assert error(http.post("/v1/chat/completions", json=long)) == "context_length_exceeded"
+    assert error(http.post("/v1/chat/completions", json={**long, "stream": True})) == "context_length_exceeded"
+
+
+def test_concurrent_clients_are_queued_and_all_answered_and_a_full_queue_gets_429(
+        daemon: Daemon, http: httpx.Client) -> None:
+    slow(daemon, 40)  # 12 tokens: about half a second each
+    results: list[httpx.Response] = []
+
+    def ask() -> None:
+        with httpx.Client(base_url=daemon.url, headers=AUTH, timeout=60) as c:
+            results.append(c.post("/v1/chat/completions", json=CHAT))
+
+    try:
+        clients = [threading.Thread(target=ask) for _ in range(3)]  # 1 in flight + 2 waiting = queue_size
+        for t in clients:
+            t.start()
+        assert wait_for(lambda: daemon.gate.stats().queued == 2 and daemon.gate.stats().in_flight == 1, 20)
+        full = http.post("/v1/chat/completions", json=CHAT)
+        assert full.status_code == 429, full.text
+        assert full.json()["error"]["code"] == "queue_full" and int(full.headers["Retry-After"]) >= 1
+        for t in clients:
+            t.join(60)
+    finally:
+        slow(daemon, 0)
+    assert [r.status_code for r in results] == [200, 200, 200]
+    assert all(r.json()["choices"][0]["message"]["content"] for r in results)
+
+
+def test_client_disconnect_cancels_its_reply(daemon: Daemon, http: httpx.Client) -> None:
+    slow(daemon, 50)
+    try:
+        started = time.monotonic()
+        with http.stream("POST", "/v1/chat/completions", json={**CHAT, "max_tokens": 400, "stream": True}) as r:
+            for line in r.iter_lines():
+                if '"content": "' in line and '"content": ""' not in line:
+                    break  # the first real piece: now hang up
+        assert wait_for(lambda: daemon.gate.stats().in_flight == 0, 10), "the reply went on after the client left"
+        assert time.monotonic() - started < 10  # 400 tokens at 50 ms would take 20 s
+        metrics = daemon.operator.supervisor.last_metrics
+        assert int(metrics.get("gen_tokens") or 0) < 400
+    finally:
+        slow(daemon, 0)
+    assert 'outcome="cancelled"' in http.get("/metrics").text
+
+
+def test_kill_9_mid_request_errors_that_client_and_the_next_request_waits_for_the_restart(
+        daemon: Daemon, http: httpx.Client) -> None:
+    sup = daemon.operator.supervisor
+    slow(daemon, 50)
+    old_pid = sup.pid
+    events: list[str] = []
+    after: list[httpx.Response] = []
+    with http.stream("POST", "/v1/chat/completions", json={**CHAT, "max_tokens": 200, "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            events.append(line[len("data: "):])
+            if len(events) == 2:  # the role chunk, then the first text: kill the engine mid-reply
+                os.kill(sup.pid, signal.SIGKILL)
+                # a request sent now finds the engine down: it waits for the restart instead of failing
+                t = threading.Thread(target=lambda: after.append(http.post("/v1/chat/completions", json=CHAT)))
+                t.start()
+    last = json.loads(events[-1])
+    assert "[DONE]" not in events
+    assert last["error"]["code"] == "engine_crashed" and "SIGKILL" in last["error"]["message"], last
+    assert "retry" in last["error"]["message"]
+    t.join(40)
+    assert after and after[0].status_code == 200, after
+    assert after[0].json()["choices"][0]["message"]["content"]
+    assert sup.pid != old_pid and sup.restarts >= 1
+    # a whole (non-streamed) reply cut by a crash is a 503 with Retry-After that the client can read
+    slow(daemon, 50)
+    victim: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: victim.append(http.post("/v1/chat/completions",
+                                                                    json={**CHAT, "max_tokens": 200})))
+    thread.start()
+    def has_output() -> bool:
+        turn = daemon.gate.active
+        return turn is not None and turn.reply is not None and turn.reply.text != ""
+
+    assert wait_for(has_output, 10)
+    os.kill(sup.pid, signal.SIGKILL)
+    thread.join(40)
+    assert victim and victim[0].status_code == 503, victim
+    assert victim[0].json()["error"]["code"] == "engine_crashed" and "Retry-After" in victim[0].headers
+    assert wait_for(lambda: sup.state == EngineState.READY, 30)
+
+
+def test_a_hung_engine_cuts_the_reply_and_the_daemon_restarts_it(daemon: Daemon, http: httpx.Client) -> None:
+    sup = daemon.operator.supervisor
+    old_pid = sup.pid
+    sup.inject("hang")  # the engine's command loop blocks: the next request never gets a token
+    started = time.monotonic()
+    hung = http.post("/v1/chat/completions", json=CHAT)
+    assert hung.status_code == 503, hung.text
+    error = hung.json()["error"]
+    assert error["code"] == "reply_cut" and "produced nothing for 3 s" in error["message"], error
+    assert time.monotonic() - started < 30
+    after = http.post("/v1/chat/completions", json=CHAT)  # waits for the restart
+    assert after.status_code == 200, after.text
+    assert sup.pid != old_pid
+    assert any("the engine hung" in line for line in daemon.lines), daemon.lines  # type: ignore[attr-defined]
+
+
+def test_journal_keeps_traffic_metrics_without_the_text(daemon: Daemon) -> None:
+    writer = daemon.operator.journal_writer
+    assert writer is not None and writer.flush(10)
+    journal = Journal(daemon.operator.config.journal_file, readonly=True)
+    try:
+        chats = [c for c in journal.list_chats(20) if (c.title or "").startswith("serve: API traffic")]
+        assert len(chats) == 1
+        messages = journal.chat_messages(chats[0].id)
+        traffic = journal.chat_traffic()
+    finally:
+        journal.close()
+    answered = [m for m in messages if m.role == "assistant" and m.status == "done"]
+    assert answered and all(m.content == "" for m in messages), "prompt or reply text journaled without log_prompts"
+    assert all(m.role == "assistant" for m in messages)
+    assert answered[0].metrics["source"] == "serve" and answered[0].metrics["gen_tokens"] > 0
+    assert traffic["replies"] >= len(answered) and traffic["gen_tokens"] > 0  # the tuner's traffic objective
+
+
+def test_a_second_daemon_on_the_same_journal_is_refused(daemon: Daemon) -> None:
+    with pytest.raises(DaemonRunning) as refused:
+        Daemon(daemon.operator.config, ServeSettings(listen="127.0.0.1:0"), doctor=False)
+    assert f"pid {os.getpid()}" in str(refused.value) and daemon.url in str(refused.value)
+
+
+def test_a_change_drains_the_reply_in_flight_and_tells_newcomers_503(daemon: Daemon, http: httpx.Client) -> None:
+    op = daemon.operator
+    slow(daemon, 40)
+    inflight: list[httpx.Response] = []
+    changed: list[object] = []
+    t1 = threading.Thread(target=lambda: inflight.append(http.post("/v1/chat/completions",
+                                                                   json={**CHAT, "max_tokens": 25})))
+    t1.start()
+    assert wait_for(lambda: daemon.gate.stats().in_flight == 1, 10)
+    t2 = threading.Thread(target=lambda: changed.append(op.apply({"n_ctx": 512}, reason="test: smaller context")))
+    t2.start()
+    assert wait_for(lambda: daemon.gate.hold is not None, 10)
+    busy = http.post("/v1/chat/completions", json=CHAT)
+    assert busy.status_code == 503 and busy.json()["error"]["code"] == "engine_busy", busy.text
+    assert int(busy.headers["Retry-After"]) >= 1 and "change" in busy.json()["error"]["message"]
+    t1.join(30)
+    t2.join(60)
+    assert inflight[0].status_code == 200, inflight[0].text  # drained: finished, not cut
+    assert inflight[0].json()["choices"][0]["finish_reason"] == "length"
+    assert changed and changed[0].ok, changed  # type: ignore[attr-defined]
+    assert http.get("/v1/models").json()["data"][0]["meta"]["n_ctx"] == 512
+    assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+
+def test_the_control_socket_is_owner_only_and_serves_the_operator_verbs_and_the_chat(daemon: Daemon) -> None:
+    from llmos_tui.serve.client import DaemonClient, find_daemons
+
+    path = daemon.control_path
+    assert path is not None and path in find_daemons(path.parent)
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    events: list[dict] = []
+    with DaemonClient(path) as client:
+        snap = client.snapshot()
+        assert snap["mode"] == "serve" and snap["face"] == "serve" and snap["engine"]["state"] == "ready"
+        assert snap["serve"]["queued"] == 0
+        assert client.chat([{"role": "user", "content": "What is VRAM?"}], max_tokens=8)  # no token on the socket
+
+        def watch() -> None:
+            with DaemonClient(path) as watcher:
+                for event in watcher.events():
+                    events.append(event)
+                    if event["type"] == "change":
+                        return
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        time.sleep(0.3)
+        result = client.apply({"n_ctx": 768}, reason="test: through the control socket")
+        assert result["ok"] and result["state"] == "applied", result
+        watcher.join(20)
+        assert client.snapshot()["engine"]["n_ctx"] == 768
+        assert "start limit" in client.reset_start_limit() or "doctor" in client.reset_start_limit()
+    assert any(e["type"] == "engine" and e["kind"] == "loaded" for e in events)
+    assert events[-1]["type"] == "change" and events[-1]["data"]["state"] == "applied"
+
+
+def test_an_engine_nobody_will_restart_gets_an_immediate_503_naming_why(tmp_path: Path) -> None:
+    config = load_config(overrides={"n_ctx": 512, "n_threads": 2, "n_threads_batch": 2, "readonly": True,
+                                    "journal": str(tmp_path / "readonly.sqlite")})
+    lines: list[str] = []
+    ro = Daemon(config, ServeSettings(listen="127.0.0.1:0", wait_s=30), doctor=False, say=lines.append)
+    thread = threading.Thread(target=ro.run, daemon=True)
+    thread.start()
+    try:
+        assert ro.ready.wait(30) and wait_for(lambda: ro.operator.supervisor.state == EngineState.READY, 60), lines
+        ro.operator.supervisor.kill()
+        assert wait_for(lambda: ro.operator.supervisor.state == EngineState.CRASHED, 10)
+        started = time.monotonic()
+        down = httpx.post(ro.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        assert time.monotonic() - started < 5, "it waited for a restart that cannot come"
+        assert down.status_code == 503 and down.json()["error"]["code"] == "engine_down", down.text
+        assert "read-only mode" in down.json()["error"]["message"] and down.headers["Retry-After"] == "30"
+        health = httpx.get(ro.url + "/health", timeout=10)
+        assert health.status_code == 503 and health.json()["status"] == "down" and "read-only" in health.json()["down"]
+    finally:
+        ro.stop("test end")
+        thread.join(30)
+
+
+def test_a_token_is_required_off_loopback() -> None:
+    with pytest.raises(ConfigError, match="needs a bearer token"):
+        ServeSettings(listen="0.0.0.0:8080").check()
+    ServeSettings(listen="0.0.0.0:8080", token="t").check()
+    ServeSettings(listen="[::1]:8080").check()
+    out = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "serve", "--listen", "0.0.0.0:0"],
+                         capture_output=True, text=True, timeout=60, env={**cli_env(), "LLMOS_TUI_SERVE_TOKEN": ""})
+    assert out.returncode == 2 and "needs a bearer token" in out.stderr, out
+
+
+SERVE_SCRIPT = """
+import sys
+from llmos_tui.config import load_config
+from llmos_tui.serve.daemon import Daemon
+from llmos_tui.serve.settings import ServeSettings
+import threading
+from llmos_tui.engine.supervisor import EngineState
+config = load_config(overrides={"n_ctx": 512, "n_threads": 2, "n_threads_batch": 2})
+daemon = Daemon(config, ServeSettings(listen="127.0.0.1:0"), doctor=False)
+
+def slow_down():  # every token 20 ms: a reply lasts long enough to be in flight at the signal
+    import time
+    while daemon.operator.supervisor.state != EngineState.READY:
+        time.sleep(0.02)
+    daemon.operator.supervisor.inject("slow", ms=20)
+    print("llmos-tui serve: test: slowed", flush=True)
+
+threading.Thread(target=slow_down, daemon=True).start()
+sys.exit(daemon.run())
+"""
+
+
+def test_sigterm_finishes_the_reply_in_flight_and_flushes_the_journal(tmp_path: Path) -> None:
+    env = {**cli_env(), "LLMOS_TUI_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        url = None
+        lines = []
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "listening on " in line:
+                url = line.split("listening on ")[1].split()[0]
+            if "test: slowed" in line:
+                break
+        assert url, lines
+        got: list[httpx.Response] = []
+        request = {"messages": CHAT["messages"], "max_tokens": 60, "stream": True}
+
+        def stream() -> None:
+            with httpx.stream("POST", url + "/v1/chat/completions", json=request, timeout=30) as r:
+                r.read()
+                got.append(r)
+
+        t = threading.Thread(target=stream)
+        t.start()
+        time.sleep(0.3)  # in flight: 60 tokens take 1.2 s
+        proc.send_signal(signal.SIGTERM)
+        t.join(30)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopping (SIGTERM): draining 1 reply in flight" in rest and "stopped (SIGTERM): 1 requests served" in rest, rest
+    assert got and got[0].status_code == 200
+    body = got[0].text
+    assert body.rstrip().endswith("data: [DONE]"), body[-300:]  # finished, not cut: the drain let it end
+    journal = Journal(tmp_path / "home" / "data" / "journal.sqlite", readonly=True)
+    try:
+        assert journal.chat_traffic()["replies"] == 1  # journaled before the exit: the writer was flushed
+    finally:
+        journal.close()
