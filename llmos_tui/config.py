@@ -297,14 +297,13 @@ DEFAULT_EXPORTER_LISTEN = "127.0.0.1:9464"
 
 
 # ---- the listen address -----------------------------------------------------------------------
-def parse_listen(text: str | None) -> tuple[str, int]:
+def parse_listen(text: str | None, default: str = DEFAULT_EXPORTER_LISTEN, what: str = "exporter") -> tuple[str, int]:
     """``"9464"`` / ``":9464"`` / ``"127.0.0.1:9464"`` / ``"[::1]:9464"`` -> (host, port).
 
     A missing host means loopback, never "every interface": binding wider needs an address.
+    ``what`` names the setting in the error (the exporter's, the daemon's).
     """
-    value = (text or DEFAULT_EXPORTER_LISTEN).strip()
-    if not value:
-        value = DEFAULT_EXPORTER_LISTEN
+    value = (text or default).strip() or default
     host, sep, port_text = value.rpartition(":")
     if not sep:
         host, port_text = "", value
@@ -314,9 +313,9 @@ def parse_listen(text: str | None) -> tuple[str, int]:
     try:
         port = int(port_text)
     except ValueError:
-        raise ConfigError(f"exporter listen address {text!r}: the port must be a number (e.g. 127.0.0.1:9464)") from None
+        raise ConfigError(f"{what} listen address {text!r}: the port must be a number (e.g. {default})") from None
     if not 0 <= port <= 65535:
-        raise ConfigError(f"exporter listen address {text!r}: the port must be between 0 and 65535")
+        raise ConfigError(f"{what} listen address {text!r}: the port must be between 0 and 65535")
     return (host or "127.0.0.1"), port
 
 

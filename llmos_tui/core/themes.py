@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 __all__ = ["DEFAULT_THEME", "SHIPPED", "ALIASES", "FIELDS", "BUILTIN", "read_theme", "theme_files",
            "read_themes", "resolve", "shipped_file"]
@@ -63,13 +63,17 @@ def theme_files(folders: Iterable[Path]) -> list[Path]:
     return [path for folder in folders if folder.is_dir() for path in sorted(folder.glob("*.toml"))]
 
 
-def read_themes(folders: Iterable[Path]) -> tuple[list[dict[str, object]], list[str]]:
-    """Every usable theme file's data; a bad file is one line in the problems and is skipped."""
-    themes: list[dict[str, object]] = []
+T = TypeVar("T")
+
+
+def read_themes(folders: Iterable[Path], load: "Callable[[Path], T]" = read_theme) -> tuple[list[T], list[str]]:
+    """Every usable theme file, read by ``load`` (its data here; the TUI's Theme in ui/themes.py);
+    a bad file is one line in the problems and is skipped."""
+    themes: list[T] = []
     problems: list[str] = []
     for path in theme_files(folders):
         try:
-            themes.append(read_theme(path))
+            themes.append(load(path))
         except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
             problems.append(f"theme file {path} skipped: {str(exc).splitlines()[0]}")
     return themes, problems

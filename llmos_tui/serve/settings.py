@@ -20,7 +20,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from llmos_tui.config import Config
+from llmos_tui.config import Config, is_loopback, parse_listen as config_parse_listen
 from llmos_tui.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -67,25 +67,8 @@ class ServeSettings:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``"8080"`` / ``":8080"`` / ``"127.0.0.1:8080"`` / ``"[::1]:8080"`` -> (host, port); no host means loopback."""
-    value = (text or DEFAULT_LISTEN).strip()
-    host, sep, port_text = value.rpartition(":")
-    if not sep:
-        host, port_text = "", value
-    host = host.strip()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"serve: listen address {text!r}: the port must be a number (e.g. 127.0.0.1:8080)") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"serve: listen address {text!r}: the port must be between 0 and 65535")
-    return host or "127.0.0.1", port
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """The daemon's listen address (config.parse_listen with the daemon's default and name)."""
+    return config_parse_listen(text, DEFAULT_LISTEN, "serve:")
 
 
 def read_token_file(path: str | Path) -> str:

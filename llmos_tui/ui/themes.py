@@ -9,7 +9,6 @@ by Textual itself: it drops every colour from the screen, whatever the theme.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,7 @@ from textual.app import App
 from textual.theme import Theme
 
 from llmos_tui.config import Config
-from llmos_tui.core.themes import ALIASES, DEFAULT_THEME, SHIPPED, read_theme, resolve, theme_files
+from llmos_tui.core.themes import ALIASES, DEFAULT_THEME, SHIPPED, read_theme, read_themes, resolve
 
 if TYPE_CHECKING:
     from llmos_tui.ui.app import LlmosApp
@@ -38,14 +37,7 @@ def load_theme(path: Path) -> Theme:
 
 def load_themes(folders: list[Path]) -> tuple[list[Theme], list[str]]:
     """Every theme file found; problems come back as one line each (a bad file never stops the app)."""
-    themes: list[Theme] = []
-    problems: list[str] = []
-    for path in theme_files(folders):
-        try:
-            themes.append(load_theme(path))
-        except (OSError, ValueError, TypeError, tomllib.TOMLDecodeError) as exc:
-            problems.append(f"theme file {path} skipped: {str(exc).splitlines()[0]}")
-    return themes, problems
+    return read_themes(folders, load_theme)
 
 
 # ---- the app's side: install, choose, switch, keep -------------------------------------------
