@@ -38,11 +38,12 @@ REQUEST_WAIT_S = 0.3  # how long the server waits for a request line before it s
 MAX_REQUEST = 65536
 
 
-def _secure_dir(path: Path) -> None:
+def secure_dir(path: Path, what: str = "publish the status") -> None:
+    """The runtime folder, the owner's alone (0700): made, or checked and tightened."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     st = path.stat()
     if st.st_uid != os.getuid():
-        raise OSError(f"{path} belongs to another user; refusing to publish the status there")
+        raise OSError(f"{path} belongs to another user; refusing to {what} there")
     if st.st_mode & 0o077:
         os.chmod(path, 0o700)
 
@@ -63,7 +64,7 @@ class StatusEndpoint:
 
     def start(self, snapshot: Snapshot, handler: Handler | None = None) -> "StatusEndpoint":
         self._snapshot, self._handler = snapshot, handler
-        _secure_dir(self.dir)
+        secure_dir(self.dir)
         if self.path.exists():
             self.path.unlink()  # our own pid: a leftover of an earlier process with this pid
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

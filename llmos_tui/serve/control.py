@@ -45,15 +45,6 @@ def socket_path(runtime_dir: Path, pid: int | None = None) -> Path:
     return Path(runtime_dir) / f"{PREFIX}{pid or os.getpid()}{SUFFIX}"
 
 
-def secure_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    st = path.stat()
-    if st.st_uid != os.getuid():
-        raise OSError(f"{path} belongs to another user; refusing to put the control socket there")
-    if st.st_mode & 0o077:
-        os.chmod(path, 0o700)
-
-
 class Control:
     def __init__(self, operator: "Operator", api: OpenAIApi) -> None:
         self.operator = operator

@@ -34,7 +34,8 @@ from llmos_tui.config import Config
 from llmos_tui.core.wiring import build_core
 from llmos_tui.exporters.prometheus import LlmosCollector
 from llmos_tui.serve.api import OpenAIApi, create_app
-from llmos_tui.serve.control import create_control_app, secure_dir, socket_path
+from llmos_tui.core.endpoint import secure_dir
+from llmos_tui.serve.control import create_control_app, socket_path
 from llmos_tui.serve.gate import Gate
 from llmos_tui.serve.lock import DaemonLock
 from llmos_tui.serve.settings import ServeSettings
@@ -220,7 +221,7 @@ class Daemon:
 
 def _owner_only_socket(path: Path) -> socket.socket:
     """A Unix socket only this user can connect to: folder 0700, socket 0600 from the start."""
-    secure_dir(path.parent)
+    secure_dir(path.parent, "put the control socket")
     if path.exists():
         path.unlink()  # our own pid: a leftover of an earlier process with this pid
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
