@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llmos_tui.doctor.api import detector
 from llmos_tui.doctor.context import DetectorContext
-from llmos_tui.doctor.detectors.common import _gpus, _held
+from llmos_tui.doctor.detectors.common import MIB, _gpus, _held
 
 
 @detector("gpu.vram_pressure", "warning", needs=("sample",))
@@ -26,6 +26,8 @@ def vram_pressure(ctx: DetectorContext) -> list:
                       "window_pct": [round(v, 1) for v in ctx.window(f"gpu{gpu.index}.mem_pct", 5)]},
             fingerprint=f"gpu.vram_pressure.{gpu.index}",
             repairs=["engine.kv_quant", "engine.smaller_ctx"],
+            fact=f"GPU {gpu.index} VRAM {pct:.0f} % full ({(gpu.mem_used or 0) / MIB:.0f} of "
+                 f"{(gpu.mem_total or 0) / MIB:.0f} MiB).",
         ))
     return out
 
@@ -55,6 +57,10 @@ def thermal(ctx: DetectorContext) -> list:
                       "sm_clock": gpu.sm_clock, "sm_clock_max": gpu.sm_clock_max,
                       "temps": ctx.window(f"gpu{gpu.index}.temp", 10)},
             fingerprint=f"gpu.thermal.{gpu.index}",
+            fact=f"GPU {gpu.index} clocks are held down ({what})"
+                 + (f" at {gpu.temp:.0f} °C" if gpu.temp is not None else "")
+                 + (f", SM clock {gpu.sm_clock} of {gpu.sm_clock_max} MHz." if gpu.sm_clock and gpu.sm_clock_max
+                    else "."),
         ))
     return out
 
@@ -74,6 +80,8 @@ def power_cap(ctx: DetectorContext) -> list:
                       "sm_clock": gpu.sm_clock, "sm_clock_max": gpu.sm_clock_max,
                       "power_window": ctx.window(f"gpu{gpu.index}.power", 10)},
             fingerprint=f"gpu.power_cap.{gpu.index}",
+            fact=f"GPU {gpu.index} draws {gpu.power or 0:.0f} W of its {gpu.power_limit or 0:.0f} W cap at "
+                 f"{gpu.util_gpu or 0:.0f} % busy, and the driver reports the power cap limiting its clocks.",
         ))
     return out
 

@@ -1,0 +1,168 @@
+"""Narrated findings (fact / likely) and looking ahead (the VRAM trend with an ETA)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmos_tui.doctor import Doctor, PluginManager, Policy
+from llmos_tui.doctor.api import Finding, detector, ensure_narration, generic_narration
+from llmos_tui.telemetry import ReplaySource, Sampler
+from llmos_tui.telemetry.sample import GpuProcess, GpuSample, Sample
+
+DATA = Path(__file__).parent / "data"
+CLIMB = DATA / "trace_vram_climb.jsonl"
+THROTTLE = DATA / "trace_throttle.jsonl"
+GIB, MIB = 1024**3, 1024**2
+
+
+def builtins() -> PluginManager:
+    manager = PluginManager()
+    manager.load_all(folders=[], entry_points=False)
+    return manager
+
+
+def replay(trace: Path) -> tuple[Doctor, Sampler]:
+    sampler = Sampler(ReplaySource(trace, speed=0), interval=1.0)
+    return Doctor(None, sampler, None, Policy.from_config({"grace_s": 0}), plugins=builtins()), sampler
+
+
+def drive(doctor: Doctor, sampler: Sampler, each=None) -> None:
+    while not any(getattr(s, "exhausted", False) for s in sampler.sources):
+        sampler.poll_once()
+        found = doctor.run_once(force=False)
+        if each is not None:
+            each(sampler.latest, found)
+    sampler.close()
+
+
+def test_builtin_findings_on_a_replayed_trace_are_narrated_with_their_numbers() -> None:
+    doctor, sampler = replay(THROTTLE)
+    drive(doctor, sampler)
+    findings = doctor.findings()
+    assert {"gpu.power_cap", "gpu.thermal", "engine.tps_drop"} <= {f.detector for f in findings}
+    for f in findings:
+        assert f.narration_kind in ("fact", "likely") and f.narration, f
+        assert f.narrated.startswith(f.narration_kind + ": ")
+        assert any(ch.isdigit() for ch in f.narration), f"no number in {f.narration!r}"
+    cap = next(f for f in findings if f.detector == "gpu.power_cap")
+    assert cap.narration_kind == "fact" and " W of its " in cap.narration
+    drop = next(f for f in findings if f.detector == "engine.tps_drop")
+    assert "tok/s" in drop.narration and "slower" in drop.narration
+    # to_dict carries it (the doctor's JSON, the journal's record)
+    assert drop.to_dict()["narration"] == drop.narration and drop.to_dict()["narration_kind"] == "fact"
+
+
+def test_a_plugin_finding_without_narration_gets_a_generic_fact_line() -> None:
+    manager = builtins()
+
+    @detector("plugin.quiet", "warning", registry=manager.registry)
+    def quiet(ctx):
+        return [ctx.finding("disk almost full", evidence={"free_gib": 1.5, "mount": "/var", "log": ["a", "b"]})]
+
+    doctor = Doctor(None, Sampler(_Gpu(GpuSample(index=0)), interval=1.0), None, Policy(), plugins=manager)
+    doctor.sampler.poll_once()
+    f = next(f for f in doctor.run_once() if f.detector == "plugin.quiet")
+    assert f.narration_kind == "fact"
+    assert f.narration == "Disk almost full (free_gib 1.5, mount /var)."
+    assert generic_narration("x", {}) == "X."
+    likely = ensure_narration(Finding("t", narration="it is probably hot", narration_kind="likely"))
+    assert likely.narrated == "likely: it is probably hot"
+
+
+def test_the_journal_record_carries_the_narration(tmp_path: Path) -> None:
+    from llmos_tui.journal import Journal
+
+    journal = Journal(tmp_path / "j.db")
+    gpu = GpuSample(index=0, mem_used=int(79.5 * GIB), mem_total=80 * GIB)
+    doctor = Doctor(None, Sampler(_Gpu(gpu), interval=1.0), journal, Policy(), plugins=builtins())
+    for _ in range(3):
+        doctor.sampler.poll_once()
+        doctor.run_once()
+    f = next(f for f in doctor.findings() if f.detector == "gpu.vram_pressure")
+    row = journal.get_finding(f.journal_id)
+    assert row["evidence"]["narration"] == f.narration == "GPU 0 VRAM 99 % full (81408 of 81920 MiB)."
+    assert row["evidence"]["narration_kind"] == "fact"
+    journal.close()
+
+
+def test_vram_climb_is_foreseen_before_full_with_an_eta_within_30_percent() -> None:
+    header = json.loads(CLIMB.read_text().splitlines()[0])
+    assert header["synthetic"] is True
+    full_ts = header["start"] + header["full_at_s"]
+    doctor, sampler = replay(CLIMB)
+    first: dict[str, object] = {}
+
+    def each(sample: Sample, found: list[Finding]) -> None:
+        for f in found:
+            if f.detector == "gpu.vram_trend" and not first:
+                gpu = sample.gpus[0]
+                first.update(ts=sample.ts, eta=f.evidence["eta_s"], full=gpu.mem_used >= gpu.mem_total, f=f)
+
+    drive(doctor, sampler, each)
+    assert first, "no VRAM trend finding on a steady climb"
+    assert not first["full"], "raised only once VRAM was already full"
+    real = full_ts - first["ts"]
+    assert real > 60, f"raised only {real:.0f} s before full"
+    assert abs(first["eta"] - real) <= 0.3 * real, (first["eta"], real)
+    f = first["f"]
+    assert f.narration_kind == "likely" and "likely full in" in f.narration and "MiB/min" in f.narration
+    # the engine's own growth (1.8 GiB/min) is told from the other tenant's (0.2 GiB/min)
+    assert abs(f.evidence["engine_mib_per_min"] - 1.8 * 1024) < 0.15 * 1.8 * 1024
+    assert abs(f.evidence["other_mib_per_min"] - 0.2 * 1024) < 60
+    # it followed the climb with a shrinking ETA
+    last = next(x for x in doctor.findings() if x.detector == "gpu.vram_trend")
+    assert last.evidence["eta_s"] < first["eta"]
+
+
+def test_vram_trend_is_retracted_when_the_climb_stops() -> None:
+    source = _Series()
+    doctor = Doctor(None, Sampler(source, interval=1.0), None, Policy.from_config({"grace_s": 0}),
+                    plugins=builtins())
+    for t in range(0, 120, 2):  # climbing 3 GiB/min from 60 GiB
+        source.next(t, 60 * GIB + t / 60 * 3 * GIB)
+        doctor.sampler.poll_once()
+        doctor.run_once(force=False)
+    trend = [f for f in doctor.findings(open_only=True) if f.detector == "gpu.vram_trend"]
+    assert trend, "a 3 GiB/min climb with 14 GiB left is inside the horizon"
+    level = 60 * GIB + 118 / 60 * 3 * GIB
+    for t in range(120, 400, 2):  # the conversation was reset: memory falls back and stays flat
+        source.next(t, level - 4 * GIB)
+        doctor.sampler.poll_once()
+        doctor.run_once(force=False)
+    assert trend[0].state == "resolved"
+    assert not [f for f in doctor.findings(open_only=True) if f.detector == "gpu.vram_trend"]
+
+
+def test_flat_memory_raises_no_trend() -> None:
+    source = _Series()
+    doctor = Doctor(None, Sampler(source, interval=1.0), None, Policy.from_config({"grace_s": 0}),
+                    plugins=builtins())
+    for t in range(0, 300, 2):
+        source.next(t, 70 * GIB + (t % 7) * MIB)
+        doctor.sampler.poll_once()
+        doctor.run_once(force=False)
+    assert not [f for f in doctor.findings() if f.detector == "gpu.vram_trend"]
+
+
+class _Gpu:
+    def __init__(self, gpu: GpuSample) -> None:
+        self.gpu = gpu
+
+    def collect(self, sample: Sample) -> None:
+        sample.gpus = [self.gpu]
+
+
+class _Series:
+    """One GPU whose used memory (and sample time) the test sets before each poll."""
+
+    def __init__(self) -> None:
+        self.ts, self.used = 0.0, 0
+
+    def next(self, t: float, used: float) -> None:
+        self.ts, self.used = 1_000_000.0 + t, int(used)
+
+    def collect(self, sample: Sample) -> None:
+        sample.ts = self.ts
+        sample.gpus = [GpuSample(index=0, mem_used=self.used, mem_total=80 * GIB,
+                                 processes=[GpuProcess(pid=1, used_memory=self.used, is_engine=True)])]
