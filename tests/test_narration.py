@@ -166,3 +166,45 @@ class _Series:
         sample.ts = self.ts
         sample.gpus = [GpuSample(index=0, mem_used=self.used, mem_total=80 * GIB,
                                  processes=[GpuProcess(pid=1, used_memory=self.used, is_engine=True)])]
+
+
+# ---- XID and ECC ladders ---------------------------------------------------------------------
+def _xid_findings(**gpu_fields) -> list[Finding]:
+    doctor = Doctor(None, Sampler(_Gpu(GpuSample(index=0, **gpu_fields)), interval=1.0), None, Policy(),
+                    plugins=builtins())
+    doctor.sampler.poll_once()
+    return [f for f in doctor.run_once() if f.detector == "gpu.xid_ecc"]
+
+
+def test_xid_ladders_are_table_driven_and_the_doctor_only_restarts_its_engine() -> None:
+    from llmos_tui.doctor.xid import DOCTOR_STEPS, ECC_LADDERS, STEPS, XID_LADDERS, xid_ladder
+
+    assert DOCTOR_STEPS == {"restart_engine"}, "the doctor never resets, drains, reboots or calls anyone"
+    for table in (XID_LADDERS, ECC_LADDERS):
+        for ladder in table.values():
+            assert ladder.steps and set(ladder.steps) <= set(STEPS)
+            assert "restart_engine" not in ladder.steps[1:] or ladder.steps[0] == "watch"
+    # NVIDIA's buckets: 13 restart the application, 48 reset the GPU, 79 reboot the box
+    assert xid_ladder(13).bucket == "RESTART_APP" and xid_ladder(13).doctor_acts
+    assert xid_ladder(48).steps == ("stop_work", "drain", "reset_gpu", "service")
+    assert xid_ladder(79).bucket == "RESTART_BM" and "reboot" in xid_ladder(79).steps
+    assert xid_ladder(12345).severity == "warning" and "catalog" in xid_ladder(12345).meaning
+
+    (app,) = _xid_findings(xid_events=[13])
+    assert app.repairs == ["engine.restart"] and app.severity == "warning"
+    assert app.evidence["ladder"][0] == "1. restart the engine (the doctor does this)"
+    assert app.narration_kind == "fact" and "restart engine -> reset gpu -> service" in app.narration
+    (bus,) = _xid_findings(xid_events=[79])
+    assert bus.repairs == [] and bus.severity == "critical"
+    assert "reboot" in bus.narration and "the doctor only tells" in bus.narration
+    assert bus.evidence["nvidia_action"] == "RESTART_BM"
+
+
+def test_ecc_and_remap_states_get_their_ladders() -> None:
+    (ecc,) = _xid_findings(ecc_volatile_uncorrected=3)
+    assert ecc.severity == "error" and ecc.evidence["ladder"][0].startswith("1. restart the engine")
+    assert "3 uncorrectable ECC errors" in ecc.narration
+    (failed,) = _xid_findings(remap_failure=True)
+    assert failed.severity == "critical" and any("call service" in s for s in failed.evidence["ladder"])
+    (pending,) = _xid_findings(remap_pending=True)
+    assert pending.severity == "warning" and "reset the GPU" in pending.evidence["ladder"][-1]

@@ -148,6 +148,10 @@ class DoctorScreen(Screen[None]):
         text.append(f"#{f.id} {f.severity.upper()}  ", style=SEVERITY_STYLE.get(f.severity, ""))
         text.append(sanitize(f.title) + "\n", style="bold")
         text.append(sanitize(f.narrated) + "\n", style="italic")
+        ladder = f.evidence.get("ladder")
+        if isinstance(ladder, list) and ladder:
+            text.append("\nwhat to do (NVIDIA's ladder)\n", style="underline")
+            text.append("".join(sanitize(str(step)) + "\n" for step in ladder))
         text.append(f"{f.detector} · {f.state} · seen {f.count}× · first {_clock(f.ts)} · last {_clock(f.last_ts)}\n")
         if f.journal_id:
             text.append(f"journal fnd:{f.journal_id}" + (f" act:{f.action_id}" if f.action_id else "") + "\n", "dim")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmos_tui.doctor.api import detector
 from llmos_tui.doctor.context import DetectorContext
 from llmos_tui.doctor.detectors.common import MIB, _gpus, _held
+from llmos_tui.doctor.xid import ECC_LADDERS, XID_LADDERS, Ladder, xid_ladder
 
 
 @detector("gpu.vram_pressure", "warning", needs=("sample",))
@@ -86,53 +87,68 @@ def power_cap(ctx: DetectorContext) -> list:
     return out
 
 
-# DCGM's reading of XIDs: these mean the GPU (or its memory/link) failed.
-XID_FAILURES = {48: "double-bit ECC error", 74: "NVLink error", 79: "GPU has fallen off the bus",
-                95: "uncontained ECC error", 64: "ECC page retirement or row-remap failure",
-                92: "high single-bit ECC error rate", 94: "contained ECC error", 119: "GSP RPC timeout",
-                120: "GSP error"}
-XID_APP = {13: "graphics engine exception", 31: "GPU memory page fault", 43: "GPU stopped processing",
-           45: "preemptive cleanup", 63: "ECC page retirement or row remapping recorded"}
-XID_CRITICAL = (48, 74, 79, 95)
+# The XID table lives in ``doctor/xid.py`` (ladders from NVIDIA's guidance); these names stay.
+XID_FAILURES = {x: l.meaning for x, l in XID_LADDERS.items() if not l.doctor_acts and l.steps[0] != "watch"}
+XID_APP = {x: l.meaning for x, l in XID_LADDERS.items() if x not in XID_FAILURES}
+XID_CRITICAL = tuple(x for x, l in XID_LADDERS.items() if l.severity == "critical")
+
+
+def _ladder_evidence(ladder: Ladder) -> dict[str, object]:
+    return {"ladder": ladder.lines(), "nvidia_action": ladder.bucket,
+            "doctor_does": "restart its engine" if ladder.doctor_acts else "tell (every step is the operator's)"}
+
+
+def _ladder_fact(head: str, ladder: Ladder) -> str:
+    who = ("the doctor restarts its engine, the rest is yours" if ladder.doctor_acts
+           else "the doctor only tells; every step is yours")
+    return f"{head}; NVIDIA's ladder: {ladder.short()} ({who})."
 
 
 @detector("gpu.xid_ecc", "error", needs=("sample",), grace=False, hysteresis=1)
 def xid_ecc(ctx: DetectorContext) -> list:
-    """XID errors (with DCGM's severity) and uncorrectable ECC errors."""
+    """XID errors and ECC / row-remap state, each with its action ladder from NVIDIA's guidance."""
     out = []
     for gpu in _gpus(ctx):
         for xid in sorted(set(gpu.xid_events or [])):
-            if xid in XID_CRITICAL:
-                sev, what = "critical", XID_FAILURES[xid]
-            elif xid in XID_FAILURES:
-                sev, what = "error", XID_FAILURES[xid]
-            else:
-                sev, what = "warning", XID_APP.get(xid, "driver-reported error")
+            ladder = xid_ladder(xid)
             out.append(ctx.finding(
-                f"GPU {gpu.index} XID {xid}: {what}",
-                severity=sev,
-                evidence={"gpu": gpu.index, "xid": xid, "xid_events": list(gpu.xid_events), "meaning": what,
-                          "dcgm": "failure" if xid in XID_CRITICAL else "warning",
-                          "advice": "drain the node and reset or replace the GPU" if sev == "critical" else
-                          "check dmesg; restart the engine if it keeps happening"},
+                f"GPU {gpu.index} XID {xid}: {ladder.meaning}",
+                severity=ladder.severity,
+                evidence={"gpu": gpu.index, "xid": xid, "xid_events": list(gpu.xid_events), "meaning": ladder.meaning,
+                          "dcgm": "failure" if ladder.severity == "critical" else "warning",
+                          **_ladder_evidence(ladder)},
                 fingerprint=f"gpu.xid.{gpu.index}.{xid}",
-                repairs=[] if xid in XID_FAILURES else ["engine.restart"],
+                repairs=["engine.restart"] if ladder.doctor_acts else [],
+                fact=_ladder_fact(f"GPU {gpu.index} reported XID {xid} ({ladder.meaning})", ladder),
             ))
         prev = ctx.memory.get(f"ecc{gpu.index}")
         unc = gpu.ecc_volatile_uncorrected
         ctx.memory[f"ecc{gpu.index}"] = unc
         if unc and (prev is None or unc > prev):
+            ladder = ECC_LADDERS["remap failure" if gpu.remap_failure else "ecc uncorrected"]
             out.append(ctx.finding(
                 f"GPU {gpu.index} uncorrectable ECC errors: {unc}",
                 severity="critical" if gpu.remap_failure else "error",
                 evidence={"gpu": gpu.index, "ecc_volatile_uncorrected": unc, "previous": prev,
                           "ecc_aggregate_uncorrected": gpu.ecc_aggregate_uncorrected,
                           "remapped_uncorrected": gpu.remapped_uncorrected, "remap_pending": gpu.remap_pending,
-                          "remap_failure": gpu.remap_failure},
+                          "remap_failure": gpu.remap_failure, **_ladder_evidence(ladder)},
                 fingerprint=f"gpu.ecc.{gpu.index}",
+                fact=_ladder_fact(f"GPU {gpu.index} counted {unc} uncorrectable ECC errors"
+                                  + (f" (was {prev})" if prev else ""), ladder),
             ))
         elif gpu.remap_failure:
+            ladder = ECC_LADDERS["remap failure"]
             out.append(ctx.finding(
                 f"GPU {gpu.index} row remapping failed", severity="critical",
-                evidence={"gpu": gpu.index, "remap_failure": True}, fingerprint=f"gpu.remap.{gpu.index}"))
+                evidence={"gpu": gpu.index, "remap_failure": True, **_ladder_evidence(ladder)},
+                fingerprint=f"gpu.remap.{gpu.index}",
+                fact=_ladder_fact(f"GPU {gpu.index} reports a failed row remap", ladder)))
+        elif gpu.remap_pending:
+            ladder = ECC_LADDERS["remap pending"]
+            out.append(ctx.finding(
+                f"GPU {gpu.index} row remap pending a GPU reset", severity="warning",
+                evidence={"gpu": gpu.index, "remap_pending": True, **_ladder_evidence(ladder)},
+                fingerprint=f"gpu.remap_pending.{gpu.index}",
+                fact=_ladder_fact(f"GPU {gpu.index} has a row remap waiting for a reset", ladder)))
     return out
