@@ -107,6 +107,10 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
         the_doctor = _doctor(mode, supervisor, sampler, writer, policy, changes, chat, config.readonly,
                              tuner, start=(mode != "oneshot") if start_doctor is None else start_doctor)
         closers.append(the_doctor.stop)
+    if mode != "replay":  # [hooks]: a trace's events are not this box's
+        from llmos_tui.core.hooks import attach_hooks
+
+        attach_hooks(config, the_doctor, changes, writer, closers)
 
     status_endpoint = None
     if endpoint if endpoint is not None else mode in ("live", "replay"):
