@@ -37,6 +37,7 @@ SUBCOMMAND_MODULES = (
     "llmos_tui.cli.exporter",
     "llmos_tui.cli.config_cmd",
     "llmos_tui.cli.tune",
+    "llmos_tui.cli.report",
 )
 
 
