@@ -208,3 +208,46 @@ def test_ecc_and_remap_states_get_their_ladders() -> None:
     assert failed.severity == "critical" and any("call service" in s for s in failed.evidence["ladder"])
     (pending,) = _xid_findings(remap_pending=True)
     assert pending.severity == "warning" and "reset the GPU" in pending.evidence["ladder"][-1]
+
+
+# ---- the packaged demo trace -------------------------------------------------------------------
+def test_the_packaged_demo_trace_shows_narration_eta_and_ladders() -> None:
+    from llmos_tui.paths import DEMO_MODEL
+
+    demo = DEMO_MODEL.with_name("demo_trace.jsonl")
+    header = json.loads(demo.read_text().splitlines()[0])
+    assert header["synthetic"] is True and "Synthetic" in header["description"]
+    doctor, sampler = replay(demo)
+    seen: dict[str, float] = {}
+    drive(doctor, sampler, lambda sample, found: [seen.setdefault(f.detector, sample.ts - header["start"])
+                                                  for f in found])
+    by = {f.detector: f for f in doctor.findings()}
+    # VRAM full would be at ~444 s: foreseen well before, retracted when the conversation is reset (330 s)
+    assert seen["gpu.vram_trend"] < 200 and by["gpu.vram_trend"].state == "resolved"
+    assert "likely full in" in by["gpu.vram_trend"].narration
+    assert 355 <= seen["gpu.thermal"] <= 400 and "engine.tps_drop" in by
+    xid = by["gpu.xid_ecc"]
+    assert seen["gpu.xid_ecc"] == 450 and xid.state == "open", "an XID's finding outlives its one sample"
+    assert xid.evidence["ladder"][0].startswith("1. restart the engine") and "XID 43" in xid.narration
+
+
+def test_replay_demo_names_the_packaged_trace(tmp_path: Path, monkeypatch) -> None:
+    from llmos_tui.config import load_config
+    from llmos_tui.core.wiring import build_core
+
+    monkeypatch.setenv("LLMOS_TUI_HOME", str(tmp_path))
+    op = build_core(load_config(tmp_path / "none.toml"), "replay", replay="demo", replay_speed=0, doctor=False,
+                    endpoint=False)
+    try:
+        assert op.replay is not None and op.replay["path"].endswith("llmos_tui/data/demo_trace.jsonl")
+        assert op.replay["synthetic"] is True
+    finally:
+        op.close()
+
+
+def test_console_notice_carries_the_narration() -> None:
+    from llmos_tui.console.app import _notice_for
+    from llmos_tui.doctor.book import DoctorEvent
+
+    f = Finding("GPU 0 memory 99 % full", severity="error", narration="VRAM 99 %.", narration_kind="fact")
+    assert _notice_for(DoctorEvent("finding", f)) == "[doctor] error: GPU 0 memory 99 % full\n         fact: VRAM 99 %."

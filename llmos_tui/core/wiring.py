@@ -71,6 +71,10 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
         raise LlmosError(f"unknown face {face!r} (known: {', '.join(FACES)})")
     if mode == "replay" and not replay:
         raise LlmosError("replay mode needs a trace file (--replay FILE)")
+    if replay == "demo":  # the packaged synthetic incident trace (llmos_tui/data/demo_trace.jsonl)
+        from llmos_tui.paths import DEMO_MODEL
+
+        replay = str(DEMO_MODEL.with_name("demo_trace.jsonl"))
     problems: list[str] = []
     closers: list[Callable[[], None]] = []
 

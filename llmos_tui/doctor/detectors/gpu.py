@@ -108,13 +108,22 @@ def _ladder_fact(head: str, ladder: Ladder) -> str:
 def xid_ecc(ctx: DetectorContext) -> list:
     """XID errors and ECC / row-remap state, each with its action ladder from NVIDIA's guidance."""
     out = []
+    # an XID arrives in one sample; its finding stays open for hold_s after the last one seen
+    hold_s = float(ctx.setting("hold_s", 600.0))
+    now = ctx.sample.ts if ctx.sample is not None else ctx.now
+    seen: dict[tuple[int, int], float] = ctx.memory.setdefault("xid_seen", {})  # type: ignore[assignment]
     for gpu in _gpus(ctx):
-        for xid in sorted(set(gpu.xid_events or [])):
+        for xid in set(gpu.xid_events or []):
+            seen[(gpu.index, xid)] = now
+        for key in [k for k, ts in seen.items() if now - ts > hold_s or ts > now + 1]:
+            del seen[key]
+        for xid in sorted(x for (index, x) in seen if index == gpu.index):
             ladder = xid_ladder(xid)
             out.append(ctx.finding(
                 f"GPU {gpu.index} XID {xid}: {ladder.meaning}",
                 severity=ladder.severity,
                 evidence={"gpu": gpu.index, "xid": xid, "xid_events": list(gpu.xid_events), "meaning": ladder.meaning,
+                          "last_seen_ts": seen[(gpu.index, xid)],
                           "dcgm": "failure" if ladder.severity == "critical" else "warning",
                           **_ladder_evidence(ladder)},
                 fingerprint=f"gpu.xid.{gpu.index}.{xid}",
