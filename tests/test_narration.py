@@ -251,3 +251,45 @@ def test_console_notice_carries_the_narration() -> None:
 
     f = Finding("GPU 0 memory 99 % full", severity="error", narration="VRAM 99 %.", narration_kind="fact")
     assert _notice_for(DoctorEvent("finding", f)) == "[doctor] error: GPU 0 memory 99 % full\n         fact: VRAM 99 %."
+
+
+def test_temperature_trend_foresees_the_slowdown_threshold() -> None:
+    from llmos_tui.paths import DEMO_MODEL
+
+    demo = DEMO_MODEL.with_name("demo_trace.jsonl")
+    start = json.loads(demo.read_text().splitlines()[0])["start"]
+    doctor, sampler = replay(demo)
+    first: dict[str, object] = {}
+
+    def each(sample: Sample, found: list[Finding]) -> None:
+        for f in found:
+            if f.detector == "gpu.temp_trend" and not first:
+                first.update(t=sample.ts - start, temp=sample.gpus[0].temp, eta=f.evidence["eta_s"], f=f)
+
+    drive(doctor, sampler, each)
+    # the demo GPU warms 7.5 °C/min from 200 s and reaches 87 °C at ~416 s
+    assert first and first["temp"] < 87, first
+    real = 200 + (87 - 60) / 0.125 - first["t"]
+    assert real > 60 and abs(first["eta"] - real) <= 0.3 * real, (first["eta"], real)
+    assert first["f"].narration_kind == "likely" and "°C slowdown threshold in" in first["f"].narration
+    (only,) = [f for f in doctor.findings() if f.detector == "gpu.temp_trend"]
+    assert only.state == "resolved", "retracted once it reached the threshold; not raised again while cooling"
+
+
+def test_context_trend_counts_the_turns_left() -> None:
+    from llmos_tui.doctor.context import DetectorContext, JournalView
+    from llmos_tui.doctor.detectors.trends import context_trend
+
+    memory: dict = {}
+
+    def run(used: int) -> list:
+        ctx = DetectorContext("context.trend", "info", 0.0, None, None, None, None, "ready",
+                              {"ctx_used": used, "n_ctx": 8192}, [], [], [], None, JournalView(None), memory)
+        return context_trend(ctx)
+
+    assert run(1000) == [] and run(1500) == [], "no pace from one turn"
+    assert run(2000) == [], "500 tokens a turn, 12 turns left: not yet"
+    (f,) = run(7000)  # steps 500, 500, 5000: ~2000 a turn, 1192 left
+    assert f.evidence["tokens_per_turn"] == 2000 and f.evidence["turns_left"] == 0.6
+    assert f.narration_kind == "likely" and "7000 of 8192 tokens used" in f.narration
+    assert run(100) == [], "a reset conversation starts the pace again"

@@ -141,3 +141,52 @@ def context_trend(ctx: DetectorContext) -> list:
         likely=f"{used} of {n_ctx} tokens used at ~{pace:.0f} tokens a turn: likely full in ~{max(turns, 0):.0f} "
                f"turns.",
     )]
+
+
+@detector("gpu.temp_trend", "info", needs=("sample",), grace=False)
+def temp_trend(ctx: DetectorContext) -> list:
+    """A GPU warming steadily toward its own slowdown threshold: an ETA from the slope."""
+    window_s = float(ctx.setting("window_s", 120.0))
+    horizon_s = float(ctx.setting("horizon_s", 900.0))
+    min_per_min = float(ctx.setting("min_c_per_min", 0.5))
+    sample_ts = ctx.sample.ts if ctx.sample is not None else ctx.now
+    out = []
+    for gpu in _gpus(ctx):
+        if gpu.temp is None or not gpu.temp_slowdown:
+            continue
+        points: deque[tuple[float, float]] = ctx.memory.setdefault(f"pts{gpu.index}", deque())  # type: ignore[assignment]
+        if points and points[-1][0] >= sample_ts:
+            if sample_ts < points[-1][0] - window_s:
+                points.clear()
+            else:
+                continue
+        points.append((sample_ts, float(gpu.temp)))
+        while points and points[0][0] < sample_ts - window_s:
+            points.popleft()
+        active = bool(ctx.memory.get(f"on{gpu.index}"))
+        fit = stats.trend([t for t, _ in points], [v for _, v in points]) if len(points) >= 10 else None
+        recent = [p for p in points if p[0] >= sample_ts - window_s / 2]
+        half = stats.trend([t for t, _ in recent], [v for _, v in recent]) if fit is not None else None
+        slope = (half.slope_per_s if half is not None and active else (fit.slope_per_s if fit else 0.0))
+        steady = (fit is not None and half is not None and fit.slope_per_s > 0
+                  and abs(half.slope_per_s - fit.slope_per_s) <= 0.35 * fit.slope_per_s and fit.r >= 0.8)
+        left = float(gpu.temp_slowdown) - float(gpu.temp)
+        eta = left / slope if slope > 0 else float("inf")
+        warming = points[-1][1] >= max(v for _, v in points) - 0.5  # at its peak, not cooling from one
+        soon = (steady or active) and warming and slope * 60 >= min_per_min and 0 < left and eta <= horizon_s * (
+            1.5 if active else 1.0)
+        held = _held(ctx, f"warm{gpu.index}", soon, 1 if active else int(ctx.setting("samples", 3)))
+        ctx.memory[f"on{gpu.index}"] = bool(held)
+        if not held:
+            continue
+        out.append(ctx.finding(
+            f"GPU {gpu.index} warming toward its slowdown: {gpu.temp:.0f} °C, likely at {gpu.temp_slowdown} °C "
+            f"in {_minutes(eta)}",
+            evidence={"gpu": gpu.index, "temp": gpu.temp, "temp_slowdown": gpu.temp_slowdown,
+                      "c_per_min": round(slope * 60, 2), "eta_s": round(eta, 1), "window_s": window_s,
+                      "advice": "check the airflow and the fans before the clocks are held down"},
+            fingerprint=f"gpu.temp_trend.{gpu.index}",
+            likely=f"GPU {gpu.index} at {gpu.temp:.0f} °C, warming ~{slope * 60:.1f} °C/min over the last "
+                   f"{window_s:.0f} s: likely at its {gpu.temp_slowdown} °C slowdown threshold in {_minutes(eta)}.",
+        ))
+    return out
