@@ -92,6 +92,13 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
                             if telemetry else (None, None))
     if sampler is not None:
         closers.append(sampler.close)
+    if sampler is not None and writer is not None and mode == "live":  # rollups: the flight recorder
+        from llmos_tui.journal.rollups import recorder_for
+        from llmos_tui.telemetry.series import sample_values
+
+        rollup = recorder_for(writer)
+        sampler.subscribe(lambda sample: rollup.add(sample.ts, sample_values(sample)))
+        closers.append(rollup.close)
 
     policy = _policy(config, problems) if doctor else None
     changes = Changes(supervisor, writer, readonly=config.readonly,
