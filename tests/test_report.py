@@ -107,3 +107,19 @@ def test_a_live_core_records_rollups(tmp_path: Path, monkeypatch) -> None:
         assert journal.rollups.count(10) >= 1 and journal.rollups.count(60) >= 1
         res, points = journal.rollups.series("host.cpu", time.time() - 5)
         assert res == 10 and points
+
+
+def test_the_report_reads_the_rollups(tmp_path: Path, capsys) -> None:
+    from llmos_tui.journal import Journal
+
+    jpath = tmp_path / "j.sqlite"
+    now = time.time()
+    with Journal(jpath) as journal:
+        for i in range(30):
+            journal.rollups.record(60, now - 1800 + 60 * i, {"gpu0.temp": 60.0 + i, "engine.rolling_tps": 40.0})
+    assert main(["report", "--since", "1h", "--journal", str(jpath), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["telemetry"]["gpu0.temp"] == {"res_s": 60, "max": 89.0, "points": 30}
+    assert report["telemetry"]["engine.rolling_tps"]["p50"] == 40.0
+    assert main(["report", "--since", "1h", "--journal", str(jpath)]) == 0
+    assert "telemetry (rollups): gpu0.temp max 89.0, engine.rolling_tps p50 40.0" in capsys.readouterr().out

@@ -128,7 +128,15 @@ def build_report(journal: "Journal", since: float, until: float) -> Report:
                       "max": round(max(speeds), 2)})
     hooks = [{"ts": e["ts"], **(e["data"] if isinstance(e["data"], dict) else {})}
              for e in digest.events("hook", since, until)]
-    return {"journal": str(journal.path), "since": since, "until": until,
+    telemetry: dict[str, object] = {}
+    for name, how in (("gpu0.temp", "max"), ("gpu0.mem_pct", "max"), ("gpu0.power", "max"),
+                      ("engine.rolling_tps", "p50"), ("host.cpu", "p50")):
+        res, points = journal.rollups.series(name, since, until)
+        values = [v for _, v in points]
+        if values:
+            telemetry[name] = {"res_s": res, how: round(max(values) if how == "max" else statistics.median(values), 2),
+                               "points": len(values)}
+    return {"journal": str(journal.path), "since": since, "until": until, "telemetry": telemetry,
             "uptime": _uptime(digest.life_events(since, until), since, until),
             "incidents": incidents, "repairs": repairs, "changes": changes, "tuning": studies,
             "speed": speed, "hook_failures": hooks}
@@ -171,6 +179,10 @@ def render(report: Report, *, markdown: bool = False) -> str:
                      f"p90 {speed['p90']} (min {speed['min']}, max {speed['max']})")
     else:
         lines.append(f"{item}no finished replies in the span")
+    telemetry: dict[str, dict[str, object]] = report["telemetry"]  # type: ignore[assignment]
+    if telemetry:
+        lines.append(f"{item}telemetry (rollups): " + ", ".join(
+            f"{name} {k} {v}" for name, row in telemetry.items() for k, v in row.items() if k in ("max", "p50")))
     lines.append(h(f"incidents ({len(incidents)})"))
     if not incidents:
         lines.append(f"{item}none: the doctor found nothing")
