@@ -258,7 +258,8 @@ def _collect(replay: dict | None) -> dict[str, list]:
             return lambda: None
 
     class Finding:
-        severity = "critical"
+        severity, id, detector = "critical", 1, "gpu.xid_ecc"
+        narrated = "fact: GPU 0 reported XID 79 (fallen off the bus)."
 
     class Doctor:
         kill_switch = busy = False
@@ -295,6 +296,10 @@ def test_a_replay_is_labelled_and_the_shipped_alert_rules_ignore_it() -> None:
     assert value(replayed, "llmos_gpu_throttled", replay="true", synthetic="true") == 1
     assert value(replayed, "llmos_doctor_findings_open", severity="critical", replay="true") == 1
     assert value(replayed, "llmos_telemetry_info", source="replay", synthetic="true") == 1
+    # the doctor's narration of its worst open finding, as one info metric (no dimension labels)
+    assert value(live, "llmos_doctor_narration_info", kind="fact", finding="1",
+                 text="GPU 0 reported XID 79 (fallen off the bus).") == 1
+    assert value(replayed, "llmos_doctor_narration_info", kind="fact", replay="true") == 1
     assert all("replay" not in s.labels for rows in live.values() for s in rows)
     grafana = (Path(__file__).parent.parent / "examples" / "grafana-dashboard.json").read_text()
     gpu_or_doctor = re.findall(r"(llmos_(?:gpu|host|doctor_findings_open)[a-z_]*)(\{[^}]*\})?", grafana)

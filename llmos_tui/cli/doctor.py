@@ -138,6 +138,11 @@ def _print_findings(findings: "list[Finding]", plans: dict[int, dict[str, object
         return
     for f in sorted(findings, key=lambda f: f.ts):
         print(f"[{SEVERITY_MARK.get(f.severity, '?')}] {f.severity:<8} {f.detector:<22} {f.title}")
+        print(f"      {f.narrated}")
+        ladder = f.evidence.get("ladder")
+        if isinstance(ladder, list):
+            for step in ladder:
+                print(f"      {step}")
         for key, value in list(f.evidence.items())[:6]:
             text = json.dumps(value, default=str)
             print(f"      {key}: {text[:110]}")
@@ -205,6 +210,7 @@ def _inject(args: argparse.Namespace) -> int:
         f = event.finding
         if event.kind == "finding":
             say(f"finding #{f.id} [{f.severity}] {f.detector}: {f.title}")
+            say(f"  {f.narrated}")
         elif event.kind == "proposed":
             say(f"proposed: {event.message}")
         elif event.kind == "action":

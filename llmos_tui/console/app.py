@@ -130,7 +130,7 @@ def _notice_for(event: "DoctorEvent") -> str | None:
     finding = event.finding
     kind = event.kind
     if kind == "finding" and finding is not None:
-        return f"[doctor] {finding.severity}: {finding.title}"
+        return f"[doctor] {finding.severity}: {finding.title}\n         {finding.narrated}"
     if kind in ("action", "notice") and event.message:
         return f"[doctor] {event.message}"
     return None

@@ -74,6 +74,10 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
         raise LlmosError(f"unknown face {face!r} (known: {', '.join(FACES)})")
     if mode == "replay" and not replay:
         raise LlmosError("replay mode needs a trace file (--replay FILE)")
+    if replay == "demo":  # the packaged synthetic incident trace (llmos_tui/data/demo_trace.jsonl)
+        from llmos_tui.paths import DEMO_MODEL
+
+        replay = str(DEMO_MODEL.with_name("demo_trace.jsonl"))
     problems: list[str] = []
     closers: list[Callable[[], None]] = []
 
@@ -91,6 +95,13 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
                             if telemetry else (None, None))
     if sampler is not None:
         closers.append(sampler.close)
+    if sampler is not None and writer is not None and mode == "live":  # rollups: the flight recorder
+        from llmos_tui.journal.rollups import recorder_for
+        from llmos_tui.telemetry.series import sample_values
+
+        rollup = recorder_for(writer)
+        sampler.subscribe(lambda sample: rollup.add(sample.ts, sample_values(sample)))
+        closers.append(rollup.close)
 
     policy = _policy(config, problems) if doctor else None
     changes = Changes(supervisor, writer, readonly=config.readonly,
@@ -110,6 +121,10 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
         the_doctor = _doctor(mode, supervisor, sampler, writer, policy, changes, chat, config.readonly,
                              tuner, start=(mode != "oneshot") if start_doctor is None else start_doctor)
         closers.append(the_doctor.stop)
+    if mode != "replay":  # [hooks]: a trace's events are not this box's
+        from llmos_tui.core.hooks import attach_hooks
+
+        attach_hooks(config, the_doctor, changes, writer, closers)
 
     status_endpoint = None
     if endpoint if endpoint is not None else mode in ("live", "replay", "serve"):

@@ -19,7 +19,7 @@ import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 SEVERITIES = ("info", "warning", "error", "critical")
 SEVERITY_RANK = {name: i for i, name in enumerate(SEVERITIES)}
@@ -70,11 +70,24 @@ class Finding:
     proposed: str | None = None  # the repair the doctor would apply
     action_id: int | None = None  # the journal action for `proposed`
     history: list[dict[str, Any]] = field(default_factory=list)
+    # one sentence in words: ``fact`` (what was measured) or ``likely`` (an inference; the
+    # evidence it rests on is in ``evidence``). Empty: the doctor writes a fact line from the
+    # title and the evidence (``ensure_narration``).
+    narration: str = ""
+    narration_kind: str = ""  # fact | likely
 
     def __post_init__(self) -> None:
         if self.severity:
             check_severity(self.severity)
+        if self.narration_kind and self.narration_kind not in NARRATION_KINDS:
+            raise ValueError(f"narration_kind must be one of {', '.join(NARRATION_KINDS)}, got {self.narration_kind!r}")
         self.last_ts = self.last_ts or self.ts
+
+    @property
+    def narrated(self) -> str:
+        """The narration as the faces print it: ``fact: ...`` or ``likely: ...``."""
+        ensure_narration(self)
+        return f"{self.narration_kind}: {self.narration}"
 
     def history_flag(self, what: str) -> bool:
         return any(h.get("what") == what for h in self.history)
@@ -88,8 +101,50 @@ class Finding:
             "evidence": self.evidence, "fingerprint": self.fingerprint, "repairs": list(self.repairs),
             "ts": self.ts, "last_ts": self.last_ts, "count": self.count, "state": self.state,
             "journal_id": self.journal_id, "proposed": self.proposed, "action_id": self.action_id,
-            "history": list(self.history),
+            "history": list(self.history), "narration": self.narration, "narration_kind": self.narration_kind,
         }
+
+
+NARRATION_KINDS = ("fact", "likely")
+_SKIP_IN_NARRATION = ("advice", "tail", "history", "baseline", "recent", "window_pct", "temps", "power_window",
+                      "vector", "workload", "ladder", "narration", "narration_kind")
+
+
+def _short(value: object) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (int, str)):
+        text = str(value)
+        return text if len(text) <= 40 else None
+    return None
+
+
+def generic_narration(title: str, evidence: Mapping[str, object]) -> str:
+    """A fact line for a finding that gave no narration (a plugin's): its title and up to four
+    of its plain evidence values."""
+    parts = []
+    for key, value in evidence.items():
+        if key in _SKIP_IN_NARRATION:
+            continue
+        text = _short(value)
+        if text is not None:
+            parts.append(f"{key} {text}")
+        if len(parts) == 4:
+            break
+    title = title.rstrip(". ")
+    return f"{title[:1].upper()}{title[1:]}" + (f" ({', '.join(parts)})." if parts else ".")
+
+
+def ensure_narration(finding: "Finding") -> "Finding":
+    """Fill a finding's narration with the generic fact line when its detector gave none."""
+    if not finding.narration:
+        finding.narration = generic_narration(finding.title, finding.evidence)
+        finding.narration_kind = "fact"
+    elif not finding.narration_kind:
+        finding.narration_kind = "fact"
+    return finding
 
 
 @dataclass

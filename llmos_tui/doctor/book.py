@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from llmos_tui.doctor.api import SEVERITY_RANK, Finding
+from llmos_tui.doctor.api import SEVERITY_RANK, Finding, ensure_narration
 from llmos_tui.errors import LlmosError
 from llmos_tui.journal.port import JournalPort
 from llmos_tui.observers import Observers
@@ -101,6 +101,8 @@ class FindingBook:
             kept = {"workload": current.evidence["workload"]} if "workload" in current.evidence else {}
             current.evidence = {**item.evidence, **kept}
             current.title = item.title
+            ensure_narration(item)
+            current.narration, current.narration_kind = item.narration, item.narration_kind
             if SEVERITY_RANK[item.severity] > SEVERITY_RANK[current.severity]:
                 current.severity = item.severity
         self.emit("updated", current)
@@ -116,10 +118,13 @@ class FindingBook:
             self._open[item.fingerprint] = item
             while len(self._history) > KEEP_FINDINGS:
                 self._history.popitem(last=False)
+        ensure_narration(item)
         if prepare is not None:
             prepare(item)
+        # the narration travels in the journal record's evidence (no schema change)
+        record = {**item.evidence, "narration": item.narration, "narration_kind": item.narration_kind}
         item.journal_id = self.journal.safe(lambda j: j.record_finding(
-            item.detector, item.severity, item.title, item.evidence, fingerprint=item.fingerprint, ts=item.ts))
+            item.detector, item.severity, item.title, record, fingerprint=item.fingerprint, ts=item.ts))
         self.emit("finding", item, item.title)
         return item
 

@@ -116,7 +116,13 @@ class DetectorContext:
         evidence: Mapping[str, object] | None = None,
         fingerprint: str = "",
         repairs: list[str] | None = None,
+        fact: str = "",
+        likely: str = "",
     ) -> Finding:
+        """A finding of this detector. ``fact``: one sentence of what was measured; ``likely``:
+        one sentence of what it probably means (the evidence it rests on goes in ``evidence``)."""
+        if fact and likely:
+            raise ValueError("a finding is narrated as a fact or as likely, not both")
         severity = severity or self.severity_default
         if severity not in SEVERITY_RANK:
             raise ValueError(f"unknown severity {severity!r}")
@@ -124,6 +130,7 @@ class DetectorContext:
             title=title, severity=severity, evidence=dict(evidence or {}),
             fingerprint=fingerprint or f"{self.detector_id}", repairs=list(repairs or []),
             detector=self.detector_id, ts=self.now,
+            narration=likely or fact, narration_kind="likely" if likely else ("fact" if fact else ""),
         )
 
 

@@ -75,6 +75,15 @@ class _Finding(Protocol):
     @property
     def severity(self) -> str: ...
 
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def detector(self) -> str: ...
+
+    @property
+    def narrated(self) -> str: ...
+
 
 class _Canary(Protocol):
     @property
@@ -384,7 +393,8 @@ class LlmosCollector:
         kill.add_metric(rv, 1.0 if doctor.kill_switch else 0.0)
         busy = GaugeMetricFamily(f"{PREFIX}_doctor_repair_in_progress", "1 while a repair runs.", labels=rk)
         busy.add_metric(rv, 1.0 if doctor.busy else 0.0)
-        out: list[Metric] = [findings, kill, busy]
+        out: list[Metric] = [findings, kill, busy, self._narration(doctor.findings(open_only=True),
+                                                                   self.replay_labels)]
         canary = doctor.last_canary
         if canary is not None:
             ok = GaugeMetricFamily(f"{PREFIX}_doctor_canary_ok", "1 when the last canary passed.", labels=rk)
@@ -394,6 +404,21 @@ class LlmosCollector:
             when.add_metric(rv, float(canary.ts))
             out += [ok, when]
         return out
+
+    @staticmethod
+    def _narration(open_findings: Sequence[_Finding], replay: Mapping[str, str]) -> "Metric":
+        """The doctor's narration of its worst open finding (the newest of the worst severity),
+        as one label-free info metric; empty values when nothing is open."""
+        from prometheus_client.core import InfoMetricFamily
+
+        rank = {name: i for i, name in enumerate(SEVERITIES)}
+        top = max(open_findings, key=lambda f: (rank.get(f.severity, -1), f.id), default=None)
+        info = InfoMetricFamily(f"{PREFIX}_doctor_narration",
+                                "The doctor's narration of its worst open finding (fact or likely).")
+        kind, _, text = top.narrated.partition(": ") if top is not None else ("", "", "")
+        info.add_metric([], {"finding": str(top.id) if top else "", "detector": top.detector if top else "",
+                             "severity": top.severity if top else "", "kind": kind, "text": text, **replay})
+        return info
 
     # ---- the journal (actions by outcome, findings recorded, tuning) ------------------------------
     def _open_journal(self) -> "Journal | None":

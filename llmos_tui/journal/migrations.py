@@ -221,7 +221,20 @@ def v4_tuning_fingerprints(db: "sqlite_utils.Database") -> None:
     trials.add_column("kind", str, not_null_default="trial")  # trial | verify
 
 
-MIGRATIONS: list[Migration] = [v1_core_tables, v2_chat_activity, v3_model_files, v4_tuning_fingerprints]
+def v5_rollups(db: "sqlite_utils.Database") -> None:
+    """Telemetry rollups, the flight recorder: the mean of each series per ``res`` seconds (10 s
+    kept 48 h, 1 min kept 30 days by default; ``journal/rollups.py`` prunes them)."""
+    db["rollups"].create(
+        {"id": int, "ts": float, "res": int, "data": str},
+        pk="id",
+        not_null=["ts", "res", "data"],
+        defaults={"data": "{}"},
+    )
+    db["rollups"].create_index(["res", "ts"])
+
+
+MIGRATIONS: list[Migration] = [v1_core_tables, v2_chat_activity, v3_model_files, v4_tuning_fingerprints,
+                               v5_rollups]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

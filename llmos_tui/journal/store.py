@@ -62,6 +62,8 @@ from llmos_tui.journal.records import (  # noqa: F401 - the values, re-exported 
     Row,
     parse_entry_id,
 )
+from llmos_tui.journal.digest import Digest
+from llmos_tui.journal.rollups import Rollups
 from llmos_tui.journal.studies import Studies
 from llmos_tui.journal.timeline import Timeline
 
@@ -102,6 +104,8 @@ class Journal:
         self.tuning = Studies(self.connection)
         self.entries = Timeline(self.connection, self.versions, self.chats, self.tuning)
         self.overview = Overview(self.connection)
+        self.digest = Digest(self.connection)  # `report`: what happened in a span
+        self.rollups = Rollups(self.connection)  # the flight recorder: 10 s / 1 min means
 
     # ---- the connection ---------------------------------------------------------------
     @property

@@ -147,6 +147,11 @@ class DoctorScreen(Screen[None]):
         text = Text()
         text.append(f"#{f.id} {f.severity.upper()}  ", style=SEVERITY_STYLE.get(f.severity, ""))
         text.append(sanitize(f.title) + "\n", style="bold")
+        text.append(sanitize(f.narrated) + "\n", style="italic")
+        ladder = f.evidence.get("ladder")
+        if isinstance(ladder, list) and ladder:
+            text.append("\nwhat to do (NVIDIA's ladder)\n", style="underline")
+            text.append("".join(sanitize(str(step)) + "\n" for step in ladder))
         text.append(f"{f.detector} · {f.state} · seen {f.count}× · first {_clock(f.ts)} · last {_clock(f.last_ts)}\n")
         if f.journal_id:
             text.append(f"journal fnd:{f.journal_id}" + (f" act:{f.action_id}" if f.action_id else "") + "\n", "dim")
@@ -305,7 +310,7 @@ def toast_doctor_event(app: "App[object]", event: "DoctorEvent", *, replayed: bo
     f = event.finding
     mark = "REPLAY " if replayed else ""  # a trace's trouble, not this box's
     if event.kind == "finding" and f is not None and f.severity != "info":
-        app.notify(sanitize(f.title), title=f"{mark}doctor: {f.severity}",
+        app.notify(sanitize(f"{f.title}\n{f.narrated}"), title=f"{mark}doctor: {f.severity}",
                    severity=NOTIFY_SEVERITY.get(f.severity, "information"))
     elif event.kind == "action":
         failed = event.data.get("state") == "failed"

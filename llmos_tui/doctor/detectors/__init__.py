@@ -7,4 +7,4 @@ returns findings with the evidence that proves them. Thresholds can be overridde
 detector in the ``[doctor]`` config (``settings``).
 """
 
-from llmos_tui.doctor.detectors import conversation, engine, gpu, performance, telemetry  # noqa: F401
+from llmos_tui.doctor.detectors import conversation, engine, gpu, performance, telemetry, trends  # noqa: F401

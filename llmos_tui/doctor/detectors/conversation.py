@@ -36,6 +36,8 @@ def reply_repetition(ctx: DetectorContext) -> list:
                   "advice": "raise repeat_penalty or temperature; reset the conversation"},
         fingerprint="reply.repetition",
         repairs=["engine.reset_context"],
+        fact=f"{share * 100:.0f} % of the last reply's 4-word phrases repeat an earlier one "
+             f"(most often {top[:40]!r}).",
     )]
 
 
@@ -55,4 +57,6 @@ def context_overflow(ctx: DetectorContext) -> list:
         evidence={"ctx_used": used, "n_ctx": n_ctx, "share": round(share, 3)},
         fingerprint="context.overflow",
         repairs=["engine.reset_context"],
+        fact=f"The context window holds {used} of {n_ctx} tokens ({share * 100:.0f} %); "
+             f"{n_ctx - used} are left.",
     )]

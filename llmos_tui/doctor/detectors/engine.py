@@ -43,6 +43,8 @@ def engine_crashed(ctx: DetectorContext) -> list:
                       "crash_ts": ev.ts},
             fingerprint="engine.crashed",
             repairs=["engine.restart"],
+            fact=f"The engine process ended with {how}"
+                 + (f"; its last log line: {logs[-1][:120]!r}." if logs else "; it left no log line."),
         ))
     return out
 
@@ -65,6 +67,8 @@ def crash_loop(ctx: DetectorContext) -> list:
                            for e in recent[-3:]]},
         fingerprint="engine.crash_loop",
         repairs=["engine.rollback"],
+        likely=f"{len(recent)} crashes or failed loads in {window_s:.0f} s: the configuration itself is likely "
+               f"at fault, not a passing accident.",
     )]
 
 
@@ -106,6 +110,10 @@ def engine_oom(ctx: DetectorContext) -> list:
                   "type_k": ctx.params.type_k if ctx.params else None},
         fingerprint="engine.oom",
         repairs=["engine.kv_quant", "engine.smaller_batch", "engine.smaller_ctx", "engine.fewer_gpu_layers"],
+        fact=("llama.cpp could not allocate GPU memory"
+              + (f" ({', '.join(sizes[:2])} requested)" if sizes else "")
+              + (f" at n_ctx {ctx.params.n_ctx}" if ctx.params else "")
+              + (", and the engine died." if crashed else ".")),
     )]
 
 
@@ -126,4 +134,6 @@ def canary(ctx: DetectorContext) -> list:
         evidence={**result.to_dict(), "requests": stats_.get("requests")},
         fingerprint="engine.canary",
         repairs=["engine.restart"],
+        likely=f"The canary prompt failed ({result.reason}) while the engine says it is ready: it is likely hung "
+               f"or answering wrong.",
     )]

@@ -55,6 +55,9 @@ def tps_drop(ctx: DetectorContext) -> list:
                   "verify_metric": "gen_tps"},
         fingerprint="engine.tps_drop",
         repairs=["engine.restart"],
+        fact=f"Generation runs at {test.recent_median:.1f} tok/s over the last {len(recent)} requests against "
+             f"{test.baseline_median:.1f} earlier this session ({-test.change * 100:.0f} % slower, "
+             f"p={test.p_value:.2g}).",
     )]
 
 
@@ -75,6 +78,8 @@ def ttft_spike(ctx: DetectorContext) -> list:
         evidence={"median_ms": round(med, 1), "mad_ms": round(spread, 1), "limit_ms": round(limit, 1),
                   "last": [round(v, 1) for v in last3], "verify_metric": "ttft_ms"},
         fingerprint="engine.ttft_spike",
+        fact=f"{len(high)} of the last 3 requests waited up to {max(high):.0f} ms for their first token; "
+             f"this session's usual is {med:.0f} ms.",
     )]
 
 
@@ -104,6 +109,9 @@ def memory_growth(ctx: DetectorContext) -> list:
                       "samples": fit.n},
             fingerprint=f"engine.memory_growth.{name}",
             repairs=["engine.restart"],
+            likely=f"{name} grew from {fit.start / MIB:.0f} to {fit.end / MIB:.0f} MiB at "
+                   f"~{fit.slope_per_s * 60 / MIB:.0f} MiB/min over {fit.n} samples (r={fit.r:.2f}): likely a leak "
+                   f"or a cache that keeps growing.",
         ))
     return out
 
@@ -123,4 +131,6 @@ def tuning_drift(ctx: DetectorContext) -> list:
         evidence={k: d.get(k) for k in ("median_tps", "reference_tps", "context", "window", "reason")},
         fingerprint="tuning.drift",
         repairs=["tuning.retune"],
+        likely=f"Serving {d.get('median_tps', 0):.1f} tok/s against {d.get('reference_tps', 0):.1f} learned in a "
+               f"quiet context, and no known cause: the box likely changed (a driver, a co-tenant).",
     )]

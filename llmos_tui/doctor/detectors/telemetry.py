@@ -48,4 +48,6 @@ def anomaly(ctx: DetectorContext) -> list:
         evidence={"score": round(score, 3), "threshold": threshold, "vector": dict(zip(features, row)),
                   "trained_on": ctx.memory.get("trained_on")},
         fingerprint="telemetry.anomaly",
+        likely=f"The telemetry now scores {score:.2f} against this session's healthy start (threshold "
+               f"{threshold:.2f}) on {len(features)} series: likely something changed on the box.",
     )]
