@@ -24,6 +24,8 @@ from llmos_tui.jsontypes import JsonDict
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
+
+    from llmos_tui.engine.loading import BuftOverrides
     from llama_cpp.llama_chat_format import ChatFormatter
 
 _out_fd = -1
@@ -56,6 +58,7 @@ class Worker:
         self.cancelled_ids: set[int] = set()
         self.current_id: int | None = None
         self.repack: tuple[bool, str] = (True, "")  # may llama.cpp repack the weights, and why
+        self.overrides: BuftOverrides | None = None  # llama.cpp keeps a pointer to it: lives with the model
 
     # ---- stdin reader: cancel and faults act at once, the rest waits its turn ----
     def read_commands(self) -> None:
@@ -123,12 +126,18 @@ class Worker:
                 emit({"ev": P.EV_PROGRESS, "progress": round(float(progress), 3)})
             return True
 
-        from llmos_tui.engine.loading import llama_defaults
+        from llmos_tui.engine.loading import expert_overrides, llama_defaults
         from llmos_tui.engine.params import resolve_repack
 
         self.repack = resolve_repack(params.get("repack", "auto"))
+        n_cpu_moe = int(params.get("n_cpu_moe") or 0)
         try:
-            with llama_defaults(flash_attn=params["flash_attn"], repack=self.repack[0], progress=on_progress):
+            refusal = expert_offload_refusal(params["model_path"], n_cpu_moe)
+            if refusal:
+                raise ValueError(refusal)
+            self.overrides = expert_overrides(n_cpu_moe)
+            with llama_defaults(flash_attn=params["flash_attn"], repack=self.repack[0], progress=on_progress,
+                                overrides=self.overrides):
                 self.llm = llama_cpp.Llama(
                     model_path=params["model_path"],
                     n_gpu_layers=params["n_gpu_layers"],
@@ -168,6 +177,8 @@ class Worker:
             "chat_format": getattr(llm, "chat_format", None),
             "repack": self.repack[0],
             "repack_why": self.repack[1],
+            "n_cpu_moe": int(self.params.get("n_cpu_moe") or 0),
+            "expert_overrides": len(self.overrides.patterns) if self.overrides else 0,
         }
 
     def format_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
@@ -214,6 +225,7 @@ class Worker:
         if self.llm is not None:
             self.llm.close()
             self.llm = None
+        self.overrides = None
 
     def reset(self) -> None:
         if self.llm is not None:
@@ -461,6 +473,21 @@ class Worker:
             threading.Event().wait()
         else:
             emit({"ev": P.EV_ERROR, "message": f"unknown fault {kind!r}"})
+
+
+def expert_offload_refusal(model_path: str, n_cpu_moe: int) -> str | None:
+    """Why ``n_cpu_moe`` cannot apply to this model (from its header), or None: a dense model has
+    no experts to move, and there are no more expert blocks than the model has."""
+    if n_cpu_moe <= 0:
+        return None
+    from llmos_tui.engine.gguf_info import read_model_info
+
+    info = read_model_info(model_path)
+    if not info.is_moe:
+        return f"n_cpu_moe={n_cpu_moe}: {info.name} is not a mixture-of-experts model (no expert tensors)"
+    if n_cpu_moe > int(info.n_layer or 0):
+        return f"n_cpu_moe={n_cpu_moe} exceeds the model's {info.n_layer} layers"
+    return None
 
 
 def _rate(n: int, ms: float) -> float | None:

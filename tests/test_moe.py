@@ -1,0 +1,106 @@
+"""Expert offload on a synthetic mixture-of-experts model (scripts/make_moe_model.py), real llama.cpp."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmos_tui.engine import vram
+from llmos_tui.engine.gguf_info import read_model_info
+from llmos_tui.engine.loading import expert_patterns
+from llmos_tui.engine.params import EngineParams
+from llmos_tui.engine.supervisor import EngineState, Supervisor
+from llmos_tui.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+ASK = [{"role": "user", "content": "Which experts answer this?"}]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"llmos_{name}", ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def moe_script():
+    return _script("make_moe_model")
+
+
+@pytest.fixture(scope="module")
+def moe_model(tmp_path_factory: pytest.TempPathFactory, moe_script) -> Path:
+    return moe_script.write_moe_model(tmp_path_factory.mktemp("moe") / "moe.gguf")
+
+
+def moe_params(path: Path, **kw: object) -> EngineParams:
+    return EngineParams(model_path=str(path), n_ctx=512, n_threads=2, n_threads_batch=2, **kw)
+
+
+def test_the_header_names_the_experts_and_their_bytes(moe_model: Path, moe_script) -> None:
+    shape = moe_script.MoeShape()
+    info = read_model_info(moe_model)
+    assert info.is_moe and info.n_expert == shape.n_expert and info.n_expert_used == shape.n_expert_used
+    assert info.expert_layer_bytes == [shape.expert_bytes_per_layer] * shape.n_layer
+    assert info.n_expert_layers == shape.n_layer
+    demo = read_model_info(ROOT / "llmos_tui" / "data" / "demo.gguf")
+    assert not demo.is_moe and demo.n_expert is None and demo.expert_layer_bytes == []
+
+
+def test_n_cpu_moe_is_validated() -> None:
+    assert EngineParams.from_mapping({"n_cpu_moe": "3"}).n_cpu_moe == 3
+    with pytest.raises(ConfigError, match="n_cpu_moe must be"):
+        EngineParams.from_mapping({"n_cpu_moe": -1})
+    assert "cpu_moe=2" in EngineParams(n_cpu_moe=2).summary()
+    assert expert_patterns(2) == [r"blk\.0\.ffn_(up|down|gate)_(ch|)exps", r"blk\.1\.ffn_(up|down|gate)_(ch|)exps"]
+
+
+def test_the_estimate_drops_by_the_experts_bytes(moe_model: Path, moe_script) -> None:
+    info = read_model_info(moe_model)
+    per_layer = moe_script.MoeShape().expert_bytes_per_layer
+    base = vram.estimate(moe_params(moe_model), info)
+    assert base.experts_on_cpu == 0
+    for n in range(1, info.n_layer + 1):
+        est = vram.estimate(moe_params(moe_model, n_cpu_moe=n), info)
+        assert base.total - est.total == n * per_layer, "exactly the moved experts' bytes"
+        assert est.experts_on_cpu == n * per_layer and est.kv_cache == base.kv_cache
+    assert "experts on the CPU" in vram.estimate(moe_params(moe_model, n_cpu_moe=2), info).summary()
+    # blocks that stay on the CPU anyway move nothing: 2 GPU layers of 5 are blocks 3 and the output
+    part = vram.estimate(moe_params(moe_model, n_gpu_layers=2, n_cpu_moe=4), info)
+    assert part.experts_on_cpu == per_layer
+
+
+def _reply(params: EngineParams) -> tuple[str, list[str], dict]:
+    sup = Supervisor(params)
+    try:
+        sup.start(timeout=60)
+        assert sup.state is EngineState.READY, sup.state
+        reply = sup.chat(ASK, max_tokens=40, temperature=0.0, seed=7).wait(30)
+        assert reply.status == "done"
+        return reply.text, [line.text for line in sup.logs()], dict(sup.runtime)
+    finally:
+        sup.stop()
+
+
+def test_it_loads_with_the_overrides_and_generates_the_same_tokens(moe_model: Path) -> None:
+    plain_text, plain_logs, plain_rt = _reply(moe_params(moe_model))
+    moved_text, moved_logs, moved_rt = _reply(moe_params(moe_model, n_cpu_moe=3))
+    assert plain_text and plain_text == moved_text, "greedy decoding: the same tokens with the experts moved"
+    overridden = [t for t in moved_logs if "buffer type overridden to CPU" in t]
+    assert len(overridden) == 3 * 3, "gate, up and down experts of blocks 0-2, as llama.cpp reports them"
+    assert all(f"blk.{i}." in " ".join(overridden) for i in range(3)) and "blk.3." not in " ".join(overridden)
+    assert not any("overridden" in t for t in plain_logs)
+    assert moved_rt["n_cpu_moe"] == 3 and moved_rt["expert_overrides"] == 3 and plain_rt["expert_overrides"] == 0
+
+
+def test_expert_offload_on_a_dense_model_is_refused_from_the_header(demo_params: EngineParams) -> None:
+    sup = Supervisor(demo_params.replace(n_cpu_moe=1))
+    try:
+        with pytest.raises(Exception, match="not a mixture-of-experts model"):
+            sup.start(timeout=60)
+    finally:
+        sup.stop()
