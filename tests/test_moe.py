@@ -104,3 +104,64 @@ def test_expert_offload_on_a_dense_model_is_refused_from_the_header(demo_params:
             sup.start(timeout=60)
     finally:
         sup.stop()
+
+
+def test_the_space_gains_the_knob_only_for_a_moe_model_on_a_gpu(moe_model: Path) -> None:
+    from llmos_tui.tuning.space import build_space
+
+    info = read_model_info(moe_model)
+    big = {"name": "fake", "vram_total_mib": 80_000, "vram_free_mib": 80_000}
+    space = build_space(info, cpu_count=2, gpu=big, n_ctx=512)
+    assert space.dimension("n_cpu_moe").values == [0, 1, 2, 3, 4], "0 … all expert blocks"
+    assert space.defaults(moe_params(moe_model))["n_cpu_moe"] == 0, "everything fits: nothing moved"
+    assert build_space(info, cpu_count=2, gpu=None, n_ctx=512).dimension("n_cpu_moe") is None, \
+        "without a GPU every expert is in CPU memory anyway"
+    demo = read_model_info(ROOT / "llmos_tui" / "data" / "demo.gguf")
+    assert build_space(demo, cpu_count=2, gpu=big, n_ctx=512).dimension("n_cpu_moe") is None, "a dense model"
+
+
+def test_a_tight_gpu_moves_experts_before_it_drops_layers(moe_model: Path) -> None:
+    """Free memory for everything but two blocks' experts: the space's default keeps every layer on
+    the GPU and moves experts; the refusal of the unmoved configuration names the estimate."""
+    from llmos_tui.tuning.space import build_space
+
+    info = read_model_info(moe_model)
+    p = moe_params(moe_model, n_batch=64, n_ubatch=32, flash_attn="on")
+    est = vram.estimate(p, info)
+    free_mib = (est.total - 1.5 * info.expert_layer_bytes[0]) / vram.SAFETY / vram.MIB
+    space = build_space(info, cpu_count=2, gpu={"name": "fake", "vram_total_mib": 80_000,
+                                                "vram_free_mib": free_mib}, n_ctx=512)
+    top = max(space.dimension("n_gpu_layers").values)
+    assert top == info.n_layer + 1, "every layer fits once experts move"
+    want = space.defaults(p)
+    assert want["n_gpu_layers"] == top and want["n_cpu_moe"] == 2, want
+    refused = space.allowed(dict(want, n_cpu_moe=0))
+    assert refused and "needs about" in refused
+
+
+def _repair_ctx(model: Path, *, gpu_offload: bool | None, **params: object):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model_info=read_model_info(model), params=moe_params(model, **params),
+                           engine=SimpleNamespace(gpu_offload=gpu_offload))
+
+
+def test_the_oom_ladder_moves_experts_before_whole_layers(moe_model: Path) -> None:
+    import llmos_tui.doctor.repairs as R
+    from llmos_tui.doctor.api import REGISTRY
+
+    specs = REGISTRY.repairs
+    assert specs["engine.experts_to_cpu"].cost == specs["engine.fewer_gpu_layers"].cost - 1
+    assert specs["engine.experts_to_cpu"].cost > max(specs[r].cost for r in
+                                                     ("engine.kv_quant", "engine.smaller_batch", "engine.smaller_ctx"))
+    finding = None
+    ok = _repair_ctx(moe_model, gpu_offload=True)
+    assert R._experts_pre(ok, finding) is None
+    assert R.experts_to_cpu(ok, finding).n_cpu_moe == 2, "half of the 4 expert blocks first"
+    assert R.experts_to_cpu(_repair_ctx(moe_model, gpu_offload=True, n_cpu_moe=2), finding).n_cpu_moe == 3
+    assert "already on the CPU" in R._experts_pre(_repair_ctx(moe_model, gpu_offload=True, n_cpu_moe=4), finding)
+    assert "no GPU" in R._experts_pre(_repair_ctx(moe_model, gpu_offload=False), finding)
+    assert "no layers are offloaded" in R._experts_pre(_repair_ctx(moe_model, gpu_offload=True, n_gpu_layers=0),
+                                                       finding)
+    dense = _repair_ctx(ROOT / "llmos_tui" / "data" / "demo.gguf", gpu_offload=True)
+    assert "not a mixture of experts" in R._experts_pre(dense, finding)

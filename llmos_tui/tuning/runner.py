@@ -840,10 +840,11 @@ def _noise(trials: list[TrialRecord]) -> float:
 
 
 def _same_run(a: EngineParams, b: EngineParams, gpu: Mapping[str, object] | None) -> bool:
-    """The same configuration as llama.cpp runs it (without a GPU, n_gpu_layers changes nothing)."""
+    """The same configuration as llama.cpp runs it (without a GPU, n_gpu_layers and n_cpu_moe change nothing)."""
     da, db = a.to_dict(), b.to_dict()
     if not gpu:
-        da.pop("n_gpu_layers"), db.pop("n_gpu_layers")
+        for name in ("n_gpu_layers", "n_cpu_moe"):
+            da.pop(name), db.pop(name)
     for d in (da, db):  # llama.cpp's auto enables flash attention wherever it can
         if d["flash_attn"] == "auto":
             d["flash_attn"] = "on"
