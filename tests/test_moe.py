@@ -165,3 +165,91 @@ def test_the_oom_ladder_moves_experts_before_whole_layers(moe_model: Path) -> No
                                                        finding)
     dense = _repair_ctx(ROOT / "llmos_tui" / "data" / "demo.gguf", gpu_offload=True)
     assert "not a mixture of experts" in R._experts_pre(dense, finding)
+
+
+# ---- the measured fit (CPU path: the engine child's peak RSS) -------------------------------------
+
+def test_a_load_records_its_real_peak_beside_the_estimate_in_the_journal(moe_model: Path, tmp_path: Path) -> None:
+    from llmos_tui.engine import memfit
+    from llmos_tui.journal import Journal
+    from llmos_tui.journal.engine_events import attach
+
+    journal = Journal(tmp_path / "journal.db")
+    sup = Supervisor(moe_params(moe_model))
+    detach = attach(sup, journal)
+    try:
+        sup.start(timeout=60)
+        mem = sup.runtime["memory"]
+        assert mem["device"] == "cpu" and mem["source"] == "load"
+        assert mem["model"] == memfit.model_key(str(moe_model))
+        est = memfit.host_estimate(moe_params(moe_model), read_model_info(moe_model)).total / vram.MIB
+        assert mem["estimate_mib"] == pytest.approx(est, abs=0.01)
+        assert mem["measured_mib"] > mem["estimate_mib"], "the child's RSS holds the runtime besides the model"
+    finally:
+        sup.stop()
+        detach()
+    try:
+        rows = journal.events("loaded")
+        seen = memfit.readings_from_rows(rows)
+        assert seen and seen[0]["measured_mib"] == mem["measured_mib"]
+        fix = memfit.correction(seen, mem["model"], "cpu")
+        assert fix is not None and fix.n == 1
+        assert fix.delta_mib == pytest.approx(mem["measured_mib"] - mem["estimate_mib"])
+        assert memfit.correction(seen, mem["model"], "gpu") is None, "a correction is per device"
+    finally:
+        journal.close()
+
+
+def test_the_preflight_corrects_the_estimate_by_what_ran_and_never_tries_what_it_refuses(tmp_path: Path) -> None:
+    """Study 1 measures (real engine, real RSS) and journals each trial's peak beside its estimate.
+    Study 2 has an RSS budget that every header estimate of the space passes but the corrected one
+    does not: no trial is loaded, each refusal and the report say the estimate was corrected."""
+    from llmos_tui.core.changes import Changes
+    from llmos_tui.engine import memfit
+    from llmos_tui.journal import Journal
+    from llmos_tui.paths import DEMO_MODEL
+    from llmos_tui.tuning.measure import BenchSpec, measure
+    from llmos_tui.tuning.runner import Tuner
+
+    base = EngineParams(model_path=str(DEMO_MODEL), n_ctx=128, n_threads=2, n_threads_batch=2)
+    spec = BenchSpec(n_prompt=16, n_gen=4, reps=1)
+    loads: list[EngineParams] = []
+
+    def counted(params: EngineParams, *args: object, **kw: object):
+        loads.append(params)
+        return measure(params, *args, **kw)
+
+    journal = Journal(tmp_path / "journal.db")
+    serving = Supervisor(base)
+    try:
+        serving.start(timeout=60)
+        tuner = Tuner(serving, Changes(serving, journal), journal, None, None, measure_fn=counted)
+        first = tuner.run(trials=2, spec=spec, verify=False, strategy="random", n_initial=2, vram_budget=None,
+                          rss_budget="100000")
+        assert loads, "study 1 ran its trials"
+        rows = [r for r in journal.trials(first.study_id, kind="trial") if r["outcome"] == "ok"]
+        assert rows and all(r["metrics"]["memory"]["measured_mib"] == pytest.approx(r["metrics"]["peak_rss_mb"],
+                                                                                     abs=0.01) for r in rows)
+        assert all(r["metrics"]["memory"]["estimate_mib"] > 0 for r in rows)
+        events = journal.events(memfit.EVENT_KIND)
+        assert len(events) == len(rows) and events[0]["data"]["study_id"] == first.study_id
+
+        info = read_model_info(DEMO_MODEL)
+        space = tuner._space
+        raw = [memfit.estimate_mib(space.to_params(c, base), info, "cpu") for c in space.configs()]
+        fix = memfit.correction(memfit.readings_from_rows(events), memfit.model_key(str(DEMO_MODEL)), "cpu")
+        budget = max(raw) + 1.0
+        assert fix is not None and min(raw) + fix.delta_mib > budget, "the premise: only the correction refuses"
+
+        loads.clear()
+        second = Tuner(serving, Changes(serving, journal), journal, None, None, measure_fn=counted).run(
+            trials=3, spec=spec, verify=False, strategy="random", n_initial=3, vram_budget=None,
+            rss_budget=f"{budget:.1f}")
+        assert loads == [], "a configuration the corrected estimate refuses is never loaded"
+        assert second.trials and all(t.outcome == "budget" for t in second.trials)
+        assert all("estimate corrected by +" in t.reason and "(estimate, not run)" in t.reason
+                   for t in second.trials), [t.reason for t in second.trials]
+        assert any(n.startswith("pre-flight: estimate corrected by") for n in second.notes), second.notes
+    finally:
+        serving.stop()
+        journal.close()

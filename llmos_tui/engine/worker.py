@@ -179,7 +179,32 @@ class Worker:
             "repack_why": self.repack[1],
             "n_cpu_moe": int(self.params.get("n_cpu_moe") or 0),
             "expert_overrides": len(self.overrides.patterns) if self.overrides else 0,
+            "memory": self.memory_reading(),
         }
+
+    def memory_reading(self) -> JsonDict | None:
+        """The load's real peak memory beside the header's estimate (engine/memfit.py): VRAM from
+        NVML when layers are on a GPU, else this process's peak RSS. Never fails a load."""
+        import resource
+
+        import llama_cpp.llama_cpp as C
+
+        try:
+            from llmos_tui.engine import memfit
+            from llmos_tui.engine.gguf_info import read_model_info
+            from llmos_tui.engine.params import EngineParams
+
+            params = EngineParams.from_mapping(self.params)
+            device = memfit.device_of(params, bool(C.llama_supports_gpu_offload()))
+            if device == "gpu":
+                peak = _VramPeak(os.getpid()).peak
+                measured = peak / (1024 * 1024) if peak else None
+            else:
+                measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            return memfit.reading(params, read_model_info(params.model_path), device, measured, "load")
+        except Exception as exc:  # noqa: BLE001 - a missing figure, never a failed load
+            log(f"memory reading skipped: {type(exc).__name__}: {exc}")
+            return None
 
     def format_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
         """Apply the model's chat template ourselves: create_chat_completion takes no
