@@ -253,3 +253,19 @@ def test_the_preflight_corrects_the_estimate_by_what_ran_and_never_tries_what_it
     finally:
         serving.stop()
         journal.close()
+
+
+def test_the_change_transactions_vram_preflight_can_take_the_correction(moe_model: Path) -> None:
+    from llmos_tui.engine import memfit
+
+    info = read_model_info(moe_model)
+    p = moe_params(moe_model)
+    need = vram.estimate(p, info).total
+    free = int((need + 2 * vram.MIB) / vram.SAFETY)  # fits by the header alone, 2 MiB to spare
+    assert memfit.corrected_vram_refusal(p, info, free, []) is None
+    seen = [{"device": "gpu", "model": memfit.model_key(str(moe_model)), "estimate_mib": 100.0,
+             "measured_mib": 104.0}]
+    why = memfit.corrected_vram_refusal(p, info, free, seen)
+    assert why and "corrected by +4 MiB" in why and "VRAM budget" in why
+    assert memfit.corrected_vram_refusal(p.replace(n_cpu_moe=4), info, free, seen) is None, \
+        "moving every expert (6 MiB) makes room for the correction"

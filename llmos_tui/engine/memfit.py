@@ -128,3 +128,18 @@ def refusal(params: EngineParams, info: ModelShape, device: str, limit_mib: floa
     how = f"about {corrected:.0f} MiB ({fix.describe()}; header estimate {raw:.0f} MiB)" if fix is not None \
         else f"about {raw:.0f} MiB (header estimate)"
     return f"needs {how}, over the {what} budget of {limit_mib:.0f} MiB (estimate, not run)"
+
+
+def corrected_vram_refusal(params: EngineParams, info: ModelShape | None, free_bytes: int | None,
+                           readings: Iterable[Mapping[str, object]]) -> str | None:
+    """The change transaction's VRAM pre-flight with the measured fit: ``vram.refusal`` when nothing
+    was measured for this model on the GPU, else the estimate plus the correction against the free
+    memory (with SAFETY), saying so. For ``core/changes.py`` (``Changes.vram_refusal``)."""
+    from llmos_tui.engine import vram
+
+    if free_bytes is None or info is None or params.n_gpu_layers == 0:
+        return vram.refusal(params, info, free_bytes)
+    fix = correction(readings, model_key(params.model_path, info.size_bytes), "gpu")
+    if fix is None:
+        return vram.refusal(params, info, free_bytes)
+    return refusal(params, info, "gpu", free_bytes * vram.SAFETY / MIB, fix)
