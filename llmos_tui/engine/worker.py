@@ -24,9 +24,9 @@ from llmos_tui.jsontypes import JsonDict
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import ChatFormatter
 
     from llmos_tui.engine.loading import BuftOverrides
-    from llama_cpp.llama_chat_format import ChatFormatter
 
 _out_fd = -1
 FLUSH_INTERVAL_S = 0.004  # slower models (most real ones) get every piece at once
