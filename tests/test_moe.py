@@ -269,3 +269,11 @@ def test_the_change_transactions_vram_preflight_can_take_the_correction(moe_mode
     assert why and "corrected by +4 MiB" in why and "VRAM budget" in why
     assert memfit.corrected_vram_refusal(p.replace(n_cpu_moe=4), info, free, seen) is None, \
         "moving every expert (6 MiB) makes room for the correction"
+
+
+def test_more_expert_blocks_than_the_model_has_are_refused_from_the_header(moe_model: Path) -> None:
+    from llmos_tui.engine.worker import expert_offload_refusal
+
+    assert expert_offload_refusal(str(moe_model), 0) is None
+    assert expert_offload_refusal(str(moe_model), 4) is None
+    assert "exceeds the model's 4 layers" in expert_offload_refusal(str(moe_model), 5)
