@@ -2,7 +2,7 @@
 """Benchmark the tuner's optimiser on recorded response surfaces (pure replay: no engine, fast).
 
     python scripts/bench_tuner.py --surface tests/data/surface_bench_2core.csv [--objective tg|pp|gm|all]
-                                  [--seeds 20] [--budget 60] [--strategies gp,rf,random,grid]
+                                  [--seeds 100] [--budget 60] [--strategies gp,rf,random,grid]
 
 A surface is a CSV with one row per measured run (see scripts/record_surface.py). The space of a
 replayed study is exactly the configurations the surface holds. A trial of a configuration draws
@@ -21,8 +21,13 @@ without them, the largest thread count recorded). The row ``gp-noprior`` is the 
 ``--no-prior`` drops it everywhere. Random search and grid order never use it. The speedup's
 bootstrap interval over the seeds says how much of a median ratio over 20 seeds is luck.
 
+Targets (issue 22: a short tail), judged on the GP over the seeds (100 by default: a median over 20
+seeds moves by ±50 %): median <= 10 trials, p90 <= 20, misses <= 1 % of the seeds, mean <= half of
+random search's mean. The script exits 1 when one is not met (2 on bad input). The warm-started
+second study is reported, not a target.
+
 The last line per objective is exactly
-``objective=tg gp_median=N random_median=M speedup=R gp_at12=F misses=K`` (misses: the GP's).
+``objective=tg gp_median=N gp_mean=M gp_p90=P gp_misses=K random_mean=R`` (M and R with one decimal).
 """
 
 from __future__ import annotations
@@ -217,6 +222,8 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
     if use_prior and any(s in ("gp", "rf", "et") for s in strategies):
         print(f"GP/RF/ET {preference_for(surface, objective).describe()} (random search and grid order: none)")
     print(f"{'strategy':<8} {'median':>6} {'mean':>6} {'p90':>5} {'misses':>6} {'at12':>6}  seconds")
+    if "gp" in strategies and "random" not in strategies:
+        strategies = [*strategies, "random"]  # the mean target compares with random search
     out: dict = {}
     rows = list(strategies)
     if use_prior and compare_prior and "gp" in rows:
@@ -243,32 +250,45 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
     gp = out.get("gp")
     rnd = out.get("random")
     speedup = rnd["median"] / gp["median"] if gp and rnd and gp["median"] else float("nan")
-    met: list[bool] = []
-    if gp:
-        met.append(gp["median"] <= 12)
-        print(f"target GP median <= 12 trials: {'met' if met[-1] else 'not met'} ({fmt(gp['median'])})")
+    met = targets(gp, rnd, seeds)
+    for line, ok in met:
+        print(f"target {line}: {'met' if ok else 'not met'}")
     if gp and rnd:
         lo, hi = speedup_interval([r.trials for r in gp["runs"]], [r.trials for r in rnd["runs"]])
-        met.append(speedup >= 2)
-        print(f"target GP >= 2x fewer trials than random: {'met' if met[-1] else 'not met'} ({speedup:.2f}x; "
-              f"95 % bootstrap interval over these seeds {lo:.2f}-{hi:.2f}x)")
+        print(f"GP vs random, median ratio {speedup:.2f}x (95 % bootstrap interval over these seeds {lo:.2f}-{hi:.2f}x)")
     if "warm" in out:
-        w = out["warm"]["median"]
-        met.append(w <= 4)
-        print(f"target warm-started second study <= 4 trials: {'met' if met[-1] else 'not met'} ({fmt(w)})")
+        print(f"warm-started second study: median {fmt(out['warm']['median'])} trials (reported, not a target)")
     out["speedup"] = speedup
-    out["targets_met"] = all(met)
-    print(f"objective={objective} gp_median={fmt(gp['median']) if gp else 'nan'} "
-          f"random_median={fmt(rnd['median']) if rnd else 'nan'} speedup={speedup:.2f} "
-          f"gp_at12={gp['at12'] if gp else float('nan'):.3f} misses={gp['misses'] if gp else 0}")
+    out["targets_met"] = all(ok for _, ok in met)
+    print(last_line(objective, gp, rnd))
     return out
+
+
+def targets(gp: dict | None, rnd: dict | None, seeds: int) -> list[tuple[str, bool]]:
+    """Issue 22's short tail, each as (what it says, met)."""
+    if not gp:
+        return []
+    out = [(f"GP median <= 10 trials ({fmt(gp['median'])})", gp["median"] <= 10),
+           (f"GP p90 <= 20 trials ({gp['p90']})", gp["p90"] <= 20),
+           (f"GP misses <= 1 % of {seeds} seeds ({gp['misses']})", gp["misses"] <= 0.01 * seeds)]
+    if rnd:
+        out.append((f"GP mean <= half of random's ({gp['mean']:.1f} vs {rnd['mean']:.1f})",
+                    gp["mean"] <= 0.5 * rnd["mean"]))
+    return out
+
+
+def last_line(objective: str, gp: dict | None, rnd: dict | None) -> str:
+    nan = float("nan")
+    return (f"objective={objective} gp_median={fmt(gp['median']) if gp else 'nan'} "
+            f"gp_mean={gp['mean'] if gp else nan:.1f} gp_p90={gp['p90'] if gp else 'nan'} "
+            f"gp_misses={gp['misses'] if gp else 0} random_mean={rnd['mean'] if rnd else nan:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--surface", required=True, help="a recorded surface CSV")
     ap.add_argument("--objective", default="tg", choices=[*OBJECTIVES, "all"])
-    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--budget", type=int, default=60)
     ap.add_argument("--strategies", default="gp,rf,random,grid")
     ap.add_argument("--no-warm", action="store_true", help="skip the warm-started second study")

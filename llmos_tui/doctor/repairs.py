@@ -170,3 +170,27 @@ def retune(ctx: RepairContext, finding: Finding) -> None:
     if not applied.get("ok"):
         raise LlmosError(f"the re-tune's change was not kept: {applied.get('message')}")
     ctx.log(f"re-tune std:{report.study_id} applied cfg:{applied.get('config_id')}: {report.message}")
+
+
+def _experts_pre(ctx: RepairContext, finding: Finding) -> str | None:
+    info = ctx.model_info
+    if info is None or not info.is_moe:
+        return "the model is not a mixture of experts (its header names no expert tensors)"
+    reason = _layers_pre(ctx, finding)  # a GPU build with layers on the GPU
+    if reason:
+        return reason
+    if ctx.params.n_cpu_moe >= info.n_expert_layers:
+        return f"every expert is already on the CPU (n_cpu_moe={ctx.params.n_cpu_moe})"
+    return None
+
+
+@repair("engine.experts_to_cpu", changes="half the remaining expert layers' weights to the CPU (attention and "
+        "KV cache stay on the GPU; tried before fewer GPU layers)", precondition=_experts_pre,
+        reconfigures=True, cost=8)
+def experts_to_cpu(ctx: RepairContext, finding: Finding) -> EngineParams:
+    """Keep more mixture-of-experts weights in CPU memory (llama.cpp's --n-cpu-moe)."""
+    info = ctx.model_info
+    if info is None or not info.is_moe:
+        raise NotApplicable("not a mixture-of-experts model")
+    total, current = info.n_expert_layers, ctx.params.n_cpu_moe
+    return ctx.params.replace(n_cpu_moe=min(total, current + max(1, (total - current + 1) // 2)))

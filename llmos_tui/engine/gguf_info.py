@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,19 @@ class ModelInfo:
     has_chat_template: bool = False
     description: str = ""
     extra: JsonDict = field(default_factory=dict)
+    n_expert: int | None = None  # <arch>.expert_count: a mixture-of-experts model when > 0
+    n_expert_used: int | None = None
+    expert_layer_bytes: list[int] = field(default_factory=list)  # bytes of expert tensors, per block
+
+    @property
+    def is_moe(self) -> bool:
+        return bool(self.n_expert) and any(self.expert_layer_bytes)
+
+    @property
+    def n_expert_layers(self) -> int:
+        """The blocks that hold experts: n_cpu_moe beyond the last of them moves nothing more."""
+        last = [i for i, b in enumerate(self.expert_layer_bytes) if b]
+        return last[-1] + 1 if last else 0
 
     @property
     def is_demo(self) -> bool:
@@ -98,6 +112,10 @@ def _int(value: Json) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+# the tensors llama.cpp's --n-cpu-moe moves (engine/loading.py EXPERT_TENSOR_RE), with their block
+_EXPERT_TENSOR = re.compile(r"blk\.(\d+)\..*ffn_(up|down|gate)_(ch|)exps")
+
+
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     """Parse the GGUF header (metadata and tensor table) of path; never reads tensor data."""
     p = check_model_path(path)
@@ -114,7 +132,11 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     data_end = 0
     n_params = 0
     type_counts: collections.Counter[str] = collections.Counter()
+    expert_bytes: collections.Counter[int] = collections.Counter()
     for t in reader.tensors:
+        m = _EXPERT_TENSOR.match(str(t.name))
+        if m:
+            expert_bytes[int(m.group(1))] += int(t.n_bytes)
         data_end = max(data_end, int(t.data_offset) + int(t.n_bytes))
         n_params += int(t.n_elements)
         if len(t.shape) >= 2:
@@ -164,4 +186,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         vocab_size=len(tokens.data) if tokens is not None else None,
         has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
         description=str(_field_value(reader, "general.description") or ""),
+        n_expert=_int(arch_key("expert_count")),
+        n_expert_used=_int(arch_key("expert_used_count")),
+        expert_layer_bytes=[expert_bytes.get(i, 0) for i in range(max(expert_bytes, default=-1) + 1)],
     )

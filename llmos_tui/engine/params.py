@@ -79,6 +79,9 @@ class EngineParams:
     seed: int = 0xC0FFEE
     use_mmap: bool = True
     repack: str = "auto"  # weight repacking into llama.cpp's extra CPU buffer types (AMX, x86/ARM repack)
+    # mixture-of-experts models: keep the expert tensors of the first N blocks in CPU memory
+    # (llama.cpp's --n-cpu-moe, through tensor buffer overrides); attention and KV stay offloaded
+    n_cpu_moe: int = 0
 
     # ---- validation -------------------------------------------------------
     def validate(self) -> "EngineParams":
@@ -103,6 +106,7 @@ class EngineParams:
         need_int("n_threads", 1, 4096)
         need_int("n_threads_batch", 1, 4096)
         need_int("seed", 0, 2**32 - 1)
+        need_int("n_cpu_moe", 0, 100_000)
         if self.flash_attn not in FLASH_ATTN:
             raise ConfigError(f"flash_attn must be one of {', '.join(FLASH_ATTN)}, got {self.flash_attn!r}")
         for name in ("type_k", "type_v"):
@@ -150,6 +154,7 @@ class EngineParams:
         return (
             f"ngl={self.n_gpu_layers} ctx={self.n_ctx} batch={self.n_batch}/{self.n_ubatch} "
             f"threads={self.n_threads}/{self.n_threads_batch} fa={self.flash_attn} kv={self.type_k}/{self.type_v}"
+            + (f" cpu_moe={self.n_cpu_moe}" if self.n_cpu_moe else "")
         )
 
 

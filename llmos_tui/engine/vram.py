@@ -1,6 +1,6 @@
 """Estimate the GPU memory a configuration needs, from the GGUF header alone, before loading it.
 
-weights (the offloaded share of the file) + KV cache
+weights (the offloaded share of the file, less the experts that n_cpu_moe keeps on the CPU) + KV cache
 (n_ctx × n_layer × n_head_kv × (head_dim_k × bytes(type_k) + head_dim_v × bytes(type_v)))
 + a compute-buffer estimate + a fixed CUDA context overhead. It is an estimate meant to
 refuse what clearly cannot fit, not to squeeze the last megabyte.
@@ -67,6 +67,7 @@ class VramEstimate:
     overhead: int
     offloaded_layers: int
     n_layer: int
+    experts_on_cpu: int = 0  # expert bytes of offloaded blocks that n_cpu_moe keeps in CPU memory
 
     @property
     def total(self) -> int:
@@ -75,11 +76,19 @@ class VramEstimate:
     def to_dict(self) -> JsonDict:
         return {"weights": self.weights, "kv_cache": self.kv_cache, "compute": self.compute,
                 "overhead": self.overhead, "total": self.total, "offloaded_layers": self.offloaded_layers,
-                "n_layer": self.n_layer}
+                "n_layer": self.n_layer, "experts_on_cpu": self.experts_on_cpu}
 
     def summary(self) -> str:
         return (f"{self.total / MIB:.0f} MiB (weights {self.weights / MIB:.0f}, KV {self.kv_cache / MIB:.0f}, "
-                f"compute {self.compute / MIB:.0f}, overhead {self.overhead / MIB:.0f})")
+                f"compute {self.compute / MIB:.0f}, overhead {self.overhead / MIB:.0f}"
+                + (f"; experts on the CPU {self.experts_on_cpu / MIB:.0f}" if self.experts_on_cpu else "") + ")")
+
+
+def experts_on_cpu(n_cpu_moe: int, gpu_layers: int, n_layer: int, expert_layer_bytes: Sequence[int]) -> int:
+    """The expert bytes that n_cpu_moe takes off the GPU: those of blocks 0 … n_cpu_moe-1 that are
+    offloaded at all (llama.cpp offloads the last ``gpu_layers`` of the n_layer + 1, output included)."""
+    first_gpu = max(0, n_layer + 1 - gpu_layers)
+    return sum(b for i, b in enumerate(expert_layer_bytes) if first_gpu <= i < n_cpu_moe)
 
 
 def estimate(params: EngineParams, info: ModelShape) -> VramEstimate:
@@ -87,7 +96,10 @@ def estimate(params: EngineParams, info: ModelShape) -> VramEstimate:
     n_layer = int(info.n_layer or 0) or 1
     layers = n_layer + 1 if params.n_gpu_layers < 0 else min(params.n_gpu_layers, n_layer + 1)
     share = layers / (n_layer + 1)  # the output layer counts as one
-    weights = int(info.size_bytes * share)
+    # namespaces from older journals and spaces lack the expert fields: no experts, nothing moved
+    moved = experts_on_cpu(int(getattr(params, "n_cpu_moe", 0) or 0), layers, n_layer,
+                           getattr(info, "expert_layer_bytes", None) or ())
+    weights = max(0, int(info.size_bytes * share) - moved)
     n_ctx = params.n_ctx or int(info.context_length or 4096)
     n_head_kv = int(info.n_head_kv or info.n_head or 1)
     hk = int(info.head_dim_k or 0) or (int(info.n_embd or 0) // max(1, int(info.n_head or 1)))
@@ -106,7 +118,7 @@ def estimate(params: EngineParams, info: ModelShape) -> VramEstimate:
         compute, overhead = 0, 0
     else:
         overhead = CUDA_OVERHEAD
-    return VramEstimate(weights, kv, int(compute), overhead, layers, n_layer)
+    return VramEstimate(weights, kv, int(compute), overhead, layers, n_layer, moved)
 
 
 def refusal(params: EngineParams, info: ModelShape | None, free_bytes: int | None) -> str | None:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
     from llama_cpp.llama_chat_format import ChatFormatter
 
+    from llmos_tui.engine.loading import BuftOverrides
+
 _out_fd = -1
 FLUSH_INTERVAL_S = 0.004  # slower models (most real ones) get every piece at once
 _out_lock = threading.Lock()
@@ -56,6 +58,7 @@ class Worker:
         self.cancelled_ids: set[int] = set()
         self.current_id: int | None = None
         self.repack: tuple[bool, str] = (True, "")  # may llama.cpp repack the weights, and why
+        self.overrides: BuftOverrides | None = None  # llama.cpp keeps a pointer to it: lives with the model
 
     # ---- stdin reader: cancel and faults act at once, the rest waits its turn ----
     def read_commands(self) -> None:
@@ -123,12 +126,18 @@ class Worker:
                 emit({"ev": P.EV_PROGRESS, "progress": round(float(progress), 3)})
             return True
 
-        from llmos_tui.engine.loading import llama_defaults
+        from llmos_tui.engine.loading import expert_overrides, llama_defaults
         from llmos_tui.engine.params import resolve_repack
 
         self.repack = resolve_repack(params.get("repack", "auto"))
+        n_cpu_moe = int(params.get("n_cpu_moe") or 0)
         try:
-            with llama_defaults(flash_attn=params["flash_attn"], repack=self.repack[0], progress=on_progress):
+            refusal = expert_offload_refusal(params["model_path"], n_cpu_moe)
+            if refusal:
+                raise ValueError(refusal)
+            self.overrides = expert_overrides(n_cpu_moe)
+            with llama_defaults(flash_attn=params["flash_attn"], repack=self.repack[0], progress=on_progress,
+                                overrides=self.overrides):
                 self.llm = llama_cpp.Llama(
                     model_path=params["model_path"],
                     n_gpu_layers=params["n_gpu_layers"],
@@ -168,7 +177,34 @@ class Worker:
             "chat_format": getattr(llm, "chat_format", None),
             "repack": self.repack[0],
             "repack_why": self.repack[1],
+            "n_cpu_moe": int(self.params.get("n_cpu_moe") or 0),
+            "expert_overrides": len(self.overrides.patterns) if self.overrides else 0,
+            "memory": self.memory_reading(),
         }
+
+    def memory_reading(self) -> JsonDict | None:
+        """The load's real peak memory beside the header's estimate (engine/memfit.py): VRAM from
+        NVML when layers are on a GPU, else this process's peak RSS. Never fails a load."""
+        import resource
+
+        import llama_cpp.llama_cpp as C
+
+        try:
+            from llmos_tui.engine import memfit
+            from llmos_tui.engine.gguf_info import read_model_info
+            from llmos_tui.engine.params import EngineParams
+
+            params = EngineParams.from_mapping(self.params)
+            device = memfit.device_of(params, bool(C.llama_supports_gpu_offload()))
+            if device == "gpu":
+                peak = _VramPeak(os.getpid()).peak
+                measured = peak / (1024 * 1024) if peak else None
+            else:
+                measured = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            return memfit.reading(params, read_model_info(params.model_path), device, measured, "load")
+        except Exception as exc:  # noqa: BLE001 - a missing figure, never a failed load
+            log(f"memory reading skipped: {type(exc).__name__}: {exc}")
+            return None
 
     def format_prompt(self, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
         """Apply the model's chat template ourselves: create_chat_completion takes no
@@ -214,6 +250,7 @@ class Worker:
         if self.llm is not None:
             self.llm.close()
             self.llm = None
+        self.overrides = None
 
     def reset(self) -> None:
         if self.llm is not None:
@@ -461,6 +498,21 @@ class Worker:
             threading.Event().wait()
         else:
             emit({"ev": P.EV_ERROR, "message": f"unknown fault {kind!r}"})
+
+
+def expert_offload_refusal(model_path: str, n_cpu_moe: int) -> str | None:
+    """Why ``n_cpu_moe`` cannot apply to this model (from its header), or None: a dense model has
+    no experts to move, and there are no more expert blocks than the model has."""
+    if n_cpu_moe <= 0:
+        return None
+    from llmos_tui.engine.gguf_info import read_model_info
+
+    info = read_model_info(model_path)
+    if not info.is_moe:
+        return f"n_cpu_moe={n_cpu_moe}: {info.name} is not a mixture-of-experts model (no expert tensors)"
+    if n_cpu_moe > int(info.n_layer or 0):
+        return f"n_cpu_moe={n_cpu_moe} exceeds the model's {info.n_layer} layers"
+    return None
 
 
 def _rate(n: int, ms: float) -> float | None:

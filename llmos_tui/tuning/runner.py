@@ -44,6 +44,7 @@ from llmos_tui.tuning.verdict import Verdict, VerifyDesign, ab_verify
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.config import Config
     from llmos_tui.engine.gguf_info import ModelInfo
+    from llmos_tui.engine.memfit import Correction
     from llmos_tui.engine.supervisor import Supervisor
     from llmos_tui.journal import Journal
     from llmos_tui.telemetry.sampler import Sampler
@@ -185,6 +186,8 @@ class Prepared:
     timeout: float = 60.0
     timeout_from_rate: bool = False
     timeouts_doubled: int = 0
+    # the measured fit: memory readings (newest first) of this model from the journal and this study
+    memory: list[Mapping[str, object]] = field(default_factory=list)
 
 
 class Tuner:
@@ -306,6 +309,9 @@ class Tuner:
         self._emit("study", resumed=resume is not None, objective=prep.obj.to_dict(), trials=cfg.trials,
                    space=prep.space.to_dict(), strategy=cfg.strategy, note=prep.obj.note,
                    prior=study.preference.describe() if study.preference is not None else "")
+        fix = self.memory_correction(prep, prep.base)
+        if fix is not None and (prep.rss_limit is not None or prep.vram_limit is not None):
+            self._note(report, f"pre-flight: {fix.describe()}")
         seeds = self._warm_start(prep, study, report)
         try:
             with self._engine_span() as was_serving:
@@ -430,7 +436,25 @@ class Tuner:
             previous = list(rows) if isinstance(rows, list) else []
         timeout = cfg.trial_timeout or trial_budget(spec, int(info.size_bytes or 0))
         return Prepared(cfg, obj, spec, info, running, running.replace(n_ctx=n_ctx), n_ctx, gpu, space, preference,
-                        fp, vram_limit, rss_limit, settings, previous, timeout)
+                        fp, vram_limit, rss_limit, settings, previous, timeout, memory=self._memory_readings())
+
+    def _memory_readings(self) -> list[Mapping[str, object]]:
+        """What the journal has seen of real peak memory: trials' readings and loads' (newest first)."""
+        from llmos_tui.engine import memfit
+
+        rows: list[Mapping[str, object]] = []
+        for kind in (memfit.EVENT_KIND, "loaded"):
+            got = self._j(lambda j, k=kind: j.events(k, limit=500), [])
+            rows += got if isinstance(got, list) else []
+        rows.sort(key=lambda r: float(r.get("ts") or 0.0), reverse=True)  # type: ignore[arg-type]
+        return memfit.readings_from_rows(rows)
+
+    def memory_correction(self, prep: Prepared, params: EngineParams) -> "Correction | None":
+        """The measured-fit correction for ``params``' device and this model, from ``prep.memory``."""
+        from llmos_tui.engine import memfit
+
+        device = memfit.device_of(params, bool(prep.gpu))
+        return memfit.correction(prep.memory, memfit.model_key(params.model_path, prep.info.size_bytes), device)
 
     # ---- step 2: the warm start ------------------------------------------------------
     def _warm_start(self, prep: Prepared, study: "Study", report: StudyReport) -> list["Prior"]:
@@ -606,15 +630,27 @@ class Tuner:
             why = cache_type_refusal(prep.info, params.type_k, params.type_v)
             if why is not None:
                 return TrialResult(False, "refused", f"{why} (the model's header; not run)")
+        from llmos_tui.engine import memfit
+
+        device = memfit.device_of(params, bool(prep.gpu))
+        limit = prep.vram_limit if device == "gpu" else prep.rss_limit
+        fix = self.memory_correction(prep, params)
+        if fix is not None and limit is not None:  # the measured fit: the estimate as corrected by what ran
+            why = memfit.refusal(params, prep.info, device, limit, fix)
+            return TrialResult(False, "budget", why) if why else None
         if prep.vram_limit is not None and params.n_gpu_layers != 0:
             est = vram.estimate(params, prep.info)
             if est.total / MIB > prep.vram_limit:
                 return TrialResult(False, "budget", f"needs about {est.summary()}, over the VRAM budget of "
                                                     f"{prep.vram_limit:.0f} MiB (estimate, not run)")
+        if device == "cpu" and limit is not None:
+            why = memfit.refusal(params, prep.info, device, limit, None)
+            return TrialResult(False, "budget", why) if why else None
         return None
 
     def _trial(self, prep: Prepared, study: "Study", config: Config_, origin: str, index: int) -> TrialRecord | None:
         params: EngineParams | None = None
+        memory: JsonDict | None = None
         try:
             params = prep.space.to_params(config, prep.base)
         except LlmosError as exc:
@@ -628,6 +664,7 @@ class Tuner:
             if self._stop.is_set() and not result.ok:
                 return None  # we stopped it: not the configuration's failure
             result.wall_s = result.wall_s or time.monotonic() - started
+            memory = self._record_memory(prep, params, result)
             if result.ok and prep.rss_limit is not None and (result.peak_rss_mb or 0) > prep.rss_limit:
                 result = _over_budget(result, f"peak RSS {result.peak_rss_mb:.0f} MiB over the budget of "
                                               f"{prep.rss_limit:.0f} MiB")
@@ -647,12 +684,32 @@ class Tuner:
         self._learn(result.reason, config)
         metrics = {**result.metrics(), "summary": result.summary(), "origin": origin,
                    "engine_params": params.to_dict() if params is not None else None, "budget_s": prep.timeout}
+        if memory is not None:
+            metrics["memory"] = memory  # the measured peak beside the estimate
         final = result
         trial_id = self._j(lambda j: j.record_trial(self.study_id, config, final.outcome,
                                                     value=value if ok else None, metrics=metrics,
                                                     reason=final.reason))
         return TrialRecord(index, config, result.outcome, value if ok else None, result.reason, origin,
                            trial_id if isinstance(trial_id, int) else None, result.summary(), result.wall_s)
+
+    def _record_memory(self, prep: Prepared, params: EngineParams, result: TrialResult) -> JsonDict | None:
+        """The trial's real peak (VRAM on a GPU, the child's RSS on a CPU) beside the estimate, into
+        the journal and into this study's readings (the next pre-flight's correction sees it)."""
+        from llmos_tui.engine import memfit
+
+        device = memfit.device_of(params, bool(prep.gpu))
+        measured = result.peak_vram_mb if device == "gpu" else result.peak_rss_mb
+        try:
+            record = memfit.reading(params, prep.info, device, measured, "trial")
+        except LlmosError:
+            return None
+        if record is None:
+            return None
+        record["study_id"] = self.study_id
+        prep.memory.insert(0, record)
+        self._j(lambda j: j.record_event(memfit.EVENT_KIND, record))
+        return record
 
     def _track_child(self, child: "Supervisor") -> None:
         self._child = child
@@ -840,10 +897,11 @@ def _noise(trials: list[TrialRecord]) -> float:
 
 
 def _same_run(a: EngineParams, b: EngineParams, gpu: Mapping[str, object] | None) -> bool:
-    """The same configuration as llama.cpp runs it (without a GPU, n_gpu_layers changes nothing)."""
+    """The same configuration as llama.cpp runs it (without a GPU, n_gpu_layers and n_cpu_moe change nothing)."""
     da, db = a.to_dict(), b.to_dict()
     if not gpu:
-        da.pop("n_gpu_layers"), db.pop("n_gpu_layers")
+        for name in ("n_gpu_layers", "n_cpu_moe"):
+            da.pop(name), db.pop(name)
     for d in (da, db):  # llama.cpp's auto enables flash attention wherever it can
         if d["flash_attn"] == "auto":
             d["flash_attn"] = "on"

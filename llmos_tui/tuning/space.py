@@ -26,7 +26,7 @@ CACHE_TYPES = ("f16", "q8_0", "q4_0")
 UNQUANTISED = ("f16", "f32", "bf16")
 BATCHES = (64, 128, 256, 512, 1024, 2048)
 UBATCHES = (32, 64, 128, 256, 512, 1024)
-INT_DIMS = ("n_gpu_layers", "n_batch", "n_ubatch", "n_threads", "n_threads_batch")
+INT_DIMS = ("n_gpu_layers", "n_cpu_moe", "n_batch", "n_ubatch", "n_threads", "n_threads_batch")
 MIB = 1024 * 1024
 
 
@@ -191,7 +191,8 @@ class Space:
         p = SimpleNamespace(n_gpu_layers=config["n_gpu_layers"], n_ctx=self.limits.get("n_ctx") or 0,
                             type_k=config.get("type_k", "f16"), type_v=config.get("type_v", "f16"),
                             n_ubatch=config.get("n_ubatch", 512), n_batch=config.get("n_batch", 512),
-                            flash_attn=config.get("flash_attn", "on"))
+                            flash_attn=config.get("flash_attn", "on"),
+                            n_cpu_moe=int(config.get("n_cpu_moe", self.fixed.get("n_cpu_moe", 0)) or 0))
         if int(config["n_gpu_layers"]) == 0:
             return None
         return vram.refusal(p, SimpleNamespace(**info), int(free * MIB))
@@ -252,10 +253,14 @@ class Space:
             want[d.name] = value
         if "n_gpu_layers" in want:  # the largest offload that fits with everything else as given
             dim = self.dimension("n_gpu_layers")
+            moe = self.dimension("n_cpu_moe")
+            # a MoE model moves experts to the CPU before it gives up whole layers (as the doctor does)
+            moves = [m for m in moe.values if m >= (want.get("n_cpu_moe") or 0)] if moe else [None]
             for v in sorted(dim.values, reverse=True):
-                trial = dict(want, n_gpu_layers=v)
-                if self.allowed(trial) is None:
-                    return trial
+                for m in sorted(moves, key=lambda x: x or 0):
+                    trial = dict(want, n_gpu_layers=v) if m is None else dict(want, n_gpu_layers=v, n_cpu_moe=m)
+                    if self.allowed(trial) is None:
+                        return trial
         return self.nearest(want) or want
 
     def to_params(self, config: Mapping[str, object], base: "EngineParams") -> "EngineParams":
@@ -314,6 +319,14 @@ def _gpu_layer_values(n_layer: int, fits: Callable[[int], bool]) -> list[int]:
     return ok or [0]
 
 
+def expert_layer_values(n_expert_layers: int) -> list[int]:
+    """0 … all expert blocks on the CPU: every count up to 8 blocks, else a handful (quarters, ends)."""
+    top = max(0, int(n_expert_layers))
+    if top <= 8:
+        return list(range(top + 1))
+    return sorted({0, 1, top // 4, top // 2, (3 * top) // 4, top - 1, top})
+
+
 def build_space(model_info: "ModelInfo | None", *, cpu_count: int, gpu: Mapping[str, object] | None = None, n_ctx: int,
                 fixed: Mapping[str, object] | None = None) -> Space:
     """The space for this model on this machine. ``n_ctx`` is the operator's requirement, not a knob.
@@ -328,7 +341,7 @@ def build_space(model_info: "ModelInfo | None", *, cpu_count: int, gpu: Mapping[
     info_d: dict[str, object] | None = None
     if model_info is not None:
         fields = ("size_bytes", "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim_k", "head_dim_v",
-                  "vocab_size", "context_length")
+                  "vocab_size", "context_length", "expert_layer_bytes")
         info_d = {f: getattr(model_info, f, None) for f in fields}
     if gpu and "n_gpu_layers" not in fixed and info_d and info_d.get("n_layer"):
         limits["model"] = info_d
@@ -339,15 +352,22 @@ def build_space(model_info: "ModelInfo | None", *, cpu_count: int, gpu: Mapping[
         from llmos_tui.engine import vram
 
         free = gpu.get("vram_free_mib")
+        # a mixture-of-experts model (the header names expert tensors): experts on the CPU is a knob,
+        # and a layer count fits when it fits with every expert moved
+        moe_values = expert_layer_values(model_info.n_expert_layers) if model_info is not None \
+            and model_info.is_moe and "n_cpu_moe" not in fixed else []
+        most_moved = max(moe_values, default=int(fixed.get("n_cpu_moe", 0) or 0))
 
         def fits(layers: int) -> bool:
             if free is None:
                 return True
             p = SimpleNamespace(n_gpu_layers=layers, n_ctx=n_ctx, type_k="q4_0", type_v="q4_0", n_ubatch=32,
-                                n_batch=64, flash_attn="on")
+                                n_batch=64, flash_attn="on", n_cpu_moe=most_moved)
             return vram.refusal(p, SimpleNamespace(**info_d), int(free * MIB)) is None
 
         dims.append(Dimension("n_gpu_layers", "int", _gpu_layer_values(int(info_d["n_layer"]), fits)))
+        if len(moe_values) > 1:
+            dims.append(Dimension("n_cpu_moe", "int", moe_values))
     elif "n_gpu_layers" not in fixed:
         fixed["n_gpu_layers"] = 0
     cap = n_ctx if n_ctx and n_ctx > 0 else 4096
@@ -377,4 +397,5 @@ def build_space(model_info: "ModelInfo | None", *, cpu_count: int, gpu: Mapping[
     return space
 
 
-__all__ = ["Dimension", "Space", "build_space", "plain", "rule_from_reason", "thread_values"]
+__all__ = ["Dimension", "Space", "build_space", "expert_layer_values", "plain", "rule_from_reason",
+           "thread_values"]
