@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator, Protocol, TypeVar, Union
@@ -216,7 +215,13 @@ class Changes:
         sample = None
         if self.sampler is not None:  # a one-shot core samples on demand: read the GPU once now
             sample = self.sampler.latest if self.sampler.running else self.sampler.poll_once()
-        return vram.refusal(params, info, vram.free_gpu_memory(sample, sup.pid if sup is not None else None))
+        free = vram.free_gpu_memory(sample, sup.pid if sup is not None else None)
+        if free is None:  # no GPU known: nothing to correct
+            return vram.refusal(params, info, None)
+        from llmos_tui.engine import memfit  # the estimate corrected by what the journal measured
+
+        readings = memfit.readings_from_journal(lambda kind, n: self._safe(lambda j: j.events(kind, limit=n), []))
+        return memfit.corrected_vram_refusal(params, info, free, readings)
 
     # ---- the transaction -----------------------------------------------------------
     def propose(self, params: "EngineParams | dict[str, object]", *, source: str = "operator", reason: str = "",

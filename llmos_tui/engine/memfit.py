@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from llmos_tui.engine.vram import MIB, ModelShape, VramEstimate, estimate
 from llmos_tui.jsontypes import JsonDict
@@ -98,6 +98,17 @@ def readings_from_rows(rows: Iterable[Mapping[str, object]]) -> list[Mapping[str
             if isinstance(mem, Mapping):
                 out.append(mem)
     return out
+
+
+def readings_from_journal(events: "Callable[[str, int], object]") -> list[Mapping[str, object]]:
+    """The readings the journal holds, newest first: ``events(kind, limit)`` reads its events rows
+    (trials' ``memory`` rows and loads' ``loaded`` rows)."""
+    rows: list[Mapping[str, object]] = []
+    for kind in (EVENT_KIND, "loaded"):
+        got = events(kind, 500)
+        rows += got if isinstance(got, list) else []
+    rows.sort(key=lambda r: float(r.get("ts") or 0.0), reverse=True)  # type: ignore[arg-type]
+    return readings_from_rows(rows)
 
 
 def correction(readings: Iterable[Mapping[str, object]], model: str, device: str,

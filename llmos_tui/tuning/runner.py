@@ -442,12 +442,7 @@ class Tuner:
         """What the journal has seen of real peak memory: trials' readings and loads' (newest first)."""
         from llmos_tui.engine import memfit
 
-        rows: list[Mapping[str, object]] = []
-        for kind in (memfit.EVENT_KIND, "loaded"):
-            got = self._j(lambda j, k=kind: j.events(k, limit=500), [])
-            rows += got if isinstance(got, list) else []
-        rows.sort(key=lambda r: float(r.get("ts") or 0.0), reverse=True)  # type: ignore[arg-type]
-        return memfit.readings_from_rows(rows)
+        return memfit.readings_from_journal(lambda kind, n: self._j(lambda j: j.events(kind, limit=n), []))
 
     def memory_correction(self, prep: Prepared, params: EngineParams) -> "Correction | None":
         """The measured-fit correction for ``params``' device and this model, from ``prep.memory``."""

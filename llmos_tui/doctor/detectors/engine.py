@@ -109,7 +109,8 @@ def engine_oom(ctx: DetectorContext) -> list:
                   "n_ctx": ctx.params.n_ctx if ctx.params else None,
                   "type_k": ctx.params.type_k if ctx.params else None},
         fingerprint="engine.oom",
-        repairs=["engine.kv_quant", "engine.smaller_batch", "engine.smaller_ctx", "engine.fewer_gpu_layers"],
+        repairs=["engine.kv_quant", "engine.smaller_batch", "engine.smaller_ctx", "engine.experts_to_cpu",
+                 "engine.fewer_gpu_layers"],
         fact=("llama.cpp could not allocate GPU memory"
               + (f" ({', '.join(sizes[:2])} requested)" if sizes else "")
               + (f" at n_ctx {ctx.params.n_ctx}" if ctx.params else "")
