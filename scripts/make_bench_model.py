@@ -65,6 +65,37 @@ class Shape(NamedTuple):  # not a dataclass: importable by path without sys.modu
         return self.n_layer * per_layer + 2 * self.vocab_size * self.n_embd + self.n_embd
 
 
+def add_llama_hparams(w, shape) -> None:  # w: a gguf.GGUFWriter
+    """The llama hyper-parameters llama.cpp needs to load the file (shared with make_moe_model.py)."""
+    w.add_context_length(shape.n_ctx_train)
+    w.add_embedding_length(shape.n_embd)
+    w.add_block_count(shape.n_layer)
+    w.add_feed_forward_length(shape.n_ff)
+    w.add_head_count(shape.n_head)
+    w.add_head_count_kv(shape.n_head_kv)
+    w.add_layer_norm_rms_eps(shape.rms_eps)
+    w.add_rope_dimension_count(shape.n_embd // shape.n_head)
+    w.add_rope_freq_base(shape.rope_base)
+    w.add_vocab_size(shape.vocab_size)
+
+
+def add_tokenizer(w, pieces, scores, types, eos: int) -> None:  # w: a gguf.GGUFWriter
+    """The SentencePiece-style vocabulary, its special ids and the ChatML template (shared)."""
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(pieces)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(eos)
+    w.add_pad_token_id(2)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+    w.add_add_space_prefix(False)
+    w.add_chat_template(CHATML_TEMPLATE)
+
+
 def build_vocab(size: int) -> tuple[list[str], list[float], list[int]]:
     """Control tokens, 256 byte-fallback tokens, printable ASCII, then word-like pieces."""
     pieces: list[str] = list(SPECIALS)
@@ -140,30 +171,9 @@ def write_model(path: Path, shape: Shape = Shape()) -> Path:
         "llama architecture, for timing only. It knows nothing."
     )
     w.add_string("llmos.bench.version", BENCH_VERSION)
-    w.add_context_length(shape.n_ctx_train)
-    w.add_embedding_length(shape.n_embd)
-    w.add_block_count(shape.n_layer)
-    w.add_feed_forward_length(shape.n_ff)
-    w.add_head_count(shape.n_head)
-    w.add_head_count_kv(shape.n_head_kv)
-    w.add_layer_norm_rms_eps(shape.rms_eps)
-    w.add_rope_dimension_count(shape.n_embd // shape.n_head)
-    w.add_rope_freq_base(shape.rope_base)
-    w.add_vocab_size(shape.vocab_size)
+    add_llama_hparams(w, shape)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(pieces)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_unk_token_id(0)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(eos)
-    w.add_pad_token_id(2)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
-    w.add_add_space_prefix(False)
-    w.add_chat_template(CHATML_TEMPLATE)
+    add_tokenizer(w, pieces, scores, types, eos)
 
     Q8 = gguf.GGMLQuantizationType.Q8_0
 

@@ -14,11 +14,11 @@ configuration that a corrected estimate refuses is never loaded to find out.
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
+from llmos_tui.journal.studies import model_key  # the same key the journal's studies use
 from llmos_tui.engine.vram import MIB, ModelShape, VramEstimate, estimate
 from llmos_tui.jsontypes import JsonDict
 
@@ -27,16 +27,6 @@ if TYPE_CHECKING:
 
 EVENT_KIND = "memory"  # the journal's events row of a trial's reading (a load's travels in "loaded")
 KEEP = 20  # the latest readings that decide a correction
-
-
-def model_key(path: str, size_bytes: int | None = None) -> str:
-    """The same model file wherever it lies (as the journal's studies key it): name and size."""
-    if size_bytes is None:
-        try:
-            size_bytes = os.path.getsize(path)
-        except OSError:
-            size_bytes = 0
-    return f"{os.path.basename(path)}:{int(size_bytes)}"
 
 
 def host_estimate(params: EngineParams, info: ModelShape) -> VramEstimate:
