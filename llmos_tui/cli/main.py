@@ -55,6 +55,17 @@ def _engine_parent(*, defaults: bool = True) -> argparse.ArgumentParser:
     return parent
 
 
+def add_attach_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """--attach / --no-attach: a face of a running daemon (`llmos-tui serve`), or its own core.
+    A subcommand takes them without defaults (they would overwrite a value given before it)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--attach", metavar="SOCKET", default=None if defaults else argparse.SUPPRESS,
+                       help="attach to the daemon with this control socket (default: the daemon serving this "
+                            "journal, when one runs)")
+    group.add_argument("--no-attach", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                       help="run an embedded core even when a daemon serves this journal")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmos-tui",
@@ -68,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--replay-speed", type=float, default=1.0, metavar="X", help="replay speed factor (0: as fast as possible, at most one sample per millisecond)")
     parser.add_argument("--screen", choices=("dashboard", "chat", "doctor", "journal", "tuning"), help="screen to open first")
     parser.add_argument("--interval", type=float, metavar="SECONDS", help="telemetry sampling interval")
+    add_attach_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     for name in SUBCOMMAND_MODULES:
@@ -112,7 +124,8 @@ def _cmd_tui(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from llmos_tui.ui.app import run_app
 
-    return run_app(config, replay=args.replay, replay_speed=args.replay_speed, screen=args.screen)
+    return run_app(config, replay=args.replay, replay_speed=args.replay_speed, screen=args.screen,
+                   attach=args.attach, no_attach=args.no_attach)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from llmos_tui.core.operator import Operator
 from llmos_tui.engine.metrics import format_metrics
 from llmos_tui.engine.supervisor import Reply
 from llmos_tui.errors import LlmosError
+from llmos_tui.serve.sockets import attach_face
 from llmos_tui.textsafe import sanitize
 
 if TYPE_CHECKING:
@@ -46,14 +47,19 @@ def help_text() -> str:
 
 
 def run_console(config: Config, *, show_metrics: bool = True, stdin: TextIO | None = None,
-                stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+                stdout: TextIO | None = None, stderr: TextIO | None = None, attach: str | None = None,
+                no_attach: bool = False) -> int:
+    """The console over a daemon serving this journal (or the socket ``attach``), else over an
+    embedded core (``no_attach`` forces that). Leaving it leaves a daemon serving."""
     from llmos_tui.core.wiring import build_core
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     interactive = stdin.isatty()
-    op = build_core(config, "live" if interactive else "oneshot", face="console")
+    attached = None if no_attach else attach_face(config, attach, face="console")
+    op = attached if attached is not None else \
+        build_core(config, "live" if interactive else "oneshot", face="console")
     try:
         for problem in op.problems:
             print(f"llmos-tui: {problem}", file=stderr)
@@ -174,7 +180,9 @@ def _run_interactive(op: Operator, stdout: TextIO, show_metrics: bool) -> int:
     info = op.supervisor.model_info
     demo = " (the embedded demo model: a tiny model trained on a small corpus)" if info and info.is_demo else ""
     ro = " · read-only" if op.config.readonly else ""
-    say(f"llmos-tui chat · {info.summary() if info else '?'}{demo}{ro}\n/help lists the commands.\n")
+    attached = getattr(op, "attached", None)
+    where = f"\n{attached}: /quit leaves it serving" if attached else ""
+    say(f"llmos-tui chat · {info.summary() if info else '?'}{demo}{ro}{where}\n/help lists the commands.\n")
     try:
         with patch_stdout(raw=True):
             while True:

@@ -184,6 +184,8 @@ def read_endpoints(runtime_dir: Path, *, timeout: float = 2.0) -> list[dict[str,
         return found
     for path in sorted(folder.glob(f"{PREFIX}*{SUFFIX}")):
         pid = _pid_of(path)
+        if pid is None:  # not a status endpoint (a daemon's control socket, llmos-tui-serve-PID.sock)
+            continue
         try:
             found.append({**_exchange(path, {"op": "status"}, timeout), "endpoint": str(path)})
         except (OSError, ValueError) as exc:

@@ -1,26 +1,35 @@
 """The daemon's control interface: HTTP over an owner-only Unix socket (the Docker/Podman shape).
 
 ``<runtime_dir>/llmos-tui-serve-<pid>.sock`` (folder 0700, socket 0600: only this user) serves
+every verb of the :class:`~llmos_tui.core.operator.Operator` facade, each through the daemon's own
+core, so the same change transaction (and the drain of the API's requests) is behind every one:
 
-- the Operator's verbs: ``GET /v1/llmos/snapshot``, ``POST /v1/llmos/apply`` (``{"changes": {...},
-  "reason": ...}``), ``/undo`` (``{"entry": "cfg:N"}``), ``/restart``, ``/reset_start_limit``,
-  ``/adapt`` (``{"mode": ...}``) — each through the daemon's own core, so the same change
-  transaction (and the drain of the API's requests) is behind every one;
-- ``GET /v1/llmos/events``: server-sent events of the engine, the doctor and the changes;
+- ``GET /v1/llmos/snapshot``: ``Operator.snapshot()`` plus ``serve`` (the queue's numbers, the URL)
+- ``POST /v1/llmos/apply`` (``{"changes": {...}, "reason": ...}``), ``/undo`` (``{"entry": "cfg:N"}``),
+  ``/restart``, ``/reset_start_limit``, ``/adapt`` (``{"mode": ...}``), ``/cancel`` (the reply the
+  engine streams now, whoever asked for it)
+- the doctor: ``GET /v1/llmos/doctor`` (findings, actions, notices, switches), ``POST
+  /v1/llmos/doctor/decide`` (``{"verb": "accept"|"reject"|"silence", "finding": N}``),
+  ``/doctor/killswitch`` (``{"on": bool}``), ``/doctor/canary``
+- telemetry: ``GET /v1/llmos/samples?n=120`` (the newest samples, for a face's sparklines)
+- the tuner: ``GET /v1/llmos/tune`` (its state), ``POST /v1/llmos/tune`` (start a study with the
+  given options), ``/tune/stop``, ``/tune/apply_best`` (``{"report": {...}}``)
+- ``GET /v1/llmos/events``: server-sent events: ``engine``, ``change``, ``doctor``, ``sample``
+  (every telemetry sample) and ``tuner`` items, one JSON object per ``data:`` line
 - the OpenAI routes (no token: the socket is the owner's), so an attached face's chat is one
   more client of the queue.
 
-:class:`~llmos_tui.serve.client.DaemonClient` is the client side. No face uses it yet.
+:class:`~llmos_tui.serve.client.DaemonClient` is the client side, and
+:class:`~llmos_tui.serve.attached.AttachedOperator` the Operator surface a face drives over it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
+import threading
 from dataclasses import asdict
-from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,30 +39,74 @@ from starlette.routing import Route
 
 from llmos_tui.engine.supervisor import EngineEvent, Json
 from llmos_tui.serve.api import OpenAIApi
+from llmos_tui.serve.sockets import PREFIX, SUFFIX, socket_path
 
 if TYPE_CHECKING:
     from llmos_tui.core.changes import ChangeResult
     from llmos_tui.core.operator import Operator
     from llmos_tui.doctor.loop import DoctorEvent
+    from llmos_tui.telemetry.sample import Sample
 
-PREFIX = "llmos-tui-serve-"
-SUFFIX = ".sock"
+__all__ = ["PREFIX", "SUFFIX", "Control", "create_control_app", "socket_path"]
+
 UNDO_WAIT_S = 5.0
-
-
-def socket_path(runtime_dir: Path, pid: int | None = None) -> Path:
-    return Path(runtime_dir) / f"{PREFIX}{pid or os.getpid()}{SUFFIX}"
+SAMPLES_MAX = 600  # the most samples one /samples answer carries
+QUEUE_MAX = 1000  # events one slow listener may lag behind before it misses some
+DECISIONS = ("accept", "reject", "silence")
 
 
 class Control:
-    def __init__(self, operator: "Operator", api: OpenAIApi) -> None:
+    """The routes, and one hub that fans the core's events out to every attached face: the core
+    is subscribed once (and the tuner once it exists), whatever number of faces listen."""
+
+    def __init__(self, operator: "Operator", api: OpenAIApi, *, url: Callable[[], str] | None = None) -> None:
         self.operator = operator
         self.api = api
+        self.url = url or (lambda: "")
+        self._listeners: set[Callable[[dict[str, Json]], None]] = set()
+        self._lock = threading.Lock()
+        self._tuner_hooked = False
+        op = operator
+        self._unsubscribe = op.subscribe(
+            events=lambda e: self._broadcast({"type": "engine", "kind": e.kind, "ts": e.ts, "data": e.data}),
+            changes=self._on_change,
+            findings=self._on_finding if op.doctor is not None else None,
+            samples=self._on_sample if op.sampler is not None else None)
+        op.on_close(self.close)
 
+    # ---- the hub ------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _broadcast(self, item: dict[str, Json]) -> None:  # core threads
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(item)
+
+    def _on_change(self, result: "ChangeResult") -> None:
+        self._broadcast({"type": "change", "data": result.to_dict()})
+
+    def _on_finding(self, event: "DoctorEvent") -> None:
+        self._broadcast({"type": "doctor", "data": _plain_event(event)})
+
+    def _on_sample(self, sample: "Sample") -> None:
+        self._broadcast({"type": "sample", "data": sample.to_dict()})
+
+    def _tuner(self) -> object:
+        """The daemon's tuner (built on first use), its events on the hub from then on."""
+        tuner = self.operator.tuner
+        with self._lock:
+            if not self._tuner_hooked:
+                self._tuner_hooked = True
+                tuner.subscribe(lambda ev: self._broadcast({"type": "tuner", "data": _jsonable(ev)}))
+        return tuner
+
+    # ---- the Operator's verbs ---------------------------------------------------------------------
     async def snapshot(self, request: Request) -> JSONResponse:
         snap = await run_in_threadpool(self.operator.snapshot)
-        snap["serve"] = asdict(self.api.gate.stats())
-        return JSONResponse(snap)
+        snap["serve"] = {**asdict(self.api.gate.stats()), "url": self.url()}
+        return JSONResponse(_jsonable(snap))
 
     async def _body(self, request: Request) -> dict[str, Json]:
         try:
@@ -95,25 +148,154 @@ class Control:
             return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
         return JSONResponse({"ok": True, "message": line})
 
+    async def cancel(self, request: Request) -> JSONResponse:
+        self.operator.cancel()
+        return JSONResponse({"ok": True, "message": "the reply in flight (if any) was cancelled"})
+
+    # ---- the doctor ---------------------------------------------------------------------------------
+    def _no_doctor(self) -> JSONResponse | None:
+        if self.operator.doctor is None:
+            return JSONResponse({"ok": False, "error": "the doctor is not running in this daemon"}, status_code=409)
+        return None
+
+    async def doctor(self, request: Request) -> JSONResponse:
+        refused = self._no_doctor()
+        if refused is not None:
+            return refused
+        return JSONResponse(await run_in_threadpool(self._doctor_state))
+
+    def _doctor_state(self) -> dict[str, Json]:
+        d = self.operator.doctor
+        assert d is not None
+        canary = d.last_canary
+        return _jsonable({
+            "findings": [f.to_dict() for f in d.findings()],
+            "open": [f.id for f in d.findings(open_only=True)],
+            "actions": list(d.actions[-50:]), "notices": list(d.notices[-20:]),
+            "kill_switch": bool(d.kill_switch), "dry_run": bool(d.dry_run), "busy": bool(d.busy),
+            "start_limit_hit": bool(d.start_limit_hit), "replayed": bool(d.replayed),
+            "last_canary": canary.to_dict() if canary is not None else None,
+            "silence_s": float(d.policy.silence_s), "engine": d.supervisor is not None,
+            "repairs": {name: spec.changes for name, spec in d.registry.repairs.items()},
+        })
+
+    async def decide(self, request: Request) -> JSONResponse:
+        refused = self._no_doctor()
+        if refused is not None:
+            return refused
+        body = await self._body(request)
+        verb, finding = body.get("verb"), body.get("finding")
+        if verb not in DECISIONS or not isinstance(finding, int) or isinstance(finding, bool):
+            return JSONResponse({"ok": False, "error": "decide needs {\"verb\": accept|reject|silence, "
+                                                       "\"finding\": N}"}, status_code=400)
+        d = self.operator.doctor
+        assert d is not None
+        seconds = body.get("seconds")
+
+        def run() -> str | None:
+            if verb == "accept":
+                return d.accept(finding)
+            if verb == "reject":
+                return d.reject(finding)
+            return d.silence(finding, float(seconds) if isinstance(seconds, (int, float)) else None)
+
+        try:
+            error = await run_in_threadpool(run)
+        except Exception as exc:  # noqa: BLE001 - an unknown finding number is one line
+            error = str(exc)
+        return JSONResponse({"ok": error is None, "error": error}, status_code=200 if error is None else 409)
+
+    async def kill_switch(self, request: Request) -> JSONResponse:
+        refused = self._no_doctor()
+        if refused is not None:
+            return refused
+        on = (await self._body(request)).get("on")
+        if not isinstance(on, bool):
+            return JSONResponse({"ok": False, "error": "killswitch needs {\"on\": true|false}"}, status_code=400)
+        d = self.operator.doctor
+        assert d is not None
+
+        def run() -> None:
+            d.kill_switch = on
+
+        await run_in_threadpool(run)
+        return JSONResponse({"ok": True, "kill_switch": bool(d.kill_switch)})
+
+    async def canary(self, request: Request) -> JSONResponse:
+        refused = self._no_doctor()
+        if refused is not None:
+            return refused
+        d = self.operator.doctor
+        assert d is not None
+        result = await run_in_threadpool(d.run_canary)
+        return JSONResponse(_jsonable(result.to_dict()))
+
+    # ---- telemetry ----------------------------------------------------------------------------------
+    async def samples(self, request: Request) -> JSONResponse:
+        sampler = self.operator.sampler
+        if sampler is None:
+            return JSONResponse({"samples": []})
+        try:
+            n = max(0, min(SAMPLES_MAX, int(request.query_params.get("n", "120"))))
+        except ValueError:
+            return JSONResponse({"error": "n must be a number of samples"}, status_code=400)
+        return JSONResponse({"samples": _jsonable([s.to_dict() for s in sampler.recent(n)])})
+
+    # ---- the tuner ----------------------------------------------------------------------------------
+    async def tune_state(self, request: Request) -> JSONResponse:
+        tuner = self.operator._tuner  # noqa: SLF001 - not built: no study ran, and none is built to say so
+        if tuner is None:
+            return JSONResponse({"running": False, "study_id": None, "state": "idle", "report": None})
+        report = tuner.report
+        return JSONResponse(_jsonable({"running": bool(tuner.running), "study_id": tuner.study_id,
+                                       "state": getattr(tuner, "state", "idle"),
+                                       "report": report.to_dict() if report is not None else None}))
+
+    async def tune(self, request: Request) -> JSONResponse:
+        if self.operator.config.readonly:
+            return JSONResponse({"ok": False, "error": "read-only mode: tuning (it pauses the engine) is disabled"},
+                                status_code=409)
+        if self.operator.mode == "replay":
+            return JSONResponse({"ok": False, "error": "a replay drives no engine to tune"}, status_code=409)
+        options = (await self._body(request)).get("options") or {}
+        if not isinstance(options, dict):
+            return JSONResponse({"ok": False, "error": "tune takes {\"options\": {...}}"}, status_code=400)
+        try:
+            tuner = await run_in_threadpool(self._tuner)
+        except Exception as exc:  # noqa: BLE001 - a tuner that cannot be built is one line
+            return JSONResponse({"ok": False, "error": f"the tuner cannot be built: {exc}"}, status_code=409)
+        if tuner.running:  # type: ignore[attr-defined]
+            return JSONResponse({"ok": False, "error": f"a study already runs (std:{tuner.study_id})"},  # type: ignore[attr-defined]
+                                status_code=409)
+        tuner.start_in_background(**options)  # type: ignore[attr-defined]
+        return JSONResponse({"ok": True, "message": "study started (the serving engine pauses while it runs; "
+                                                    "API requests wait or get 503)"})
+
+    async def tune_stop(self, request: Request) -> JSONResponse:
+        tuner = self.operator._tuner  # noqa: SLF001
+        if tuner is None or not tuner.running:
+            return JSONResponse({"ok": False, "error": "no study runs"}, status_code=409)
+        await run_in_threadpool(tuner.stop)
+        return JSONResponse({"ok": True, "message": "stopping: the trial in flight is abandoned"})
+
+    async def tune_apply_best(self, request: Request) -> JSONResponse:
+        report = (await self._body(request)).get("report")
+        if not isinstance(report, dict):
+            return JSONResponse({"ok": False, "error": "apply_best needs {\"report\": {...}}"}, status_code=400)
+        tuner = await run_in_threadpool(self._tuner)
+        result = await run_in_threadpool(lambda: tuner.apply_best(report))  # type: ignore[attr-defined]
+        return JSONResponse(_jsonable(result))
+
+    # ---- events -------------------------------------------------------------------------------------
     async def events(self, request: Request) -> Response:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Json]] = asyncio.Queue(maxsize=1000)
+        queue: asyncio.Queue[dict[str, Json]] = asyncio.Queue(maxsize=QUEUE_MAX)
 
         def put(item: dict[str, Json]) -> None:  # core threads
             loop.call_soon_threadsafe(lambda: queue.full() or queue.put_nowait(item))
 
-        def on_event(event: EngineEvent) -> None:
-            put({"type": "engine", "kind": event.kind, "ts": event.ts, "data": event.data})
-
-        def on_finding(event: "DoctorEvent") -> None:
-            put({"type": "doctor", "data": json.loads(json.dumps(event, default=_plain))})
-
-        def on_change(result: "ChangeResult") -> None:
-            put({"type": "change", "data": result.to_dict()})
-
-        op = self.operator
-        unsubscribe = op.subscribe(events=on_event, changes=on_change,
-                                   findings=on_finding if op.doctor is not None else None)
+        with self._lock:
+            self._listeners.add(put)
 
         async def stream() -> AsyncIterator[str]:
             try:
@@ -126,7 +308,8 @@ class Control:
                         continue
                     yield f"data: {json.dumps(item, default=str)}\n\n"
             finally:
-                unsubscribe()
+                with self._lock:
+                    self._listeners.discard(put)
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
@@ -138,19 +321,41 @@ def _plain(value: object) -> object:
     return getattr(value, "__dict__", str(value))
 
 
-def create_control_app(operator: "Operator", api: OpenAIApi) -> Starlette:
-    control = Control(operator, api)
-    return Starlette(routes=[
-        Route("/v1/llmos/snapshot", control.snapshot, methods=["GET"]),
-        Route("/v1/llmos/apply", control.apply, methods=["POST"]),
-        Route("/v1/llmos/undo", control.undo, methods=["POST"]),
-        Route("/v1/llmos/restart", control.restart, methods=["POST"]),
-        Route("/v1/llmos/reset_start_limit", control.reset_start_limit, methods=["POST"]),
-        Route("/v1/llmos/adapt", control.adapt, methods=["POST"]),
-        Route("/v1/llmos/events", control.events, methods=["GET"]),
-        Route("/health", api.health, methods=["GET"]),
-        Route("/v1/models", api.models, methods=["GET"]),
-        Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
-        Route("/v1/completions", api.completions, methods=["POST"]),
-        Route("/metrics", api.metrics, methods=["GET"]),
-    ])
+def _jsonable(value: object) -> Json:
+    """Plain JSON data (dataclasses by their to_dict, anything else as a string)."""
+    return json.loads(json.dumps(value, default=_plain))  # type: ignore[no-any-return]
+
+
+def _plain_event(event: "DoctorEvent") -> dict[str, Json]:
+    return {"kind": event.kind, "message": event.message, "ts": event.ts,
+            "finding": event.finding.to_dict() if event.finding is not None else None,
+            "data": _jsonable(event.data)}
+
+
+def create_control_app(operator: "Operator", api: OpenAIApi, *, url: Callable[[], str] | None = None) -> Starlette:
+    control = Control(operator, api, url=url)
+    verbs = [
+        ("/v1/llmos/snapshot", control.snapshot, "GET"),
+        ("/v1/llmos/apply", control.apply, "POST"),
+        ("/v1/llmos/undo", control.undo, "POST"),
+        ("/v1/llmos/restart", control.restart, "POST"),
+        ("/v1/llmos/reset_start_limit", control.reset_start_limit, "POST"),
+        ("/v1/llmos/adapt", control.adapt, "POST"),
+        ("/v1/llmos/cancel", control.cancel, "POST"),
+        ("/v1/llmos/doctor", control.doctor, "GET"),
+        ("/v1/llmos/doctor/decide", control.decide, "POST"),
+        ("/v1/llmos/doctor/killswitch", control.kill_switch, "POST"),
+        ("/v1/llmos/doctor/canary", control.canary, "POST"),
+        ("/v1/llmos/samples", control.samples, "GET"),
+        ("/v1/llmos/tune", control.tune_state, "GET"),
+        ("/v1/llmos/tune", control.tune, "POST"),
+        ("/v1/llmos/tune/stop", control.tune_stop, "POST"),
+        ("/v1/llmos/tune/apply_best", control.tune_apply_best, "POST"),
+        ("/v1/llmos/events", control.events, "GET"),
+        ("/health", api.health, "GET"),
+        ("/v1/models", api.models, "GET"),
+        ("/v1/chat/completions", api.chat_completions, "POST"),
+        ("/v1/completions", api.completions, "POST"),
+        ("/metrics", api.metrics, "GET"),
+    ]
+    return Starlette(routes=[Route(path, fn, methods=[method]) for path, fn, method in verbs])

@@ -35,7 +35,8 @@ from llmos_tui.core.wiring import build_core
 from llmos_tui.exporters.prometheus import LlmosCollector
 from llmos_tui.serve.api import OpenAIApi, create_app
 from llmos_tui.core.endpoint import secure_dir
-from llmos_tui.serve.control import create_control_app, socket_path
+from llmos_tui.serve.control import create_control_app
+from llmos_tui.serve.sockets import socket_path
 from llmos_tui.serve.gate import Gate
 from llmos_tui.serve.lock import DaemonLock
 from llmos_tui.serve.settings import ServeSettings
@@ -82,7 +83,8 @@ class Daemon:
         try:
             self._control_sock = _owner_only_socket(socket_path(config.paths.runtime_dir))
             self.control_path = socket_path(config.paths.runtime_dir)
-            self.control = _Server(uvicorn.Config(create_control_app(op, self.api), log_level="warning",
+            self.control = _Server(uvicorn.Config(create_control_app(op, self.api, url=lambda: self.url),
+                                                  log_level="warning",
                                                   access_log=False, lifespan="off", timeout_graceful_shutdown=5))
         except OSError as exc:
             op.problems.append(f"control socket disabled: {exc}")

@@ -116,13 +116,23 @@ class Sampler:
                     source.collect(sample)
                 except Exception:  # noqa: BLE001 - a source is meant never to raise; guard anyway
                     log.exception("telemetry source %r failed", source)
-            self.series.add_sample(sample)
-            self._recent.append(sample)
-            self._latest = sample
-            self.polls += 1
+            self._store(sample)
             self.last_poll_seconds = time.perf_counter() - started
             self._observers.publish(sample)
             return sample
+
+    def feed(self, sample: Sample) -> None:
+        """Store a sample taken elsewhere and hand it to the subscribers, as a poll does: a face
+        attached to a daemon mirrors the daemon's samples this way (its sampler never polls)."""
+        with self._poll_lock:
+            self._store(sample)
+            self._observers.publish(sample)
+
+    def _store(self, sample: Sample) -> None:
+        self.series.add_sample(sample)
+        self._recent.append(sample)
+        self._latest = sample
+        self.polls += 1
 
     def _read_engine(self) -> JsonDict | None:
         if self.engine_stats is None:

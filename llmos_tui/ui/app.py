@@ -51,6 +51,9 @@ class LlmosApp(App[int]):
         self.switch_mode(self.start_screen)
         for problem in self.operator.problems:
             self.notify(problem, severity="warning", timeout=10)
+        attached = getattr(self.operator, "attached", None)
+        if attached:
+            self.notify(f"{attached}: quitting leaves it serving", title="Attached", timeout=8)
         if self.start_engine:
             self.operator.start_engine_in_background(lambda error: self.post_message(EngineStartFinished(error)))
 
@@ -181,10 +184,17 @@ def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[None]]]:
     return screens
 
 
-def run_app(config: Config, *, replay: str | None = None, replay_speed: float = 1.0, screen: str | None = None) -> int:
+def run_app(config: Config, *, replay: str | None = None, replay_speed: float = 1.0, screen: str | None = None,
+            attach: str | None = None, no_attach: bool = False) -> int:
+    """The cockpit: attached to the daemon serving this journal (or to the socket ``attach``) when
+    one runs — quitting leaves it serving — else over an embedded core (``no_attach`` forces
+    that; a replay is always embedded)."""
     from llmos_tui.core.wiring import build_core
+    from llmos_tui.serve.sockets import attach_face
 
-    operator = build_core(config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed, face="tui")
+    attached = None if (no_attach or replay) else attach_face(config, attach, face="tui")
+    operator: Operator = attached if attached is not None else build_core(  # type: ignore[assignment]
+        config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed, face="tui")
     try:
         app = LlmosApp(operator, start_screen=screen)
         app.run()
