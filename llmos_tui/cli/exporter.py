@@ -73,8 +73,13 @@ def cmd_exporter(args: argparse.Namespace) -> int:
             if error:
                 print(f"llmos-tui exporter: the engine did not start: {error} (exporting without it)",
                       file=sys.stderr)
-        exporter = start_exporter(operator, listen, engine=args.engine)
+        relay = None if args.engine else _daemon_relay(config)
+        exporter = start_exporter(operator, listen, engine=args.engine, extra=[relay] if relay else [])
         operator.on_close(exporter.close)
+        if relay is not None:
+            operator.on_close(relay.close)
+            print(f"relaying the metrics of the daemon at {relay.socket} (engine, doctor, tuner, requests)",
+                  flush=True)
         where = "" if is_loopback(host) else "  (reachable from other machines)"
         print(f"serving {exporter.url}{where}", flush=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,3 +88,14 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     finally:
         operator.close()
     return 0
+
+
+def _daemon_relay(config: object) -> object | None:
+    """The relay of the daemon serving this journal (`llmos-tui serve`), when one runs."""
+    try:
+        from llmos_tui.serve.attached import find_daemon
+        from llmos_tui.serve.relay import DaemonMetrics
+    except ModuleNotFoundError:  # no serve extra: no daemon to read
+        return None
+    socket = find_daemon(config.paths.runtime_dir, config.journal_file)  # type: ignore[attr-defined]
+    return DaemonMetrics(socket) if socket is not None else None

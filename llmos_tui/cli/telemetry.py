@@ -96,7 +96,34 @@ def _render(sample: "Sample", instances: list[dict[str, object]], as_json: bool,
                      f"engine {engine.get('state')}, model {engine.get('model') or '-'}, {engine.get('summary', '')}; "
                      f"doctor {len(doctor.get('open') or [])} open finding(s)"
                      + (", kill switch ON" if doctor.get("kill_switch") else ""))
+        if inst.get("mode") == "serve":
+            lines.append(_serve_line(inst))
     return "\n".join(lines)
+
+
+def _serve_line(inst: dict[str, object]) -> str:
+    """A daemon's requests, read from its control socket (`llmos-tui serve`)."""
+    from llmos_tui.paths import default_paths
+
+    pid = inst.get("pid")
+    try:
+        from llmos_tui.serve.client import DaemonClient
+        from llmos_tui.serve.sockets import socket_path
+
+        path = socket_path(default_paths().runtime_dir, pid if isinstance(pid, int) else None)
+        with DaemonClient(path, timeout=3.0) as client:
+            serve = client.snapshot().get("serve") or {}
+    except ModuleNotFoundError as exc:
+        return f"  a daemon (its numbers need the serve extra: {exc.name} is missing)"
+    except LlmosError as exc:
+        return f"  a daemon whose control socket did not answer: {exc}"
+    if not isinstance(serve, dict):
+        return "  a daemon"
+    rejected = serve.get("rejected") or {}
+    refused = sum(v for v in rejected.values() if isinstance(v, int)) if isinstance(rejected, dict) else 0
+    hold = f", holding new requests ({serve['hold']})" if serve.get("hold") else ""
+    return (f"  serving {serve.get('url')}: {serve.get('served')} requests served, {serve.get('in_flight')} in flight, "
+            f"{serve.get('queued')} queued, {refused} refused{hold}; attach: llmos-tui --attach {path}")
 
 
 @guarded

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Callable, TextIO
 from llmos_tui.config import Config
 from llmos_tui.core import commands as core
 from llmos_tui.core.commands import Command
-from llmos_tui.core.operator import Operator
+from llmos_tui.core.cockpit import Cockpit
 from llmos_tui.engine.metrics import format_metrics
 from llmos_tui.engine.supervisor import Reply
 from llmos_tui.errors import LlmosError
@@ -74,7 +74,7 @@ def run_console(config: Config, *, show_metrics: bool = True, stdin: TextIO | No
         op.close()
 
 
-def _run_piped(op: Operator, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+def _run_piped(op: Cockpit, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     """Each run of lines not starting with ``/`` is one prompt; a ``/`` line is a command."""
     status = 0
     said_anything = False
@@ -142,7 +142,7 @@ def _notice_for(event: "DoctorEvent") -> str | None:
     return None
 
 
-def _run_interactive(op: Operator, stdout: TextIO, show_metrics: bool) -> int:
+def _run_interactive(op: Cockpit, stdout: TextIO, show_metrics: bool) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.formatted_text import FormattedText
     from prompt_toolkit.history import FileHistory
@@ -180,7 +180,7 @@ def _run_interactive(op: Operator, stdout: TextIO, show_metrics: bool) -> int:
     info = op.supervisor.model_info
     demo = " (the embedded demo model: a tiny model trained on a small corpus)" if info and info.is_demo else ""
     ro = " · read-only" if op.config.readonly else ""
-    attached = getattr(op, "attached", None)
+    attached = op.attached
     where = f"\n{attached}: /quit leaves it serving" if attached else ""
     say(f"llmos-tui chat · {info.summary() if info else '?'}{demo}{ro}{where}\n/help lists the commands.\n")
     try:
@@ -219,7 +219,7 @@ def _run_interactive(op: Operator, stdout: TextIO, show_metrics: bool) -> int:
         unsubscribe()
 
 
-def _slash(op: Operator, text: str, say: Callable[[str], object], err: Callable[[str], object]) -> str | None:
+def _slash(op: Cockpit, text: str, say: Callable[[str], object], err: Callable[[str], object]) -> str | None:
     """Run one slash command. ``say`` prints normal output, ``err`` one error line (and makes the
     piped exit code non-zero): a change that was refused, rolled back or not journaled is an error."""
     name, arg = core.split(text, "/")
@@ -251,7 +251,7 @@ def _slash(op: Operator, text: str, say: Callable[[str], object], err: Callable[
     return None
 
 
-def _resume(op: Operator, which: str, say: Callable[[str], object], err: Callable[[str], object]) -> None:
+def _resume(op: Cockpit, which: str, say: Callable[[str], object], err: Callable[[str], object]) -> None:
     from llmos_tui.core.journaling import chat_summaries, resume_messages
 
     if op.journal_writer is None:

@@ -54,6 +54,8 @@ UNDO_WAIT_S = 5.0  # how long an undo sent by another process waits for the engi
 class Operator:
     """The wired core. Build it with ``build_core``; the attributes are the parts it was given."""
 
+    attached: str | None = None  # an embedded core; a face of a daemon says which (serve.attached)
+
     def __init__(self, config: Config, *, supervisor: Supervisor, chat: ChatSession, changes: Changes,
                  mode: str = "live", face: str = "script", journal_writer: JournalWriter | None = None,
                  journal_link: JournalLink | None = None, sampler: Sampler | None = None,

@@ -525,8 +525,10 @@ class Exporter:
         self.close()
 
 
-def start_exporter(operator: Core, listen: str | None = None, *, engine: bool = True) -> Exporter:
+def start_exporter(operator: Core, listen: str | None = None, *, engine: bool = True,
+                   extra: Iterable[object] = ()) -> Exporter:
     """Serve ``/metrics`` for ``operator`` on ``listen`` (default loopback:9464) in a daemon thread.
+    ``extra``: more collectors on the same page (a running daemon's, relayed by `llmos-tui exporter`).
 
     Raises ConfigError with one line when the address is bad or taken.
     """
@@ -536,6 +538,8 @@ def start_exporter(operator: Core, listen: str | None = None, *, engine: bool = 
     registry = CollectorRegistry(auto_describe=False)
     collector = LlmosCollector(operator, engine=engine)
     registry.register(collector)
+    for more in extra:
+        registry.register(more)  # type: ignore[arg-type]
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

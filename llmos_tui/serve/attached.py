@@ -181,6 +181,10 @@ class RemoteEngine:
         with self._lock:
             self._active = (reply, stop)
         args = {k: v for k, v in sampling.items() if v is not None}
+        n_ctx = self._stats.get("n_ctx")
+        wanted = args.get("max_tokens")
+        if isinstance(n_ctx, int) and n_ctx > 0 and isinstance(wanted, int) and wanted >= n_ctx:
+            args["max_tokens"] = max(1, n_ctx // 2)  # the daemon refuses a reply as long as the context
         threading.Thread(target=self._stream, args=(reply, stop, messages, args), name="attached-chat",
                          daemon=True).start()
         return reply

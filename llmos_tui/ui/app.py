@@ -1,4 +1,4 @@
-"""The Textual app: screens as modes, one key apart, over the headless Operator."""
+"""The Textual app: screens as modes, one key apart, over the headless core (an embedded Operator, or a daemon's, attached)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Input, TextArea
 
 from llmos_tui.config import Config
-from llmos_tui.core.operator import Operator
+from llmos_tui.core.cockpit import Cockpit
 from llmos_tui.ui import command_line, keymap, themes
 from llmos_tui.ui.chat_screen import ChatScreen
 from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
@@ -24,7 +24,7 @@ class LlmosApp(App[int]):
     TITLE = "llmos-tui"
     BINDINGS = keymap.bindings("LlmosApp")
 
-    def __init__(self, operator: Operator, *, start_screen: str | None = None, start_engine: bool = True) -> None:
+    def __init__(self, operator: Cockpit, *, start_screen: str | None = None, start_engine: bool = True) -> None:
         super().__init__()
         self.operator = operator
         self.start_engine = start_engine
@@ -51,7 +51,7 @@ class LlmosApp(App[int]):
         self.switch_mode(self.start_screen)
         for problem in self.operator.problems:
             self.notify(problem, severity="warning", timeout=10)
-        attached = getattr(self.operator, "attached", None)
+        attached = self.operator.attached
         if attached:
             self.notify(f"{attached}: quitting leaves it serving", title="Attached", timeout=8)
         if self.start_engine:
@@ -154,7 +154,7 @@ class LlmosApp(App[int]):
         self.run_worker(run, thread=True, group="engine", exclusive=True, exit_on_error=False)
 
 
-def extra_screens(operator: Operator) -> dict[str, Callable[[], Screen[None]]]:
+def extra_screens(operator: Cockpit) -> dict[str, Callable[[], Screen[None]]]:
     """Screens contributed by the other parts of the core, wired when they are present."""
     screens: dict[str, Callable[[], Screen[None]]] = {}
     if operator.sampler is not None:
@@ -193,7 +193,7 @@ def run_app(config: Config, *, replay: str | None = None, replay_speed: float = 
     from llmos_tui.serve.sockets import attach_face
 
     attached = None if (no_attach or replay) else attach_face(config, attach, face="tui")
-    operator: Operator = attached if attached is not None else build_core(  # type: ignore[assignment]
+    operator: Cockpit = attached if attached is not None else build_core(  # type: ignore[assignment]
         config, "replay" if replay else "live", replay=replay, replay_speed=replay_speed, face="tui")
     try:
         app = LlmosApp(operator, start_screen=screen)

@@ -288,7 +288,7 @@ class ChatScreen(Screen[None]):
     # ---- actions ----------------------------------------------------------------
     def action_cancel_reply(self) -> None:
         if self.reply is not None and not self.reply.finished:
-            self.operator.supervisor.cancel()
+            self.operator.cancel()
 
     def action_history(self, step: int) -> None:
         if not self.history:
@@ -300,7 +300,7 @@ class ChatScreen(Screen[None]):
 
     def action_new_chat(self) -> None:
         if self.reply is not None and not self.reply.finished:
-            self.operator.supervisor.cancel()
+            self.operator.cancel()
         self.operator.chat.reset()
         log = self.query_one("#log", VerticalScroll)
         log.remove_children()
@@ -355,7 +355,7 @@ class ChatScreen(Screen[None]):
 
     def show_chat(self, chat_id: int, messages: list) -> None:
         if self.reply is not None and not self.reply.finished:
-            self.operator.supervisor.cancel()
+            self.operator.cancel()
         self.operator.chat.reset()
         self.operator.chat.load(messages, chat_id)
         log = self.query_one("#log", VerticalScroll)

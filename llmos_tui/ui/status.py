@@ -92,7 +92,7 @@ class EngineStatus(Static):
         if operator.config.readonly:
             line1.append(" READ-ONLY ", style="bold black on cyan")
             line1.append(" ")
-        if getattr(operator, "attached", None):  # a face of a running daemon (llmos_tui.serve.attached)
+        if operator.attached:  # a face of a running daemon (llmos_tui.serve.attached)
             line1.append(f" DAEMON pid {operator.daemon.get('pid')} ", style="bold black on green")  # type: ignore[attr-defined]
             line1.append(" ")
         label = state.upper()
