@@ -148,7 +148,8 @@ def test_a_readonly_attach_refuses_a_change_with_a_clear_line(daemon: Daemon) ->
     n_ctx = daemon.operator.supervisor.params.n_ctx
     refused = console(daemon, "--readonly", stdin="/params n_ctx=512\n")
     assert refused.returncode == 1
-    assert refused.stderr.strip() == "llmos-tui: error: read-only mode: /params is disabled (it would change the engine)"
+    assert refused.stderr.strip().splitlines()[-1] == \
+        "llmos-tui: error: read-only mode: /params is disabled (it would change the engine)", refused.stderr
     # below the faces' command table too: the attached operator's client refuses every changing verb
     assert daemon.control_path is not None
     op = AttachedOperator(daemon.control_path, face_config(), face="script", readonly=True)
@@ -162,8 +163,10 @@ def test_a_readonly_attach_refuses_a_change_with_a_clear_line(daemon: Daemon) ->
     assert daemon.operator.supervisor.params.n_ctx == n_ctx
 
 
-def test_verbs_doctor_and_telemetry_over_the_socket_and_discovery_by_journal(daemon: Daemon) -> None:
+def test_verbs_doctor_and_telemetry_over_the_socket_and_discovery_by_journal(
+        daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     assert daemon.control_path is not None
+    monkeypatch.setenv("LLMOS_TUI_HOME", str(daemon.home))  # type: ignore[attr-defined]  # the same box and user
     found = attach_face(face_config(journal=str(daemon.operator.config.journal_file)), None, face="script")
     assert found is not None and found.socket == daemon.control_path
     assert found.supervisor.model_info is not None and found.supervisor.model_info.is_demo

@@ -243,9 +243,9 @@ class Control:
 
     # ---- the tuner ----------------------------------------------------------------------------------
     async def tune_state(self, request: Request) -> JSONResponse:
-        tuner = self.operator._tuner  # noqa: SLF001 - not built: no study ran, and none is built to say so
-        if tuner is None:
+        if self.operator._tuner is None:  # noqa: SLF001 - not built: no study ran, and none is built to say so
             return JSONResponse({"running": False, "study_id": None, "state": "idle", "report": None})
+        tuner = self._tuner()  # built (a drift re-tune of the doctor's, say): its events on the hub from now
         report = tuner.report
         return JSONResponse(_jsonable({"running": bool(tuner.running), "study_id": tuner.study_id,
                                        "state": getattr(tuner, "state", "idle"),
@@ -296,6 +296,8 @@ class Control:
 
         with self._lock:
             self._listeners.add(put)
+        if self.operator._tuner is not None:  # noqa: SLF001 - a tuner built meanwhile: its events too
+            self._tuner()
 
         async def stream() -> AsyncIterator[str]:
             try:
