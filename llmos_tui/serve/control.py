@@ -91,7 +91,8 @@ class Control:
         self._broadcast({"type": "doctor", "data": _plain_event(event)})
 
     def _on_sample(self, sample: "Sample") -> None:
-        self._broadcast({"type": "sample", "data": sample.to_dict()})
+        if self._listeners:  # every second: no work while no face is attached
+            self._broadcast({"type": "sample", "data": sample.to_dict()})
 
     def _tuner(self) -> object:
         """The daemon's tuner (built on first use), its events on the hub from then on."""
