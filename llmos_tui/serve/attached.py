@@ -133,7 +133,7 @@ class RemoteEngine:
         self.last_error = str(error) if error else None
 
     def stats(self) -> dict[str, Json]:
-        return {**self._stats, "state": self.state.value}
+        return {**self._stats, "state": self.state.value, "last_error": self.last_error}
 
     @property
     def is_ready(self) -> bool:
@@ -171,6 +171,8 @@ class RemoteEngine:
     def on_sample_engine(self, engine: Mapping[str, Json]) -> None:
         """The engine's numbers in a telemetry sample (tok/s, context used) between events."""
         self._stats.update({k: v for k, v in engine.items() if k != "state"})
+        error = engine.get("last_error")
+        self.last_error = str(error) if error else None
 
     # ---- the chat: one client of the daemon's queue ---------------------------------------------------
     def chat(self, messages: list[dict[str, str]], *, on_piece: Callable[[str], None] | None = None,
@@ -576,22 +578,29 @@ class AttachedOperator:
     # ---- the event stream ---------------------------------------------------------------------------
     def _listen(self) -> None:
         told_gone = False
+
+        def opened() -> None:
+            nonlocal told_gone
+            self._connected.set()
+            if told_gone:  # back: read the state afresh, then the events
+                told_gone = False
+                self.supervisor.on_event("loaded", {}, time.time())
+
         while not self._closed.is_set():
             client = DaemonClient(self.socket)
             self._events_client = client
             try:
-                events = client.events(on_open=self._connected.set)
-                if told_gone:  # back: read the state afresh, then the events
-                    told_gone = False
-                    self.supervisor.on_event("loaded", {}, time.time())
-                for item in events:
+                for item in client.events(on_open=opened):
                     if self._closed.is_set():
                         break
+                    if item.get("type") == "bye":
+                        raise LlmosError(f"the daemon stopped ({item.get('reason')})")
                     self._dispatch(item)
+                raise LlmosError("the daemon ended the event stream")
             except Exception as exc:  # noqa: BLE001 - a daemon that went away is said, then retried
                 if not self._closed.is_set() and not told_gone:
                     told_gone = True
-                    self.supervisor.last_error = f"the daemon at {self.socket} stopped answering ({exc})"
+                    self.supervisor.last_error = f"{exc}: this face waits for it at {self.socket}"
                     self.supervisor.on_event("state", {"state": EngineState.STOPPED.value,
                                                        "reason": "daemon gone"}, time.time())
             finally:

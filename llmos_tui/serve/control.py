@@ -29,7 +29,7 @@ import asyncio
 import json
 import threading
 from dataclasses import asdict
-from typing import TYPE_CHECKING, AsyncIterator, Callable
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -77,6 +77,11 @@ class Control:
     # ---- the hub ------------------------------------------------------------------------------
     def close(self) -> None:
         self._unsubscribe()
+
+    def end_streams(self, reason: str) -> None:
+        """The daemon stops: every event stream ends now (an attached face says the daemon is
+        gone), so the server's shutdown never waits on a face that is only listening."""
+        self._broadcast({"type": "bye", "reason": reason})
 
     def _broadcast(self, item: dict[str, Json]) -> None:  # core threads
         with self._lock:
@@ -310,6 +315,8 @@ class Control:
                         yield ": keepalive\n\n"
                         continue
                     yield f"data: {json.dumps(item, default=str)}\n\n"
+                    if item.get("type") == "bye":
+                        return
             finally:
                 with self._lock:
                     self._listeners.discard(put)
@@ -337,7 +344,7 @@ def _plain_event(event: "DoctorEvent") -> dict[str, Json]:
 
 def create_control_app(operator: "Operator", api: OpenAIApi, *, url: Callable[[], str] | None = None) -> Starlette:
     control = Control(operator, api, url=url)
-    verbs = [
+    verbs: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
         ("/v1/llmos/snapshot", control.snapshot, "GET"),
         ("/v1/llmos/apply", control.apply, "POST"),
         ("/v1/llmos/undo", control.undo, "POST"),
@@ -361,4 +368,6 @@ def create_control_app(operator: "Operator", api: OpenAIApi, *, url: Callable[[]
         ("/v1/completions", api.completions, "POST"),
         ("/metrics", api.metrics, "GET"),
     ]
-    return Starlette(routes=[Route(path, fn, methods=[method]) for path, fn, method in verbs])
+    app = Starlette(routes=[Route(path, fn, methods=[method]) for path, fn, method in verbs])
+    app.state.control = control  # the daemon ends the event streams when it stops
+    return app

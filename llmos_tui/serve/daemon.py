@@ -83,8 +83,8 @@ class Daemon:
         try:
             self._control_sock = _owner_only_socket(socket_path(config.paths.runtime_dir))
             self.control_path = socket_path(config.paths.runtime_dir)
-            self.control = _Server(uvicorn.Config(create_control_app(op, self.api, url=lambda: self.url),
-                                                  log_level="warning",
+            self._control_app = create_control_app(op, self.api, url=lambda: self.url)
+            self.control = _Server(uvicorn.Config(self._control_app, log_level="warning",
                                                   access_log=False, lifespan="off", timeout_graceful_shutdown=5))
         except OSError as exc:
             op.problems.append(f"control socket disabled: {exc}")
@@ -146,6 +146,8 @@ class Daemon:
         try:
             await self.gate.close(reason, self.settings.drain_s)
         finally:
+            if self.control is not None:  # attached faces: their event streams end, they detach
+                self._control_app.state.control.end_streams(reason)
             for server in self._servers():
                 server.should_exit = True
 

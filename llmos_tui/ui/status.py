@@ -105,7 +105,7 @@ class EngineStatus(Static):
                 line1.append(" (demo model)", style="italic yellow")
             line1.append(f" · {human_bytes(info.size_bytes)} · {info.quantization} · {info.architecture}"
                          f" · train ctx {info.context_length or '?'}")
-        if state in ("crashed", "failed") and stats.get("last_error"):
+        if (state in ("crashed", "failed") or (operator.attached and state == "stopped")) and stats.get("last_error"):
             line1.append(f" · {stats['last_error']}", style="red")
         elif state in STATE_HINT:
             line1.append(f" · {STATE_HINT[state]}", style="italic")
