@@ -445,12 +445,16 @@ class RemoteTuner:
         self._observers.publish(dict(event))
 
     def start_in_background(self, **options: Json) -> None:
+        """Ask the daemon to start a study; a refusal (read-only, one already runs, a bad option)
+        comes back as the study's end, which the tuning screen shows as one line."""
         try:
-            self._client.tune(**options)
+            answer = self._client.tune(**options)
         except LlmosError as exc:
             message = str(exc)
         else:
-            return
+            if answer.get("ok"):
+                return
+            message = str(answer.get("error"))
         self._observers.publish({"kind": "state", "state": "idle"})
         self._observers.publish({"kind": "done", "report": {"study_id": None, "status": "not started",
                                                             "message": message}})

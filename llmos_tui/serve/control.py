@@ -267,6 +267,12 @@ class Control:
         if not isinstance(options, dict):
             return JSONResponse({"ok": False, "error": "tune takes {\"options\": {...}}"}, status_code=400)
         try:
+            from llmos_tui.tuning.study_config import StudyConfig
+
+            StudyConfig.from_options(**options)  # a bad option is the client's one line, before anything runs
+        except Exception as exc:  # noqa: BLE001
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=400)
+        try:
             tuner = await run_in_threadpool(self._tuner)
         except Exception as exc:  # noqa: BLE001 - a tuner that cannot be built is one line
             return JSONResponse({"ok": False, "error": f"the tuner cannot be built: {exc}"}, status_code=409)
