@@ -695,6 +695,8 @@ class AttachedOperator:
         answer = self.client.set_adapt_mode(mode)
         if not answer.get("ok"):
             raise LlmosError(str(answer.get("error")))
+        adapt = self.client.snapshot().get("adapt")  # the dashboard's view of the learner follows
+        self.adapter = _AdaptView(adapt) if isinstance(adapt, dict) and adapt.get("mode") != "off" else None
         return str(answer.get("message"))
 
     # ---- observation -------------------------------------------------------------------------------------
