@@ -6,6 +6,7 @@ import json
 
 from llmos_tui.cli.main import main
 from llmos_tui.journal import Journal
+from tests.synthetic import synthetic_speeds
 
 FAST = ["--n-ctx", "128", "--n-threads", "2", "--n-threads-batch", "2", "--n-prompt", "16", "--n-gen", "4",
         "--reps", "1", "--strategy", "random", "--no-verify"]
@@ -55,21 +56,16 @@ def journal_of(home):
 
 
 def synthetic(monkeypatch, faster: bool = True):
-    """SYNTHETIC speeds (marked): each trial loads and benches the demo model for real, then reports
-    100 tok/s for the running configuration (n_batch 512, 2 threads) and 200 for any other."""
+    """SYNTHETIC speeds (marked; tests/synthetic.py): each configuration loads and benches the demo
+    model for real (once), then reports 100 tok/s for the running configuration (n_batch 512, 2
+    threads) and 200 for any other."""
     from llmos_tui.tuning import runner
-    from llmos_tui.tuning.measure import measure
 
-    def fake(params, spec, **kw):
-        result = measure(params, spec, **kw)
-        if result.ok:
-            other = (params.n_batch, params.n_threads, params.n_threads_batch) != (512, 2, 2)
-            rate = 200.0 if faster and other else 100.0
-            result.rows = [{**r, "tg_tok_s": rate} for r in result.rows]
-            result.tg_tok_s = rate
-        return result
+    def rate(params, n):
+        other = (params.n_batch, params.n_threads, params.n_threads_batch) != (512, 2, 2)
+        return 200.0 if faster and other else 100.0
 
-    monkeypatch.setattr(runner, "measure", fake)
+    monkeypatch.setattr(runner, "measure", synthetic_speeds(rate, runner.measure))
 
 
 def test_every_value_is_checked_before_any_work_starts(capsys, llmos_home):

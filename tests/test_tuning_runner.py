@@ -17,6 +17,8 @@ from llmos_tui.tuning.measure import BenchSpec, TrialResult, measure
 from llmos_tui.tuning.runner import Tuner, learned_rules, parse_budget, trial_budget
 from llmos_tui.tuning.study_config import StudyConfig
 
+from tests.synthetic import synthetic_speeds
+
 SPEC = BenchSpec(n_prompt=16, n_gen=4, reps=1)
 BASE = EngineParams(model_path=str(DEMO_MODEL), n_ctx=128, n_threads=2, n_threads_batch=2)
 FAST = dict(spec=SPEC, verify=False, strategy="random", n_initial=2, vram_budget=None)
@@ -119,24 +121,6 @@ def test_a_stopped_study_resumes_where_it_stopped(serving, journal):
     assert all(t.origin.startswith("confirm") for t in resumed.trials[4:])
     assert len(journal.trials(stopped.study_id, kind="trial")) == len(resumed.trials) >= 4
     assert journal.get_study(stopped.study_id)["status"] == "done"
-
-
-def synthetic_speeds(fast):
-    """SYNTHETIC speeds (marked): each trial measures for real (load, bench, stop), then reports
-    ``fast(params, n)`` tok/s for the n-th run of that configuration."""
-    runs: dict[tuple, int] = {}
-
-    def run(params, spec, **kw):
-        result = measure(params, spec, **kw)
-        if result.ok:
-            key = tuple(sorted(params.to_dict().items()))
-            runs[key] = runs.get(key, 0) + 1
-            rate = fast(params, runs[key])
-            result.rows = [{**r, "tg_tok_s": rate} for r in result.rows]
-            result.tg_tok_s = rate
-        return result
-
-    return run
 
 
 def test_a_verified_gain_is_applied_journaled_and_undone(serving, journal):
