@@ -39,6 +39,7 @@ SUBCOMMAND_MODULES = (
     "llmos_tui.cli.tune",
     "llmos_tui.cli.serve",
     "llmos_tui.cli.report",
+    "llmos_tui.cli.fleet",
 )
 
 

@@ -95,6 +95,20 @@ class DaemonClient:
     def set_adapt_mode(self, mode: str) -> dict[str, Json]:
         return self._post("/v1/llmos/adapt", {"mode": mode})
 
+    def kill_switch(self, on: bool) -> dict[str, Json]:
+        """The doctor's kill switch on or off (turning it off is refused in read-only mode)."""
+        return self._post("/v1/llmos/kill_switch", {"on": bool(on)})
+
+    def change(self, verb: str, body: dict[str, Json], *, idempotency_key: str | None = None) -> dict[str, Json]:
+        """``apply``, ``undo``, ``restart`` or ``kill_switch`` with its body; with an idempotency
+        key the daemon runs it once (a retry gets the first answer with ``"replayed": true``)."""
+        if verb not in ("apply", "undo", "restart", "kill_switch"):
+            raise LlmosError(f"unknown change {verb!r}: apply, undo, restart or kill_switch")
+        payload = dict(body)
+        if idempotency_key is not None:
+            payload["idempotency_key"] = idempotency_key
+        return self._post(f"/v1/llmos/{verb}", payload)
+
     def chat(self, messages: list[dict[str, str]], **sampling: Json) -> str:
         """One reply (the daemon's queue decides when): its text. Raises LlmosError on an error."""
         data = self._post("/v1/chat/completions", {"messages": messages, **sampling})  # type: ignore[dict-item]

@@ -4,8 +4,10 @@
 
 - the Operator's verbs: ``GET /v1/llmos/snapshot``, ``POST /v1/llmos/apply`` (``{"changes": {...},
   "reason": ...}``), ``/undo`` (``{"entry": "cfg:N"}``), ``/restart``, ``/reset_start_limit``,
-  ``/adapt`` (``{"mode": ...}``) — each through the daemon's own core, so the same change
-  transaction (and the drain of the API's requests) is behind every one;
+  ``/adapt`` (``{"mode": ...}``), ``/kill_switch`` (``{"on": bool}``) — each through the daemon's
+  own core, so the same change transaction (and the drain of the API's requests) is behind every
+  one; apply, undo, restart and kill_switch take an ``idempotency_key`` (a retry with the same key
+  gets the first answer, ``"replayed": true``, and changes nothing: serve/once.py);
 - ``GET /v1/llmos/events``: server-sent events of the engine, the doctor and the changes;
 - the OpenAI routes (no token: the socket is the owner's), so an attached face's chat is one
   more client of the queue.
@@ -20,7 +22,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +32,7 @@ from starlette.routing import Route
 
 from llmos_tui.engine.supervisor import EngineEvent, Json
 from llmos_tui.serve.api import OpenAIApi
+from llmos_tui.serve.once import Once
 
 if TYPE_CHECKING:
     from llmos_tui.core.changes import ChangeResult
@@ -49,6 +52,7 @@ class Control:
     def __init__(self, operator: "Operator", api: OpenAIApi) -> None:
         self.operator = operator
         self.api = api
+        self.once = Once(operator.journal_writer)  # changes sent with an idempotency_key run once
 
     async def snapshot(self, request: Request) -> JSONResponse:
         snap = await run_in_threadpool(self.operator.snapshot)
@@ -68,21 +72,66 @@ class Control:
         if not isinstance(changes, dict) or not changes:
             return JSONResponse({"ok": False, "error": "apply needs {\"changes\": {name: value}}"}, status_code=400)
         reason = str(body.get("reason") or "attached face")
-        result = await run_in_threadpool(lambda: self.operator.apply(dict(changes), reason=reason, source="operator"))
-        return JSONResponse(result.to_dict(), status_code=200 if result.ok else 409)
+
+        def run() -> tuple[dict[str, Json], int]:
+            result = self.operator.apply(dict(changes), reason=reason, source="operator")
+            return result.to_dict(), 200 if result.ok else 409
+
+        return await self._once(body, "apply", run)
 
     async def undo(self, request: Request) -> JSONResponse:
-        entry = (await self._body(request)).get("entry")
+        body = await self._body(request)
+        entry = body.get("entry")
         if not isinstance(entry, str):
             return JSONResponse({"ok": False, "error": "undo needs {\"entry\": \"cfg:N\"}"}, status_code=400)
-        result = await run_in_threadpool(lambda: self.operator.undo(entry, wait_s=UNDO_WAIT_S))
-        return JSONResponse(result.to_dict(), status_code=200 if result.ok else 409)
+
+        def run() -> tuple[dict[str, Json], int]:
+            result = self.operator.undo(entry, wait_s=UNDO_WAIT_S)
+            return result.to_dict(), 200 if result.ok else 409
+
+        return await self._once(body, "undo", run)
 
     async def restart(self, request: Request) -> JSONResponse:
-        reason = str((await self._body(request)).get("reason") or "attached face")
-        error = await run_in_threadpool(lambda: self.operator.restart_engine(reason=reason))
-        return JSONResponse({"ok": error is None, "message": error or "restarted"},
-                            status_code=200 if error is None else 409)
+        body = await self._body(request)
+        reason = str(body.get("reason") or "attached face")
+
+        def run() -> tuple[dict[str, Json], int]:
+            error = self.operator.restart_engine(reason=reason)
+            return {"ok": error is None, "message": error or "restarted"}, 200 if error is None else 409
+
+        return await self._once(body, "restart", run)
+
+    async def kill_switch(self, request: Request) -> JSONResponse:
+        """``{"on": true|false}``: the doctor's kill switch, by the core's command table (so
+        read-only mode refuses turning it off, as in every face)."""
+        body = await self._body(request)
+        on = body.get("on")
+        if not isinstance(on, bool):
+            return JSONResponse({"ok": False, "error": "kill_switch needs {\"on\": true|false}"}, status_code=400)
+
+        def run() -> tuple[dict[str, Json], int]:
+            from llmos_tui.core.commands import COMMANDS, execute, find
+
+            command = find(COMMANDS, "killswitch")
+            assert command is not None
+            outcome = execute(self.operator, command, "on" if on else "off")
+            doctor = self.operator.doctor
+            return ({"ok": outcome.ok, "message": outcome.text,
+                     "kill_switch": bool(doctor.kill_switch) if doctor is not None else None},
+                    200 if outcome.ok else 409)
+
+        return await self._once(body, "kill_switch", run)
+
+    async def _once(self, body: dict[str, Json], verb: str,
+                    run: "Callable[[], tuple[dict[str, Json], int]]") -> JSONResponse:
+        """Run a change in the threadpool; with an ``idempotency_key``, once per key (serve/once.py)."""
+        key = body.get("idempotency_key")
+        bad = Once.check_key(key)
+        if bad:
+            return JSONResponse({"ok": False, "error": bad}, status_code=400)
+        answer, status = await run_in_threadpool(lambda: self.once.run(key if isinstance(key, str) else None,
+                                                                       verb, run))
+        return JSONResponse(answer, status_code=status)
 
     async def reset_start_limit(self, request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "message": self.operator.reset_start_limit()})
@@ -147,6 +196,7 @@ def create_control_app(operator: "Operator", api: OpenAIApi) -> Starlette:
         Route("/v1/llmos/restart", control.restart, methods=["POST"]),
         Route("/v1/llmos/reset_start_limit", control.reset_start_limit, methods=["POST"]),
         Route("/v1/llmos/adapt", control.adapt, methods=["POST"]),
+        Route("/v1/llmos/kill_switch", control.kill_switch, methods=["POST"]),
         Route("/v1/llmos/events", control.events, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/v1/models", api.models, methods=["GET"]),

@@ -1,0 +1,41 @@
+"""The fleet: many GPU boxes from one terminal, on Ray (the optional ``fleet`` extra).
+
+- :mod:`llmos_tui.fleet.agent`: the box agent, one Ray actor per box (placed by the node label
+  ``llmos/box=<name>``), over that box's own daemon (`llmos-tui serve`);
+- :mod:`llmos_tui.fleet.view`: the head's view of every box (alive, unavailable, dead, stale and
+  since when) and the fleet journal (each box's entries copied into the head's journal);
+- :mod:`llmos_tui.fleet.cluster`: joining a box to a cluster (`fleet up`).
+
+Ray is imported only in this package, and only when a fleet function runs: importing
+``llmos_tui.fleet`` itself does not need Ray.
+"""
+
+from __future__ import annotations
+
+NAMESPACE = "llmos"  # the Ray namespace of the box agents
+LABEL = "llmos/box"  # the node label that names a box
+AGENT_PREFIX = "llmos-box-"  # an agent's actor name: llmos-box-<box>
+
+
+def agent_name(box: str) -> str:
+    return f"{AGENT_PREFIX}{box}"
+
+
+def check_box_name(box: str) -> str | None:
+    """Why ``box`` cannot name a box (it is a Ray label value), or None."""
+    import re
+
+    if not box or len(box) > 63 or not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?", box):
+        return (f"box name {box!r}: 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter "
+                "or digit (it is a Ray node label value)")
+    return None
+
+
+def require_ray() -> None:
+    """Raise a one-line error when the fleet extra is not installed."""
+    try:
+        import ray  # noqa: F401
+    except ModuleNotFoundError:
+        from llmos_tui.errors import LlmosError
+
+        raise LlmosError("the fleet needs Ray: pip install 'llmos-tui[fleet]'") from None
