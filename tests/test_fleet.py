@@ -31,8 +31,8 @@ def local_fleet():
     from llmos_tui.fleet.local import LocalFleet
 
     fleet = LocalFleet(BOXES, gpus=2)
-    fleet.start()
     try:
+        fleet.start()
         fleet.handles = fleet.start_agents(SERVE_ARGS)  # type: ignore[attr-defined]
         yield fleet
     finally:
@@ -50,6 +50,18 @@ def head(local_fleet, tmp_path_factory: pytest.TempPathFactory):
     view.path = path  # type: ignore[attr-defined]
     yield view
     journal.close()
+
+
+def _json(out: str):
+    """The JSON document in ``out`` (Ray's driver may print its own log lines around it)."""
+    starts = [i for i, line in enumerate(out.splitlines(keepends=True)) if line.startswith(("[", "{"))]
+    lines = out.splitlines(keepends=True)
+    for start in starts:
+        try:
+            return json.JSONDecoder().raw_decode("".join(lines[start:]))[0]
+        except ValueError:
+            continue
+    raise AssertionError(f"no JSON in {out!r}")
 
 
 def _states(view) -> dict[str, str]:
@@ -75,7 +87,7 @@ def test_status_lists_every_box(head, capsys: pytest.CaptureFixture[str]) -> Non
         assert view.info["model"] and view.info["daemon_pid"] and view.info["journal_path"]
     # the CLI's own words, in this process (its driver is the test's)
     code = main(["fleet", "status", "--json", "--journal", str(head.path)])
-    out = json.loads(capsys.readouterr().out)
+    out = _json(capsys.readouterr().out)
     assert code == 0, out
     assert {b["box"]: b["state"] for b in out["boxes"]} == {"a": "alive", "b": "alive"}
     assert all(b["engine"] == "ready" and b["since"] for b in out["boxes"])
@@ -124,27 +136,37 @@ def _ping_pid(head, box: str):
         return None
 
 
-def test_kill_switch_over_the_fleet(head) -> None:
+def test_kill_switch_and_the_cli_exit_codes(head, capsys: pytest.CaptureFixture[str]) -> None:
     _until_ready(head, "a")
     on = head.change("a", "kill_switch", True)
     assert on["ok"] and on["kill_switch"] is True, on
     assert _until_ready(head, "a").info["kill_switch"] is True
     off = head.change("a", "kill_switch", False)
     assert off["ok"] and off["kill_switch"] is False, off
+    j = ["--journal", str(head.path)]
+    assert main(["fleet", "kill-switch", "on", "--all", *j]) == 0
+    assert all(v.info["kill_switch"] is True for v in head.poll())
+    assert main(["fleet", "kill-switch", "off", "--all", *j]) == 0
+    assert main(["fleet", "apply", "a", "n_ctx=lots", *j]) == 1  # the box's transaction refuses it
+    assert "refused" in capsys.readouterr().out
+    assert main(["fleet", "apply", "a", "n_ctx", *j]) == 2  # not key=value: nothing is sent
+    assert main(["fleet", "undo", "nosuchbox", "cfg:1", *j]) == 3
+    assert main(["fleet", "kill-switch", "on", *j]) == 2  # a box or --all
 
 
 def test_a_removed_box_shows_unavailable_and_comes_back_when_its_node_rejoins(head, local_fleet,
                                                                                capsys: pytest.CaptureFixture[str]
                                                                                ) -> None:
     _until_ready(head, "b")
+    capsys.readouterr()
     local_fleet.remove_box("b")
     removed = time.time()
     assert wait_for(lambda: _states(head).get("b") == "unavailable", 20, step=0.2), _states(head)
     assert time.time() - removed < 10
     assert _states(head)["a"] == "alive"
     # its history is still at the head while it is down
-    assert main(["journal", "list", "--box", "b", "--journal", str(head.path), "--json"]) == 0
-    listed = json.loads(capsys.readouterr().out)
+    assert main(["journal", "--journal", str(head.path), "list", "--box", "b", "--json"]) == 0
+    listed = _json(capsys.readouterr().out)
     assert any(e["type"] == "config" for e in listed) and any(e["kind"] == "unavailable" for e in listed)
     assert main(["fleet", "status", "--journal", str(head.path)]) == 3  # not every box is alive
     assert "unavailable" in capsys.readouterr().out

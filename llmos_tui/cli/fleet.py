@@ -46,6 +46,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                         help="the head's journal (where each box's entries are copied)")
     parser.set_defaults(func=_cmd_status, json=False, watch=None)
     actions = parser.add_subparsers(dest="fleet_command", metavar="ACTION")
+    # also accepted after the action; SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--address", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                        help="the Ray cluster's address (default: $RAY_ADDRESS, else this machine's cluster)")
+    common.add_argument("--journal", metavar="PATH", default=argparse.SUPPRESS, help="the head's journal")
 
     up = actions.add_parser("up", help="join this box to a Ray cluster (label, GPUs) and start its agent")
     up.add_argument("--address", metavar="HOST:PORT", required=True, help="the head's address (ray start --head)")
@@ -59,13 +64,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                     help="this machine is already a node labelled with the box: only start the agent")
     up.set_defaults(func=_cmd_up)
 
-    status = actions.add_parser("status", help="every box: alive, unavailable, dead, stale (since when), GPUs, "
+    status = actions.add_parser("status", parents=[common], help="every box: alive, unavailable, dead, stale (since when), GPUs, "
                                                "engine, model, tok/s, open findings, last change")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--watch", type=float, default=None, metavar="N", help="refresh every N seconds")
     status.set_defaults(func=_cmd_status)
 
-    apply = actions.add_parser("apply", help="change a box's engine settings through its own change transaction")
+    apply = actions.add_parser("apply", parents=[common], help="change a box's engine settings through its own change transaction")
     apply.add_argument("box", metavar="BOX")
     apply.add_argument("changes", nargs="+", metavar="key=value")
     apply.add_argument("--reason", default="", help="why (journaled on the box)")
@@ -73,13 +78,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                                                    "is applied once)")
     apply.set_defaults(func=_cmd_apply)
 
-    undo = actions.add_parser("undo", help="revert a change on a box (cfg:N or act:N of that box's journal)")
+    undo = actions.add_parser("undo", parents=[common], help="revert a change on a box (cfg:N or act:N of that box's journal)")
     undo.add_argument("box", metavar="BOX")
     undo.add_argument("entry", metavar="cfg:N")
     undo.add_argument("--key", default=None, help="idempotency key")
     undo.set_defaults(func=_cmd_undo)
 
-    kill = actions.add_parser("kill-switch", help="the doctor's kill switch on one box, or on every box")
+    kill = actions.add_parser("kill-switch", parents=[common], help="the doctor's kill switch on one box, or on every box")
     kill.add_argument("mode", choices=("on", "off"))
     kill.add_argument("box", nargs="?", metavar="BOX")
     kill.add_argument("--all", action="store_true", help="every box the fleet knows")

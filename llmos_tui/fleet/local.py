@@ -51,8 +51,7 @@ class LocalFleet:
             Path(value).mkdir(parents=True, exist_ok=True)
             os.environ[name] = value
         self.cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "object_store_memory": OBJECT_STORE, "_system_config": self.health,
-            "temp_dir": str(self.root / "ray")})
+            "num_cpus": 1, "object_store_memory": OBJECT_STORE, "_system_config": self.health})
         for box in self.boxes:
             self.add_box(box)
         ray.init(address=self.cluster.address, namespace="llmos", log_to_driver=False)
@@ -108,12 +107,11 @@ class LocalFleet:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.time() + 15
+        t0 = time.time()
+        deadline = t0 + 15
         for pid in self.daemon_pids:
             while time.time() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
+                if not _running(pid):
                     break
                 time.sleep(0.1)
             else:
@@ -121,10 +119,13 @@ class LocalFleet:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        self.daemons_stop_s = time.time() - t0
+        t0 = time.time()
         if ray.is_initialized():
             ray.shutdown()
         if self.cluster is not None:
             self.cluster.shutdown()
+        self.shutdown_s = time.time() - t0
         for name, value in self._env_before.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -136,3 +137,18 @@ class LocalFleet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _running(pid: int) -> bool:
+    """The process runs (a zombie, ended but not yet reaped by the agent that started it, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
