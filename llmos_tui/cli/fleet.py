@@ -292,6 +292,23 @@ def _cmd_kill_switch(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def auth_problem() -> str | None:
+    """Why this box would join without Ray's token authentication, or None. The fleet keeps it on:
+    every box needs the head's token (``ray get-auth-token --generate`` on the head writes
+    ``~/.ray/auth_token``; copy it, owner-only, to each box, or set RAY_AUTH_TOKEN[_PATH])."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None and mode.lower() != "token":
+        return (f"RAY_AUTH_MODE={mode}: the fleet keeps Ray's token authentication on; unset it (or set it "
+                "to token)")
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    if not path.is_file():
+        return (f"no Ray auth token at {path}: run `ray get-auth-token --generate` on the head and copy "
+                "its ~/.ray/auth_token (owner-only) to this box, or set RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH")
+    return None
+
+
 def default_box_name() -> str:
     import re
 
@@ -315,6 +332,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
         from llmos_tui.fleet.view import Fleet
 
         require_ray()
+        problem = auth_problem()
+        if problem:
+            return _error(problem, NO_FLEET)
         if not args.no_join:
             ray_cli = Path(sys.executable).parent / "ray"
             ray_bin = str(ray_cli) if ray_cli.exists() else shutil.which("ray")
@@ -325,7 +345,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             if args.num_gpus is not None:
                 command.append(f"--num-gpus={args.num_gpus}")
             print(f"joining {args.address} as box {box}: {' '.join(command)}", flush=True)
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "RAY_AUTH_MODE": "token"})
             if done.returncode != 0:
                 lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
                 return _error(f"ray start failed ({done.returncode}): {lines[-1] if lines else 'no output'}", NO_FLEET)

@@ -31,8 +31,39 @@ def check_box_name(box: str) -> str | None:
     return None
 
 
+def use_cluster_token() -> None:
+    """A driver that has the cluster's token uses it: RAY_AUTH_MODE=token when a token is there
+    (Ray turns token mode on by itself only for a cluster it starts, and reads the mode once, when
+    it is first imported and initialised). A RAY_AUTH_MODE the operator set is left alone."""
+    import os
+
+    if "RAY_AUTH_MODE" not in os.environ and (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or os.path.isfile(os.path.expanduser("~/.ray/auth_token"))):
+        os.environ["RAY_AUTH_MODE"] = "token"
+    refresh_ray_auth()
+
+
+def refresh_ray_auth() -> None:
+    """Make an already imported Ray read RAY_AUTH_MODE and the token again (as Ray's own
+    ``_enable_token_auth`` does): it caches both when first imported."""
+    import sys
+
+    if "ray._raylet" not in sys.modules:
+        return
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # another Ray: its own rules
+        pass
+
+
 def require_ray() -> None:
-    """Raise a one-line error when the fleet extra is not installed."""
+    """Raise a one-line error when the fleet extra is not installed (and set the token mode
+    before Ray is first imported: :func:`use_cluster_token`)."""
+    use_cluster_token()
     try:
         import ray  # noqa: F401
     except ModuleNotFoundError:

@@ -71,7 +71,7 @@ class BoxAgent:
         self._lock = threading.RLock()
         self._fast: DaemonClient | None = None
         self._slow: DaemonClient | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self.daemon_started: int | None = None  # the pid of a daemon this agent started
         self._last_start = 0.0
         self._journal: Journal | None = None
         self._journal_path: str | None = None
@@ -117,16 +117,23 @@ class BoxAgent:
         state = default_paths().state_dir
         state.mkdir(parents=True, exist_ok=True)
         log_path = state / "fleet-serve.log"
-        with open(log_path, "ab") as log:
-            self._proc = subprocess.Popen([sys.executable, "-m", "llmos_tui.cli", "serve", *self.serve_args],
-                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True)  # it outlives the agent
-        path = socket_path(self.runtime_dir, self._proc.pid)
+        # Started by a short-lived launcher, so the daemon is not a child of this worker: Ray kills a
+        # worker's children when the worker ends (its node lost, the agent restarted), and the
+        # daemon must outlive both (the box keeps serving and healing itself)
+        launched = subprocess.run([sys.executable, "-c", _LAUNCHER, str(log_path), sys.executable, "-m",
+                                   "llmos_tui.cli", "serve", *self.serve_args],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=30)
+        try:
+            pid = int(launched.stdout.strip())
+        except ValueError:
+            self.problem = f"the daemon did not start: {(launched.stderr or launched.stdout).strip()[-300:]}"
+            return False
+        self.daemon_started = pid
+        path = socket_path(self.runtime_dir, pid)
         deadline = time.time() + self.daemon_start_s
         while time.time() < deadline:
-            if self._proc.poll() is not None:
-                self.problem = (f"the daemon this agent started exited with code {self._proc.returncode} "
-                                f"(see {log_path})")
+            if not _running(pid):
+                self.problem = f"the daemon this agent started (pid {pid}) exited (see {log_path})"
                 return False
             if path.exists():
                 client = DaemonClient(path, timeout=SNAPSHOT_TIMEOUT_S)
@@ -271,6 +278,30 @@ class BoxAgent:
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
+
+
+_LAUNCHER = """
+import subprocess, sys
+with open(sys.argv[1], "ab") as log:
+    p = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+print(p.pid)
+"""
+
+
+def _running(pid: int) -> bool:
+    """The process runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def summarize(snap: Mapping[str, Json]) -> dict[str, Json]:

@@ -10,13 +10,15 @@ machine.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from llmos_tui.fleet import LABEL
+from llmos_tui.fleet import LABEL, refresh_ray_auth
 
 # Ray's fast failure detection (a dead node is seen in 2-3 s instead of 15-19 s)
 FAST_HEALTH = {"health_check_period_ms": 500, "health_check_failure_threshold": 3}
@@ -31,6 +33,7 @@ class LocalFleet:
                  health: dict[str, int] | None = None) -> None:
         self.boxes = list(boxes)
         self.gpus = gpus
+        self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="llmos-fleet-", dir="/tmp"))
         self.health = dict(FAST_HEALTH if health is None else health)
         self.cluster: Any = None
@@ -45,11 +48,19 @@ class LocalFleet:
         import ray
         from ray.cluster_utils import Cluster
 
-        # Ray's own folders (sessions, the auth token under ~/.ray) stay inside this fleet's folder
-        for name, value in (("RAY_TMPDIR", str(self.root / "ray")), ("HOME", str(self.root / "home"))):
+        # Ray's own folders (sessions, the auth token under ~/.ray) stay inside this fleet's folder,
+        # and token authentication is on, as on a real fleet (a token of this fleet only)
+        for name, value in (("RAY_TMPDIR", str(self.root / "ray")), ("HOME", str(self.root / "home")),
+                            ("RAY_AUTH_MODE", "token")):
             self._env_before[name] = os.environ.get(name)
-            Path(value).mkdir(parents=True, exist_ok=True)
+            if name != "RAY_AUTH_MODE":
+                Path(value).mkdir(parents=True, exist_ok=True)
             os.environ[name] = value
+        token = self.root / "home" / ".ray" / "auth_token"
+        token.parent.mkdir(mode=0o700, exist_ok=True)
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+        refresh_ray_auth()  # this process may have imported Ray before (its mode is cached)
         self.cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "object_store_memory": OBJECT_STORE, "_system_config": self.health})
         for box in self.boxes:
@@ -109,6 +120,8 @@ class LocalFleet:
                 pass
         t0 = time.time()
         deadline = t0 + 15
+        from llmos_tui.fleet.agent import _running
+
         for pid in self.daemon_pids:
             while time.time() < deadline:
                 if not _running(pid):
@@ -131,6 +144,9 @@ class LocalFleet:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        refresh_ray_auth()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "LocalFleet":
         return self.start()
@@ -138,17 +154,3 @@ class LocalFleet:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def _running(pid: int) -> bool:
-    """The process runs (a zombie, ended but not yet reaped by the agent that started it, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

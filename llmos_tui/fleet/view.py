@@ -87,6 +87,7 @@ class Fleet:
     def connect(address: str | None = None) -> None:
         """Join the cluster at ``address`` as a driver (``auto``: the cluster this machine runs);
         Ray's token authentication stays as Ray configures it."""
+        require_ray()  # first: it sets the token mode before Ray is imported
         import ray
 
         if ray.is_initialized():

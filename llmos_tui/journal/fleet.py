@@ -111,7 +111,7 @@ class FleetLog:
                 "info = CASE WHEN excluded.info = '{}' THEN fleet_boxes.info ELSE excluded.info END",
                 (box, state, since, now if state == "alive" else None, _dumps(dict(info or {}))))
             if changed:
-                before = row[0] if row is not None else "new"
+                before = (row[0] if row is not None else None) or "new"
                 conn.execute(
                     "INSERT OR IGNORE INTO fleet_entries (box, entry_id, type, kind, ts, summary, undoable, data, "
                     "copied) VALUES (?, ?, 'box', ?, ?, ?, 0, ?, ?)",
