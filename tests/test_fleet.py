@@ -154,6 +154,35 @@ def test_kill_switch_and_the_cli_exit_codes(head, capsys: pytest.CaptureFixture[
     assert main(["fleet", "kill-switch", "on", *j]) == 2  # a box or --all
 
 
+async def test_f7_fleet_screen_shows_every_box_sorts_and_filters(head) -> None:
+    from textual.app import App
+
+    from llmos_tui.ui.fleet_screen import FleetScreen
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(FleetScreen(head.path, interval=0.3))
+
+    app = Host()
+    async with app.run_test(size=(140, 30)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, FleetScreen)
+        for _ in range(150):
+            await pilot.pause(0.1)
+            if screen.rounds and {v.box for v in screen.views} >= set(BOXES) and all(v.alive for v in screen.views):
+                break
+        assert not screen.problem, screen.problem
+        table = screen.query_one("#fleet-table")
+        assert table.row_count == 2 and {v.state for v in screen.views} == {"alive"}
+        await pilot.press("s")
+        assert screen.sort == "state"
+        await pilot.press("slash")
+        await pilot.press("b")
+        await pilot.pause(0.2)
+        assert [v.box for v in screen.shown_views()] == ["b"] and table.row_count == 1
+        assert "box b: alive" in screen.query_one("#fleet-details").text
+
+
 def test_a_removed_box_shows_unavailable_and_comes_back_when_its_node_rejoins(head, local_fleet,
                                                                                capsys: pytest.CaptureFixture[str]
                                                                                ) -> None:

@@ -351,10 +351,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 return _error(f"ray start failed ({done.returncode}): {lines[-1] if lines else 'no output'}", NO_FLEET)
         Fleet.connect(args.address)
         serve_args = ["--listen", args.serve_listen] if args.serve_listen else []
-        handle = start_agent(box, serve_args=serve_args)
-        import ray
-
-        snap = ray.get(handle.snapshot.remote(), timeout=120)
+        snap = start_agent(box, serve_args=serve_args)
         if not snap.get("daemon"):
             print(f"box {box}: the agent runs, but its daemon does not answer: {snap.get('error')}")
             return UNREACHABLE

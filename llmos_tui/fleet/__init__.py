@@ -41,7 +41,7 @@ def use_cluster_token() -> None:
             os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or os.path.isfile(os.path.expanduser("~/.ray/auth_token"))):
         os.environ["RAY_AUTH_MODE"] = "token"
-    refresh_ray_auth()
+        refresh_ray_auth()
 
 
 def refresh_ray_auth() -> None:

@@ -359,15 +359,14 @@ def remote_agent() -> Any:
 def start_agent(box: str, *, env: Mapping[str, str] | None = None, serve_args: Sequence[str] = (),
                 start_daemon: bool = True, detached: bool = True, timeout_s: float = 120.0) -> Any:
     """Create (or find) ``box``'s agent on the node labelled with it and wait until it answers;
-    returns its handle. Needs a connected Ray driver."""
+    returns its snapshot (:meth:`BoxAgent.snapshot`). Needs a connected Ray driver."""
     import ray
 
     env = dict(env) if env is not None else {k: os.environ[k] for k in ENGINE_ENV if k in os.environ}
     handle = remote_agent().options(**agent_options(box, detached=detached)).remote(
         box, env=env, serve_args=list(serve_args), start_daemon=start_daemon)
     try:
-        ray.get(handle.ping.remote(), timeout=timeout_s)
+        return ray.get(handle.snapshot.remote(), timeout=timeout_s)  # type: ignore[no-any-return]
     except ray.exceptions.GetTimeoutError:
-        raise LlmosError(f"the agent of box {box} did not start in {timeout_s:g} s: is a node labelled "
+        raise LlmosError(f"the agent of box {box} did not answer in {timeout_s:g} s: is a node labelled "
                          f"{LABEL}={box} in the cluster?") from None
-    return handle
