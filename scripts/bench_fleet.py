@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import random
 import statistics
 import sys
 import threading
@@ -99,6 +100,7 @@ def view_part(n_boxes: int, samples: int, interval: float) -> dict[str, Any]:
         clients = {box: DaemonClient(find_daemons(local.home(box) / "run")[0], timeout=30) for box in boxes}
         lags: list[float] = []
         misses = 0
+        rng = random.Random(20)
         for i in range(samples):
             box = boxes[i % n_boxes]
             wanted = i // n_boxes % 2 == 0  # on, then off, per box
@@ -112,7 +114,7 @@ def view_part(n_boxes: int, samples: int, interval: float) -> dict[str, Any]:
                 misses += 1
             else:
                 lags.append(seen - done)
-            time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 1.0))  # changes at random phases of the view's rounds
         for box in boxes:  # leave the kill switches off
             clients[box].kill_switch(False)
         victim = boxes[-1]
