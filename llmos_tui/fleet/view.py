@@ -22,11 +22,14 @@ restarts carries on from its cursors.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from llmos_tui.errors import LlmosError
 from llmos_tui.fleet import AGENT_PREFIX, LABEL, NAMESPACE, agent_name, require_ray
@@ -92,11 +95,12 @@ class Fleet:
 
         if ray.is_initialized():
             return
-        try:
-            ray.init(address=address or "auto", namespace=NAMESPACE, logging_level=logging.ERROR,
-                     log_to_driver=False, configure_logging=False)
-        except ConnectionError as exc:
-            raise LlmosError(f"no Ray cluster at {address or 'this machine'}: {exc}".splitlines()[0]) from None
+        with _real_std_streams():
+            try:
+                ray.init(address=address or "auto", namespace=NAMESPACE, logging_level=logging.ERROR,
+                         log_to_driver=False, configure_logging=False)
+            except ConnectionError as exc:
+                raise LlmosError(f"no Ray cluster at {address or 'this machine'}: {exc}".splitlines()[0]) from None
 
     # ---- one round -------------------------------------------------------------------------
     def poll(self) -> list[BoxView]:
@@ -162,6 +166,10 @@ class Fleet:
             else:
                 state, why = "stale", errors.get(box, "no answer")
                 info = self._last_info(box)
+            if alive:
+                info["ray_gpus"] = gpus
+            elif isinstance(info.get("ray_gpus"), (int, float)):
+                gpus = float(info["ray_gpus"])  # what its node gave Ray when it was last seen
             since, seen = self._record(box, state, info if state == "alive" else None, why, now)
             view = BoxView(box, state, since, why, alive, gpus, info, seen, new_entries)
             views.append(view)
@@ -299,6 +307,27 @@ class Fleet:
             if row["box"] == box:
                 seen = row.get("seen")
         return since, seen
+
+
+@contextlib.contextmanager
+def _real_std_streams() -> Iterator[None]:
+    """Ray's driver needs sys.stdout / sys.stderr with file descriptors; a face that captures them
+    (the TUI draws on its own) gets /dev/null for them while Ray starts, and keeps its own after."""
+    swapped = {}
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            usable = stream.fileno() >= 0  # Textual's streams answer -1
+        except (AttributeError, OSError, ValueError):
+            usable = False
+        if not usable:
+            swapped[name] = stream
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - Ray may keep writing to it
+    try:
+        yield
+    finally:
+        for name, stream in swapped.items():
+            setattr(sys, name, stream)
 
 
 class BoxUnreachable(LlmosError):
