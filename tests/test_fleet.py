@@ -243,3 +243,15 @@ def test_fleet_journal_cursors_survive_a_head_restart(tmp_path: Path) -> None:
             assert head.fleet.store("x", entries, cursors) == 1
             assert head.fleet.store("x", entries, cursors) == 0  # a repeat is harmless
             assert len(head.fleet.entries("x", kinds="event")) == 4
+
+
+def test_a_box_whose_agent_is_gone_is_dead_and_a_new_agent_wraps_its_running_daemon(head, local_fleet) -> None:
+    from llmos_tui.fleet.agent import start_agent
+
+    daemon_pid = _until_ready(head, "a").info["daemon_pid"]
+    ray.kill(head._handle("a"), no_restart=True)
+    head._handles.pop("a", None)
+    assert wait_for(lambda: _states(head).get("a") == "dead", 20, step=0.2), _states(head)
+    snap = start_agent("a", env=local_fleet.agent_env("a"), serve_args=SERVE_ARGS)  # as `fleet up --no-join`
+    assert snap["daemon"] and snap["daemon_pid"] == daemon_pid  # found, not started again
+    assert _until_ready(head, "a").state == "alive"
