@@ -180,7 +180,8 @@ async def test_f7_fleet_screen_shows_every_box_sorts_and_filters(head) -> None:
         await pilot.press("b")
         await pilot.pause(0.2)
         assert [v.box for v in screen.shown_views()] == ["b"] and table.row_count == 1
-        assert "box b: alive" in screen.query_one("#fleet-details").text
+        details = screen.query_one("#fleet-details").text
+        assert "box b: alive" in details and "journal (head's copy):" in details and "cfg:1" in details
 
 
 def test_a_removed_box_shows_unavailable_and_comes_back_when_its_node_rejoins(head, local_fleet,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 SPARK = "▁▂▃▄▅▆▇█"
 SORTS = ("box", "state", "tok/s", "findings")
+RECONNECT_S = 10.0
 STATE_ORDER = {"dead": 0, "unavailable": 1, "stale": 2, "alive": 3}
 SEVERITY = {"critical": "error", "error": "error", "warning": "warning"}
 
@@ -66,6 +67,7 @@ class FleetScreen(Screen[None]):
         self.problem = ""
         self.rounds = 0  # completed polls (tests wait on this)
         self._polling = False
+        self._next_connect = 0.0
 
     def compose(self) -> ComposeResult:
         yield Static("fleet: connecting…", id="fleet-status")
@@ -84,6 +86,8 @@ class FleetScreen(Screen[None]):
         self._tick()
 
     def _tick(self) -> None:
+        if self.fleet is None and time.time() < self._next_connect:
+            return  # no cluster a moment ago: try again later, not every tick
         if self.is_current and not self._polling:
             self._polling = True
             self._poll()
@@ -99,6 +103,9 @@ class FleetScreen(Screen[None]):
             views = self.fleet.poll()
         except Exception as exc:  # noqa: BLE001 - a line on the screen, never a traceback
             problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if self.fleet is None:
+                self._next_connect = time.time() + RECONNECT_S
+                problem += f" (trying again every {RECONNECT_S:g} s)"
         if not worker.is_cancelled:
             self.app.call_from_thread(self._show, views, problem)
 
