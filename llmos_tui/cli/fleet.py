@@ -15,6 +15,7 @@ box could not join). Nothing here ever runs `ray stop` (it stops every Ray proce
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -89,6 +90,14 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     kill.add_argument("box", nargs="?", metavar="BOX")
     kill.add_argument("--all", action="store_true", help="every box the fleet knows")
     kill.set_defaults(func=_cmd_kill_switch)
+
+    try:  # `fleet tune` (distributed tuning), where this build has it
+        fleet_tune = importlib.import_module("llmos_tui.cli.fleet_tune")
+    except ModuleNotFoundError as exc:
+        if exc.name != "llmos_tui.cli.fleet_tune":
+            raise
+    else:
+        fleet_tune.add_parser(actions)
 
 
 # ---- helpers ---------------------------------------------------------------------------------

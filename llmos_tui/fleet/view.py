@@ -102,6 +102,14 @@ class Fleet:
             except ConnectionError as exc:
                 raise LlmosError(f"no Ray cluster at {address or 'this machine'}: {exc}".splitlines()[0]) from None
 
+    @staticmethod
+    def disconnect() -> None:
+        """Leave the cluster (this driver only: the cluster and its boxes go on)."""
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
     # ---- one round -------------------------------------------------------------------------
     def poll(self) -> list[BoxView]:
         """Every box, now (see the module's docstring). Records state changes and copies new
