@@ -200,6 +200,9 @@ def test_a_removed_box_shows_unavailable_and_comes_back_when_its_node_rejoins(he
     assert any(e["type"] == "config" for e in listed) and any(e["kind"] == "unavailable" for e in listed)
     assert main(["fleet", "status", "--journal", str(head.path)]) == 3  # not every box is alive
     assert "unavailable" in capsys.readouterr().out
+    t0 = time.time()
+    assert main(["fleet", "apply", "b", "n_ctx=512", "--journal", str(head.path)]) == 3  # at once, not a hang
+    assert time.time() - t0 < 10
     local_fleet.add_box("b")  # a node with the same label: Ray restarts the agent there
     back = _until_ready(head, "b", timeout=60)
     assert back.state == "alive"

@@ -203,6 +203,9 @@ class Fleet:
         key = key or f"fleet-{uuid.uuid4().hex}"
         last = ""
         for _try in range(CHANGE_TRIES):
+            if not self._nodes().get(box, (False, 0.0))[0]:  # else the call would wait for its node
+                raise BoxUnreachable(f"box {box} is unavailable: no live node labelled {LABEL}={box}"
+                                     + (f" ({last})" if last else ""))
             handle = self._handle(box)
             if handle is None:
                 raise BoxUnreachable(f"box {box} has no agent: run `llmos-tui fleet up` on it")
