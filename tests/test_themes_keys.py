@@ -187,6 +187,7 @@ def test_the_key_catalogue_is_what_the_screens_bind_and_spells_keys_as_textual()
     import llmos_tui.ui.app  # noqa: F401 - imports every screen
     import llmos_tui.ui.command_line  # noqa: F401
     import llmos_tui.ui.explain_view  # noqa: F401
+    import llmos_tui.ui.fleet_screen  # noqa: F401
     import llmos_tui.ui.journal_screen  # noqa: F401
     import llmos_tui.ui.tuning_screen  # noqa: F401
     from llmos_tui.ui import doctor_screen  # noqa: F401

@@ -31,7 +31,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     # Also accepted after the subcommand; SUPPRESS keeps a top-level --journal from being reset.
     parser.add_argument("--journal", metavar="PATH", default=argparse.SUPPRESS, help="journal SQLite file")
-    parser.set_defaults(func=_cmd_list, kind=None, since=None, limit=50, json=False)
+    parser.set_defaults(func=_cmd_list, kind=None, since=None, limit=50, json=False, box=None)
     sub = parser.add_subparsers(dest="journal_command", metavar="ACTION")
 
     listing = sub.add_parser("list", help="recent entries, newest first (the default)")
@@ -40,6 +40,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     listing.add_argument("--since", metavar="WHEN", help="10m, 2h, 1d, 1w or an ISO time")
     listing.add_argument("--limit", type=int, default=50, metavar="N", help="at most N entries (default 50)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--box", metavar="NAME", default=None,
+                         help="a fleet box's entries, as the head copied them (`all`: every box)")
     listing.set_defaults(func=_cmd_list)
 
     show = sub.add_parser("show", help="one entry with its evidence and links")
@@ -113,6 +115,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     except JournalMissing:
         print(f"no journal at {path} yet (llmos-tui creates it on first use)")
         return 0
+    if args.box:
+        return _list_box(journal, args, since)
     with journal:
         entries = journal.timeline(kinds=args.kind, since=since, limit=args.limit)
     if args.json:
@@ -126,6 +130,31 @@ def _cmd_list(args: argparse.Namespace) -> int:
     width_kind = max(len(e.kind) for e in entries)
     for e in entries:
         print(f"{e.id:<{width_id}}  {e.time}  {e.type:<9} {e.kind:<{width_kind}}  {e.summary}")
+    return 0
+
+
+def _list_box(journal: "Journal", args: argparse.Namespace, since: float | None) -> int:
+    """`journal list --box NAME`: the head's copy of a fleet box's journal (also when it is down)."""
+    with journal:
+        box = None if args.box == "all" else args.box
+        known = [row["box"] for row in journal.fleet.boxes()]
+        entries = journal.fleet.entries(box, kinds=args.kind, since=since, limit=args.limit)
+    if box is not None and box not in known:
+        print(f"{PROG}: error: no box {box!r} in this journal's fleet (known: {', '.join(known) or 'none'})",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([{"box": b, "id": e.id, "type": e.type, "kind": e.kind, "ts": e.ts, "time": e.time,
+                           "summary": e.summary, "undoable": e.undoable} for b, e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no entries" + (" match" if args.kind or args.since else f" of box {args.box}"))
+        return 0
+    width_box = max(len(b) for b, _e in entries)
+    width_id = max(len(e.id) for _b, e in entries)
+    width_kind = max(len(e.kind) for _b, e in entries)
+    for b, e in entries:
+        print(f"{b:<{width_box}}  {e.id:<{width_id}}  {e.time}  {e.type:<9} {e.kind:<{width_kind}}  {e.summary}")
     return 0
 
 

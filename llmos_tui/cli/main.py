@@ -39,6 +39,7 @@ SUBCOMMAND_MODULES = (
     "llmos_tui.cli.tune",
     "llmos_tui.cli.serve",
     "llmos_tui.cli.report",
+    "llmos_tui.cli.fleet",
 )
 
 
@@ -77,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--readonly", action="store_true", help="disable every action that changes the engine")
     parser.add_argument("--replay", metavar="FILE", help="drive the dashboard from a recorded trace (demo: the packaged synthetic incident)")
     parser.add_argument("--replay-speed", type=float, default=1.0, metavar="X", help="replay speed factor (0: as fast as possible, at most one sample per millisecond)")
-    parser.add_argument("--screen", choices=("dashboard", "chat", "doctor", "journal", "tuning"), help="screen to open first")
+    parser.add_argument("--screen", choices=("dashboard", "chat", "doctor", "journal", "tuning", "fleet"), help="screen to open first")
     parser.add_argument("--interval", type=float, metavar="SECONDS", help="telemetry sampling interval")
     add_attach_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -52,6 +52,7 @@ KEYS: tuple[KeyBinding, ...] = (
     KeyBinding("app.doctor", "f4", "mode('doctor')", "Doctor", APP_SCOPE),
     KeyBinding("app.journal", "f5", "mode('journal')", "Journal", APP_SCOPE),
     KeyBinding("app.tune", "f6", "mode('tuning')", "Tune", APP_SCOPE),
+    KeyBinding("app.fleet", "f7", "mode('fleet')", "Fleet", APP_SCOPE),
     KeyBinding("app.restart", "ctrl+r", "restart_engine", "Restart engine", APP_SCOPE),
     KeyBinding("app.quit", "ctrl+q", "quit", "Quit", APP_SCOPE, priority=True),
     # also taken before a focused empty text box sees it; a colon typed into text stays text
@@ -84,6 +85,10 @@ KEYS: tuple[KeyBinding, ...] = (
     KeyBinding("tune.stop_esc", "escape", "stop", "Stop", "TuningScreen", show=False),
     KeyBinding("tune.apply", "a", "apply_best", "Apply best", "TuningScreen"),
     KeyBinding("tune.param", "p", "next_param", "Param plot", "TuningScreen"),
+    # fleet
+    KeyBinding("fleet.sort", "s", "cycle_sort", "Sort", "FleetScreen"),
+    KeyBinding("fleet.filter", "slash", "focus_filter", "Filter", "FleetScreen"),
+    KeyBinding("fleet.leave_filter", "escape", "leave_filter", "Table", "FleetScreen", show=False),
     # the command line
     KeyBinding("command.close", "escape", "close", "Close", "CommandLine"),
     KeyBinding("command.complete", "tab", "complete", "Complete", "CommandInput", show=False),

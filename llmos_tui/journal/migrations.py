@@ -233,8 +233,47 @@ def v5_rollups(db: "sqlite_utils.Database") -> None:
     db["rollups"].create_index(["res", "ts"])
 
 
+def v6_fleet(db: "sqlite_utils.Database") -> None:
+    """The head's fleet journal (``journal/fleet.py``): each box's entries, box-tagged, and per box
+    its copy cursors, its last state and since when (so a box that is down still has a history)."""
+    db["fleet_entries"].create(
+        {
+            "id": int,
+            "box": str,
+            "entry_id": str,  # the box's own id (cfg:12), or box@TS for a change of the box's state
+            "type": str,
+            "kind": str,
+            "ts": float,
+            "summary": str,
+            "undoable": int,
+            "data": str,  # JSON: the box's row
+            "copied": float,
+        },
+        pk="id",
+        not_null=["box", "entry_id", "type", "kind", "ts", "summary", "undoable", "data", "copied"],
+        defaults={"kind": "", "summary": "", "undoable": 0, "data": "{}"},
+    )
+    db["fleet_entries"].create_index(["box", "entry_id"], unique=True)
+    db["fleet_entries"].create_index(["box", "ts"])
+    db["fleet_entries"].create_index(["ts"])
+    db["fleet_boxes"].create(
+        {
+            "box": str,
+            "cursors": str,  # JSON: {"cfg": last id copied, "evt": ..., ...}
+            "copied": float,
+            "state": str,  # alive | unavailable | dead | stale
+            "since": float,
+            "seen": float,  # last time it was alive
+            "info": str,  # JSON: what the head last knew (GPUs, engine, model, tok/s, ...)
+        },
+        pk="box",
+        not_null=["cursors", "info"],
+        defaults={"cursors": "{}", "info": "{}"},
+    )
+
+
 MIGRATIONS: list[Migration] = [v1_core_tables, v2_chat_activity, v3_model_files, v4_tuning_fingerprints,
-                               v5_rollups]
+                               v5_rollups, v6_fleet]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

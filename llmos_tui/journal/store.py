@@ -63,6 +63,7 @@ from llmos_tui.journal.records import (  # noqa: F401 - the values, re-exported 
     parse_entry_id,
 )
 from llmos_tui.journal.digest import Digest
+from llmos_tui.journal.fleet import FleetLog
 from llmos_tui.journal.rollups import Rollups
 from llmos_tui.journal.studies import Studies
 from llmos_tui.journal.timeline import Timeline
@@ -106,6 +107,7 @@ class Journal:
         self.overview = Overview(self.connection)
         self.digest = Digest(self.connection)  # `report`: what happened in a span
         self.rollups = Rollups(self.connection)  # the flight recorder: 10 s / 1 min means
+        self.fleet = FleetLog(self.connection)  # the head's copy of every box's journal (fleet)
 
     # ---- the connection ---------------------------------------------------------------
     @property

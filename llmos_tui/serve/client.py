@@ -162,6 +162,22 @@ class DaemonClient:
     def tune_apply_best(self, report: dict[str, Json]) -> dict[str, Json]:
         return self._change("apply", "/v1/llmos/tune/apply_best", {"report": report})
 
+    def kill_switch(self, on: bool) -> dict[str, Json]:
+        """The doctor's kill switch on or off, the answer as a dict (read-only refuses turning it off)."""
+        return self._post("/v1/llmos/kill_switch", {"on": bool(on)})
+
+    def change(self, verb: str, body: dict[str, Json], *, idempotency_key: str | None = None) -> dict[str, Json]:
+        """``apply``, ``undo``, ``restart`` or ``kill_switch`` with its body; with an idempotency
+        key the daemon runs it once (a retry gets the first answer with ``"replayed": true``)."""
+        if verb not in ("apply", "undo", "restart", "kill_switch"):
+            raise LlmosError(f"unknown change {verb!r}: apply, undo, restart or kill_switch")
+        if self.readonly and not (verb == "kill_switch" and body.get("on") is True):
+            raise DaemonReadOnly(f"read-only attach: {verb} is disabled (it would change the daemon)")
+        payload = dict(body)
+        if idempotency_key is not None:
+            payload["idempotency_key"] = idempotency_key
+        return self._post(f"/v1/llmos/{verb}", payload)
+
     # ---- the chat: one more client of the daemon's queue ----------------------------------------------
     def chat(self, messages: list[dict[str, str]], **sampling: Json) -> str:
         """One reply (the daemon's queue decides when): its text. Raises LlmosError on an error."""

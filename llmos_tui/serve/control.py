@@ -10,7 +10,10 @@ core, so the same change transaction (and the drain of the API's requests) is be
   engine streams now, whoever asked for it)
 - the doctor: ``GET /v1/llmos/doctor`` (findings, actions, notices, switches), ``POST
   /v1/llmos/doctor/decide`` (``{"verb": "accept"|"reject"|"silence", "finding": N}``),
-  ``/doctor/killswitch`` (``{"on": bool}``), ``/doctor/canary``
+  ``/doctor/killswitch`` (``{"on": bool}``; also ``/kill_switch``), ``/doctor/canary``
+- apply, undo, restart and the kill switch take an ``idempotency_key``: a retry with the same key
+  gets the first answer (``"replayed": true``) and changes nothing (serve/once.py; the fleet's
+  agents send one with every change)
 - telemetry: ``GET /v1/llmos/samples?n=120`` (the newest samples, for a face's sparklines)
 - the tuner: ``GET /v1/llmos/tune`` (its state), ``POST /v1/llmos/tune`` (start a study with the
   given options), ``/tune/stop``, ``/tune/apply_best`` (``{"report": {...}}``)
@@ -39,6 +42,7 @@ from starlette.routing import Route
 
 from llmos_tui.engine.supervisor import EngineEvent, Json
 from llmos_tui.serve.api import OpenAIApi
+from llmos_tui.serve.once import Once
 from llmos_tui.serve.sockets import PREFIX, SUFFIX, socket_path
 
 if TYPE_CHECKING:
@@ -73,6 +77,7 @@ class Control:
             findings=self._on_finding if op.doctor is not None else None,
             samples=self._on_sample if op.sampler is not None else None)
         op.on_close(self.close)
+        self.once = Once(operator.journal_writer)  # changes sent with an idempotency_key run once
 
     # ---- the hub ------------------------------------------------------------------------------
     def close(self) -> None:
@@ -127,21 +132,45 @@ class Control:
         if not isinstance(changes, dict) or not changes:
             return JSONResponse({"ok": False, "error": "apply needs {\"changes\": {name: value}}"}, status_code=400)
         reason = str(body.get("reason") or "attached face")
-        result = await run_in_threadpool(lambda: self.operator.apply(dict(changes), reason=reason, source="operator"))
-        return JSONResponse(result.to_dict(), status_code=200 if result.ok else 409)
+
+        def run() -> tuple[dict[str, Json], int]:
+            result = self.operator.apply(dict(changes), reason=reason, source="operator")
+            return result.to_dict(), 200 if result.ok else 409
+
+        return await self._once(body, "apply", run)
 
     async def undo(self, request: Request) -> JSONResponse:
-        entry = (await self._body(request)).get("entry")
+        body = await self._body(request)
+        entry = body.get("entry")
         if not isinstance(entry, str):
             return JSONResponse({"ok": False, "error": "undo needs {\"entry\": \"cfg:N\"}"}, status_code=400)
-        result = await run_in_threadpool(lambda: self.operator.undo(entry, wait_s=UNDO_WAIT_S))
-        return JSONResponse(result.to_dict(), status_code=200 if result.ok else 409)
+
+        def run() -> tuple[dict[str, Json], int]:
+            result = self.operator.undo(entry, wait_s=UNDO_WAIT_S)
+            return result.to_dict(), 200 if result.ok else 409
+
+        return await self._once(body, "undo", run)
 
     async def restart(self, request: Request) -> JSONResponse:
-        reason = str((await self._body(request)).get("reason") or "attached face")
-        error = await run_in_threadpool(lambda: self.operator.restart_engine(reason=reason))
-        return JSONResponse({"ok": error is None, "message": error or "restarted"},
-                            status_code=200 if error is None else 409)
+        body = await self._body(request)
+        reason = str(body.get("reason") or "attached face")
+
+        def run() -> tuple[dict[str, Json], int]:
+            error = self.operator.restart_engine(reason=reason)
+            return {"ok": error is None, "message": error or "restarted"}, 200 if error is None else 409
+
+        return await self._once(body, "restart", run)
+
+    async def _once(self, body: dict[str, Json], verb: str,
+                    run: "Callable[[], tuple[dict[str, Json], int]]") -> JSONResponse:
+        """Run a change in the threadpool; with an ``idempotency_key``, once per key (serve/once.py)."""
+        key = body.get("idempotency_key")
+        bad = Once.check_key(key)
+        if bad:
+            return JSONResponse({"ok": False, "error": bad}, status_code=400)
+        answer, status = await run_in_threadpool(lambda: self.once.run(key if isinstance(key, str) else None,
+                                                                       verb, run))
+        return JSONResponse(answer, status_code=status)
 
     async def reset_start_limit(self, request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "message": self.operator.reset_start_limit()})
@@ -212,20 +241,30 @@ class Control:
         return JSONResponse({"ok": error is None, "error": error}, status_code=200 if error is None else 409)
 
     async def kill_switch(self, request: Request) -> JSONResponse:
+        """``{"on": true|false}``: the doctor's kill switch, by the core's command table (so
+        read-only mode refuses turning it off, as in every face); once per ``idempotency_key``."""
         refused = self._no_doctor()
         if refused is not None:
             return refused
-        on = (await self._body(request)).get("on")
+        body = await self._body(request)
+        on = body.get("on")
         if not isinstance(on, bool):
-            return JSONResponse({"ok": False, "error": "killswitch needs {\"on\": true|false}"}, status_code=400)
-        d = self.operator.doctor
-        assert d is not None
+            return JSONResponse({"ok": False, "error": "kill_switch needs {\"on\": true|false}"}, status_code=400)
 
-        def run() -> None:
-            d.kill_switch = on
+        def run() -> tuple[dict[str, Json], int]:
+            from llmos_tui.core.commands import COMMANDS, execute, find
 
-        await run_in_threadpool(run)
-        return JSONResponse({"ok": True, "kill_switch": bool(d.kill_switch)})
+            command = find(COMMANDS, "killswitch")
+            assert command is not None
+            outcome = execute(self.operator, command, "on" if on else "off")
+            doctor = self.operator.doctor
+            answer: dict[str, Json] = {"ok": outcome.ok, "message": outcome.text,
+                                       "kill_switch": bool(doctor.kill_switch) if doctor is not None else None}
+            if not outcome.ok:
+                answer["error"] = outcome.text
+            return answer, 200 if outcome.ok else 409
+
+        return await self._once(body, "kill_switch", run)
 
     async def canary(self, request: Request) -> JSONResponse:
         refused = self._no_doctor()
@@ -361,6 +400,7 @@ def create_control_app(operator: "Operator", api: OpenAIApi, *, url: Callable[[]
         ("/v1/llmos/doctor", control.doctor, "GET"),
         ("/v1/llmos/doctor/decide", control.decide, "POST"),
         ("/v1/llmos/doctor/killswitch", control.kill_switch, "POST"),
+        ("/v1/llmos/kill_switch", control.kill_switch, "POST"),
         ("/v1/llmos/doctor/canary", control.canary, "POST"),
         ("/v1/llmos/samples", control.samples, "GET"),
         ("/v1/llmos/tune", control.tune_state, "GET"),

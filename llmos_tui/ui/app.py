@@ -181,6 +181,9 @@ def extra_screens(operator: Cockpit) -> dict[str, Callable[[], Screen[None]]]:
         from llmos_tui.ui.tuning_screen import TuningScreen
 
         screens["tuning"] = lambda: TuningScreen(operator)
+    from llmos_tui.ui.fleet_screen import FleetScreen  # Ray is imported when the screen is first shown
+
+    screens["fleet"] = lambda: FleetScreen(operator.config.journal_file)
     return screens
 
 

@@ -144,6 +144,7 @@ FACE: tuple[FaceCommand, ...] = (
     FaceCommand(Command("journal", "the journal, optionally filtered (kind:crashed, finding, text…)",
                         args="[FILTER]", aliases=("j", "log")), _journal, lambda app: list(JOURNAL_KINDS)),
     FaceCommand(Command("tune", "the tuning screen", aliases=("tuning",)), _open_tune),
+    FaceCommand(Command("fleet", "every box of the fleet (Ray): state, tok/s, findings"), _mode("fleet")),
     FaceCommand(Command("help", "every key and its binding id, and these commands", aliases=("keys", "?")),
                 lambda app, _arg: app.action_help()),
     FaceCommand(Command("theme", "switch the theme (kept in the config)", args="NAME", needs_arg=True),
