@@ -227,3 +227,49 @@ def test_the_standalone_exporter_relays_the_daemons_engine_and_requests(daemon: 
         proc.wait(30)
     assert 'llmos_engine_up{' in page and "llmos_serve_requests_total" in page, page[:2000]
     assert page.count("# TYPE llmos_gpu_") == len(set(re.findall(r"# TYPE (llmos_gpu_\w+)", page)))  # no copies
+
+
+def test_a_face_follows_its_daemon_when_it_comes_back_under_a_new_pid(tmp_path: Path) -> None:
+    """systemd restarts the daemon: the old socket is gone for good, a new daemon (new pid, new
+    socket) serves the same journal, and the attached face drives the new one without a restart."""
+    env = {**cli_env(), "LLMOS_TUI_HOME": str(tmp_path / "home")}
+    serve = [*CLI, "--n-ctx", "256", "--n-threads", "1", "--n-threads-batch", "1", "serve", "--listen", "127.0.0.1:0"]
+
+    def start() -> tuple[subprocess.Popen[str], Path]:
+        proc = subprocess.Popen(serve, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen: list[str] = []
+        for line in proc.stdout:  # type: ignore[union-attr]
+            seen.append(line)
+            if "control socket " in line:
+                return proc, Path(line.split("control socket ")[1].split()[0])
+        raise AssertionError(seen)
+
+    first, socket = start()
+    second = None
+    op = None
+    try:
+        old_env = os.environ.get("LLMOS_TUI_HOME")
+        os.environ["LLMOS_TUI_HOME"] = env["LLMOS_TUI_HOME"]
+        try:
+            op = AttachedOperator(socket, face_config(), face="script")
+        finally:
+            if old_env is None:
+                os.environ.pop("LLMOS_TUI_HOME", None)
+            else:
+                os.environ["LLMOS_TUI_HOME"] = old_env
+        assert op.daemon["pid"] == first.pid
+        first.terminate()
+        first.wait(30)
+        second, new_socket = start()
+        assert new_socket != socket
+        assert wait_for(lambda: op.daemon["pid"] == second.pid, 30), op.daemon
+        assert op.socket == new_socket
+        assert wait_for(lambda: op.supervisor.state == EngineState.READY, 30)
+        assert op.snapshot()["pid"] == second.pid  # the verbs go to the new daemon too
+    finally:
+        if op is not None:
+            op.close()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)

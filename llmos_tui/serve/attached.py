@@ -611,6 +611,28 @@ class AttachedOperator:
                 client.close()
                 self._connected.set()
             self._closed.wait(RECONNECT_S)
+            if told_gone and not self._closed.is_set():
+                self._follow_restarted_daemon()
+
+    def _follow_restarted_daemon(self) -> None:
+        """The socket is gone for good (its daemon ended) and another daemon now serves the same
+        journal (restarted by systemd, say, under a new pid): attach to that one."""
+        runtime_dir = self.socket.parent  # where this user's daemons put their sockets
+        if self.socket in find_daemons(runtime_dir):  # its daemon lives: it will answer again
+            return
+        found = find_daemon(runtime_dir, self.config.journal_file)
+        if found is None or found == self.socket:
+            return
+        self.socket = found
+        self.client.retarget(found)
+        try:
+            snap = self.client.snapshot()
+        except LlmosError:
+            return
+        serve = snap.get("serve")
+        self.daemon = {"pid": snap.get("pid"), "url": serve.get("url") if isinstance(serve, dict) else None,
+                       "socket": str(found)}
+        log.info("attached face: the daemon restarted; now attached to pid %s", snap.get("pid"))
 
     def _dispatch(self, item: Mapping[str, Json]) -> None:
         kind = item.get("type")

@@ -44,6 +44,14 @@ class DaemonClient:
     def close(self) -> None:
         self._http.close()
 
+    def retarget(self, socket: Path | str) -> None:
+        """Talk to another socket from now on (a daemon restarted under a new pid): every part
+        holding this client follows it."""
+        old, self.socket = self._http, Path(socket)
+        self._http = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://llmos-tui",
+                                  timeout=old.timeout)
+        old.close()
+
     def __enter__(self) -> "DaemonClient":
         return self
 
