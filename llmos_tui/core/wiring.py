@@ -99,6 +99,8 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
         from llmos_tui.journal.rollups import recorder_for
         from llmos_tui.telemetry.series import sample_values
 
+        retention = config.rollups
+        writer.submit(lambda j: j.rollups.configure(retention))  # [rollups]: ages and the file's bound
         rollup = recorder_for(writer)
         sampler.subscribe(lambda sample: rollup.add(sample.ts, sample_values(sample)))
         closers.append(rollup.close)
