@@ -304,7 +304,7 @@ def test_journal_disk_full_is_foreseen_from_its_growth_and_retracted_when_it_sto
     from llmos_tui.journal import Journal
 
     journal = Journal(tmp_path / "j.sqlite")
-    free = {"bytes": 200 * 1024 * 1024.0}
+    free = {"bytes": 50 * 1024 * 1024.0}  # ~5 MiB/h of growth below: full in ~9 h, inside the day
     monkeypatch.setattr(trends, "free_bytes", lambda path: free["bytes"])
     memory: dict = {}
     wide = {f"s{i}": float(i) for i in range(40)}
@@ -315,7 +315,7 @@ def test_journal_disk_full_is_foreseen_from_its_growth_and_retracted_when_it_sto
         return trends.journal_disk_trend(ctx)
 
     t0, found = 1_800_000_000.0, []
-    for minute in range(12):  # ~200 rows (~200 KB) a minute
+    for minute in range(12):  # ~200 rows (~95 KiB) a minute
         for i in range(200):
             journal.rollups.record(10, t0 + minute * 60 + i * 0.3, wide)
         found = run(t0 + minute * 60)

@@ -71,15 +71,30 @@ class RecorderBody:
         return 1 + max(1, len(self.series))
 
     def _resampled(self, name: str, width: int) -> list[float]:
-        """Means per column over [since, until): a column with no row is a gap (NaN)."""
+        """Means per column over [since, until). A column with no row between two that have rows
+        (the rows are sparser than the columns) holds the value before it; a column outside the
+        rows, or in a gap of more than three rows' time, stays empty (NaN)."""
         sums, counts = [0.0] * width, [0] * width
         step = (self.until - self.since) / width
+        times = []
         for ts, values in self.rows:
             if name in values and step > 0:
                 col = min(width - 1, max(0, int((ts - self.since) / step)))
                 sums[col] += values[name]
                 counts[col] += 1
-        return [sums[i] / counts[i] if counts[i] else float("nan") for i in range(width)]
+                times.append(ts)
+        out = [sums[i] / counts[i] if counts[i] else float("nan") for i in range(width)]
+        spacing = min((b - a for a, b in zip(times, times[1:]) if b > a), default=step)
+        hold = max(1, int(3 * spacing / step)) if step > 0 else 1
+        last, gap = float("nan"), 0
+        filled = [c for c in range(width) if counts[c]]
+        end = filled[-1] if filled else -1
+        for i in range(width):
+            if counts[i]:
+                last, gap = out[i], 0
+            elif last == last and i < end and gap < hold:
+                out[i], gap = last, gap + 1
+        return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = max(30, options.max_width)
@@ -92,15 +107,15 @@ class RecorderBody:
         for name in self.series:
             values = [row[name] for _, row in self.rows if name in row]
             unit = names.unit(name)
-            lo, hi = (0.0, 100.0) if unit == "%" else (None, None)
+            lo, hi = (0.0, 100.0) if unit == "%" else (min(0.0, min(values)), max(values))
             line = Text(no_wrap=True, overflow="crop")
             line.append(f"{name:<{self.LABEL}}"[:self.LABEL], style="bold")
             line.append(f" {_value(values[-1], unit)} max {_value(max(values), unit)}"[:self.VALUE]
                         .ljust(self.VALUE))
             line.append(" ")
-            # a gap draws as the lowest glyph, keeping the columns on the time axis
-            line.append(fmt.spark([v if v == v else (lo or 0.0) for v in self._resampled(name, spark_w)],
-                                  spark_w, lo, hi), style="cyan")
+            # one glyph per column on the time axis (the dashboard's glyphs); an empty column a blank
+            line.append("".join(fmt.spark([v], 1, lo, hi) if v == v else " "
+                                for v in self._resampled(name, spark_w)), style="cyan")
             yield line
 
 
@@ -300,7 +315,8 @@ class JournalScreen(Screen[None]):
         """``[``: an hour further back; ``]``: an hour nearer now (following now again once there)."""
         now = time.time()
         until = (self.recorder_until or now) + steps * RECORDER_SPAN_S
-        self.recorder_until = None if until >= now else until
+        # back within a quarter span of now (where stepping forward from an hour ago lands): live
+        self.recorder_until = None if until >= now - RECORDER_SPAN_S / 4 else until
         self.reload()
 
     def _show(self, entries: "list[Entry]", status: str, recorder: RecorderBody | None = None) -> None:
