@@ -144,8 +144,8 @@ async def test_a_missing_journal_is_reported_not_fatal(tmp_path: Path) -> None:
 
 
 async def test_the_flight_recorder_steps_back_and_forward_through_the_rollups(tmp_path: Path) -> None:
-    """The recorder above the timeline draws the last hour's rollups on sparklines; `[` steps an
-    hour back (older values), `]` returns to now and follows it again."""
+    """The recorder above the timeline draws the last recorded hour's rollups on sparklines; `[`
+    steps an hour back (older values), `]` returns to the live edge and follows it again."""
     import time
 
     from rich.console import Console
@@ -163,6 +163,8 @@ async def test_the_flight_recorder_steps_back_and_forward_through_the_rollups(tm
     async with Host(screen).run_test(size=(140, 30)) as pilot:
         await wait_for(pilot, lambda: screen.recorder is not None)
         live = screen.recorder
+        newest = now - 7200 + 60 * 119 + 30
+        assert live.until == newest + 1, "live: the hour ending at the newest rollup"
         assert screen.recorder_until is None and live.series == ["gpu0.util", "gpu0.temp", "host.cpu"]
         assert {row["gpu0.temp"] for _, row in live.rows} == {70.0}
         console = Console(width=120, record=True)
@@ -172,7 +174,7 @@ async def test_the_flight_recorder_steps_back_and_forward_through_the_rollups(tm
         await pilot.press("left_square_bracket")
         await wait_for(pilot, lambda: screen.recorder is not live and screen.recorder.until_asked is not None)
         back = screen.recorder
-        assert abs(back.until - (now - RECORDER_SPAN_S)) < 5
+        assert back.until == newest + 1 - RECORDER_SPAN_S
         assert {row["gpu0.temp"] for _, row in back.rows} == {30.0}, "an hour back: the older means"
         assert "[ older · ] newer" in back.head.plain
         await pilot.press("right_square_bracket")

@@ -68,7 +68,7 @@ class RecorderBody:
 
     @property
     def height(self) -> int:
-        return 1 + max(1, len(self.series))
+        return 1 + (len(self.series) if self.series else int(self.until > self.since))
 
     def _resampled(self, name: str, width: int) -> list[float]:
         """Means per column over [since, until). A column with no row between two that have rows
@@ -101,7 +101,8 @@ class RecorderBody:
         self.head.truncate(width)
         yield self.head
         if not self.series:
-            yield Text("no telemetry rollups in this hour", style="dim")
+            if self.until > self.since:
+                yield Text("no telemetry rollups in this hour", style="dim")
             return
         spark_w = max(4, width - self.LABEL - self.VALUE - 2)
         for name in self.series:
@@ -210,6 +211,7 @@ class JournalScreen(Screen[None]):
         self.loads = 0  # completed reads (tests and the benchmark wait on this)
         self.recorder_until: float | None = None  # the recorder's right edge; None: now, following
         self.recorder: RecorderBody | None = None  # what the recorder shows (tests read it)
+        self._live_end: float | None = None  # the live span's right edge: the newest rollup
 
     # ---- layout ---------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -298,8 +300,16 @@ class JournalScreen(Screen[None]):
 
     @staticmethod
     def _read_recorder(reader: "Journal", until: float | None) -> RecorderBody:
-        """The rollups of one span ending at ``until`` (None: now) at the finest resolution kept."""
-        end = time.time() if until is None else until
+        """The rollups of one span ending at ``until``; None: live, the span ending at the newest
+        rollup (a journal read after the recording stopped shows its last hour, not an empty one)."""
+        if until is None:
+            newest = reader.rollups.newest_ts()
+            if newest is None:
+                head = Text.assemble(("flight recorder ", "bold"), ("no telemetry rollups yet", "dim"))
+                return RecorderBody(head, [], [], 0.0, 0.0)
+            end = newest + 1.0
+        else:
+            end = until
         since = end - RECORDER_SPAN_S
         res, rows = reader.rollups.span(since, end)
         live = "live · [ older" if until is None else "[ older · ] newer"
@@ -313,10 +323,11 @@ class JournalScreen(Screen[None]):
 
     def action_step_recorder(self, steps: int) -> None:
         """``[``: an hour further back; ``]``: an hour nearer now (following now again once there)."""
-        now = time.time()
-        until = (self.recorder_until or now) + steps * RECORDER_SPAN_S
-        # back within a quarter span of now (where stepping forward from an hour ago lands): live
-        self.recorder_until = None if until >= now - RECORDER_SPAN_S / 4 else until
+        live_end = self._live_end or time.time()
+        until = (self.recorder_until or live_end) + steps * RECORDER_SPAN_S
+        # back within a quarter span of the live edge (where stepping forward from an hour back
+        # lands): live again, following what is recorded
+        self.recorder_until = None if until >= live_end - RECORDER_SPAN_S / 4 else until
         self.reload()
 
     def _show(self, entries: "list[Entry]", status: str, recorder: RecorderBody | None = None) -> None:
@@ -325,6 +336,8 @@ class JournalScreen(Screen[None]):
         self.query_one("#journal-status", Static).update(status)
         if recorder is not None:
             self.recorder = recorder
+            if recorder.until_asked is None and recorder.rows:
+                self._live_end = recorder.until
             strip = self.query_one("#journal-recorder", Static)
             strip.styles.height = recorder.height
             strip.update(recorder)
