@@ -231,9 +231,10 @@ def test_stalled_decode_is_found_within_one_interval_and_restarted(supervisor: S
                                  **{"engine.stalled": {"mode": "auto", "stall_s": stall_s}})
     try:
         first_pid = supervisor.pid
-        supervisor.inject("slow", ms=20)
-        reply = supervisor.chat(ASK, max_tokens=400, temperature=1.0)
-        next(iter(reply))
+        # temperature 0: the demo model's 50-token answer, never an end at the first token; at
+        # 50 ms a token the stall lands well inside it
+        supervisor.inject("slow", ms=50)
+        reply = supervisor.chat(ASK, max_tokens=400, temperature=0.0)
         assert wait_for(lambda: (supervisor.in_flight() or {}).get("tokens", 0) >= 2, 10)
         flight = supervisor.in_flight()
         assert flight["prompt_counted"] and flight["prompt_tokens"] > 5, flight

@@ -239,8 +239,9 @@ def _inject(args: argparse.Namespace) -> int:
         supervisor.start()
         doctor.start()
         if args.kind == "stall":  # a stall shows only while a reply is being generated
-            supervisor.inject("slow", ms=20)
-            reply = supervisor.chat([{"role": "user", "content": "Tell me about GPUs."}], max_tokens=400)
+            supervisor.inject("slow", ms=50)  # temperature 0: a reply that does not end at once
+            reply = supervisor.chat([{"role": "user", "content": "Tell me about GPUs."}], max_tokens=400,
+                                    temperature=0.0)
             next(iter(reply), None)
             say(f"a reply is streaming (request {reply.id})")
         say(f"injecting fault: {args.kind}")
