@@ -18,6 +18,18 @@ Every bad value becomes a ConfigError that names the file, the key and the value
     [journal]
     path = "~/.local/share/llmos-tui/journal.sqlite"
 
+    [rollups]           # the flight recorder's telemetry means (the journal screen, `report`)
+    keep_10s_hours = 48     # 10-second means are kept this long
+    keep_1min_days = 30     # 1-minute means this long
+    max_journal_mb = 256    # the journal file's bound: past it the oldest rollups go first
+
+    [hooks]             # commands run on events, the event as JSON on stdin (core/hooks.py)
+    on_finding = "CMD"
+    on_action = "CMD"
+    on_change = "CMD"
+    timeout_s = 10
+    max_per_min = 20
+
     [ui]
     theme = "dark"      # dark, light, high-contrast, 16-colour, or a file in the themes folder
     [ui.keys]           # binding id (quoted: it has a dot) = keys; the help screen shows the ids
@@ -41,6 +53,7 @@ Table = dict[str, TomlValue]  # a TOML table as read (or an override mapping)
 
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import ConfigError
+from llmos_tui.journal.rollups import RollupRetention
 from llmos_tui.paths import DEMO_MODEL, Paths, default_paths
 
 
@@ -75,6 +88,9 @@ class Config:
     adapt_mode: str = "off"  # [adapt] mode: off | shadow (show what it would do) | on
     min_ctx: int = 0  # [engine] min_ctx: the context a change may never go below (the operator's need)
     doctor: Table = field(default_factory=dict)
+    hooks: Table = field(default_factory=dict)  # [hooks], checked by parse_hooks
+    on_event: str | None = None  # --on-event CMD: a hook for every event kind
+    rollups: RollupRetention = field(default_factory=RollupRetention)
     readonly: bool = False
     source: Path | None = None
     paths: Paths = field(default_factory=default_paths)
@@ -179,7 +195,12 @@ def load_config(
             raise ConfigError(f"{where}: adapt.mode must be off, shadow or on, got {value!r}")
         adapt_mode = value
 
+    hooks = parse_hooks(_section(data, "hooks", where), f"{where}: [hooks]")
+    rollups = parse_rollups(_section(data, "rollups", where), where)
+
     config = Config(
+        hooks=hooks,
+        rollups=rollups,
         adapt_mode=adapt_mode,
         engine=engine,
         chat=chat,
@@ -195,6 +216,50 @@ def load_config(
     if overrides:
         apply_overrides(config, overrides)
     return config
+
+
+HOOK_EVENTS = ("on_finding", "on_action", "on_change")
+
+
+def parse_hooks(table: Table, where: str = "[hooks]") -> Table:
+    """``[hooks]``: each of HOOK_EVENTS a non-empty command string, ``timeout_s`` 0-600 seconds,
+    ``max_per_min`` 1-10000; anything else is a ConfigError naming the key and the value."""
+    for key, value in table.items():
+        if key in HOOK_EVENTS:
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{where} {key} must be a command string, got {value!r}")
+        elif key == "timeout_s":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 600:
+                raise ConfigError(f"{where} timeout_s must be a number of seconds above 0 and at most 600, "
+                                  f"got {value!r}")
+        elif key == "max_per_min":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10_000:
+                raise ConfigError(f"{where} max_per_min must be a whole number from 1 to 10000, got {value!r}")
+        else:
+            raise ConfigError(f"{where} unknown key {key!r} (known: {', '.join(HOOK_EVENTS)}, timeout_s, "
+                              f"max_per_min)")
+    return dict(table)
+
+
+_ROLLUP_KEYS = {  # key -> (RollupRetention field, unit in seconds or bytes, lowest, highest)
+    "keep_10s_hours": ("keep_10s_s", 3600.0, 0.1, 24 * 365),
+    "keep_1min_days": ("keep_1min_s", 86400.0, 0.01, 3650),
+    "max_journal_mb": ("max_bytes", 1024.0 * 1024, 1, 1024 * 1024),
+}
+
+
+def parse_rollups(table: Table, where: str) -> RollupRetention:
+    """``[rollups]``: how long each resolution is kept and the journal file's size bound."""
+    values: dict[str, float] = {}
+    for key, value in table.items():
+        if key not in _ROLLUP_KEYS:
+            raise ConfigError(f"{where}: unknown key rollups.{key} (known: {', '.join(_ROLLUP_KEYS)})")
+        name, unit, lo, hi = _ROLLUP_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: rollups.{key} must be a number, got {value!r}")
+        number = _number(value, f"rollups.{key}", where, float, lo, hi)
+        values[name] = number * unit
+    return RollupRetention(**values)
 
 
 def parse_keys(value: TomlValue, where: str) -> dict[str, str]:
@@ -291,6 +356,11 @@ def apply_overrides(config: Config, overrides: dict[str, object]) -> None:
         config.telemetry_interval = _number(overrides["interval"], "--interval", "command line", float, 0.05, 3600)
     if overrides.get("readonly"):
         config.readonly = True
+    if overrides.get("on_event") is not None:
+        command = str(overrides["on_event"])
+        if not command.strip():
+            raise ConfigError("--on-event needs a command, got an empty one")
+        config.on_event = command
 
 
 DEFAULT_EXPORTER_LISTEN = "127.0.0.1:9464"

@@ -16,12 +16,15 @@ the median of the per-round paired ratios, never one run against another.
 
 Models: the embedded demo model, and the synthetic bench model (``scripts/make_bench_model.py``,
 a few hundred million parameters that decode at tens of tok/s here). Targets: TUI >= 0.95 of no
-face on the larger model; idle TUI <= 1 % of a core; UI-process RSS <= 120 MB with the doctor
-running, flat over the soak (a synthetic trace replayed at high speed); first frame <= 2x the
-time of `import textual`. ``--quick`` takes under 3 minutes. The last line is exactly
-``tui_ratio=R console_ratio=R idle_cpu_pct=X rss_mb=Y``.
+face on the larger model; the cockpit's cost, measured from outside on the real `llmos-tui`
+in a pseudo-terminal (dashboard, doctor on, no GPU: the sampler without NVML): idle CPU <= 0.5 %
+of a core and UI RSS <= 60 MB (the issue's target is after an hour: the default reads it after
+10 minutes, --quick after 1, and says so); RSS flat over a soak (a synthetic trace replayed at
+high speed); first frame <= 2x the time of `import textual`. The last line is exactly
+``tui_ratio=R console_ratio=R idle_cpu_pct=X rss_mb=Y`` (``--cockpit-only``: the last two).
 
 Usage: python scripts/bench_faces.py [--quick] [--rounds N] [--threads N]
+       python scripts/bench_faces.py --cockpit-only [--idle-s S] [--rss-s S] [--first-start]
 """
 
 from __future__ import annotations
@@ -215,6 +218,91 @@ def worker_tui(args: argparse.Namespace) -> None:
     op.close()
 
 
+# ---- the cockpit, measured from outside --------------------------------------------------------
+def cockpit(home: str, idle_s: float, rss_s: float, screen: str = "dashboard",
+            first_start: bool = False) -> dict[str, Any]:
+    """The real `llmos-tui` on a pseudo-terminal (120x40, drained like a terminal), live mode on
+    the demo model with the doctor on and telemetry from this machine (no GPU here: the sampler
+    runs without NVML). psutil reads the TUI process from outside (its engine child is not
+    counted): CPU over ``idle_s`` seconds of idle, then RSS until ``rss_s`` seconds after start.
+
+    The journal is created beforehand by another process, as on every start but a box's first
+    (``first_start``: the TUI creates it, and keeps sqlite-utils, which builds the schema, in
+    memory for its life)."""
+    import fcntl
+    import pty  # noqa: F401 - POSIX only
+    import struct
+    import termios
+
+    import psutil
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "LLMOS_TUI_HOME": home, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    env.pop("TEXTUAL", None)
+    if not first_start:
+        subprocess.run([sys.executable, "-c", "from llmos_tui.journal import Journal; "
+                        "from llmos_tui.paths import default_paths; Journal(default_paths().journal).close()"],
+                       env=env, cwd=str(ROOT), check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "llmos_tui.cli", "--screen", screen, "--n-ctx", "1024"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=str(ROOT), start_new_session=True)
+    os.close(slave)
+    drained = [0]
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            drained[0] += len(data)
+
+    threading.Thread(target=drain, daemon=True).start()
+    me = psutil.Process(proc.pid)
+    started = time.monotonic()
+    try:
+        # ready: the engine child is up and has loaded (its RSS stops growing), then a settle
+        deadline = started + 120
+        while time.monotonic() < deadline and not [c for c in me.children() if "worker" in " ".join(c.cmdline())]:
+            time.sleep(0.5)
+        time.sleep(10.0)
+        c0, w0, bytes0 = sum(me.cpu_times()[:2]), time.monotonic(), drained[0]
+        time.sleep(idle_s)
+        c1, w1, bytes1 = sum(me.cpu_times()[:2]), time.monotonic(), drained[0]
+        rss = [me.memory_info().rss / 2**20]
+        while time.monotonic() - started < rss_s:
+            time.sleep(5.0)
+            rss.append(me.memory_info().rss / 2**20)
+        return {"cpu_pct": 100 * (c1 - c0) / (w1 - w0), "idle_s": w1 - w0, "rss_mb": rss, "first_start": first_start,
+                "rss_after_s": time.monotonic() - started, "bytes_per_s": (bytes1 - bytes0) / (w1 - w0),
+                "threads": me.num_threads()}
+    finally:
+        try:
+            os.killpg(proc.pid, 15)
+            proc.wait(15)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, 9)
+        os.close(master)
+
+
+def cockpit_targets(result: dict[str, Any]) -> tuple[bool, list[str]]:
+    """The two targets of the cockpit's cost, as printed lines, and whether both are met."""
+    cpu, rss = result["cpu_pct"], result["rss_mb"][-1]
+    cpu_ok, rss_ok = cpu <= IDLE_CPU_TARGET, rss <= RSS_TARGET_MB
+    return cpu_ok and rss_ok, [
+        f"  idle TUI (dashboard, doctor on, measured from outside) <= {IDLE_CPU_TARGET} % of a core: "
+        f"{cpu:.2f} %  {verdict(cpu_ok)}",
+        f"  UI RSS <= {RSS_TARGET_MB} MB (an hour's target; measured {result['rss_after_s'] / 60:.0f} min after "
+        f"start): {rss:.1f} MB (max {max(result['rss_mb']):.1f})  {verdict(rss_ok)}",
+    ]
+
+
+IDLE_CPU_TARGET = 0.5
+RSS_TARGET_MB = 60.0
+
+
 # ---- the conductor ------------------------------------------------------------------------------
 class Face:
     def __init__(self, face: str, model: str, threads: int | None, home: str, soak: float = 0, speed: float = 1) -> None:
@@ -300,6 +388,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="engine threads (default: the engine's own default)")
     ap.add_argument("--bench-model", default=None, help="the larger model (default: scripts/make_bench_model.py's)")
     ap.add_argument("--soak-s", type=float, default=None, help="seconds of replay soak (default 30 quick, 300)")
+    ap.add_argument("--cockpit-only", action="store_true",
+                    help="only the cockpit's cost: idle CPU and RSS of the real TUI, measured from outside")
+    ap.add_argument("--idle-s", type=float, default=None, help="seconds of idle CPU measurement (default 20 quick, 60)")
+    ap.add_argument("--first-start", action="store_true",
+                    help="let the measured TUI create the journal (a box's first start) instead of finding one")
+    ap.add_argument("--rss-s", type=float, default=None,
+                    help="RSS read this many seconds after the TUI started (default 60 quick, 600)")
     ap.add_argument("--worker", choices=("none", "tui", "console"), help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
@@ -311,6 +406,23 @@ def main() -> int:
         return 0
 
     from llmos_tui.paths import DEMO_MODEL
+
+    idle_s = args.idle_s or (20.0 if args.quick else 60.0)
+    rss_s = args.rss_s or (60.0 if args.quick else 600.0)
+    if args.cockpit_only:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory() as tmp:
+            result = cockpit(tmp, idle_s, rss_s, first_start=args.first_start)
+        ok, lines = cockpit_targets(result)
+        journal = "created by this start (a box's first)" if args.first_start else "found (created beforehand)"
+        print(f"cockpit: `llmos-tui --screen dashboard` on a 120x40 pty, live, demo model, doctor on, no GPU, "
+              f"journal {journal}; {result['threads']} threads; terminal output while idle "
+              f"{result['bytes_per_s']:.0f} B/s")
+        print("targets:")
+        print("\n".join(lines))
+        print(f"(took {time.monotonic() - started:.0f} s)")
+        print(f"idle_cpu_pct={result['cpu_pct']:.2f} rss_mb={result['rss_mb'][-1]:.1f}")
+        return 0 if ok else 1
 
     rounds = args.rounds or (3 if args.quick else 8)
     soak_s = args.soak_s or (30.0 if args.quick else 300.0)
@@ -347,11 +459,12 @@ def main() -> int:
             print(f"  tui/none {tui:.3f} (misses {tmiss}) · console/none {con:.3f} (misses {cmiss})")
             print(f"  face process CPU while streaming (% of a core, median): none {med['none.cpu']:.1f} · "
                   f"tui {med['tui.cpu']:.1f} · console {med['console.cpu']:.1f}")
-        # idle CPU, first frame (live TUI on the demo model)
+        # first frame (live TUI on the demo model, headless)
         face = Face("tui", str(DEMO_MODEL), args.threads, tempfile.mkdtemp(dir=tmp))
         first_frame = face.hello.get("first_frame_s", float("nan"))
-        idle = face.ask(op="idle", seconds=10.0 if args.quick else 30.0)
         face.close()
+        # the cockpit's cost: the real TUI on a pty, measured from outside
+        outside = cockpit(tempfile.mkdtemp(dir=tmp), idle_s, rss_s)
         # RSS over a soak: the TUI replaying a synthetic trace at high speed, the doctor running
         face = Face("tui", str(DEMO_MODEL), args.threads, tempfile.mkdtemp(dir=tmp), soak=soak_s, speed=speed)
         soak = face.ask(timeout=soak_s + 120, op="soak", seconds=soak_s)
@@ -363,8 +476,10 @@ def main() -> int:
     rss_max = max(rss)
     larger = "bench" if "bench" in ratios else "demo"
     tui_ratio, console_ratio = ratios[larger]
-    idle_pct = idle["cpu_pct"]
-    print(f"\nidle TUI ({idle['screen']} screen): {idle_pct:.2f} % of a core")
+    idle_pct = outside["cpu_pct"]
+    cockpit_ok, cockpit_lines = cockpit_targets(outside)
+    print(f"\nidle TUI (dashboard, real pty, from outside): {idle_pct:.2f} % of a core; RSS "
+          f"{outside['rss_mb'][-1]:.1f} MB {outside['rss_after_s'] / 60:.0f} min after start")
     print(f"UI-process RSS over a {soak_s:.0f} s soak ({soak_s * speed / 60:.0f} min of a synthetic trace replayed, "
           f"doctor running, {soak['passes']} doctor passes): start {rss[0]:.1f} MB, max {rss_max:.1f} MB, "
           f"growth {growth:+.1f} MB; heavy modules loaded: {soak['modules'] or 'none'}")
@@ -377,14 +492,15 @@ def main() -> int:
           + ("" if larger == "bench" else "  (the bench model was unavailable)")
           + (f"  (unreliable: the no-face rounds alone varied {spreads.get(larger, 0):.1f}x; rerun on a quiet "
              f"machine)" if noisy else ""))
-    print(f"  idle TUI <= 1 % of a core: {idle_pct:.2f} %  {verdict(idle_pct <= 1.0)}")
-    print(f"  UI RSS <= 120 MB and flat (growth <= 5 MB): {rss_max:.1f} MB, {growth:+.1f} MB  "
-          f"{verdict(rss_max <= 120 and growth <= 5)}")
+    print("\n".join(cockpit_lines))
+    print(f"  UI RSS flat over the replay soak (growth <= 5 MB): max {rss_max:.1f} MB, {growth:+.1f} MB  "
+          f"{verdict(growth <= 5)}")
     print(f"  first frame <= 2x import textual: {first_frame:.2f} s vs {2 * textual_s:.2f} s  "
           f"{verdict(first_frame <= 2 * textual_s)}")
     print(f"(took {time.monotonic() - started:.0f} s)")
-    all_met = ratio_ok and idle_pct <= 1.0 and rss_max <= 120 and growth <= 5 and first_frame <= 2 * textual_s
-    print(f"tui_ratio={tui_ratio:.3f} console_ratio={console_ratio:.3f} idle_cpu_pct={idle_pct:.2f} rss_mb={rss_max:.1f}")
+    all_met = ratio_ok and cockpit_ok and growth <= 5 and first_frame <= 2 * textual_s
+    print(f"tui_ratio={tui_ratio:.3f} console_ratio={console_ratio:.3f} idle_cpu_pct={idle_pct:.2f} "
+          f"rss_mb={outside['rss_mb'][-1]:.1f}")
     return 0 if all_met else 1
 
 

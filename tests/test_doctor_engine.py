@@ -218,3 +218,45 @@ def test_a_repairs_own_failed_load_is_its_failure_and_not_a_crash(
     finally:
         unsubscribe()
         doctor.stop()
+
+
+def test_stalled_decode_is_found_within_one_interval_and_restarted(supervisor: Supervisor,
+                                                                   journal: Journal) -> None:
+    """The forward-progress watchdog: a decode that stops producing tokens (the worker's injected
+    stall; the process stays up and the state stays "generating") is found on the doctor's next
+    pass after its threshold, with no canary running, and the restart through the change
+    transaction brings back an engine that answers."""
+    interval, stall_s = 0.2, 1.0
+    doctor, events = make_doctor(supervisor, journal, interval=interval,
+                                 **{"engine.stalled": {"mode": "auto", "stall_s": stall_s}})
+    try:
+        first_pid = supervisor.pid
+        # temperature 0: the demo model's 50-token answer, never an end at the first token; at
+        # 50 ms a token the stall lands well inside it
+        supervisor.inject("slow", ms=50)
+        reply = supervisor.chat(ASK, max_tokens=400, temperature=0.0)
+        assert wait_for(lambda: (supervisor.in_flight() or {}).get("tokens", 0) >= 2, 10)
+        flight = supervisor.in_flight()
+        assert flight["prompt_counted"] and flight["prompt_tokens"] > 5, flight
+        supervisor.inject("stall")
+        assert wait_for(lambda: any(f.detector == "engine.stalled" for f in doctor.findings()), 10), \
+            [e.message for e in events]
+        stall = next(f for f in doctor.findings() if f.detector == "engine.stalled")
+        last_token = stall.evidence["since_progress_s"]
+        # found on the first pass past the threshold: within one doctor interval of it (and a
+        # little for the detector's own thread on a loaded box)
+        assert stall_s <= last_token <= stall_s + interval + 0.5, stall.evidence
+        assert stall.evidence["tokens"] >= 2 and stall.narration_kind == "likely"
+        assert "no token" in stall.narration and "hung" in stall.narration
+        assert doctor.last_canary is None, "found without a canary"
+        assert wait_for(lambda: stall.state == "repaired", 40), stall.history
+        assert stall.proposed == "engine.restart"
+        assert supervisor.pid != first_pid, "the stalled engine was replaced"
+        assert reply.wait(5).status == "interrupted"
+        assert journal.get_action(stall.action_id).state == "verified"
+        assert wait_for(lambda: supervisor.state is EngineState.READY, 10)
+        again = supervisor.chat(ASK, max_tokens=8, temperature=0.0).wait(20)
+        assert again.status == "done" and again.text, "the restarted engine answers again"
+        assert supervisor.in_flight() is None
+    finally:
+        doctor.stop()

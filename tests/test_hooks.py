@@ -72,7 +72,7 @@ def test_the_rate_cap_drops_and_says_so_once(tmp_path: Path) -> None:
 def test_the_hooks_table_is_checked() -> None:
     settings = HookSettings.from_table({"on_action": "x", "timeout_s": 3, "max_per_min": 5})
     assert settings.commands == {"on_action": "x"} and settings.timeout_s == 3 and settings.max_per_min == 5
-    with pytest.raises(ConfigError, match="unknown or invalid key on_crash"):
+    with pytest.raises(ConfigError, match="unknown key 'on_crash'"):
         HookSettings.from_table({"on_crash": "x"})
     with pytest.raises(ConfigError, match="on_action must be a command"):
         HookSettings.from_table({"on_action": ""})
@@ -121,3 +121,25 @@ def test_on_action_receives_the_repair_of_an_inject_oom(tmp_path: Path, capsys) 
     assert verified[-1]["finding"]["narration"].startswith("llama.cpp could not allocate GPU memory")
     settled = [e for e in events if e["event"] == "settled"]
     assert settled and settled[-1]["outcome"] == "repaired"
+
+
+def test_on_event_runs_for_every_kind_beside_the_hooks_table(tmp_path: Path) -> None:
+    """`--on-event CMD` (HookSettings.every): every event kind reaches it, and a kind that also has
+    its own [hooks] command runs both; the rate cap counts events, not commands."""
+    from llmos_tui.config import load_config
+
+    every_cmd, every_out = _capture(tmp_path)
+    own_out = tmp_path / "own.jsonl"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"[hooks]\non_action = \"cat >> '{own_out}'; echo >> '{own_out}'\"\nmax_per_min = 2\n")
+    config = load_config(cfg, overrides={"on_event": every_cmd})
+    hooks = Hooks(HookSettings.from_config(config))
+    assert hooks.active
+    for kind in ("on_finding", "on_action", "on_change"):
+        assert hooks.fire(kind, {"event": kind})
+    assert hooks.fire("on_action", {"event": "on_action", "n": 2})
+    assert not hooks.fire("on_action", {"event": "on_action", "n": 3}), "the third action in a minute is capped"
+    assert hooks.wait_idle(10)
+    assert [e["event"] for e in _events(every_out)] == ["on_finding", "on_action", "on_change", "on_action"]
+    assert [e["event"] for e in _events(own_out)] == ["on_action", "on_action"]
+    hooks.close()

@@ -141,3 +141,43 @@ async def test_a_missing_journal_is_reported_not_fatal(tmp_path: Path) -> None:
         await wait_for(pilot, lambda: screen.loads >= 1)
         assert "no journal" in str(screen.query_one("#journal-status").render())
         assert row_ids(screen) == []
+
+
+async def test_the_flight_recorder_steps_back_and_forward_through_the_rollups(tmp_path: Path) -> None:
+    """The recorder above the timeline draws the last recorded hour's rollups on sparklines; `[`
+    steps an hour back (older values), `]` returns to the live edge and follows it again."""
+    import time
+
+    from rich.console import Console
+
+    from llmos_tui.ui.journal_screen import RECORDER_SPAN_S
+
+    path = tmp_path / "journal.sqlite"
+    now = time.time()
+    with Journal(path) as journal:
+        for i in range(120):  # two hours of 1-minute means: 30 °C an hour ago, 70 °C in the last hour
+            ts = now - 7200 + 60 * i + 30  # mid-minute: the hour's edges fall between rows
+            journal.rollups.record(60, ts, {"gpu0.temp": 30.0 if i < 60 else 70.0, "gpu0.util": float(i % 100),
+                                            "host.cpu": 12.0})
+    screen = JournalScreen(path, refresh_interval=0.1)
+    async with Host(screen).run_test(size=(140, 30)) as pilot:
+        await wait_for(pilot, lambda: screen.recorder is not None)
+        live = screen.recorder
+        newest = now - 7200 + 60 * 119 + 30
+        assert live.until == newest + 1, "live: the hour ending at the newest rollup"
+        assert screen.recorder_until is None and live.series == ["gpu0.util", "gpu0.temp", "host.cpu"]
+        assert {row["gpu0.temp"] for _, row in live.rows} == {70.0}
+        console = Console(width=120, record=True)
+        console.print(live)
+        drawn = console.export_text()
+        assert "gpu0.temp" in drawn and "70°C max 70°C" in drawn and "host.cpu" in drawn
+        await pilot.press("left_square_bracket")
+        await wait_for(pilot, lambda: screen.recorder is not live and screen.recorder.until_asked is not None)
+        back = screen.recorder
+        assert back.until == newest + 1 - RECORDER_SPAN_S
+        assert {row["gpu0.temp"] for _, row in back.rows} == {30.0}, "an hour back: the older means"
+        assert "[ older · ] newer" in back.head.plain
+        await pilot.press("right_square_bracket")
+        await wait_for(pilot, lambda: screen.recorder is not back and screen.recorder.until_asked is None)
+        assert screen.recorder_until is None and "live" in screen.recorder.head.plain
+        assert 70.0 in {row["gpu0.temp"] for _, row in screen.recorder.rows}

@@ -293,3 +293,48 @@ def test_context_trend_counts_the_turns_left() -> None:
     assert f.evidence["tokens_per_turn"] == 2000 and f.evidence["turns_left"] == 0.6
     assert f.narration_kind == "likely" and "7000 of 8192 tokens used" in f.narration
     assert run(100) == [], "a reset conversation starts the pace again"
+
+
+def test_journal_disk_full_is_foreseen_from_its_growth_and_retracted_when_it_stops(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """The journal's disk-full ETA: the real journal file grows (rollups written between the
+    doctor's readings), the free space is an injected reading; the ETA is free / growth."""
+    from llmos_tui.doctor.context import DetectorContext, JournalView
+    from llmos_tui.doctor.detectors import trends
+    from llmos_tui.journal import Journal
+
+    journal = Journal(tmp_path / "j.sqlite")
+    free = {"bytes": 50 * 1024 * 1024.0}  # ~5 MiB/h of growth below: full in ~9 h, inside the day
+    monkeypatch.setattr(trends, "free_bytes", lambda path: free["bytes"])
+    memory: dict = {}
+    wide = {f"s{i}": float(i) for i in range(40)}
+
+    def run(now: float) -> list:
+        ctx = DetectorContext("journal.disk_trend", "warning", now, None, None, None, None, None, None, [], [], [],
+                              None, JournalView(lambda fn: fn(journal)), memory)
+        return trends.journal_disk_trend(ctx)
+
+    t0, found = 1_800_000_000.0, []
+    for minute in range(12):  # ~200 rows (~95 KiB) a minute
+        for i in range(200):
+            journal.rollups.record(10, t0 + minute * 60 + i * 0.3, wide)
+        found = run(t0 + minute * 60)
+    (f,) = found
+    growth = f.evidence["growth_mib_per_h"]
+    assert growth > 1, f.evidence
+    expected = free["bytes"] / (growth * 1024 * 1024 / 3600)
+    assert abs(f.evidence["eta_s"] - expected) <= 0.02 * expected
+    assert f.narration_kind == "likely" and "MiB free: likely full in ~" in f.narration
+    assert f.title.startswith("journal's disk likely full in ~")
+    # the growth stops: the trend turns and the finding is retracted
+    for minute in range(12, 40):
+        found = run(t0 + minute * 60)
+    assert found == []
+    # plenty of room: no finding however it grows
+    free["bytes"] = 1e15
+    memory.clear()
+    for minute in range(40, 52):
+        for i in range(200):
+            journal.rollups.record(10, t0 + minute * 60 + i * 0.3, wide)
+        assert run(t0 + minute * 60) == []
+    journal.close()

@@ -59,6 +59,16 @@ def test_config_file_defaults_to_demo_model_and_applies_overrides(tmp_path: Path
         ("[chat]\nmood = 'happy'\n", "unknown key chat.mood"),
         ("[telemetry]\ninterval = 0\n", "telemetry.interval must be between"),
         ("engine = 3\n", "[engine] must be a table"),
+        ("[rollups]\nkeep_10s_hours = 0\n", "rollups.keep_10s_hours must be between"),
+        ("[rollups]\nkeep_1min_days = 'long'\n", "rollups.keep_1min_days must be a number, got 'long'"),
+        ("[rollups]\nmax_mb = 5\n", "unknown key rollups.max_mb (known: keep_10s_hours, keep_1min_days, "
+                                    "max_journal_mb)"),
+        ("[hooks]\non_crash = 'x'\n", "[hooks] unknown key 'on_crash'"),
+        ("[hooks]\non_action = 3\n", "[hooks] on_action must be a command string, got 3"),
+        ("[hooks]\non_action = ' '\n", "[hooks] on_action must be a command string"),
+        ("[hooks]\ntimeout_s = 0\n", "[hooks] timeout_s must be a number of seconds above 0"),
+        ("[hooks]\nmax_per_min = 2.5\n", "[hooks] max_per_min must be a whole number"),
+        ("hooks = 'x'\n", "[hooks] must be a table"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, fragment: str) -> None:
@@ -67,6 +77,25 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, fragment: str)
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
     assert fragment in str(info.value) and str(cfg) in str(info.value)
+
+
+def test_rollups_and_hooks_sections_are_read(tmp_path: Path) -> None:
+    from llmos_tui.core.hooks import HookSettings
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[rollups]\nkeep_10s_hours = 6\nkeep_1min_days = 2.5\nmax_journal_mb = 32\n"
+                   "[hooks]\non_action = 'cat'\ntimeout_s = 3\n")
+    config = load_config(cfg, overrides={"on_event": "logger -t llmos"})
+    assert config.rollups.keep() == {10: (6 * 3600.0, 6 * 360 + 60), 60: (2.5 * 86400, 3600 + 60)}
+    assert config.rollups.max_bytes == 32 * 1024 * 1024
+    default = load_config(tmp_path / "none.toml").rollups
+    assert default.keep_10s_s == 48 * 3600 and default.keep_1min_s == 30 * 86400
+    hooks = HookSettings.from_config(config)
+    assert hooks.commands == {"on_action": "cat"} and hooks.timeout_s == 3 and hooks.every == "logger -t llmos"
+    assert hooks.commands_for("on_action") == ["cat", "logger -t llmos"]
+    assert hooks.commands_for("on_finding") == ["logger -t llmos"]
+    with pytest.raises(ConfigError, match="--on-event needs a command"):
+        load_config(cfg, overrides={"on_event": "  "})
 
 
 def test_telemetry_history_keeps_one_row_per_period(tmp_path: Path) -> None:

@@ -87,6 +87,34 @@ def test_rollups_keep_10s_and_1min_means_bounded_by_age_and_rows(tmp_path: Path)
     journal.close()
 
 
+def test_rollups_hold_the_journal_under_its_size_bound_oldest_first(tmp_path: Path) -> None:
+    from llmos_tui.journal import Journal
+    from llmos_tui.journal.rollups import RollupRetention
+
+    journal = Journal(tmp_path / "j.db")
+    rollups = journal.rollups
+    rollups.configure(RollupRetention(max_bytes=float("inf")))
+    now = time.time()
+    wide = {f"gpu0.series{i}": float(i) for i in range(40)}  # about 1 KB a row
+    for i in range(3000):
+        rollups.record(10 if i % 2 else 60, now - 3000 + i, wide)
+    before = rollups.used_bytes()
+    assert before > 3 * 1024 * 1024
+    bound = before // 2
+    rollups.configure(RollupRetention(max_bytes=bound))  # prunes at once
+    assert rollups.used_bytes() <= bound
+    left = journal.connection.query("SELECT MIN(ts) AS oldest, COUNT(*) AS n FROM rollups")[0]
+    assert 0 < left["n"] < 3000
+    # the oldest went first: what is left is the newest stretch, unbroken
+    assert abs(left["oldest"] - (now - left["n"])) < 1e-3
+    # the file does not grow past the bound as recording goes on (freed pages are reused)
+    for i in range(1000):
+        rollups.record(10, now + i, wide)
+    rollups.prune()
+    assert rollups.used_bytes() <= bound
+    journal.close()
+
+
 def test_a_live_core_records_rollups(tmp_path: Path, monkeypatch) -> None:
     from llmos_tui.config import load_config
     from llmos_tui.core.wiring import build_core

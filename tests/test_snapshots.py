@@ -54,6 +54,9 @@ def seed_journal(path: Path) -> int:
                                          {"power_w": 699.1, "limit_w": 700.0, "sm_clock_mhz": 1410,
                                           "reasons": ["power cap"]}, ts=T0 + 60)
         journal.record_event("crashed", {"signal": "SIGABRT"}, ts=T0 + 120)
+        for i in range(60):  # the flight recorder's hour: 1-minute means, GPU 0 warming under load
+            journal.rollups.record(60, T0 + 60 * i, {"gpu0.util": 90.0 + i % 7, "gpu0.temp": 60.0 + i / 4,
+                                                     "gpu0.power": 600.0 + 3 * (i % 10), "host.cpu": 35.0})
         journal.db.execute("UPDATE actions SET ts = ?, updated = ?", (T0 + 5, T0 + 5))
         journal.db.execute("UPDATE action_states SET ts = ?", (T0 + 5,))
         journal.db.conn.commit()

@@ -568,3 +568,65 @@ def test_a_looped_replay_as_fast_as_possible_still_yields_between_polls():
         sampler.close()
     assert len(waits) >= 50
     assert min(waits) >= sampler_module.MIN_WAIT_S > 0
+
+
+# ---- idle pacing: the TUI's live sampler samples less while nothing changes ----------------------
+class _EngineSource:
+    """A source whose engine state the test sets (the rest of a sample stays empty)."""
+
+    def __init__(self) -> None:
+        self.engine = {"state": "ready", "requests": 0}
+
+    def collect(self, sample) -> None:
+        sample.engine = dict(self.engine)
+
+
+def test_idle_pacing_stretches_the_interval_while_nothing_changes_and_snaps_back() -> None:
+    from llmos_tui.telemetry.sample import Sample
+    from llmos_tui.telemetry.sampler import IdlePacing
+
+    pacing = IdlePacing(idle_interval=5.0, after=3)
+    idle = Sample(ts=0.0, engine={"state": "ready", "requests": 4},
+                  gpus=[GpuSample(index=0, util_gpu=0, mem_used=1000, mem_total=10_000)])
+    steps = [pacing.next_interval(idle, 1.0) for _ in range(8)]
+    assert steps == [1.0, 1.0, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    moved = Sample(ts=1.0, engine={"state": "ready", "requests": 5}, gpus=idle.gpus)  # a request ended
+    assert pacing.next_interval(moved, 1.0) == 1.0 and pacing.quiet == 0
+    busy = Sample(ts=2.0, engine={"state": "generating", "requests": 5}, gpus=idle.gpus)
+    assert [pacing.next_interval(busy, 1.0) for _ in range(6)] == [1.0] * 6, "never slow while generating"
+    hot = Sample(ts=3.0, engine={"state": "ready", "requests": 5},
+                 gpus=[GpuSample(index=0, util_gpu=60, mem_used=1000, mem_total=10_000)])
+    assert [pacing.next_interval(hot, 1.0) for _ in range(6)] == [1.0] * 6, "a busy GPU is activity"
+
+
+def test_a_paced_sampler_slows_down_when_idle_and_an_engine_event_wakes_it() -> None:
+    from llmos_tui.telemetry.sampler import IdlePacing
+
+    source = _EngineSource()
+    sampler = Sampler(source, interval=0.05)
+    sampler.pacing = IdlePacing(idle_interval=2.0, after=2)
+    sampler.start()
+    try:
+        assert wait_until(lambda: sampler.pacing.quiet >= 6, 5), "quiet samples counted"
+        polls = sampler.polls
+        time.sleep(0.5)
+        assert sampler.polls - polls <= 1, "at most one poll in 0.5 s once stretched to 2 s"
+        source.engine = {"state": "generating", "requests": 0}
+        started = time.monotonic()
+        sampler.wake()  # the supervisor's "state" event, in the TUI's wiring
+        assert wait_until(lambda: (sampler.latest.engine or {}).get("state") == "generating", 1.0)
+        assert time.monotonic() - started < 0.5, "woken at once, not at the end of the slow interval"
+        polls = sampler.polls
+        time.sleep(0.5)
+        assert sampler.polls - polls >= 5, "back to the base interval while generating"
+    finally:
+        sampler.close()
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False

@@ -50,9 +50,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     inject = subparsers.add_parser(
         "inject", parents=[engine],
         help="demo: start an engine, inject a fault, and watch the doctor repair it automatically",
-        description="Start an engine, inject a fault (abort, oom, exit, hang), then run the doctor in auto "
+        description="Start an engine, inject a fault (abort, oom, exit, hang, stall), then run the doctor in auto "
                     "mode until it repairs the engine or gives up, printing what happens.")
-    inject.add_argument("kind", choices=("abort", "oom", "exit", "hang"), help="the fault to inject")
+    inject.add_argument("kind", choices=("abort", "oom", "exit", "hang", "stall"),
+                        help="the fault to inject (stall: a reply's decode stops producing tokens)")
     inject.add_argument("--timeout", type=float, default=90.0, metavar="SECONDS", help="give up after (90)")
     inject.add_argument("--dry-run", action="store_true", help="only say what the doctor would do")
     inject.add_argument("--no-journal", action="store_true", help="do not write to the journal")
@@ -189,6 +190,11 @@ def _inject(args: argparse.Namespace) -> int:
     if args.kind == "hang":
         table.setdefault("canary_period_s", 2.0)
         table.setdefault("canary_timeout_s", 3.0)
+    if args.kind == "stall":  # the forward-progress watchdog, with a short threshold for the demo
+        stalled = table.get("engine.stalled")
+        stalled = dict(stalled) if isinstance(stalled, dict) else ({"mode": stalled} if stalled else {})
+        stalled.setdefault("stall_s", 3.0)
+        table["engine.stalled"] = stalled
     table.pop("kill_switch", None)
     config.doctor = table
     # the core a TUI would run; the doctor samples the engine itself (no host telemetry needed)
@@ -232,6 +238,12 @@ def _inject(args: argparse.Namespace) -> int:
         say(f"starting the engine on {supervisor.params.model_path}")
         supervisor.start()
         doctor.start()
+        if args.kind == "stall":  # a stall shows only while a reply is being generated
+            supervisor.inject("slow", ms=50)  # temperature 0: a reply that does not end at once
+            reply = supervisor.chat([{"role": "user", "content": "Tell me about GPUs."}], max_tokens=400,
+                                    temperature=0.0)
+            next(iter(reply), None)
+            say(f"a reply is streaming (request {reply.id})")
         say(f"injecting fault: {args.kind}")
         supervisor.inject(args.kind)
         if not done.wait(args.timeout):

@@ -53,6 +53,9 @@ def _engine_parent(*, defaults: bool = True) -> argparse.ArgumentParser:
     group.add_argument("--journal", metavar="PATH", help="journal SQLite file (default: the user's data folder)")
     for flag, text, kind in ENGINE_OPTIONS:
         group.add_argument(flag, type=str, metavar=kind.__name__.upper(), help=text)
+    parent.add_argument("--on-event", metavar="CMD",
+                        help="run CMD on every doctor finding, action and configuration change (the event as "
+                             "JSON on stdin; beside any [hooks] command, with the same rate cap and time limit)")
     return parent
 
 
@@ -102,6 +105,7 @@ def config_from_args(args: argparse.Namespace):
         "journal": getattr(args, "journal", None),
         "interval": getattr(args, "interval", None),
         "readonly": getattr(args, "readonly", False),
+        "on_event": getattr(args, "on_event", None),
         "config_explicit": bool(getattr(args, "config", None)),
     }
     for flag, _text, _kind in ENGINE_OPTIONS:

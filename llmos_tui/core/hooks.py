@@ -1,6 +1,7 @@
 """Event hooks: an operator's command run on the doctor's findings, its actions and the changes.
 
-``[hooks]`` in the config file::
+``[hooks]`` in the config file (``--on-event CMD`` on the command line adds one command for
+every event kind, with the same rate cap and time limit)::
 
     [hooks]
     on_finding = "/usr/local/bin/page-me"            # a new finding (with its narration)
@@ -64,37 +65,34 @@ class HookSettings:
     commands: dict[str, str] = field(default_factory=dict)  # on_finding / on_action / on_change -> CMD
     timeout_s: float = 10.0
     max_per_min: int = 20
+    every: str | None = None  # --on-event CMD: run for every event kind, beside the per-kind command
 
     @classmethod
-    def from_table(cls, table: Mapping[str, object], where: str = "[hooks]") -> "HookSettings":
-        from llmos_tui.errors import ConfigError
+    def from_table(cls, table: Mapping[str, object], where: str = "[hooks]", *,
+                   every: str | None = None) -> "HookSettings":
+        """From a ``[hooks]`` table; a bad key or value is a ConfigError (config.parse_hooks)."""
+        from llmos_tui.config import parse_hooks
 
-        settings = cls()
+        table = parse_hooks(dict(table), where)  # type: ignore[arg-type]
+        settings = cls(every=every)
         for key, value in table.items():
             if key in EVENTS:
-                if not isinstance(value, str) or not value.strip():
-                    raise ConfigError(f"{where} {key} must be a command string, got {value!r}")
-                settings.commands[key] = value
-            elif key == "timeout_s" and isinstance(value, (int, float)) and 0 < value <= 600:
-                settings.timeout_s = float(value)
-            elif key == "max_per_min" and isinstance(value, int) and 0 < value <= 10_000:
-                settings.max_per_min = value
-            else:
-                raise ConfigError(f"{where} unknown or invalid key {key} = {value!r} "
-                                  f"(known: {', '.join(EVENTS)}, timeout_s 0-600, max_per_min 1-10000)")
+                settings.commands[key] = str(value)
+            elif key == "timeout_s":
+                settings.timeout_s = float(value)  # type: ignore[arg-type]
+            elif key == "max_per_min":
+                settings.max_per_min = int(value)  # type: ignore[arg-type]
         return settings
 
     @classmethod
     def from_config(cls, config: "Config") -> "HookSettings":
-        """The ``[hooks]`` table of the config file the config was read from (none: no hooks)."""
-        if config.source is None:
-            return cls()
-        try:
-            data = tomllib.loads(config.source.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
-            return cls()  # load_config already said what is wrong with the file
-        table = data.get("hooks", {})
-        return cls.from_table(table if isinstance(table, dict) else {}, f"{config.source}: [hooks]")
+        """The config's ``[hooks]`` (checked when the file was read) and ``--on-event``."""
+        where = f"{config.source}: [hooks]" if config.source is not None else "[hooks]"
+        return cls.from_table(config.hooks, where, every=config.on_event)
+
+    def commands_for(self, hook: str) -> list[str]:
+        """What runs for one event kind: its own command, then the --on-event one."""
+        return [c for c in (self.commands.get(hook), self.every) if c]
 
 
 class Hooks:
@@ -117,13 +115,13 @@ class Hooks:
 
     @property
     def active(self) -> bool:
-        return bool(self.settings.commands)
+        return bool(self.settings.commands or self.settings.every)
 
     # ---- wiring -------------------------------------------------------------------------------
     def attach(self, doctor: "Doctor | None", changes: "Changes | None") -> "Hooks":
-        if doctor is not None and ({"on_finding", "on_action"} & set(self.settings.commands)):
+        if doctor is not None and (self.settings.commands_for("on_finding") or self.settings.commands_for("on_action")):
             self._unsubscribe.append(doctor.subscribe(self._on_doctor))
-        if changes is not None and "on_change" in self.settings.commands:
+        if changes is not None and self.settings.commands_for("on_change"):
             self._unsubscribe.append(changes.subscribe(self._on_change))
         return self
 
@@ -149,10 +147,10 @@ class Hooks:
 
     # ---- firing -------------------------------------------------------------------------------
     def fire(self, hook: str, payload: dict[str, object]) -> bool:
-        """Queue ``payload`` for ``hook``'s command; never blocks. False when there is no such
-        hook, or it was dropped (the rate cap, a full queue)."""
-        command = self.settings.commands.get(hook)
-        if command is None:
+        """Queue ``payload`` for ``hook``'s commands (its own, and --on-event's); never blocks.
+        False when there is no such hook, or it was dropped (the rate cap, a full queue)."""
+        commands = self.settings.commands_for(hook)
+        if not commands:
             return False
         now = time.monotonic()
         with self._lock:
@@ -165,11 +163,17 @@ class Hooks:
         if capped:
             return self._drop(hook, f"more than {self.settings.max_per_min} a minute")
         self._idle.clear()
-        try:
-            self._queue.put_nowait((hook, command, payload))
-        except queue.Full:
+        queued = 0
+        for command in commands:
+            try:
+                self._queue.put_nowait((hook, command, payload))
+                queued += 1
+            except queue.Full:
+                break
+        if queued:
+            self._ensure_thread()
+        if queued < len(commands):
             return self._drop(hook, f"{QUEUE_SIZE} events already waiting")
-        self._ensure_thread()
         return True
 
     def _drop(self, hook: str, why: str) -> bool:
@@ -264,7 +268,7 @@ def attach_hooks(config: "Config", doctor: "Doctor | None", changes: "Changes | 
         if doctor is not None:
             doctor.book.notice(str(exc))
         return None
-    if not settings.commands:
+    if not (settings.commands or settings.every):
         return None
     hooks = Hooks(settings, journal, notice=doctor.book.notice if doctor is not None else None)
     hooks.attach(doctor, changes)

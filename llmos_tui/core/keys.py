@@ -77,6 +77,8 @@ KEYS: tuple[KeyBinding, ...] = (
     KeyBinding("journal.filter", "slash", "focus_filter", "Filter", "JournalScreen"),
     KeyBinding("journal.leave_filter", "escape", "leave_filter", "Table", "JournalScreen", show=False),
     KeyBinding("journal.refresh", "ctrl+l", "refresh_now", "Refresh", "JournalScreen"),
+    KeyBinding("journal.older", "left_square_bracket", "step_recorder(-1)", "Older telemetry", "JournalScreen"),
+    KeyBinding("journal.newer", "right_square_bracket", "step_recorder(1)", "Newer telemetry", "JournalScreen"),
     KeyBinding("journal.confirm_yes", "y", "answer(True)", "Undo", "ConfirmUndo"),
     KeyBinding("journal.confirm_no", "n,escape", "answer(False)", "Cancel", "ConfirmUndo"),
     # tuning

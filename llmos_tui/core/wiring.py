@@ -93,12 +93,21 @@ def build_core(config: Config, mode: str = "live", *, replay: str | None = None,
 
     sampler, replay_info = (_sampler(config, mode, supervisor, writer, replay, replay_speed)
                             if telemetry else (None, None))
+    if sampler is not None and mode == "live" and face == "tui":
+        # the cockpit watches for hours: sample less while nothing changes; an engine event
+        # (a request starting, a crash) takes the next sample at once
+        from llmos_tui.telemetry.sampler import IdlePacing
+
+        sampler.pacing = IdlePacing(idle_interval=max(IDLE_INTERVAL_S, config.telemetry_interval))
+        closers.append(supervisor.subscribe(lambda event: sampler.wake() if event.kind != "progress" else None))
     if sampler is not None:
         closers.append(sampler.close)
     if sampler is not None and writer is not None and mode == "live":  # rollups: the flight recorder
         from llmos_tui.journal.rollups import recorder_for
         from llmos_tui.telemetry.series import sample_values
 
+        retention = config.rollups
+        writer.submit(lambda j: j.rollups.configure(retention))  # [rollups]: ages and the file's bound
         rollup = recorder_for(writer)
         sampler.subscribe(lambda sample: rollup.add(sample.ts, sample_values(sample)))
         closers.append(rollup.close)
@@ -210,6 +219,9 @@ def _fit_check() -> Callable[[EngineParams], str | None]:
         return f"it no longer fits: {why}" if why else None
 
     return fit
+
+
+IDLE_INTERVAL_S = 5.0  # the TUI's sampling interval while nothing changes
 
 
 def _sampler(config: Config, mode: str, supervisor: Supervisor, writer: "JournalWriter | None",

@@ -58,6 +58,18 @@ class JournalView:
                limit: int = 200) -> list[dict[str, object]]:
         return self._run(lambda j: j.events(kind, since=since, limit=limit), [])
 
+    def disk(self) -> tuple[str, float] | None:
+        """The journal file's path and its size as SQLite counts it (pages, the write-ahead log's
+        included: what the file holds once checkpointed); None without a journal. The disk-full
+        trend watches this and the free space of the path's filesystem."""
+        def read(j: "Journal") -> tuple[str, float]:
+            row = j.connection.one("PRAGMA page_count")
+            size = j.connection.one("PRAGMA page_size")
+            pages = int(next(iter(row.values()))) if row else 0
+            return str(j.path), float(pages * (int(next(iter(size.values()))) if size else 0))
+
+        return self._run(read, None)
+
 
 @dataclass
 class DetectorContext:

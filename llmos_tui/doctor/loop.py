@@ -70,6 +70,41 @@ class ChatSession(Protocol):
     def add_listener(self, listener: "Callable[[ChatSession, ChatMessage], None]") -> object: ...
 
 
+class _Lane:
+    """One detector's own long-lived thread: it runs the detector when a pass hands it a context
+    and sleeps otherwise. A thread per detector per pass cost the idle cockpit more than the
+    detectors themselves; a lane keeps the isolation (each detector on its own thread, with its
+    own time limit) without starting threads. A lane whose detector ran past its limit is
+    dropped: its thread ends when (if ever) the detector returns."""
+
+    def __init__(self, name: str) -> None:
+        self._work: queue.SimpleQueue[tuple[Callable[[DetectorContext], object], DetectorContext,
+                                            dict[str, object], threading.Event] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            fn, ctx, box, done = item
+            try:
+                box["result"] = fn(ctx)
+            except BaseException as exc:  # noqa: BLE001 - isolate the plugin, whatever it raised
+                box["error"] = exc
+            done.set()
+
+    def submit(self, fn: Callable[[DetectorContext], object], ctx: DetectorContext,
+               box: dict[str, object]) -> threading.Event:
+        done = threading.Event()
+        self._work.put((fn, ctx, box, done))
+        return done
+
+    def close(self) -> None:
+        self._work.put(None)
+
+
 class _Shared:
     """What every detector of one pass sees alike (read once per pass)."""
 
@@ -127,6 +162,7 @@ class Doctor:
         if supervisor is not None and changes is not None:
             changes.set_canary(self.canary.run)  # the doctor's canary is the transaction's liveness probe
         self._pass_lock = threading.Lock()
+        self._lanes: dict[str, _Lane] = {}  # each detector's own thread, kept between passes
         self._memory: dict[str, dict[str, object]] = collections.defaultdict(dict)  # each detector's own
         self._pass_extra: list[Finding] = []
         self._plugins_reported = False
@@ -258,6 +294,9 @@ class Doctor:
             self._thread.join(timeout)
         self.runner.join(timeout)
         self._thread = None
+        lanes, self._lanes = self._lanes, {}
+        for lane in lanes.values():
+            lane.close()  # after the work it holds (a pass in progress still gets its answers)
 
     close = stop
 
@@ -426,29 +465,26 @@ class Doctor:
             sup.stats() if sup is not None else None,
             sup.logs(400) if sup is not None and any("logs" in s.needs for s in specs) else [])
         boxes: dict[str, dict[str, object]] = {}
-        threads: list[tuple[DetectorSpec, threading.Thread, float]] = []
+        running: list[tuple[DetectorSpec, threading.Event, float]] = []
         for spec in specs:
             ctx = self._context(spec, now, shared)
             box: dict[str, object] = {}
             boxes[spec.id] = box
-
-            def work(spec: DetectorSpec = spec, ctx: DetectorContext = ctx, box: dict[str, object] = box) -> None:
-                try:
-                    box["result"] = spec.fn(ctx)
-                except BaseException as exc:  # noqa: BLE001 - isolate the plugin, whatever it raised
-                    box["error"] = exc
-
             spec.last_run = now
             spec.runs += 1
-            thread = threading.Thread(target=work, name=f"detector-{spec.id}", daemon=True)
-            thread.start()
-            threads.append((spec, thread, time.monotonic() + spec.timeout))
+            lane = self._lanes.get(spec.id)
+            if lane is None:
+                lane = self._lanes[spec.id] = _Lane(f"detector-{spec.id}")
+            running.append((spec, lane.submit(spec.fn, ctx, box), time.monotonic() + spec.timeout))
         results: dict[str, object] = {}
-        for spec, thread, deadline in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        for spec, done, deadline in running:
+            done.wait(max(0.0, deadline - time.monotonic()))
             box = boxes[spec.id]
             error = box.get("error")
-            if thread.is_alive():
+            if not done.is_set():
+                lane = self._lanes.pop(spec.id, None)
+                if lane is not None:
+                    lane.close()  # its thread ends if the detector ever returns
                 self._disable(spec, f"detector {spec.id} ran past its {spec.timeout:g} s limit and was abandoned")
             elif isinstance(error, BaseException):
                 self._disable(spec, f"detector {spec.id} raised {describe_error(error)}")

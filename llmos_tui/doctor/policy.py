@@ -34,7 +34,7 @@ from llmos_tui.errors import ConfigError
 MODES = ("off", "suggest", "auto")
 
 # Out of the box the doctor heals what leaves the engine unable to serve — a crash, a crash
-# loop, an out-of-memory, a hang (the canary) — by a restart, then the smallest
+# loop, an out-of-memory, a hang (the canary, the forward-progress watchdog) — by a restart, then the smallest
 # reconfiguration, under the rails (backoff, start limit, one action at a time, canary,
 # rollback, kill switch). What would change quality or speed only suggests. These sit below
 # the operator's own table: a detector's entry, a severity's, or an explicit ``default``.
@@ -43,6 +43,7 @@ BUILTIN_MODES: dict[str, str] = {
     "engine.crash_loop": "auto",
     "engine.oom": "auto",
     "engine.canary": "auto",
+    "engine.stalled": "auto",
 }
 
 _NUMBERS: dict[str, tuple[type, float, float]] = {

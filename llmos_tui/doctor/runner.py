@@ -47,6 +47,9 @@ OWN_KINDS = frozenset({"crashed", "load_failed", "log"})
 START_LIMIT_HOW = "press l on the doctor screen, or :reset-limit, or /reset-limit in the console"
 
 
+# findings about a dead or hung engine that a verified restart also ends
+_HEALED_BY_A_RESTART = ("engine.crashed", "engine.oom", "engine.canary", "engine.stalled")
+
 class RepairRunner:
     """Decides and runs repairs for the findings in ``book``.
 
@@ -322,7 +325,7 @@ class RepairRunner:
                 # crashes while the repair restarted and verified belong to it when it ended healthy
                 if healthy:
                     for other in self.book.open_findings():
-                        if other.ts >= started and other.detector in ("engine.crashed", "engine.oom", "engine.canary"):
+                        if other.ts >= started and other.detector in _HEALED_BY_A_RESTART:
                             self.book.close(other)
                             other.state = "resolved"
                             other.note("resolved", why=f"handled by the repair of #{finding.id}")

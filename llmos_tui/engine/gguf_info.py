@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import os
 import re
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ from llmos_tui.errors import ModelError
 from llmos_tui.jsontypes import Json, JsonDict
 
 if TYPE_CHECKING:
-    from gguf import GGUFReader
+    from llmos_tui.engine.gguf_header import GGUFHeader
 
 GGUF_MAGIC = b"GGUF"
 
@@ -94,17 +95,10 @@ def check_model_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _field_value(reader: GGUFReader, key: str) -> Json:
-    f = reader.get_field(key)
-    if f is None:
-        return None
-    try:
-        value = f.contents()
-    except Exception:  # an odd field type must not stop discovery
-        return None
-    if hasattr(value, "item"):
-        value = value.item()
-    return value
+def _field_value(header: "GGUFHeader", key: str) -> Json:
+    """A scalar or string metadata value; None when missing or an array (skipped, not read)."""
+    value = header.fields.get(key)
+    return value if isinstance(value, (str, int, float, bool)) else None
 
 
 def _int(value: Json) -> int | None:
@@ -117,45 +111,43 @@ _EXPERT_TENSOR = re.compile(r"blk\.(\d+)\..*ffn_(up|down|gate)_(ch|)exps")
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
-    """Parse the GGUF header (metadata and tensor table) of path; never reads tensor data."""
+    """Parse the GGUF header (metadata and tensor table) of path; never reads tensor data.
+
+    Read in plain Python (engine/gguf_header.py): the gguf package's reader would bring numpy
+    into the operator's process for a few dozen numbers."""
+    from llmos_tui.engine.gguf_header import FILE_TYPES, ArrayValue, GGUFFormatError, read_header
+
     p = check_model_path(path)
-    try:
-        from gguf import GGUFReader, LlamaFileType
-    except ImportError as exc:  # pragma: no cover - dependency missing
-        raise ModelError(f"the gguf package is missing: {exc}") from None
     size = p.stat().st_size
     try:
-        reader = GGUFReader(str(p), "r")
-    except Exception as exc:
+        header = read_header(str(p))
+    except (GGUFFormatError, OSError, struct.error) as exc:
         raise ModelError(f"damaged or truncated GGUF ({type(exc).__name__}: {exc}): {p}") from None
 
     data_end = 0
     n_params = 0
     type_counts: collections.Counter[str] = collections.Counter()
     expert_bytes: collections.Counter[int] = collections.Counter()
-    for t in reader.tensors:
-        m = _EXPERT_TENSOR.match(str(t.name))
+    for t in header.tensors:
+        m = _EXPERT_TENSOR.match(t.name)
         if m:
-            expert_bytes[int(m.group(1))] += int(t.n_bytes)
-        data_end = max(data_end, int(t.data_offset) + int(t.n_bytes))
-        n_params += int(t.n_elements)
+            expert_bytes[int(m.group(1))] += t.n_bytes
+        data_end = max(data_end, t.data_offset + t.n_bytes)
+        n_params += t.n_elements
         if len(t.shape) >= 2:
-            type_counts[t.tensor_type.name] += int(t.n_elements)
+            type_counts[t.type_name] += t.n_elements
     if data_end > size:
         raise ModelError(f"truncated GGUF: tensor data needs {data_end} bytes, file has {size}: {p}")
 
-    arch = _field_value(reader, "general.architecture") or "unknown"
+    arch = _field_value(header, "general.architecture") or "unknown"
 
     def arch_key(suffix: str) -> Json:
-        return _field_value(reader, f"{arch}.{suffix}")
+        return _field_value(header, f"{arch}.{suffix}")
 
-    file_type = _field_value(reader, "general.file_type")
+    file_type = _field_value(header, "general.file_type")
     quant = None
-    if isinstance(file_type, int):
-        try:
-            quant = LlamaFileType(file_type).name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except ValueError:
-            quant = None
+    if isinstance(file_type, int) and file_type in FILE_TYPES:
+        quant = FILE_TYPES[file_type].removeprefix("MOSTLY_").removeprefix("ALL_")
     if quant is None:
         quant = type_counts.most_common(1)[0][0] if type_counts else "unknown"
 
@@ -167,8 +159,8 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     if n_head and n_embd is not None:
         head_k = head_k or n_embd // n_head
         head_v = head_v or n_embd // n_head
-    tokens = reader.get_field("tokenizer.ggml.tokens")
-    name = _field_value(reader, "general.name") or p.stem
+    tokens = header.fields.get("tokenizer.ggml.tokens")
+    name = _field_value(header, "general.name") or p.stem
     return ModelInfo(
         path=str(p),
         name=str(name),
@@ -183,9 +175,9 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         n_head_kv=n_head_kv,
         head_dim_k=head_k,
         head_dim_v=head_v,
-        vocab_size=len(tokens.data) if tokens is not None else None,
-        has_chat_template=reader.get_field("tokenizer.chat_template") is not None,
-        description=str(_field_value(reader, "general.description") or ""),
+        vocab_size=tokens.count if isinstance(tokens, ArrayValue) else None,
+        has_chat_template="tokenizer.chat_template" in header.fields,
+        description=str(_field_value(header, "general.description") or ""),
         n_expert=_int(arch_key("expert_count")),
         n_expert_used=_int(arch_key("expert_used_count")),
         expert_layer_bytes=[expert_bytes.get(i, 0) for i in range(max(expert_bytes, default=-1) + 1)],

@@ -26,8 +26,14 @@ EV_RESET_DONE = "reset_done"
 EV_BYE = "bye"
 EV_BENCH = "bench_done"  # answer to OP_BENCH: per-rep rates and their means
 EV_THREADS_SET = "threads_set"  # answer to OP_SET_THREADS: the counts now in force
+EV_PREFILL = "prefill"  # a chat's prompt is tokenised: its length, before prompt processing starts
+EV_GEN_PROGRESS = "gen_progress"  # tokens sampled so far, when no text went out for a while (held back)
 
-FAULTS = ("abort", "oom", "exit", "slow", "hang")
+FAULTS = ("abort", "oom", "exit", "slow", "hang", "stall")
+# "stall": decode stops producing tokens while the command loop still looks alive (the
+# forward-progress watchdog's test; a CUDA kernel that never returns looks like this)
+# the interval of EV_GEN_PROGRESS while tokens are sampled but no text is sent
+PROGRESS_EVERY_S = 1.0
 
 # What llama.cpp's CUDA backend logs when an allocation fails during decode, followed by
 # ggml_abort; the injected "oom" fault writes the same shape so the doctor reads it alike.

@@ -215,6 +215,7 @@ class Supervisor:
         self._reset_done = threading.Event()
         self._bench: _Waiter | None = None  # the bench in flight: id, event, result
         self.paused_reason: str | None = None
+        self._inflight: InFlight | None = None  # the chat request being answered (the watchdog reads it)
 
     # ---- observers ------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -331,6 +332,7 @@ class Supervisor:
             if self._proc is proc:
                 self._proc = None
             reply, self._active = self._active, None
+            self._inflight = None
         if reply is not None:
             reply._finish("interrupted", error="the engine was stopped")
         waiter = self._bench
@@ -401,12 +403,15 @@ class Supervisor:
                 raise EngineError(f"engine is {self.state.value}, not ready")
             reply = Reply(next(self._ids), on_piece)
             self._active = reply
+            self._inflight = InFlight(reply.id, time.time(),
+                                      prompt_estimate=sum(len(m.get("content") or "") for m in messages) // 4)
             self.state = EngineState.GENERATING  # in the same lock as the check: one request at a time
         self._emit("state", state=EngineState.GENERATING.value, prev=EngineState.READY.value)
         sampling = {k: v for k, v in sampling.items() if v is not None}
         try:
             self._send({"op": P.OP_CHAT, "id": reply.id, "messages": messages, "sampling": sampling})
         except EngineError as exc:
+            self._end_flight(reply.id)
             reply._finish("interrupted", error=str(exc))
         return reply
 
@@ -530,13 +535,21 @@ class Supervisor:
         kind = ev.get("ev")
         reply = self._active
         if kind == P.EV_TOKEN:
+            self._progress(ev)
             if reply is not None and reply.id == ev.get("id"):
                 reply._piece(ev["text"])
+        elif kind == P.EV_GEN_PROGRESS:
+            self._progress(ev)
+        elif kind == P.EV_PREFILL:
+            flight = self._inflight
+            if flight is not None and flight.id == ev.get("id"):
+                flight.prompt_tokens = int(ev.get("prompt_tokens") or 0)
         elif kind == P.EV_DONE:
             metrics = ev.get("metrics") or {}
             if reply is not None and reply.id == ev.get("id"):
                 reply._finish(ev.get("status", "done"), metrics=metrics, finish_reason=ev.get("finish_reason"))
                 self._active = None
+            self._end_flight(ev.get("id"))
             self.requests += 1
             self.ctx_used = int(metrics.get("ctx_used") or 0)
             self.last_metrics = metrics
@@ -586,6 +599,7 @@ class Supervisor:
                 reply._finish("error", error=message)
                 self._active = None
                 self._set_state(EngineState.READY)
+            self._end_flight(ev.get("id"))
             waiter = self._bench
             if waiter is not None and waiter.id == ev.get("id"):
                 waiter.error = message
@@ -596,6 +610,25 @@ class Supervisor:
                 threads_waiter.result = message
                 threads_waiter.done.set()
             self._emit("error", message=message, id=ev.get("id"))
+
+    def _progress(self, ev: Payload) -> None:
+        """A token (or the worker's word that tokens still come): the request moves forward."""
+        flight = self._inflight
+        if flight is not None and flight.id == ev.get("id"):
+            flight.tokens = int(ev.get("n") or flight.tokens + 1)
+            flight.last_token_ts = time.time()
+
+    def _end_flight(self, rid: object) -> None:
+        flight = self._inflight
+        if flight is not None and flight.id == rid:
+            self._inflight = None
+
+    def in_flight(self) -> Payload | None:
+        """The chat request being answered, for the forward-progress watchdog: when it started,
+        its prompt's length (the worker's count once it has tokenised, an estimate before),
+        the tokens sampled so far and how long since the last one (or since the start)."""
+        flight = self._inflight
+        return flight.to_dict(time.time()) if flight is not None else None
 
     def _explain_load_failure(self, message: str) -> str:
         """llama-cpp-python says 'Failed to load model from file'; llama.cpp's log says why."""
@@ -637,6 +670,7 @@ class Supervisor:
         self.errors += 1
         reply = self._active
         self._active = None
+        self._inflight = None
         if reply is not None:
             reply._finish("interrupted", error=describe_exit(exit_info))
         waiter = self._bench
@@ -674,6 +708,33 @@ class Supervisor:
             "restarts": self.restarts,
             "load_progress": self.load_progress,
             "last_error": self.last_error,
+            "in_flight": self.in_flight(),
+        }
+
+
+@dataclass
+class InFlight:
+    """The chat request the child is answering: what the forward-progress watchdog reads.
+    Times are wall-clock (time.time()), so they mean the same in the journal and the doctor."""
+
+    id: int
+    started: float
+    prompt_estimate: int = 0  # characters / 4, until the worker says how many tokens it made
+    prompt_tokens: int | None = None
+    tokens: int = 0
+    last_token_ts: float | None = None
+
+    def to_dict(self, now: float) -> Payload:
+        since = self.last_token_ts if self.last_token_ts is not None else self.started
+        return {
+            "id": self.id,
+            "started": self.started,
+            "age_s": round(now - self.started, 3),
+            "prompt_tokens": self.prompt_tokens if self.prompt_tokens is not None else self.prompt_estimate,
+            "prompt_counted": self.prompt_tokens is not None,
+            "tokens": self.tokens,
+            "last_token_ts": self.last_token_ts,
+            "since_progress_s": round(now - since, 3),
         }
 
 

@@ -54,6 +54,7 @@ class Worker:
         self.cancel = threading.Event()
         self.commands: queue.Queue[JsonDict | None] = queue.Queue()
         self.slow_ms = 0.0  # injected per-token delay (fault "slow")
+        self.stall = threading.Event()  # injected: decode stops for good (fault "stall")
         self.formatter: ChatFormatter | None = None
         self.cancelled_ids: set[int] = set()
         self.current_id: int | None = None
@@ -76,7 +77,7 @@ class Worker:
                     self.cancelled_ids.add(rid)
                 if rid is None or rid == self.current_id:
                     self.cancel.set()
-            elif op == P.OP_FAULT and cmd.get("kind") in ("slow", "abort", "exit"):
+            elif op == P.OP_FAULT and cmd.get("kind") in ("slow", "abort", "exit", "stall"):
                 self.fault(cmd)  # immediate, even mid-reply
             else:
                 self.commands.put(cmd)
@@ -274,12 +275,21 @@ class Worker:
         sampling = dict(cmd.get("sampling") or {})
         first_token_at: list[float] = []
         n_sampled = 0
+        last_emit = [time.perf_counter()]  # when the parent last heard of this request's progress
 
         def on_token(_ids: object, _logits: object) -> bool:
             nonlocal n_sampled
+            if self.stall.is_set():
+                threading.Event().wait()  # the injected stall: no token ever again, cancel ignored
             n_sampled += 1
+            now = time.perf_counter()
             if not first_token_at:
-                first_token_at.append(time.perf_counter())
+                first_token_at.append(now)
+            if now - last_emit[0] >= P.PROGRESS_EVERY_S:
+                # the stream may hold text back (partial UTF-8, a possible stop string): tell the
+                # parent that tokens still come, so its watchdog does not mistake it for a hang
+                last_emit[0] = now
+                emit({"ev": P.EV_GEN_PROGRESS, "id": rid, "n": n_sampled})
             if self.slow_ms:
                 time.sleep(self.slow_ms / 1000)
             return self.cancel.is_set()
@@ -292,6 +302,7 @@ class Worker:
         tokens: list[int] = []
         try:
             tokens, stop = self.format_prompt(cmd["messages"])
+            emit({"ev": P.EV_PREFILL, "id": rid, "prompt_tokens": len(tokens)})
             stream = llm.create_completion(
                 prompt=tokens,
                 stream=True,
@@ -310,13 +321,13 @@ class Worker:
                     pending.append(text)
                     now = time.perf_counter()
                     if now - last_flush >= FLUSH_INTERVAL_S:
-                        emit({"ev": P.EV_TOKEN, "id": rid, "text": "".join(pending)})
+                        emit({"ev": P.EV_TOKEN, "id": rid, "text": "".join(pending), "n": n_sampled})
                         pending.clear()
-                        last_flush = now
+                        last_flush = last_emit[0] = now
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
             if pending:
-                emit({"ev": P.EV_TOKEN, "id": rid, "text": "".join(pending)})
+                emit({"ev": P.EV_TOKEN, "id": rid, "text": "".join(pending), "n": n_sampled})
         except ValueError as exc:  # e.g. the prompt does not fit the context window
             emit({"ev": P.EV_ERROR, "id": rid, "message": str(exc)})
             return
@@ -496,6 +507,9 @@ class Worker:
         elif kind == "hang":
             log("fault: hanging the command loop")
             threading.Event().wait()
+        elif kind == "stall":
+            log("fault: stalling decode (no token from now on; the process stays up)")
+            self.stall.set()
         else:
             emit({"ev": P.EV_ERROR, "message": f"unknown fault {kind!r}"})
 

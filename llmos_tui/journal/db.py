@@ -120,11 +120,11 @@ class Database:
     def utils(self) -> "sqlite_utils.Database":
         """The connection as a ``sqlite_utils.Database`` (schema, export).
 
-        Imported on first use: sqlite-utils pulls in numpy when it is installed, which a
-        `journal list` or a batch of event writes does not need.
+        Imported on first use, without numpy (migrations.import_sqlite_utils): a `journal
+        list` or a batch of event writes needs neither.
         """
         if self._utils is None:
-            import sqlite_utils
+            sqlite_utils = migrations.import_sqlite_utils()
 
             self._utils = sqlite_utils.Database(self._require_conn(), execute_plugins=False, recursive_triggers=False)
         return self._utils

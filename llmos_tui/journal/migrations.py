@@ -277,6 +277,27 @@ MIGRATIONS: list[Migration] = [v1_core_tables, v2_chat_activity, v3_model_files,
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def import_sqlite_utils():  # noqa: ANN201 - the module
+    """``import sqlite_utils`` without numpy: sqlite-utils imports numpy, when installed, only to
+    map numpy values it is asked to insert; the journal inserts none (the tuner converts its
+    points first). Left to itself, creating the schema on a first start would keep ~15 MB of
+    numpy in the cockpit's process for its whole life. Where numpy is already imported, nothing
+    changes; meanwhile a ``None`` entry makes its optional import fail, as if not installed."""
+    import sys
+
+    if "sqlite_utils" in sys.modules or "numpy" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["numpy"] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils
+    finally:
+        if sys.modules.get("numpy", 0) is None:
+            del sys.modules["numpy"]
+    return sqlite_utils
+
+
 def user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
@@ -292,8 +313,7 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> tuple[int
     current = user_version(conn)
     if current >= target:
         return current, current  # the common case: no write lock needed
-    import sqlite_utils  # only here and for export: it imports numpy when installed
-
+    sqlite_utils = import_sqlite_utils()  # only here and for export
     db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
     conn.execute("BEGIN IMMEDIATE")
     try:

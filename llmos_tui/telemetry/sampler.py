@@ -15,6 +15,9 @@ its part of the sample (NvmlSource: GPUs; HostSource: host; ReplaySource: all of
 it from a trace). Optional: ``close()``; ``next_delay(interval) -> float`` to pace
 the sampler (replay at recorded speed); ``exhausted`` (True when a trace ended:
 the sampler thread stops and ``finished`` is set).
+
+``pacing`` (an :class:`IdlePacing`, the TUI's live sampler): sample less while nothing
+changes; ``wake()`` (an engine event) takes the next sample at once.
 """
 
 from __future__ import annotations
@@ -51,6 +54,54 @@ def default_sources() -> tuple[Source, ...]:
 MIN_WAIT_S = 0.001  # the shortest pause between polls of the sampling thread
 
 
+class IdlePacing:
+    """Sample less while nothing changes, at once again when something does.
+
+    A sample is *quiet* when its activity is the previous sample's: the engine's state, requests,
+    errors, restarts, context and process, and per GPU its memory (to 1 % of the total), its
+    clock-event reasons, XIDs and whether it is lost, with utilisation under 5 %. Host load is
+    not activity (other processes move it). After ``after`` quiet samples the interval doubles
+    with each further quiet one, up to ``idle_interval``; an active sample (or the engine
+    generating, loading, restarting) returns to the base interval. The engine's events wake the
+    sampler meanwhile (``Sampler.wake``), so a request is seen at once, not up to
+    ``idle_interval`` later.
+    """
+
+    BUSY_STATES = ("generating", "loading", "restarting")
+
+    def __init__(self, idle_interval: float = 5.0, after: int = 3) -> None:
+        self.idle_interval = float(idle_interval)
+        self.after = after
+        self._last: tuple[object, ...] | None = None
+        self.quiet = 0  # consecutive quiet samples
+
+    @staticmethod
+    def activity(sample: Sample) -> tuple[object, ...] | None:
+        """What counts as something happening (None: busy, never quiet)."""
+        engine = sample.engine or {}
+        if engine.get("state") in IdlePacing.BUSY_STATES:
+            return None
+        gpus = []
+        for gpu in sample.gpus:
+            if gpu.util_gpu is not None and gpu.util_gpu >= 5:
+                return None
+            mem = round(gpu.mem_used / gpu.mem_total * 100) if gpu.mem_used is not None and gpu.mem_total else None
+            gpus.append((gpu.index, mem, gpu.clock_reasons, len(gpu.xid_events), gpu.lost))
+        keys = ("state", "requests", "errors", "restarts", "ctx_used", "pid")
+        return tuple(engine.get(k) for k in keys) + tuple(gpus)
+
+    def next_interval(self, sample: Sample, base: float) -> float:
+        act = self.activity(sample)
+        if act is not None and act == self._last:
+            self.quiet += 1
+        else:
+            self.quiet = 0
+        self._last = act
+        if self.quiet < self.after:
+            return base
+        return min(max(base, self.idle_interval), base * 2 ** (self.quiet - self.after + 1))
+
+
 class Sampler:
     """Samples ``sources`` every ``interval`` seconds; keeps ``history`` samples of every series."""
 
@@ -72,6 +123,8 @@ class Sampler:
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._finished = threading.Event()
+        self._poke = threading.Event()  # wake(): the next poll now
+        self.pacing: IdlePacing | None = None
         self._thread: threading.Thread | None = None
         self._engine_failures = 0
         self.polls = 0
@@ -149,9 +202,17 @@ class Sampler:
     def _exhausted(self) -> bool:
         return any(getattr(source, "exhausted", False) for source in self.sources)
 
+    def wake(self) -> None:
+        """Take the next sample now (something happened: an engine event while sampling slowly)."""
+        if self.pacing is not None and self.pacing.quiet:
+            self._poke.set()
+
     def _next_delay(self) -> float:
-        """The interval, unless a source paces the sampler itself (a replay at recorded speed)."""
+        """The interval, unless a source paces the sampler itself (a replay at recorded speed) or
+        the idle pacing stretches it while nothing changes."""
         delay = self._interval
+        if self.pacing is not None and self._latest is not None:
+            delay = self.pacing.next_interval(self._latest, self._interval)
         for source in self.sources:
             pace = getattr(source, "next_delay", None)
             if pace is not None:
@@ -175,6 +236,7 @@ class Sampler:
         if self.running:
             return self
         self._stop.clear()
+        self._poke.clear()
         self._finished.clear()
         self._thread = threading.Thread(target=self._run, name="llmos-telemetry", daemon=True)
         self._thread.start()
@@ -183,6 +245,7 @@ class Sampler:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread (waits for a poll in progress, up to ``timeout`` seconds)."""
         self._stop.set()
+        self._poke.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
@@ -214,8 +277,15 @@ class Sampler:
                 # never less than MIN_WAIT_S: a replay "as fast as possible" (speed 0, looped)
                 # would otherwise hold the GIL in a tight loop and starve every other thread of
                 # the process (measured: a 0.4 s GGUF header read took 37 s beside one)
-                if self._stop.wait(max(MIN_WAIT_S, wait)):
-                    break
+                pause = max(MIN_WAIT_S, wait)
+                if self.pacing is None:
+                    if self._stop.wait(pause):
+                        break
+                else:
+                    if self._poke.wait(pause):
+                        self._poke.clear()  # woken early: an engine event, or stop()
+                    if self._stop.is_set():
+                        break
         except Exception:  # noqa: BLE001 - poll_once guards its parts; this is the last net
             log.exception("telemetry sampler stopped by an error")
         finally:

@@ -151,6 +151,7 @@ class DashboardScreen(Screen):
         self._gpu_ids: list[int] = []
         self._proc_rows: list[tuple] | None = None
         self._heights: dict[str, int] = {}
+        self._shown_bodies: dict[str, object] = {}  # per widget: the signature of what it shows
 
     # ---- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -228,8 +229,13 @@ class DashboardScreen(Screen):
         self._show_processes(sample)
 
     def _update(self, widget: Static, body: RenderableType, height: int) -> None:
-        """Update ``widget``; relayout the screen only when its height changes."""
+        """Update ``widget`` only when what it shows changed (an idle engine's panel is not
+        redrawn every sample); relayout the screen only when its height changes."""
         key = widget.id or str(id(widget))
+        shown = _signature(body)
+        if shown is not None and self._shown_bodies.get(key) == shown and self._heights.get(key) == height:
+            return
+        self._shown_bodies[key] = shown
         changed = self._heights.get(key) != height
         self._heights[key] = height
         widget.update(body, layout=changed)
@@ -258,6 +264,8 @@ class DashboardScreen(Screen):
             container.remove_children()
             container.mount_all([Static("", id=f"dash-gpu-{i}", classes="gpu-panel") for i in ids])
             self._gpu_ids = ids
+            for key in [k for k in self._shown_bodies if k.startswith("dash-gpu-")]:
+                del self._shown_bodies[key]  # new, empty panels: draw them whatever was shown before
         engine_tps_gpu = self._engine_gpu(sample)
         for gpu in sample.gpus:
             panel = self.query_one(f"#dash-gpu-{gpu.index}", Static)
@@ -428,6 +436,21 @@ class DashboardScreen(Screen):
             )
         title = self.query_one("#dash-procs-title", Static)
         title.update("GPU processes" if rows else "GPU processes: none")
+
+
+def _text_signature(text: Text) -> tuple[object, ...]:
+    return (text.plain, str(text.style), tuple((span.start, span.end, str(span.style)) for span in text.spans))
+
+
+def _signature(body: RenderableType) -> object:
+    """What a panel shows, as a value to compare with the last one (None: not comparable)."""
+    if isinstance(body, Text):
+        return _text_signature(body)
+    if isinstance(body, PanelBody):
+        rows = tuple((r.label, r.value, None if r.fraction is None else round(r.fraction, 3), r.bar_style, r.bar_text,
+                      tuple(r.history), r.lo, r.hi, r.spark_style) for r in body.rows)
+        return (rows, tuple(_text_signature(t) for t in body.lines), tuple(_text_signature(t) for t in body.above))
+    return None
 
 
 def _adapt_line(policy: Policy) -> Text:

@@ -1,5 +1,7 @@
 """The journal screen: a live timeline of every configuration, event, finding and action,
-a filter, the selected entry's details (evidence pretty-printed), and undo on `u`.
+a filter, the selected entry's details (evidence pretty-printed), and undo on `u`; above it the
+flight recorder: the telemetry rollups of an hour on sparklines like the dashboard's, stepped
+back and forward in time with `[` and `]` (live again once it reaches now).
 
 All journal reads run in thread workers (polls never overlap: a tick is skipped while
 the previous read is still running), so a slow disk never freezes the UI; rows are put
@@ -10,8 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.text import Text
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,12 +27,105 @@ from textual.widgets import Button, DataTable, Footer, Input, Static, TextArea
 from textual.worker import get_current_worker
 
 from llmos_tui.errors import LlmosError
+from llmos_tui.telemetry import format as fmt
+from llmos_tui.telemetry import names
 from llmos_tui.ui import keymap
 
 if TYPE_CHECKING:
     from llmos_tui.journal import Entry, Journal
 
 UNDOABLE_PREFIXES = ("cfg:", "act:")
+RECORDER_SPAN_S = 3600.0  # one screen of the flight recorder; `[` and `]` step by this much
+# the recorder's rows, in this order, where the rollups hold them (GPU fields for every GPU)
+RECORDER_GPU_FIELDS = ("util", "mem_pct", "temp", "power")
+RECORDER_FIXED = ("engine.gen_tps", "host.cpu", "host.mem")
+RECORDER_ROWS = 6
+RECORDER_REFRESH_S = 10.0  # the finest rollup: reading more often would show nothing new
+Rows = list[tuple[float, dict[str, float]]]  # (ts, {series: mean}) of a span of rollups
+
+
+def recorder_series(rows: Rows) -> list[str]:
+    """The series to draw, in order: each GPU's fields, then the engine's and the host's."""
+    present = {name for _, values in rows for name in values}
+    gpus = sorted({int(n[3:n.index(".")]) for n in present if n.startswith("gpu") and "." in n
+                   and n[3:n.index(".")].isdigit()})
+    wanted = [names.gpu(i, f) for i in gpus for f in RECORDER_GPU_FIELDS] + list(RECORDER_FIXED)
+    return [n for n in wanted if n in present][:RECORDER_ROWS]
+
+
+class RecorderBody:
+    """One line per series: its name, the span's last and peak values, and a sparkline of the
+    whole span resampled to the width it gets (the same glyphs as the dashboard's)."""
+
+    LABEL = 16
+    VALUE = 22
+
+    def __init__(self, head: Text, rows: Rows, series: list[str], since: float, until: float) -> None:
+        self.head, self.rows, self.series = head, rows, series
+        self.since, self.until = since, until
+        self.until_asked: float | None = None  # the right edge the screen asked for (None: now)
+        self.read_at = time.time()
+
+    @property
+    def height(self) -> int:
+        return 1 + (len(self.series) if self.series else int(self.until > self.since))
+
+    def _resampled(self, name: str, width: int) -> list[float]:
+        """Means per column over [since, until). A column with no row between two that have rows
+        (the rows are sparser than the columns) holds the value before it; a column outside the
+        rows, or in a gap of more than three rows' time, stays empty (NaN)."""
+        sums, counts = [0.0] * width, [0] * width
+        step = (self.until - self.since) / width
+        times = []
+        for ts, values in self.rows:
+            if name in values and step > 0:
+                col = min(width - 1, max(0, int((ts - self.since) / step)))
+                sums[col] += values[name]
+                counts[col] += 1
+                times.append(ts)
+        out = [sums[i] / counts[i] if counts[i] else float("nan") for i in range(width)]
+        spacing = min((b - a for a, b in zip(times, times[1:]) if b > a), default=step)
+        hold = max(1, int(3 * spacing / step)) if step > 0 else 1
+        last, gap = float("nan"), 0
+        filled = [c for c in range(width) if counts[c]]
+        end = filled[-1] if filled else -1
+        for i in range(width):
+            if counts[i]:
+                last, gap = out[i], 0
+            elif last == last and i < end and gap < hold:
+                out[i], gap = last, gap + 1
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(30, options.max_width)
+        self.head.truncate(width)
+        yield self.head
+        if not self.series:
+            if self.until > self.since:
+                yield Text("no telemetry rollups in this hour", style="dim")
+            return
+        spark_w = max(4, width - self.LABEL - self.VALUE - 2)
+        for name in self.series:
+            values = [row[name] for _, row in self.rows if name in row]
+            unit = names.unit(name)
+            lo, hi = (0.0, 100.0) if unit == "%" else (min(0.0, min(values)), max(values))
+            line = Text(no_wrap=True, overflow="crop")
+            line.append(f"{name:<{self.LABEL}}"[:self.LABEL], style="bold")
+            line.append(f" {_value(values[-1], unit)} max {_value(max(values), unit)}"[:self.VALUE]
+                        .ljust(self.VALUE))
+            line.append(" ")
+            # one glyph per column on the time axis (the dashboard's glyphs); an empty column a blank
+            line.append("".join(fmt.spark([v], 1, lo, hi) if v == v else " "
+                                for v in self._resampled(name, spark_w)), style="cyan")
+            yield line
+
+
+def _value(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return fmt.fmt_bytes(value)
+    if unit in ("%", "°C", "W"):
+        return f"{value:.0f}{unit if unit != '%' else ' %'}"
+    return f"{value:.1f} {unit}"
 
 
 def split_filter(text: str, type_names: set[str]) -> tuple[list[str] | None, str]:
@@ -110,10 +209,14 @@ class JournalScreen(Screen[None]):
         self._filter_text = ""
         self.details_for: str | None = None
         self.loads = 0  # completed reads (tests and the benchmark wait on this)
+        self.recorder_until: float | None = None  # the recorder's right edge; None: now, following
+        self.recorder: RecorderBody | None = None  # what the recorder shows (tests read it)
+        self._live_end: float | None = None  # the live span's right edge: the newest rollup
 
     # ---- layout ---------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Static("journal: opening…", id="journal-status")
+        yield Static("", id="journal-recorder")
         yield Input(placeholder="filter: text, an entry type (event, config, action…) or kind:crashed,undo",
                     id="journal-filter")
         with Horizontal(id="journal-body"):
@@ -150,7 +253,12 @@ class JournalScreen(Screen[None]):
             self._reload_wanted = True  # read again as soon as the running read ends
             return
         self._loading = True
-        self._load(self._filter_text)
+        # the recorder's rows change once per 10 s bucket: read them again when that may have
+        # happened, or when the operator stepped in time, not on every refresh of the timeline
+        shown = self.recorder
+        stale = (shown is None or shown.until_asked != self.recorder_until
+                 or (self.recorder_until is None and time.time() - shown.read_at >= RECORDER_REFRESH_S))
+        self._load(self._filter_text, self.recorder_until, stale)
 
     def _open_reader(self) -> "Journal":
         if self._reader is None:
@@ -165,17 +273,20 @@ class JournalScreen(Screen[None]):
         return self._reader
 
     @work(thread=True, group="journal-load", exit_on_error=False)
-    def _load(self, filter_text: str) -> None:
+    def _load(self, filter_text: str, recorder_until: float | None = None, recorder: bool = True) -> None:
         from llmos_tui.journal import SOURCES, JournalMissing
 
         worker = get_current_worker()
         entries: list[Entry] = []
         status = ""
+        body: RecorderBody | None = None
         try:
             reader = self._open_reader()
             type_names = {s.type for s in SOURCES} | {s.prefix for s in SOURCES}
             kinds, text = split_filter(filter_text, type_names)
             entries = reader.timeline(kinds=kinds, text=text or None, limit=self.limit)
+            if recorder:
+                body = self._read_recorder(reader, recorder_until)
             where = reader.path
             status = f"journal {where} · {len(entries)} entries" + (f" · filter: {filter_text}" if filter_text else "")
         except JournalMissing as exc:
@@ -185,12 +296,51 @@ class JournalScreen(Screen[None]):
         except Exception as exc:  # a reader bug must not kill the screen
             status = f"⚠ could not read the journal: {type(exc).__name__}: {exc}"
         if not worker.is_cancelled:
-            self.app.call_from_thread(self._show, entries, status)
+            self.app.call_from_thread(self._show, entries, status, body)
 
-    def _show(self, entries: "list[Entry]", status: str) -> None:
+    @staticmethod
+    def _read_recorder(reader: "Journal", until: float | None) -> RecorderBody:
+        """The rollups of one span ending at ``until``; None: live, the span ending at the newest
+        rollup (a journal read after the recording stopped shows its last hour, not an empty one)."""
+        if until is None:
+            newest = reader.rollups.newest_ts()
+            if newest is None:
+                head = Text.assemble(("flight recorder ", "bold"), ("no telemetry rollups yet", "dim"))
+                return RecorderBody(head, [], [], 0.0, 0.0)
+            end = newest + 1.0
+        else:
+            end = until
+        since = end - RECORDER_SPAN_S
+        res, rows = reader.rollups.span(since, end)
+        live = "live · [ older" if until is None else "[ older · ] newer"
+        head = Text.assemble(("flight recorder ", "bold"),
+                             f"{time.strftime('%m-%d %H:%M', time.localtime(since))} – "
+                             f"{time.strftime('%H:%M', time.localtime(end))}",
+                             (f"  {res} s means · {len(rows)} rows · {live}", "dim"), no_wrap=True)
+        body = RecorderBody(head, rows, recorder_series(rows), since, end)
+        body.until_asked = until
+        return body
+
+    def action_step_recorder(self, steps: int) -> None:
+        """``[``: an hour further back; ``]``: an hour nearer now (following now again once there)."""
+        live_end = self._live_end or time.time()
+        until = (self.recorder_until or live_end) + steps * RECORDER_SPAN_S
+        # back within a quarter span of the live edge (where stepping forward from an hour back
+        # lands): live again, following what is recorded
+        self.recorder_until = None if until >= live_end - RECORDER_SPAN_S / 4 else until
+        self.reload()
+
+    def _show(self, entries: "list[Entry]", status: str, recorder: RecorderBody | None = None) -> None:
         self._loading = False
         self.loads += 1
         self.query_one("#journal-status", Static).update(status)
+        if recorder is not None:
+            self.recorder = recorder
+            if recorder.until_asked is None and recorder.rows:
+                self._live_end = recorder.until
+            strip = self.query_one("#journal-recorder", Static)
+            strip.styles.height = recorder.height
+            strip.update(recorder)
         shown = tuple((e.id, e.summary, e.kind) for e in entries)
         if shown != self._shown:
             self._shown = shown

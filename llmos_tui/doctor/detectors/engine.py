@@ -138,3 +138,50 @@ def canary(ctx: DetectorContext) -> list:
         likely=f"The canary prompt failed ({result.reason}) while the engine says it is ready: it is likely hung "
                f"or answering wrong.",
     )]
+
+
+def stall_threshold(prompt_tokens: int, tokens: int, *, stall_s: float, prefill_tps: float | None,
+                    prefill_floor_tps: float) -> float:
+    """Seconds without a token after which a generating request counts as hung.
+
+    Before the first token the prompt is still being processed, so it gets its grace: its
+    length over the prefill rate (a quarter of the last measured rate, never below the floor,
+    so a model that slows down under load is not called hung), plus ``stall_s``. Once tokens
+    come, ``stall_s`` alone."""
+    if tokens > 0:
+        return stall_s
+    rate = max(prefill_floor_tps, (prefill_tps or 0.0) / 4)
+    return stall_s + prompt_tokens / rate
+
+
+@detector("engine.stalled", "error", needs=("engine",), grace=False, hysteresis=1, timeout=2.0)
+def stalled(ctx: DetectorContext) -> list:
+    """The forward-progress watchdog: a request that is generating but has produced no token
+    for longer than its threshold (which grows with the prompt) is a hang, found on the next
+    pass rather than at the next canary."""
+    stats_ = ctx.engine_stats or {}
+    flight = stats_.get("in_flight")
+    if ctx.engine_state != "generating" or not isinstance(flight, dict):
+        return []
+    stall_s = float(ctx.setting("stall_s", 30.0))
+    floor = float(ctx.setting("prefill_floor_tps", 50.0))
+    prompt, tokens = int(flight.get("prompt_tokens") or 0), int(flight.get("tokens") or 0)
+    measured = stats_.get("last_prompt_tps")
+    threshold = stall_threshold(prompt, tokens, stall_s=stall_s,
+                                prefill_tps=float(measured) if isinstance(measured, (int, float)) else None,
+                                prefill_floor_tps=floor)
+    quiet = float(flight.get("since_progress_s") or 0.0)
+    if quiet < threshold:
+        return []
+    where = (f"after {tokens} token{'s' if tokens != 1 else ''}" if tokens
+             else f"before its first token ({prompt}-token prompt, {threshold - stall_s:.0f} s of it prefill grace)")
+    return [ctx.finding(
+        f"no token for {quiet:.0f} s while generating (request {flight.get('id')})",
+        evidence={"request": flight.get("id"), "since_progress_s": quiet, "threshold_s": round(threshold, 2),
+                  "tokens": tokens, "prompt_tokens": prompt, "prompt_counted": flight.get("prompt_counted"),
+                  "age_s": flight.get("age_s"), "stall_s": stall_s, "last_prompt_tps": measured},
+        fingerprint="engine.stalled",
+        repairs=["engine.restart"],
+        likely=f"Request {flight.get('id')} has produced no token for {quiet:.0f} s {where}, past its "
+               f"{threshold:.0f} s threshold, while the engine says it is generating: its decode is likely hung.",
+    )]

@@ -190,3 +190,66 @@ def temp_trend(ctx: DetectorContext) -> list:
                    f"{window_s:.0f} s: likely at its {gpu.temp_slowdown} °C slowdown threshold in {_minutes(eta)}.",
         ))
     return out
+
+
+def free_bytes(path: str) -> float | None:
+    """Free space (for an unprivileged writer) on the journal's filesystem; None when unreadable.
+    Tests replace this function to inject a reading."""
+    import os
+
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
+    except OSError:
+        return None
+    return float(st.f_bavail * st.f_frsize)
+
+
+@detector("journal.disk_trend", "warning", needs=(), grace=False, interval=60.0)
+def journal_disk_trend(ctx: DetectorContext) -> list:
+    """The journal's disk will be full: the free space over the journal's growth rate (the
+    least-squares slope of its size over a window), raised before the fact, retracted when the
+    growth stops or the space comes back."""
+    disk = ctx.journal.disk()
+    if not disk:
+        return []
+    path, size = disk
+    free = free_bytes(path)
+    if free is None:
+        return []
+    window_s = float(ctx.setting("window_s", 6 * 3600.0))
+    horizon_s = float(ctx.setting("horizon_s", 86400.0))
+    min_points = int(ctx.setting("min_points", 8))
+    points: deque[tuple[float, float]] = ctx.memory.setdefault("pts", deque())  # type: ignore[assignment]
+    if points and ctx.now <= points[-1][0]:
+        points.clear()  # time went backwards: start again
+    points.append((ctx.now, size))
+    while points and points[0][0] < ctx.now - window_s:
+        points.popleft()
+    fit = stats.trend([t for t, _ in points], [b for _, b in points]) if len(points) >= min_points else None
+    # the window's slope gives the ETA; the last few readings say whether it still grows (a
+    # journal that stopped growing is retracted even while the window still holds the climb)
+    recent = list(points)[-min_points:]
+    still = stats.trend([t for t, _ in recent], [b for _, b in recent]) if fit is not None else None
+    slope = fit.slope_per_s if fit is not None else 0.0
+    eta = free / slope if slope > 0 else float("inf")
+    active = bool(ctx.memory.get("on"))
+    soon = (fit is not None and still is not None and slope > 0 and still.slope_per_s > 0
+            and fit.r >= (0.5 if active else 0.8) and eta <= horizon_s * (1.5 if active else 1.0))
+    held = _held(ctx, "soon", soon, 1 if active else int(ctx.setting("samples", 2)))
+    ctx.memory["on"] = bool(held)
+    if not held or fit is None:
+        return []
+    per_h = slope * 3600 / MIB
+    size_mib = points[-1][1] / MIB
+    return [ctx.finding(
+        f"journal's disk likely full in {_minutes(eta)}",
+        severity="error" if eta <= float(ctx.setting("error_s", 3600.0)) else "warning",
+        evidence={"path": path, "free_bytes": free, "journal_bytes": points[-1][1],
+                  "growth_mib_per_h": round(per_h, 2), "eta_s": round(eta, 1), "r": round(fit.r, 3),
+                  "window_s": round(points[-1][0] - points[0][0], 1), "points": len(points),
+                  "advice": "free space on that filesystem, lower [rollups] max_journal_mb or the retention, "
+                            "or move the journal ([journal] path)"},
+        fingerprint="journal.disk_trend",
+        likely=f"The journal ({size_mib:.0f} MiB) grows ~{per_h:.1f} MiB/h and its filesystem has "
+               f"{free / MIB:.0f} MiB free: likely full in {_minutes(eta)}.",
+    )]
