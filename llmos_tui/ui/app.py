@@ -14,10 +14,17 @@ from textual.widgets import Input, TextArea
 from llmos_tui.config import Config
 from llmos_tui.core.cockpit import Cockpit
 from llmos_tui.ui import command_line, keymap, themes
-from llmos_tui.ui.chat_screen import ChatScreen
 from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
 from llmos_tui.ui.messages import DoctorToast, EngineChanged, EngineStartFinished
 from llmos_tui.ui.status import EngineStatus
+
+
+def _chat_screen() -> Screen[None]:
+    """The chat screen, imported when first shown: Textual's Markdown (markdown-it, Pygments) costs
+    about 3 MB of the cockpit's memory, and a dashboard left open for hours never needs it."""
+    from llmos_tui.ui.chat_screen import ChatScreen
+
+    return ChatScreen()
 
 
 class LlmosApp(App[int]):
@@ -28,7 +35,7 @@ class LlmosApp(App[int]):
         super().__init__()
         self.operator = operator
         self.start_engine = start_engine
-        self.screen_factories: dict[str, Callable[[], Screen[None]]] = {"chat": ChatScreen}
+        self.screen_factories: dict[str, Callable[[], Screen[None]]] = {"chat": _chat_screen}
         self.screen_factories.update(extra_screens(operator))
         for name, factory in self.screen_factories.items():
             self.add_mode(name, factory)
@@ -77,8 +84,8 @@ class LlmosApp(App[int]):
         if event.kind == "crashed":
             self.notify(f"{self.operator.supervisor.last_error}. Ctrl+R restarts it.", title="Engine crashed",
                         severity="error", timeout=10)
-        elif event.kind == "loaded" and isinstance(self.screen, ChatScreen):
-            self.screen.engine_changed()
+        elif event.kind == "loaded" and self.screen.__class__.__name__ == "ChatScreen":
+            self.screen.engine_changed()  # type: ignore[attr-defined]
 
     def on_engine_start_finished(self, message: EngineStartFinished) -> None:
         if message.error:
