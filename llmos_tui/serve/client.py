@@ -114,3 +114,14 @@ class DaemonClient:
                     item = json.loads(line[len("data: "):])
                     if isinstance(item, dict):
                         yield item
+
+    def trial(self, body: dict[str, Json], *, timeout: float | None = None) -> dict[str, Json]:
+        """One box's part of a fleet study (``POST /v1/llmos/trial``): ``{"params", "spec"}`` measures
+        a trial, ``{"describe": True}`` describes the box, ``{"verify": {...}}`` verifies A/B.
+        ``timeout``: the whole call's limit (a trial takes as long as its bench)."""
+        try:
+            response = self._http.post("/v1/llmos/trial", json=body,
+                                       timeout=timeout if timeout is not None else self._http.timeout)
+            return self._json(response)
+        except httpx.HTTPError as exc:
+            raise LlmosError(f"the daemon at {self.socket} did not answer: {exc}") from None
