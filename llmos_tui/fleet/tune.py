@@ -488,6 +488,8 @@ class FleetTuner:
         metrics = {"box": run.box, "wall_s": result.get("wall_s"), "values": result.get("values") or {},
                    "summary": result.get("summary") or "", "index": run.index, "fleet": True,
                    "engine_params": result.get("engine_params")}
+        if result.get("ran_on") is not None:
+            metrics["ran_on"] = result["ran_on"]  # the label of the node the trial really ran on
         trial_id = None
         if cs.report.study_id is not None:
             trial_id = self._j(lambda j: j.record_trial(cs.report.study_id, run.config, outcome, value=value,
