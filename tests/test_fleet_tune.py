@@ -391,3 +391,49 @@ def test_a_box_trial_refuses_when_the_daemon_is_gone(tmp_path: Path) -> None:
     with DaemonClient(tmp_path / "nobody.sock", timeout=2) as client:
         result = run_box_trial(client, {"n_threads": 1}, {"box": "gone"})
     assert not result["ok"] and result["box"] == "gone" and "did not answer" in result["reason"]
+
+
+def test_the_box_verifies_a_winner_itself_under_its_change_transaction(daemon) -> None:
+    """The box's own A/B verdict: A what runs there, B the candidate, measured under one hold of its
+    engine (paused, then serving again). The measurement is scripted (B 20 % faster) so the verdict is
+    known; the hold, the pause and the resume are the daemon's real ones."""
+    from llmos_tui.engine.supervisor import EngineState
+    from llmos_tui.fleet.trials import verify_on_box
+    from llmos_tui.serve.client import DaemonClient
+    from llmos_tui.tuning import box_trial
+    from llmos_tui.tuning.measure import TrialResult
+    from tests.conftest import wait_for
+
+    op = daemon.operator
+    running = op.supervisor.params
+    seen: list[tuple[int, str]] = []
+
+    def scripted(params, bench, *, timeout):
+        seen.append((params.n_threads, op.supervisor.state.value))
+        tg = 12.0 if params.n_threads == 2 else 10.0
+        return TrialResult(True, "ok", tg_tok_s=tg, rows=[{"tg_tok_s": tg * (1.01 if len(seen) % 3 else 0.99)}])
+
+    spec = {"objective": "tg", "verify_rounds": 4, "study": "std:7"}
+    verdict = box_trial.verify(op.supervisor, op.changes, {"n_threads": 2}, spec, measure_fn=scripted)
+    assert verdict["significant"], verdict["message"]
+    assert verdict["rounds"] == 4 and verdict["candidate"]["n_threads"] == 2
+    assert {n for n, _ in seen} == {running.n_threads, 2} and all(state == "paused" for _, state in seen)
+    assert wait_for(lambda: op.supervisor.state == EngineState.READY, 30)
+    assert op.supervisor.params.to_dict() == running.to_dict()  # verifying applies nothing
+    readonly = box_trial.verify(op.supervisor, op.changes, {"n_threads": 2}, spec, readonly=True)
+    assert not readonly["significant"] and "read-only" in readonly["message"]
+    with DaemonClient(daemon.control_path) as client:  # the same verb over the control socket
+        bad = verify_on_box(client, {"no_such_knob": 1}, spec)
+    assert not bad["significant"] and "no_such_knob" in bad["message"]
+
+
+def test_fleet_tune_cli_parses_and_refuses_bad_input() -> None:
+    import argparse
+
+    from llmos_tui.cli import fleet_tune
+
+    parser = argparse.ArgumentParser(prog="llmos-tui fleet")
+    fleet_tune.add_parser(parser.add_subparsers(dest="fleet_command"))
+    args = parser.parse_args(["tune", "--trials", "0", "--boxes", "a,b"])
+    assert args.func is fleet_tune.run and args.boxes == "a,b" and args.per_box == 1
+    assert fleet_tune.run(args) == 1  # one line on stderr, nothing started
