@@ -323,7 +323,9 @@ class Study:
             if len(out) >= k:
                 break
             config = shadow.ask()
-            if shadow._key(config) in seen:  # a repeat the lies did not prevent: a fresh one instead
+            if shadow._key(config) in seen and shadow._opt is not None and shadow.strategy in _ESTIMATORS:
+                config = shadow._ask_model()  # a repeat the lies did not prevent: the acquisition's choice
+            if shadow._key(config) in seen:
                 config = shadow._ask_random()
             shadow._lie(config)
             if shadow._key(config) not in seen:
@@ -352,8 +354,11 @@ class Study:
         opt.base_estimator_ = clone(opt.base_estimator_).set_params(kernel=kernel, optimizer=None)
 
     def _lie(self, config: Mapping[str, object]) -> None:
-        """Tell the constant liar's value (cl_min: the best value seen, on the minimised scale)."""
-        values = [v for vs in self._values.values() for v in vs] + [v for vs in self._priors.values() for v, _ in vs]
+        """Tell the constant liar's value (cl_min: the best seen, on the minimised scale). The best
+        *mean*: a lie above the leader's mean would make the lied point the leader, and the study
+        would then ask to repeat a point that is still running."""
+        values = [statistics.fmean(vs) for vs in self._values.values() if vs] or \
+            [v for vs in self._priors.values() for v, _ in vs]
         lie = (max(values) if self.maximize else min(values)) if values else 1.0
         self.tell(config, lie)
 
