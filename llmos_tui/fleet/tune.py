@@ -348,16 +348,17 @@ class FleetTuner:
                 metrics = t.get("metrics") or {}
                 self._tell(cs, dict(t.get("params") or {}), t.get("value"), t.get("outcome") == "ok",
                            str(t.get("reason") or ""))
-                report.trials.append({"config": t.get("params"), "box": metrics.get("box"), "ok": t.get("outcome") == "ok",
-                                      "value": t.get("value"), "outcome": t.get("outcome"), "reason": t.get("reason"),
-                                      "resumed": True})
+                report.trials.append({"config": t.get("params"), "box": metrics.get("box"),
+                                      "ok": t.get("outcome") == "ok", "value": t.get("value"),
+                                      "outcome": t.get("outcome"), "reason": t.get("reason"), "resumed": True})
             cs.done = len(report.trials)
             self.on_event({"kind": "resumed", "class": cls, "study_id": report.study_id, "trials": cs.done})
         else:
             settings = {"fleet": {"hardware_class": cls, "boxes": names, "per_box": self.per_box,
                                   "trials": self.trials, "hardware": dict(lead.hardware)},
                         "spec": dict(self.spec), "strategy": self.strategy, "seed": self.seed}
-            sid = self._j(lambda j: j.start_study(dict(lead.space), self.objective, name=f"fleet {self.objective} {cls}",
+            sid = self._j(lambda j: j.start_study(dict(lead.space), self.objective,
+                                                  name=f"fleet {self.objective} {cls}",
                                                   model_key=str(lead.hardware.get("model_key") or ""), build=lead.build,
                                                   machine={"gpu_name": lead.hardware.get("gpu_name") or "",
                                                            "gpu_count": int(lead.hardware.get("gpu_count") or 0),
@@ -579,12 +580,14 @@ def summary(reports: list[ClassReport]) -> str:
     for r in reports:
         ok = [t for t in r.trials if t.get("ok")]
         boxes = sorted({str(t.get("box")) for t in r.trials if t.get("box")})
-        lines.append(f"{r.hardware_class}: std:{r.study_id}{' (resumed)' if r.resumed else ''}, {len(r.trials)} trial(s) "
-                     f"({len(ok)} ok) on {', '.join(boxes) or 'no box'}; warm start {r.warm_start}")
+        resumed = " (resumed)" if r.resumed else ""
+        lines.append(f"{r.hardware_class}: std:{r.study_id}{resumed}, {len(r.trials)} trial(s) ({len(ok)} ok) "
+                     f"on {', '.join(boxes) or 'no box'}; warm start {r.warm_start}")
         if r.best:
             lines.append(f"  best {_fmt(r.best['config'])}: {r.best['mean']:.2f} over {r.best['n']} run(s)")
         for e in r.rollout:
-            lines.append(f"  {e['box']}: {e.get('state')} — {(e.get('verdict') or {}).get('message', e.get('message', ''))}")
+            said = (e.get("verdict") or {}).get("message", e.get("message", ""))
+            lines.append(f"  {e['box']}: {e.get('state')} — {said}")
         lines.append(f"  {r.status}: {r.message}")
     return "\n".join(lines)
 

@@ -138,7 +138,8 @@ def run_trial(supervisor: "Supervisor", changes: "ChangesPort", params: Mapping[
     why = changes.bad_reason(trial_params)
     if why:
         return done(outcome="refused", reason=f"marked bad on this box: {why}")
-    timeout = float(spec.get("timeout_s") or default_timeout(bench, _model_bytes(trial_params)))  # type: ignore[arg-type]
+    budget = spec.get("timeout_s") or default_timeout(bench, _model_bytes(trial_params))
+    timeout = float(budget)  # type: ignore[arg-type]
     who = f"fleet trial {spec.get('study', '')}#{spec.get('trial', '')}".strip()
     fn = measure_fn or measure
     try:
