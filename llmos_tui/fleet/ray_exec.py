@@ -123,6 +123,7 @@ class RayExecutor:
         self.spec = dict(spec or {})
         self.call_timeout = call_timeout
         self._known = {b.name: b for b in boxes or []}
+        self.left_out: dict[str, str] = {}  # box -> why it could not describe itself
         self._refs: dict[Any, tuple[str, str, JsonDict]] = {}  # ref -> (handle, box, params)
         self._n = 0
         self._nodes: tuple[float, dict[str, bool]] = (0.0, {})
@@ -154,7 +155,7 @@ class RayExecutor:
                 try:
                     self._known[name] = BoxInfo.from_describe(name, self._call(name, "describe", self.spec))
                 except Exception as exc:  # noqa: BLE001 - a box that cannot describe itself is left out, said
-                    print(f"fleet tune: box {name} left out: {exc}")
+                    self.left_out[name] = f"{type(exc).__name__}: {exc}"
                     continue
             out.append(self._known[name])
         return out
