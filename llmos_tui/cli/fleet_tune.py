@@ -95,12 +95,12 @@ def run(args: argparse.Namespace) -> int:
             reports = tuner.run(boxes)
         except ValueError as exc:
             raise LlmosError(str(exc)) from None
-        finally:
-            for name, why in executor.left_out.items():
-                print(f"llmos-tui fleet tune: box {name} left out: {why}", file=sys.stderr)
         except KeyboardInterrupt:
             tuner.stop()
             return 130
+        finally:
+            for name, why in executor.left_out.items():
+                print(f"llmos-tui fleet tune: box {name} left out: {why}", file=sys.stderr)
     finally:
         journal.close()
         ray.shutdown()
