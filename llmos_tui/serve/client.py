@@ -224,3 +224,14 @@ class DaemonClient:
                         yield item
         except httpx.HTTPError as exc:
             raise self._did_not_answer(exc) from None
+
+    def trial(self, body: dict[str, Json], *, timeout: float | None = None) -> dict[str, Json]:
+        """One box's part of a fleet study (``POST /v1/llmos/trial``): ``{"params", "spec"}`` measures
+        a trial, ``{"describe": True}`` describes the box, ``{"verify": {...}}`` verifies A/B.
+        ``timeout``: the whole call's limit (a trial takes as long as its bench)."""
+        try:
+            response = self._http.post("/v1/llmos/trial", json=body,
+                                       timeout=timeout if timeout is not None else self._http.timeout)
+            return self._json(response)
+        except httpx.HTTPError as exc:
+            raise LlmosError(f"the daemon at {self.socket} did not answer: {exc}") from None

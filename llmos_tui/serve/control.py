@@ -369,6 +369,46 @@ class Control:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
 
+class TrialControl:
+    """``POST /v1/llmos/trial``: one box's part of a fleet study (``llmos_tui.tuning.box_trial``),
+    through this daemon's own core. Body: ``{"params": {...}, "spec": {...}}`` measures one trial;
+    ``{"describe": true, "spec": {...}}`` says the box's hardware class and space;
+    ``{"verify": {...candidate...}, "spec": {...}}`` gives the box's own A/B verdict. A trial's
+    failure is a 200 with ``ok: false`` (a result); only a malformed body is a 400."""
+
+    def __init__(self, operator: "Operator") -> None:
+        self.operator = operator
+
+    async def trial(self, request: Request) -> JSONResponse:
+        from llmos_tui.tuning import box_trial
+
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = None
+        spec = body.get("spec") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(spec if spec is not None else {}, dict):
+            return JSONResponse({"ok": False, "error": "trial needs {\"params\": {...}, \"spec\": {...}}"},
+                                status_code=400)
+        spec = spec or {}
+        op = self.operator
+        readonly = bool(op.config.readonly)
+        if body.get("describe"):
+            try:
+                return JSONResponse(await run_in_threadpool(lambda: box_trial.describe(op.supervisor, spec)))
+            except Exception as exc:  # noqa: BLE001 - said in one line to the head
+                return JSONResponse({"ok": False, "error": f"describe failed: {exc}"}, status_code=409)
+        if isinstance(body.get("verify"), dict):
+            cand = body["verify"]
+            return JSONResponse(await run_in_threadpool(
+                lambda: box_trial.verify(op.supervisor, op.changes, cand, spec, readonly=readonly)))
+        params = body.get("params")
+        if not isinstance(params, dict):
+            return JSONResponse({"ok": False, "error": "trial needs {\"params\": {name: value}}"}, status_code=400)
+        return JSONResponse(await run_in_threadpool(
+            lambda: box_trial.run_trial(op.supervisor, op.changes, params, spec, readonly=readonly)))
+
+
 def _plain(value: object) -> object:
     to_dict = getattr(value, "to_dict", None)
     if callable(to_dict):
@@ -413,6 +453,7 @@ def create_control_app(operator: "Operator", api: OpenAIApi, *, url: Callable[[]
         ("/v1/chat/completions", api.chat_completions, "POST"),
         ("/v1/completions", api.completions, "POST"),
         ("/metrics", api.metrics, "GET"),
+        ("/v1/llmos/trial", TrialControl(operator).trial, "POST"),
     ]
     app = Starlette(routes=[Route(path, fn, methods=[method]) for path, fn, method in verbs])
     app.state.control = control  # the daemon ends the event streams when it stops

@@ -19,6 +19,7 @@ scikit-optimize is imported when the first study is made, not when this module i
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import statistics
@@ -294,6 +295,72 @@ class Study:
         repeated = [r for r in rows if r[3] >= self.min_reps]
         config, mean, _, n = (repeated or rows)[0]
         return dict(config), mean, n
+
+    # ---- batches (several boxes at once) ---------------------------------------------------
+    def ask_batch(self, k: int, pending: "list[Mapping[str, object]] | tuple[()]" = ()) -> list[dict[str, object]]:
+        """``k`` different configurations to measure at the same time (k boxes), with the constant
+        liar (skopt's ``ask(n_points=k, strategy="cl_min")``, on this study's own acquisition: the
+        space's allowed set and the preference hold): each point asked is told, on a throwaway copy
+        of the study, the best value seen so far (a lie), so the next ask looks elsewhere.
+        ``pending``: configurations already running on other boxes, lied about first. The study
+        itself learns nothing from the lies; its random stream moves on as if it had asked."""
+        if k <= 0:
+            return []
+        models = self._opt.models if self._opt is not None else None
+        if models:  # the shadow needs the newest surrogate only
+            self._opt.models = models[-1:]
+        try:
+            shadow = copy.deepcopy(self)
+        finally:
+            if models:
+                self._opt.models = models
+        shadow._freeze_surrogate()
+        seen = {shadow._key(c) for c in pending}
+        for config in pending:
+            shadow._lie(config)
+        out: list[dict[str, object]] = []
+        for _ in range(4 * k + 8):
+            if len(out) >= k:
+                break
+            config = shadow.ask()
+            if shadow._key(config) in seen and shadow._opt is not None and shadow.strategy in _ESTIMATORS:
+                config = shadow._ask_model()  # a repeat the lies did not prevent: the acquisition's choice
+            if shadow._key(config) in seen:
+                config = shadow._ask_random()
+            shadow._lie(config)
+            if shadow._key(config) not in seen:
+                seen.add(shadow._key(config))
+                out.append(plain(config))
+        self._rng.setstate(shadow._rng.getstate())
+        return out
+
+    def _freeze_surrogate(self) -> None:
+        """Keep the GP's fitted hyperparameters while lies are told (a lie moves the posterior, it
+        teaches nothing about length scales): each refit is then one Cholesky, not an optimisation."""
+        opt = self._opt
+        model = opt.models[-1] if opt is not None and opt.models else None
+        kernel = getattr(model, "kernel_", None)
+        if kernel is None:  # RF / ET, or no model yet: nothing to freeze
+            return
+        from sklearn.base import clone
+        from sklearn.gaussian_process.kernels import WhiteKernel
+        from skopt.learning.gaussian_process.gpr import _param_for_white_kernel_in_Sum
+
+        kernel = copy.deepcopy(kernel)
+        present, param = _param_for_white_kernel_in_Sum(kernel)
+        noise = getattr(model, "noise_", None)
+        if present and noise is not None:  # skopt zeroes the fitted noise term: put the fitted level back
+            kernel.set_params(**{param: WhiteKernel(noise_level=noise, noise_level_bounds="fixed")})
+        opt.base_estimator_ = clone(opt.base_estimator_).set_params(kernel=kernel, optimizer=None)
+
+    def _lie(self, config: Mapping[str, object]) -> None:
+        """Tell the constant liar's value (cl_min: the best seen, on the minimised scale). The best
+        *mean*: a lie above the leader's mean would make the lied point the leader, and the study
+        would then ask to repeat a point that is still running."""
+        values = [statistics.fmean(vs) for vs in self._values.values() if vs] or \
+            [v for vs in self._priors.values() for v, _ in vs]
+        lie = (max(values) if self.maximize else min(values)) if values else 1.0
+        self.tell(config, lie)
 
     @property
     def infeasible(self) -> list[tuple[dict[str, object], str]]:
