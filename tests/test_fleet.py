@@ -194,7 +194,9 @@ def _copied(path: Path, box: str) -> dict[str, dict]:
 
 
 def _has_key(path: Path, box: str, key: str) -> bool:
-    return any(isinstance(d, dict) and d.get("key") == key for d in _copied(path, box).values())
+    """The head's copy of ``box`` holds the request_key event of ``key`` (the row's data column)."""
+    return any(isinstance(d, dict) and isinstance(d.get("data"), dict) and d["data"].get("key") == key
+               for d in _copied(path, box).values())
 
 
 def test_the_standing_collector_copies_changes_with_no_view_running_and_survives_a_restart(
