@@ -274,6 +274,7 @@ class BoxScreen(Screen[None]):
         self.box = box
         self.redraws = 0  # tests wait on this
         self.shown_round = -1  # the source's round last drawn
+        self._composed = False
 
     def compose(self) -> ComposeResult:
         yield Static(f"box {self.box}", id="box-title")
@@ -281,6 +282,7 @@ class BoxScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._composed = True
         self.redraw()
         self.set_interval(self.source.interval, self.source._tick)  # noqa: SLF001 - its poll goes on
 
@@ -288,6 +290,8 @@ class BoxScreen(Screen[None]):
         return next((v for v in self.source.views if v.box == self.box), None)
 
     def redraw(self) -> None:
+        if not self._composed:  # a round that ends while it is being pushed: on_mount draws it
+            return
         self.redraws += 1
         self.shown_round = self.source.rounds
         now = time.time()
