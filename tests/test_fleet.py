@@ -2,7 +2,8 @@
 checks, its own RAY_TMPDIR and HOME, a small object store), a real box agent on each node over a
 real `llmos-tui serve` daemon on the demo model, each box with its own home and journal.
 
-One cluster for the module (it takes seconds to start); the node-loss test runs last.
+One cluster for the module (it takes seconds to start); the node-loss tests run last (the
+read-only box's node, once removed, stays in Ray's node table: the head would list it).
 """
 
 from __future__ import annotations
@@ -184,6 +185,149 @@ async def test_f7_fleet_screen_shows_every_box_sorts_and_filters(head) -> None:
         assert "box b: alive" in details and "journal (head's copy):" in details and "cfg:1" in details
 
 
+def _copied(path: Path, box: str) -> dict[str, dict]:
+    """entry_id -> data of what the journal at ``path`` holds of ``box`` (box states left out)."""
+    with Journal(path, readonly=True, create=False, check=False) as journal:
+        rows = journal.fleet.db.query("SELECT entry_id, data FROM fleet_entries WHERE box = ? AND type != 'box'",
+                                      (box,))
+    return {r["entry_id"]: json.loads(r["data"] or "null") for r in rows}
+
+
+def _has_key(path: Path, box: str, key: str) -> bool:
+    """The head's copy of ``box`` holds the request_key event of ``key`` (the row's data column)."""
+    return any(isinstance(d, dict) and isinstance(d.get("data"), dict) and d["data"].get("key") == key
+               for d in _copied(path, box).values())
+
+
+def test_the_standing_collector_copies_changes_with_no_view_running_and_survives_a_restart(
+        head, local_fleet, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    from llmos_tui.fleet.collector import collector_handle, start_collector
+    from llmos_tui.journal.fleet import entries_after
+
+    path = tmp_path_factory.mktemp("collector") / "head.sqlite"
+    box_a = _until_ready(head, "a")
+    first = start_collector(path, interval_s=0.5)
+    try:
+        assert not first["found"] and first["journal"] == str(path.resolve())
+        # a second start finds the running one (and keeps its journal)
+        assert main(["fleet", "collect", "--journal", str(path.parent / "other.sqlite")]) == 0
+        out = capsys.readouterr()
+        assert "found the running collector" in out.out and f"pid {first['pid']}" in out.out
+        assert "the running collector writes to" in out.err
+        # a change on box a, and nobody polls: the collector copies it
+        key = f"collect-{uuid.uuid4().hex}"
+        t0 = time.time()
+        assert head.change("a", "kill_switch", True, key=key)["ok"]
+        assert wait_for(lambda: _has_key(path, "a", key), 10, step=0.1)
+        lag = time.time() - t0
+        assert lag < 5, lag
+        # Ray restarts it (a new process): it carries on from the journal's cursors
+        ray.kill(collector_handle(), no_restart=False)
+        restarted = lambda: (_collector_pid() or first["pid"]) != first["pid"]  # noqa: E731
+        assert wait_for(restarted, 20, step=0.2)
+        key2 = f"collect-{uuid.uuid4().hex}"
+        assert head.change("a", "kill_switch", False, key=key2)["ok"]
+        assert wait_for(lambda: _has_key(path, "a", key2), 10, step=0.1)
+        # nothing lost, nothing twice: the head's copy of box a is the box's own journal
+        with Journal(box_a.info["journal_path"], readonly=True, create=False, check=False) as box_journal:
+            own = {e["id"] for e in entries_after(box_journal, {}, limit=10_000)[0]}
+        assert wait_for(lambda: set(_copied(path, "a")) == own, 5, step=0.2), own ^ set(_copied(path, "a"))
+        with Journal(path, readonly=True, create=False, check=False) as journal:
+            states = {row["box"]: row["state"] for row in journal.fleet.boxes()}
+        assert states == {"a": "alive", "b": "alive"}
+        assert main(["fleet", "collect", "--status", "--json"]) == 0
+        status = _json(capsys.readouterr().out)
+        assert status["rounds"] >= 1 and status["journal"] == str(path.resolve()) and not status["last_error"]
+    finally:
+        assert main(["fleet", "collect", "--stop"]) == 0
+    assert "collector stopped" in capsys.readouterr().out
+    assert collector_handle() is None
+    assert main(["fleet", "collect", "--status"]) == 3
+    assert "none runs" in capsys.readouterr().out
+
+
+def _collector_pid():
+    from llmos_tui.fleet.collector import collector_status
+
+    status = collector_status(timeout_s=2)
+    return status["pid"] if status else None
+
+
+def test_a_box_whose_agent_does_not_answer_in_time_is_stale(head) -> None:
+    import os
+    import signal
+
+    from llmos_tui.fleet.view import Fleet
+
+    _until_ready(head, "b")
+    pid = ray.get(head._handle("b").ping.remote(), timeout=10)["pid"]
+    view = Fleet(None, call_timeout_s=0.5)  # no journal: the head's states are left alone
+    os.kill(pid, signal.SIGSTOP)  # the agent's process is there and does not answer
+    try:
+        views = {v.box: v for v in view.poll()}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert views["b"].state == "stale" and views["b"].node_alive, views["b"]
+    assert "did not answer in 0.5 s" in views["b"].why
+    assert views["a"].state == "alive"
+    assert wait_for(lambda: {v.box: v.state for v in view.poll()}.get("b") == "alive", 10, step=0.2)
+
+
+async def test_enter_on_a_box_opens_its_detail_screen_live_and_escape_goes_back(head) -> None:
+    from textual.app import App
+    from textual.widgets import DataTable
+
+    from llmos_tui.ui.fleet_screen import BoxScreen, FleetScreen
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(FleetScreen(head.path, interval=0.3))
+
+    app = Host()
+    async with app.run_test(size=(140, 40)) as pilot:
+        fleet_screen = app.screen
+        assert isinstance(fleet_screen, FleetScreen)
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if {v.box for v in fleet_screen.views if v.alive} >= set(BOXES):
+                break
+        table = fleet_screen.query_one("#fleet-table", DataTable)
+        table.move_cursor(row=[v.box for v in fleet_screen.shown_views()].index("a"))
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        box_screen = app.screen
+        assert isinstance(box_screen, BoxScreen) and box_screen.box == "a"
+        drawn = box_screen.shown_round
+        for _ in range(50):  # the fleet screen goes on polling under it, and it is redrawn
+            await pilot.pause(0.1)
+            if box_screen.shown_round >= drawn + 2:
+                break
+        assert box_screen.shown_round >= drawn + 2
+        text = box_screen.query_one("#box-body").text
+        assert "box a: alive" in text and "engine   ready" in text, text
+        assert "n_ctx = " in text and "open findings" in text and "journal (head's copy" in text
+        assert "cfg:1" in text, text
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert app.screen is fleet_screen
+
+
+def test_box_lines_show_findings_with_their_narration() -> None:
+    from llmos_tui.fleet.view import BoxView
+    from llmos_tui.ui.fleet_screen import box_lines
+
+    now = time.time()
+    view = BoxView("gpu7", "stale", now - 30, "its daemon does not answer", True, 2.0,
+                   {"engine": "ready", "model": "m.gguf", "params": {"n_ctx": 4096, "n_gpu_layers": 99},
+                    "findings": [{"id": 3, "severity": "warning", "title": "decode slowed", "detector": "tps",
+                                  "narration": "tok/s fell 40 % after cfg:5", "narration_kind": "likely",
+                                  "repairs": ["undo cfg:5"]}]}, now - 60)
+    text = "\n".join(box_lines(view, None, "gpu7", now))
+    assert "box gpu7: stale" in text and "its daemon does not answer" in text
+    assert "n_ctx = 4096" in text and "#3 [warning] decode slowed" in text
+    assert "tok/s fell 40 % after cfg:5 (likely)" in text and "repairs: undo cfg:5" in text
+
+
 def test_a_removed_box_shows_unavailable_and_comes_back_when_its_node_rejoins(head, local_fleet,
                                                                                capsys: pytest.CaptureFixture[str]
                                                                                ) -> None:
@@ -259,3 +403,35 @@ def test_a_box_whose_agent_is_gone_is_dead_and_a_new_agent_wraps_its_running_dae
     snap = start_agent("a", env=local_fleet.agent_env("a"), serve_args=SERVE_ARGS)  # as `fleet up --no-join`
     assert snap["daemon"] and snap["daemon_pid"] == daemon_pid  # found, not started again
     assert _until_ready(head, "a").state == "alive"
+
+
+def test_a_read_only_box_refuses_a_change_over_ray(local_fleet, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import signal
+
+    from llmos_tui.fleet import NAMESPACE, agent_name
+    from llmos_tui.fleet.agent import start_agent
+
+    local_fleet.add_box("ro")
+    local_fleet.home("ro").mkdir(parents=True, exist_ok=True)
+    snap = {}
+    try:
+        snap = start_agent("ro", env=local_fleet.agent_env("ro"), serve_args=[*SERVE_ARGS, "--readonly"])
+        assert snap["daemon"] and snap["readonly"] is True, snap
+        local_fleet.daemon_pids.add(snap["daemon_pid"])
+        capsys.readouterr()
+        code = main(["fleet", "apply", "ro", "n_ctx=384", "--journal", str(tmp_path / "head.sqlite")])
+        out = capsys.readouterr().out
+        assert code == 1, out
+        assert out.strip() == "ro: read-only mode: configuration changes are disabled", out
+        with Journal(snap["journal_path"], readonly=True, create=False, check=False) as box_journal:
+            assert not [c for c in box_journal.configs(50) if c.params.get("n_ctx") == 384]
+    finally:
+        try:
+            ray.kill(ray.get_actor(agent_name("ro"), namespace=NAMESPACE), no_restart=True)
+        except ValueError:
+            pass
+        local_fleet.remove_box("ro")
+        if snap.get("daemon_pid"):
+            os.kill(snap["daemon_pid"], signal.SIGTERM)

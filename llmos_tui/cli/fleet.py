@@ -5,6 +5,7 @@
     fleet apply BOX key=value ...               a change through BOX's own change transaction
     fleet undo BOX cfg:N                        an undo on BOX
     fleet kill-switch on|off [BOX|--all]        the doctor's kill switch on one box or all
+    fleet collect [--interval N] [--status|--stop]  the head's standing collector (a Ray actor)
 
 Exit codes: 0 done (status: every box alive); 1 the box refused the change or it failed there
 (rolled back, or refused by its read-only mode or its doctor's policy); 2 bad usage; 3 a box is
@@ -61,6 +62,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                     help="Ray object store size on this box (default 256 MB: the agent moves small data)")
     up.add_argument("--serve-listen", metavar="HOST:PORT", default=None,
                     help="where the box's daemon serves, when the agent starts one (default: [serve] listen)")
+    up.add_argument("--readonly", action="store_true",
+                    help="the daemon the agent starts refuses every change, also those that come over Ray")
     up.add_argument("--no-join", action="store_true",
                     help="this machine is already a node labelled with the box: only start the agent")
     up.set_defaults(func=_cmd_up)
@@ -90,6 +93,17 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     kill.add_argument("box", nargs="?", metavar="BOX")
     kill.add_argument("--all", action="store_true", help="every box the fleet knows")
     kill.set_defaults(func=_cmd_kill_switch)
+
+    collect = actions.add_parser("collect", parents=[common],
+                                 help="start (or find) the head's standing collector: every box's journal copied into "
+                                      "the head's journal every N s, whether or not anyone watches")
+    collect.add_argument("--interval", dest="collect_interval", type=float, default=None, metavar="N",
+                         help="seconds between rounds (default 2; a running collector keeps its own)")
+    what = collect.add_mutually_exclusive_group()
+    what.add_argument("--status", action="store_true", help="only say whether one runs and how it goes")
+    what.add_argument("--stop", action="store_true", help="stop it for good (its cursors stay in the journal)")
+    collect.add_argument("--json", action="store_true", help="machine-readable output")
+    collect.set_defaults(func=_cmd_collect)
 
     try:  # `fleet tune` (distributed tuning), where this build has it
         fleet_tune = importlib.import_module("llmos_tui.cli.fleet_tune")
@@ -221,6 +235,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     if args.watch is not None and sys.stdout.isatty():
                         print("\x1b[H\x1b[2J", end="")
                     print(render(views), flush=True)
+                    from llmos_tui.fleet.collector import collector_status
+
+                    print(_collector_line(collector_status()), flush=True)
                 if args.watch is None:
                     return OK if views and all(v.alive for v in views) else UNREACHABLE
                 time.sleep(args.watch)
@@ -301,6 +318,51 @@ def _cmd_kill_switch(args: argparse.Namespace) -> int:
     return _run(args, body)
 
 
+def _collector_line(status: "dict[str, Any] | None", now: float | None = None) -> str:
+    if status is None:
+        return "collector: none runs (the head's journal keeps up only while a view polls: `llmos-tui fleet collect`)"
+    now = time.time() if now is None else now
+    line = (f"collector: running on the head (pid {status.get('pid')}), every {status.get('interval_s'):g} s into "
+            f"{status.get('journal')}; {status.get('rounds')} rounds, last {_ago(status.get('last_round'), now)} ago, "
+            f"{status.get('copied')} entries copied since it started")
+    return line + (f"; last round failed: {status['last_error']}" if status.get("last_error") else "")
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    if args.collect_interval is not None and args.collect_interval <= 0:
+        return _error(f"--interval must be a positive number of seconds, got {args.collect_interval:g}", USAGE)
+
+    def body() -> int:
+        from llmos_tui.cli.journal import journal_path
+        from llmos_tui.fleet import require_ray
+        from llmos_tui.fleet.collector import INTERVAL_S, collector_status, start_collector, stop_collector
+        from llmos_tui.fleet.view import Fleet
+
+        require_ray()
+        Fleet.connect(_address(args))
+        if args.stop:
+            stopped = stop_collector()
+            print("collector stopped" if stopped else "collector: none runs")
+            return OK
+        if args.status:
+            status = collector_status()
+        else:
+            path = Path(journal_path(args)).expanduser().resolve()
+            status = start_collector(path, interval_s=args.collect_interval or INTERVAL_S)
+            if status.get("found") and status.get("journal") != str(path):
+                print(f"{PROG}: note: the running collector writes to {status.get('journal')}, not {path} "
+                      "(`fleet collect --stop` first to change it)", file=sys.stderr)
+        if args.json:
+            print(json.dumps(status, default=str))
+        else:
+            if status is not None and not args.status:
+                print("found the running collector" if status.get("found") else "collector started")
+            print(_collector_line(status))
+        return OK if status is not None else UNREACHABLE
+
+    return _run(args, body)
+
+
 def auth_problem() -> str | None:
     """Why this box would join without Ray's token authentication, or None. The fleet keeps it on:
     every box needs the head's token (``ray get-auth-token --generate`` on the head writes
@@ -360,6 +422,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 return _error(f"ray start failed ({done.returncode}): {lines[-1] if lines else 'no output'}", NO_FLEET)
         Fleet.connect(args.address)
         serve_args = ["--listen", args.serve_listen] if args.serve_listen else []
+        if args.readonly:
+            serve_args.append("--readonly")
         snap = start_agent(box, serve_args=serve_args)
         if not snap.get("daemon"):
             print(f"box {box}: the agent runs, but its daemon does not answer: {snap.get('error')}")

@@ -23,6 +23,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                         help="requests that may wait for the engine (one more gets 429; default 16)")
     parser.add_argument("--log-prompts", action="store_true", default=None,
                         help="journal the prompt and reply text of API requests (default: metrics only)")
+    # also after `serve` (as `llmos-tui --readonly serve`): a box agent starts its daemon with
+    # `serve ARGS`, and `fleet up --readonly` makes a read-only box. SUPPRESS keeps the value given
+    # before `serve` when it is not given here
+    parser.add_argument("--readonly", action="store_true", default=argparse.SUPPRESS,
+                        help="refuse every change of the engine (also changes that come over the fleet)")
     parser.set_defaults(func=_cmd_serve)
 
 

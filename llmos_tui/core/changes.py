@@ -237,6 +237,9 @@ class Changes:
                 params = EngineParams.from_mapping(params, sup.params)
             except LlmosError as exc:
                 return self._done(ChangeResult("refused", str(exc), sup.params, journaled=False))
+        if self.readonly:  # before the lock, as undo: "busy" would invite a retry that is refused anyway
+            return self._done(ChangeResult("refused", "read-only mode: configuration changes are disabled",
+                                           sup.params, journaled=False))
         busy = self._acquire(f"{source}: {reason or kind}", wait_s, kind="change")
         if busy:
             return ChangeResult("refused", busy, sup.params, journaled=False, details={"busy": True})

@@ -91,6 +91,8 @@ KEYS: tuple[KeyBinding, ...] = (
     KeyBinding("fleet.sort", "s", "cycle_sort", "Sort", "FleetScreen"),
     KeyBinding("fleet.filter", "slash", "focus_filter", "Filter", "FleetScreen"),
     KeyBinding("fleet.leave_filter", "escape", "leave_filter", "Table", "FleetScreen", show=False),
+    KeyBinding("fleet.open_box", "enter", "open_box", "Box details", "FleetScreen"),
+    KeyBinding("fleet.box_back", "escape", "back", "Back to the fleet", "BoxScreen"),
     # the command line
     KeyBinding("command.close", "escape", "close", "Close", "CommandLine"),
     KeyBinding("command.complete", "tab", "complete", "Complete", "CommandInput", show=False),

@@ -4,7 +4,10 @@
   ``llmos/box=<name>``), over that box's own daemon (`llmos-tui serve`);
 - :mod:`llmos_tui.fleet.view`: the head's view of every box (alive, unavailable, dead, stale and
   since when) and the fleet journal (each box's entries copied into the head's journal);
-- :mod:`llmos_tui.fleet.cluster`: joining a box to a cluster (`fleet up`).
+- :mod:`llmos_tui.fleet.collector`: the standing collector, a detached named actor on the head
+  that runs the view's poll every N s, so the head's journal keeps up with nobody watching
+  (`fleet collect`);
+- :mod:`llmos_tui.fleet.local`: a fleet on one machine (tests, benchmarks, a first try).
 
 Ray is imported only in this package, and only when a fleet function runs: importing
 ``llmos_tui.fleet`` itself does not need Ray.

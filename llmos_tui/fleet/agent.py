@@ -317,11 +317,13 @@ def summarize(snap: Mapping[str, Json]) -> dict[str, Json]:
             for g in (telemetry.get("gpus") or []) if isinstance(g, dict)]
     model_path = str(engine.get("model_path") or "")
     findings = [{"id": f.get("id"), "detector": f.get("detector"), "severity": f.get("severity"),
-                 "title": f.get("title"), "ts": f.get("ts")}
+                 "title": f.get("title"), "ts": f.get("ts"), "narration": f.get("narration") or "",
+                 "narration_kind": f.get("narration_kind") or "", "repairs": list(f.get("repairs") or [])[:4]}
                 for f in ((doctor or {}).get("open") or []) if isinstance(f, dict)]
     return {
         "engine": engine.get("state"), "model": engine.get("model") or Path(model_path).name,
         "model_path": model_path, "summary": engine.get("summary"), "tok_s": tps,
+        "params": dict(engine["params"]) if isinstance(engine.get("params"), dict) else {},
         "findings": findings, "kill_switch": (doctor or {}).get("kill_switch"), "doctor": doctor is not None,
         "readonly": bool(snap.get("readonly")), "gpus": gpus, "daemon_pid": snap.get("pid"),
         "active_config": journal.get("active_config"), "journal_path": journal.get("path"),

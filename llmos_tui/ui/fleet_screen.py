@@ -6,6 +6,11 @@ The view (``llmos_tui.fleet.view.Fleet``) polls in a thread worker, one round at
 while the screen is shown; Ray is imported there, on first show, and a missing Ray or cluster is
 a line on the screen, not an error. New findings of any box, and a box that drops or comes back,
 are toasts marked with the box, whatever screen is shown (once the fleet screen was opened).
+
+Enter on a box opens :class:`BoxScreen`: that box in full (its snapshot: engine, model, params,
+GPUs; its open findings with the doctor's narration; its last journal entries from the head's
+copy), redrawn after every round of the fleet screen's poll (which goes on while it is shown);
+Escape goes back.
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ class FleetScreen(Screen[None]):
     def _tick(self) -> None:
         if self.fleet is None and time.time() < self._next_connect:
             return  # no cluster a moment ago: try again later, not every tick
-        if self.is_current and not self._polling:
+        watched = self.is_current or (isinstance(self.app.screen, BoxScreen) and self.app.screen.source is self)
+        if watched and not self._polling:
             self._polling = True
             self._poll()
 
@@ -141,6 +147,8 @@ class FleetScreen(Screen[None]):
             self.query_one("#fleet-status", Static).update(f"fleet: {problem}")
             return
         self.views = views
+        if isinstance(self.app.screen, BoxScreen) and self.app.screen.source is self:
+            self.app.screen.redraw()
         for v in views:
             tps = v.info.get("tok_s")
             series = self.history.setdefault(v.box, deque(maxlen=20))
@@ -222,6 +230,16 @@ class FleetScreen(Screen[None]):
         area.text = sanitize("\n".join(lines))
 
     # ---- keys ---------------------------------------------------------------------------------
+    @on(DataTable.RowSelected, "#fleet-table")
+    def _selected(self, _event: DataTable.RowSelected) -> None:
+        self.action_open_box()
+
+    def action_open_box(self) -> None:
+        """Enter: the selected box in full."""
+        box = self.selected_box()
+        if box is not None:
+            self.app.push_screen(BoxScreen(self, box))
+
     def action_cycle_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
         self._fill()
@@ -241,3 +259,102 @@ class FleetScreen(Screen[None]):
         fleet = self.fleet
         if fleet is not None and fleet.journal is not None:
             fleet.journal.close()
+
+
+class BoxScreen(Screen[None]):
+    """One box in full, from its fleet screen's data (``source``: its views and the head's journal):
+    redrawn after each of its polls, and kept polling while this screen is shown."""
+
+    BINDINGS = keymap.bindings("BoxScreen")
+    CSS_PATH = "fleet.tcss"
+
+    def __init__(self, source: FleetScreen, box: str) -> None:
+        super().__init__()
+        self.source = source
+        self.box = box
+        self.redraws = 0  # tests wait on this
+        self.shown_round = -1  # the source's round last drawn
+        self._composed = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"box {self.box}", id="box-title")
+        yield TextArea("", id="box-body", read_only=True, soft_wrap=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._composed = True
+        self.redraw()
+        self.set_interval(self.source.interval, self.source._tick)  # noqa: SLF001 - its poll goes on
+
+    def view(self) -> "BoxView | None":
+        return next((v for v in self.source.views if v.box == self.box), None)
+
+    def redraw(self) -> None:
+        if not self._composed:  # a round that ends while it is being pushed: on_mount draws it
+            return
+        self.redraws += 1
+        self.shown_round = self.source.rounds
+        now = time.time()
+        self.query_one("#box-title", Static).update(
+            f"box {self.box} · round {self.source.rounds} · {time.strftime('%H:%M:%S', time.localtime(now))}"
+            + (f" · {self.source.problem}" if self.source.problem else "") + " · Esc: back")
+        self.query_one("#box-body", TextArea).text = sanitize("\n".join(box_lines(self.view(), self.source.fleet,
+                                                                                  self.box, now)))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+def box_lines(view: "BoxView | None", fleet: "Fleet | None", box: str, now: float, entries: int = 20) -> list[str]:
+    """What :class:`BoxScreen` shows of ``box``."""
+    lines: list[str] = []
+    if view is None:
+        lines.append(f"box {box}: not in the last round of the fleet view")
+    else:
+        info = view.info
+        lines.append(f"box {box}: {view.state} since {time.strftime('%H:%M:%S', time.localtime(view.since))} "
+                     f"({ago(view.since, now)})" + (f" · last seen alive {ago(view.seen, now)} ago" if view.seen else ""))
+        if view.why:
+            lines.append(f"  {view.why}")
+        tps = info.get("tok_s")
+        lines += ["", "snapshot" + (f" (as of {ago(info.get('ts'), now)} ago)" if not view.alive and info.get("ts") else ""),
+                  f"  engine   {info.get('engine') or '-'} · {info.get('summary') or ''}",
+                  f"  model    {info.get('model') or '-'}  {info.get('model_path') or ''}",
+                  f"  tok/s    {tps:.1f}" if isinstance(tps, (int, float)) else "  tok/s    -",
+                  f"  daemon   pid {info.get('daemon_pid') or '-'} · kill switch "
+                  f"{'on' if info.get('kill_switch') else 'off'}" + (" · read-only" if info.get("readonly") else ""),
+                  f"  config   {('cfg:' + str(info['active_config'])) if info.get('active_config') else '-'}"]
+        gpus = info.get("gpus") or []
+        for g in gpus:
+            lines.append(f"  gpu {g.get('index')}  {g.get('name') or '?'}  util {g.get('util') if g.get('util') is not None else '-'}%"
+                         f"  mem {g.get('mem_used') or '-'}/{g.get('mem_total') or '-'}")
+        if not gpus:
+            lines.append(f"  gpus     {view.ray_gpus:g} (as Ray accounts them)")
+        change = info.get("last_change") or {}
+        if change:
+            lines.append(f"  last change: {change.get('state')} · {change.get('message') or ''}")
+        params = info.get("params") or {}
+        lines += ["", "params"]
+        lines += [f"  {k} = {v}" for k, v in sorted(params.items()) if v is not None] or ["  -"]
+        findings = info.get("findings") or []
+        lines += ["", f"open findings ({len(findings)})"]
+        for f in findings:
+            lines.append(f"  #{f.get('id')} [{f.get('severity')}] {f.get('title')}  ({f.get('detector')})")
+            if f.get("narration"):
+                kind = f" ({f.get('narration_kind')})" if f.get("narration_kind") else ""
+                lines.append(f"      {f.get('narration')}{kind}")
+            if f.get("repairs"):
+                lines.append(f"      repairs: {', '.join(str(r) for r in f['repairs'])}")
+        if not findings:
+            lines.append("  none")
+    lines += ["", "journal (head's copy, newest first)"]
+    if fleet is None or fleet.journal is None:
+        lines.append("  (the fleet view keeps no journal)")
+    else:
+        try:
+            rows = fleet.journal.fleet.entries(box, limit=entries)
+        except Exception as exc:  # noqa: BLE001 - a line on the screen
+            lines.append(f"  (could not read: {exc})")
+        else:
+            lines += [f"  {e.id:<14} {e.time}  {e.type:<8} {e.kind:<12} {e.summary}" for _b, e in rows] or ["  none"]
+    return lines
