@@ -2,7 +2,10 @@
 """`llmos-tui serve` against llama-cpp-python's own OpenAI server, side by side, then faults under load.
 
 Part 1 — throughput and latency. Both servers run the same model with the same settings
-(context, threads, no flash attention, greedy sampling; llama_cpp.server with
+(context, threads, n_batch/n_ubatch, no flash attention, one weight-repacking decision for both
+(llama_cpp.server gets it through a small launcher: it has no switch, and its default repacking
+crashes on AMX CPUs), every sampler field spelled out alike; our daemon's queue wait as long as
+the client's timeout, as llama_cpp.server waits; llama_cpp.server with
 ``--interrupt_requests False``: by default a new request cuts the reply streaming, which
 no client of ours would accept); the same client load (1, 4 and 16
 concurrent streaming clients, each sending ``--requests`` requests) goes to one, then the other,
