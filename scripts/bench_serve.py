@@ -2,7 +2,10 @@
 """`llmos-tui serve` against llama-cpp-python's own OpenAI server, side by side, then faults under load.
 
 Part 1 — throughput and latency. Both servers run the same model with the same settings
-(context, threads, no flash attention, greedy sampling; llama_cpp.server with
+(context, threads, n_batch/n_ubatch, no flash attention, one weight-repacking decision for both
+(llama_cpp.server gets it through a small launcher: it has no switch, and its default repacking
+crashes on AMX CPUs), every sampler field spelled out alike; our daemon's queue wait as long as
+the client's timeout, as llama_cpp.server waits; llama_cpp.server with
 ``--interrupt_requests False``: by default a new request cuts the reply streaming, which
 no client of ours would accept); the same client load (1, 4 and 16
 concurrent streaming clients, each sending ``--requests`` requests) goes to one, then the other,
@@ -50,6 +53,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every sampling setting spelled out: the two servers' defaults differ (llama_cpp.server's
+# repeat_penalty is 1.1, the engine's create_completion 1.0), so both get the same greedy sampler
+# and, on the same prompt, should produce the same tokens.
+SAMPLING = {"temperature": 0.0, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0,
+            "presence_penalty": 0.0, "frequency_penalty": 0.0, "seed": 1234}
 LOADS = (1, 4, 16)
 PROMPTS = ["What is VRAM?", "How does the KV cache grow?", "Why is prompt processing fast?",
            "What does quantisation trade?", "When does a model not fit?", "What is a token?"]
@@ -110,21 +118,55 @@ def start_ours(model: Path, args: argparse.Namespace, home: Path) -> Server:
     port = free_port()
     (home / "config").mkdir(parents=True, exist_ok=True)
     # the fault part kills the engine more often than the default start limit (3 in 120 s) allows
-    (home / "config" / "config.toml").write_text("[doctor]\nstart_limit_burst = 50\nbackoff_s = 0.2\n")
+    # llama_cpp.server lets a request wait for the model as long as it takes; ours refuses one that
+    # waited [serve] wait_s (60 s) with a 503. On a slow box 16 clients wait longer than that: the
+    # same load must be answered alike, so our wait is the client's own timeout here.
+    (home / "config" / "config.toml").write_text("[doctor]\nstart_limit_burst = 50\nbackoff_s = 0.2\n"
+                                                 f"[serve]\nwait_s = {max(60.0, args.timeout):g}\n")
     log = home / "serve.log"
     env = {**os.environ, "LLMOS_TUI_HOME": str(home), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "llmos_tui.cli", "serve", "--listen", f"127.0.0.1:{port}", "--model", str(model),
            "--n-ctx", str(args.n_ctx), "--n-threads", str(args.threads), "--n-threads-batch", str(args.threads),
-           "--flash-attn", "off", "--queue-size", "64"]
+           "--n-batch", str(args.n_batch), "--n-ubatch", str(args.n_batch), "--flash-attn", "off",
+           "--repack", args.repack, "--queue-size", "64"]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, env=env)
     return Server("llmos-tui serve", f"http://127.0.0.1:{port}", proc, log)
+
+
+# llama_cpp.server has no switch for llama.cpp's weight repacking (``use_extra_bufts``, on by
+# default): this launcher sets it as our engine does (``--repack``), through the same C default
+# the engine's worker overrides (engine/loading.py), then runs the server's own main.
+PEER_LAUNCHER = """
+import runpy, sys
+import llama_cpp.llama_cpp as C
+repack = sys.argv.pop(1) == "on"
+original = C.llama_model_default_params
+def defaults():
+    params = original()
+    if hasattr(params, "use_extra_bufts"):
+        params.use_extra_bufts = repack
+    return params
+C.llama_model_default_params = defaults
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
+def repack_setting() -> str:
+    """One repack decision for both servers: ours resolves ``auto`` this way (off on AMX CPUs,
+    whose repacked kernels crash llama.cpp at the first batched decode: llama.cpp#20824)."""
+    sys.path.insert(0, str(ROOT))
+    from llmos_tui.engine.params import resolve_repack
+
+    return "on" if resolve_repack("auto")[0] else "off"
 
 
 def start_theirs(model: Path, args: argparse.Namespace, home: Path) -> Server:
     port = free_port()
     log = home / "llama_cpp_server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-           "--n_ctx", str(args.n_ctx), "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
+    cmd = [sys.executable, "-c", PEER_LAUNCHER, args.repack, "--model", str(model), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", str(args.n_ctx), "--n_threads", str(args.threads),
+           "--n_threads_batch", str(args.threads), "--n_batch", str(args.n_batch), "--n_ubatch", str(args.n_batch),
            "--n_gpu_layers", "-1", "--flash_attn", "False", "--verbose", "False",
            # its default lets each new request interrupt the one streaming: every reply is answered here
            "--interrupt_requests", "False"]
@@ -144,7 +186,7 @@ class Result:
 
 async def one_request(client: httpx.AsyncClient, url: str, prompt: str, max_tokens: int, timeout: float) -> Result:
     body = {"model": "m", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0.0, "stream": True}
+            "stream": True, **SAMPLING}
     started = time.perf_counter()
     text, ttft = [], None
     try:
@@ -325,20 +367,26 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-batch", type=int, default=512, help="n_batch and n_ubatch of both servers")
+    ap.add_argument("--repack", choices=("auto", "on", "off"), default="auto",
+                    help="weight repacking for both servers (auto: as the engine resolves it here)")
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=120.0, help="a request that takes longer is hung")
     ap.add_argument("--skip-peer", action="store_true", help="faults under load only (no llama_cpp.server)")
     args = ap.parse_args()
     for name, value in (("--rounds", args.rounds), ("--requests", args.requests), ("--max-tokens", args.max_tokens),
-                        ("--threads", args.threads), ("--n-ctx", args.n_ctx)):
+                        ("--threads", args.threads), ("--n-ctx", args.n_ctx), ("--n-batch", args.n_batch)):
         if value < 1:
             ap.error(f"{name} must be at least 1, got {value}")
     if args.kills < 0 or args.timeout <= 0:
         ap.error("--kills must be >= 0 and --timeout > 0")
+    if args.repack == "auto":
+        args.repack = repack_setting()
     model = model_path(args.model)
     if not model.is_file():
         ap.error(f"no model at {model}")
     print(f"model {model} ({model.stat().st_size / 1e6:.1f} MB), n_ctx {args.n_ctx}, threads {args.threads}, "
+          f"n_batch/n_ubatch {args.n_batch}, repack {args.repack}, flash attention off, "
           f"max_tokens {args.max_tokens}, {args.rounds} rounds x {args.requests} requests per client", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         home = Path(tmp)

@@ -158,6 +158,40 @@ def test_concurrent_clients_are_queued_and_all_answered_and_a_full_queue_gets_42
     assert all(r.json()["choices"][0]["message"]["content"] for r in results)
 
 
+def test_served_requests_reach_the_doctors_traffic_detectors_with_their_queue_depth(daemon: Daemon) -> None:
+    """The daemon publishes each request as a ``serve_request`` engine event; the doctor's traffic
+    detectors read exactly those (they never import the daemon)."""
+    from llmos_tui.doctor.detectors.traffic import queue_growth, served, tps_under_concurrency, ttft_long_prompt
+    from tests.test_doctor_traffic import context
+
+    events: list = []
+    unsubscribe = daemon.operator.supervisor.subscribe(
+        lambda e: events.append(e) if e.kind == "serve_request" else None)
+    slow(daemon, 30)
+
+    def ask() -> None:
+        with httpx.Client(base_url=daemon.url, headers=AUTH, timeout=60) as c:
+            assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+
+    try:
+        clients = [threading.Thread(target=ask) for _ in range(3)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(60)
+    finally:
+        slow(daemon, 0)
+        unsubscribe()
+    answered = [e for e in events if e.data["outcome"] in ("done", "stop", "length")]
+    assert len(answered) == 3
+    assert max(e.data["queue_depth"] for e in answered) >= 1, "the first reply ended with others waiting"
+    assert all(e.data["prompt_eval_tokens"] > 0 and e.data["ttft_ms"] > 0 and e.data["gen_tps"] > 0 for e in answered)
+    for detect, name in ((tps_under_concurrency, "serve.tps_concurrency"), (ttft_long_prompt, "serve.ttft_long_prompt"),
+                         (queue_growth, "serve.queue_growth")):
+        ctx = context(name, events)
+        assert len(served(ctx)) == 3 and detect(ctx) == [], "three healthy requests are no finding"
+
+
 def test_client_disconnect_cancels_its_reply(daemon: Daemon, http: httpx.Client) -> None:
     slow(daemon, 50)
     try:

@@ -6,7 +6,8 @@
 - the journal: one chat per daemon run ("serve: API traffic (pid N)") with one assistant message
   per answered request carrying its metrics, so the tuner's ``traffic`` objective weighs real
   prompt and reply lengths. The text is journaled only with ``[serve] log_prompts = true``.
-- the engine's subscribers (the doctor): a ``serve_request`` event per request
+- the engine's subscribers (the doctor): a ``serve_request`` event per request (read by the
+  doctor's ``traffic`` detectors: tokens/s under concurrency, TTFT on long prompts, queue growth)
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Traffic:
         self.writer = writer
         self.log_prompts = log_prompts
         self.registry = registry or CollectorRegistry()
+        self.gate = gate
         self._chat_id: int | None = None
         r = self.registry
         self.requests = Counter("llmos_serve_requests", "API requests by route, HTTP status and outcome",
@@ -108,7 +110,11 @@ class Traffic:
         event: dict[str, Json] = {"route": rec.route, "status": rec.status, "outcome": rec.outcome,
                                   "stream": rec.stream, "queued_ms": round(rec.queued_s * 1000, 1),
                                   "wall_ms": round(rec.wall_s * 1000, 1), "prompt_tokens": prompt,
-                                  "gen_tokens": gen, "ttft_ms": ttft, "gen_tps": rate}
+                                  "gen_tokens": gen, "ttft_ms": ttft, "gen_tps": rate,
+                                  # for the doctor's traffic detectors: the prompt tokens really evaluated
+                                  # (TTFT per token) and the clients waiting behind this one (concurrency)
+                                  "prompt_eval_tokens": _number(m.get("prompt_eval_tokens")) or prompt,
+                                  "queue_depth": self.gate.stats().queued}
         try:
             self.supervisor.publish("serve_request", **event)
         except Exception:  # noqa: BLE001 - a subscriber's bug never fails a request
