@@ -121,12 +121,42 @@ def load_surface(path: str | Path) -> Surface:
     return Surface(p, configs, reps, failed, facts)
 
 
+def perturbed(surface: Surface, seed: int, effect: float = 0.06, extra_noise: float = 0.03) -> Surface:
+    """A surface the tuner has not seen, with the recorded one's kind of structure: every knob value
+    gets a random multiplicative effect (log-normal, sd ``effect``) on tg and on pp separately, so
+    the ranking near the top changes, and every rep an extra noise (sd ``extra_noise``), drawn
+    once from ``seed``. Failures stay where they were. For checking that the optimiser is not tuned
+    to one recording's specifics (``--perturb SEED``)."""
+    rng = random.Random(seed)
+    factor: dict[tuple[str, str, object], float] = {}
+    for config in surface.configs:
+        for knob in KNOBS:
+            for obj in ("tg", "pp"):
+                factor.setdefault((obj, knob, config[knob]), math.exp(rng.gauss(0.0, effect)))
+    reps: dict[tuple, list[dict[str, float]]] = {}
+    for config in surface.configs:
+        key = surface.key(config)
+        out = []
+        for rep in surface.reps[key]:
+            vals = {}
+            for obj in ("tg", "pp"):
+                f = math.prod(factor[(obj, knob, config[knob])] for knob in KNOBS)
+                vals[obj] = rep[obj] * f * math.exp(rng.gauss(0.0, extra_noise))
+            vals["gm"] = math.sqrt(vals["tg"] * vals["pp"])
+            out.append(vals)
+        reps[key] = out
+    facts = dict(surface.facts, note=f"perturbed copy (seed {seed}) of {surface.path.name}")
+    return Surface(surface.path, list(surface.configs), reps, dict(surface.failed), facts)
+
+
 @dataclass
 class Run:
     trials: int  # until the kept best is in the top set; budget + 1 when never
     hit: bool
     at12: float  # true mean of the kept best after AT trials / best true mean
     history: list[tuple[dict, float | None, bool, str]]  # what the study was told
+    used: int = 0  # trials run (with plateau stopping: until the study stopped)
+    final_top: bool = False  # the kept best when the run ended is in the top set
 
 
 def preference_for(surface: Surface, objective: str):
@@ -142,7 +172,11 @@ def preference_for(surface: Surface, objective: str):
 
 
 def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: int,
-           priors: list[tuple[dict, float | None, bool, str]] | None = None, use_prior: bool = True) -> Run:
+           priors: list[tuple[dict, float | None, bool, str]] | None = None, use_prior: bool = True,
+           stopping: bool = False) -> Run:
+    """One seeded study on the surface. ``stopping``: the study runs until it stops on a plateau
+    (``Study.plateau``) or spends the budget, and ``used`` says how many trials it ran; without it,
+    the replay ends at the first hit (or at AT, for the at12 fraction)."""
     from llmos_tui.tuning.space import Space
     from llmos_tui.tuning.study import Study
 
@@ -157,7 +191,11 @@ def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: i
     top = surface.top(objective)
     found, at12 = None, 0.0
     history: list[tuple[dict, float | None, bool, str]] = []
+    used = 0
     for trial in range(1, budget + 1):
+        if stopping and study.plateau() is not None:
+            break
+        used = trial
         config = study.ask()
         if space.allowed(config) is not None:  # never: the study only proposes allowed ones
             raise AssertionError(f"the study proposed a configuration the space does not allow: {config}")
@@ -174,9 +212,11 @@ def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: i
             at12 = means[surface.key(kept[0])] / best_mean if kept else 0.0
         if found is None and kept is not None and surface.key(kept[0]) in top:
             found = trial
-        if found is not None and trial >= AT:  # a hit before AT runs on to AT for the at12 fraction
+        if found is not None and trial >= AT and not stopping:  # a hit before AT runs on to AT (at12)
             break
-    return Run(found if found is not None else budget + 1, found is not None, at12, history)
+    kept = study.best()
+    final_top = kept is not None and surface.key(kept[0]) in top
+    return Run(found if found is not None else budget + 1, found is not None, at12, history, used, final_top)
 
 
 def run_strategy(surface: Surface, objective: str, strategy: str, seeds: int, budget: int,
@@ -295,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-prior", action="store_true",
                     help="GP/RF/ET without the llama.cpp prior (tuning.prior) the real tuner uses")
     ap.add_argument("--no-compare-prior", action="store_true", help="skip the extra 'gp-noprior' row")
+    ap.add_argument("--perturb", type=int, default=None, metavar="SEED",
+                    help="bench on a perturbed copy of the surface (random per-knob-value effects and extra "
+                         "noise from SEED): a surface the optimiser was not tuned on")
     args = ap.parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     from llmos_tui.tuning.study import STRATEGIES
@@ -309,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     except SurfaceError as exc:
         print(f"bench_tuner: {exc}", file=sys.stderr)
         return 2
+    if args.perturb is not None:
+        surface = perturbed(surface, args.perturb)
     facts = surface.facts
     print(f"surface {surface.path}: model {facts.get('model', '?')}, recorded {facts.get('date', '?')}, "
           f"{facts.get('cpu_count', '?')} cores; {facts.get('note', '')}".rstrip("; "))
