@@ -235,10 +235,24 @@ def stop_hit(run: Run) -> bool:
     return run.hit and run.trials <= run.used
 
 
+JOBS = 1  # worker processes for the seeds (--jobs)
+
+
+def _replay_args(args: tuple) -> Run:
+    surface, objective, strategy, seed, budget, use_prior, stopping = args
+    return replay(surface, objective, strategy, seed, budget, use_prior=use_prior, stopping=stopping)
+
+
 def run_strategy(surface: Surface, objective: str, strategy: str, seeds: int, budget: int,
                  use_prior: bool = True, stopping: bool = False) -> list[Run]:
-    return [replay(surface, objective, strategy, seed, budget, use_prior=use_prior, stopping=stopping)
-            for seed in range(seeds)]
+    """One replay per seed; with ``JOBS`` > 1 in that many processes (the same runs, in seed order)."""
+    work = [(surface, objective, strategy, seed, budget, use_prior, stopping) for seed in range(seeds)]
+    if JOBS > 1 and seeds > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("fork").Pool(min(JOBS, seeds)) as pool:
+            return pool.map(_replay_args, work, chunksize=1)
+    return [_replay_args(w) for w in work]
 
 
 def median(values: list[float]) -> float:
@@ -365,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-prior", action="store_true",
                     help="GP/RF/ET without the llama.cpp prior (tuning.prior) the real tuner uses")
     ap.add_argument("--no-compare-prior", action="store_true", help="skip the extra 'gp-noprior' row")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes for the seeds (1)")
     ap.add_argument("--no-stopping", action="store_true",
                     help="skip the GP runs' plateau-stopping statistics (each run then ends at its hit)")
     ap.add_argument("--perturb", type=int, default=None, metavar="SEED",
@@ -386,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.perturb is not None:
         surface = perturbed(surface, args.perturb)
+    global JOBS
+    JOBS = max(1, args.jobs)
     facts = surface.facts
     print(f"surface {surface.path}: model {facts.get('model', '?')}, recorded {facts.get('date', '?')}, "
           f"{facts.get('cpu_count', '?')} cores; {facts.get('note', '')}".rstrip("; "))

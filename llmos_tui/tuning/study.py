@@ -48,7 +48,7 @@ class Study:
         self.min_reps = max(1, int(min_reps))
         self.n_initial = int(n_initial) if n_initial is not None else 4
         self.xi = 0.01  # EI's exploration margin (log scale: 1 %)
-        self.repeat_after = 2  # a single-run leader is repeated once it has led this many trials
+        self.repeat_after = 1  # a single-run leader is repeated once it has led this many trials (1: at once)
         self.max_candidates = 4000
         # the empirical-Bayes judge: the noise of one run (log scale) before the study has seen any
         # repeat, worth ``noise_prior_df`` degrees of freedom against the pooled repeats
@@ -64,7 +64,7 @@ class Study:
         self._judged: tuple[int, dict[tuple, tuple[float, float]]] | None = None
         # every ``local_every``-th model proposal is the best expected improvement among the
         # neighbours (one knob away) of the ``local_top`` best judged configurations (0: never)
-        self.local_every = 0
+        self.local_every = 2
         self.local_top = 3
         self._model_asks = 0
         self._version = 0  # bumped by every tell and prior: the judged means are cached per version
@@ -204,9 +204,9 @@ class Study:
         return self._ask_model()
 
     def _repeat_due(self, leader: Mapping[str, object]) -> bool:
-        """Repeat a single-run leader once the search stalls on it: not during the initial design, and
-        not on the trial right after it took the lead (an improving search keeps exploring). With
-        priors (a warm start), at once."""
+        """Repeat a single-run leader ``repeat_after`` trials after it took the lead (1: at once, the
+        next trial: on a noisy plateau a new leader is more often luck than not, and the kept best
+        needs its repeat anyway), not during the initial design. With priors (a warm start), at once."""
         if self._priors:
             return True
         if len(self._values) < self.n_initial:
