@@ -172,9 +172,7 @@ def test_a_lucky_single_run_is_repeated_before_it_is_kept():
     study.tell(a, 42.0)
     study.tell(b, 60.0)  # one lucky run
     assert study.best()[0] == a  # the repeated one is kept
-    assert study.needs_repeat(b) and study.ask() != b  # right after it took the lead: explore once more
-    study.tell({"x": 1, "y": 1, "mode": "a"}, 5.0)
-    assert study.ask() == b  # then the lucky one is measured again
+    assert study.needs_repeat(b) and study.ask() == b  # a new single-run leader is measured again at once
     study.tell(b, 10.0)
     assert study.best()[0] == a and not study.needs_repeat(b)
     ranking = study.ranking()
@@ -268,3 +266,43 @@ def test_the_prior_fades_when_the_measurements_disagree():
             study.tell(c, rate * (1 + rng.gauss(0, 0.05)))
         found.append(study.best()[0]["n_threads"])
     assert found.count(2) >= 3, found
+
+
+# ---- the judged best and plateau stopping (issue 22: a short tail) ----------------------------------
+
+def test_the_judged_mean_shrinks_a_single_run_more_than_a_repeated_one():
+    """The empirical-Bayes judge: the same observed mean counts for more on four runs than on one,
+    and the noise estimate is the repeats' pooled spread."""
+    space = synthetic_space()
+    study = Study(space, strategy="random", seed=0)
+    a, b, c = {"x": 5, "y": 8, "mode": "b"}, {"x": 0, "y": 1, "mode": "a"}, {"x": 1, "y": 1, "mode": "a"}
+    for v in (50.0, 51.0, 49.0, 50.0):
+        study.tell(a, v)
+    study.tell(b, 52.0)  # one run, a little above a's four
+    for v in (20.0, 21.0):
+        study.tell(c, v)
+    judged = study.judged()
+    key = study._key
+    assert judged[key(b)][1] > judged[key(a)][1]  # one run: the wider standard error
+    assert judged[key(b)][0] < math.log(52.0)  # pulled toward the others
+    assert abs(judged[key(a)][0] - math.log(50.0)) < abs(judged[key(b)][0] - math.log(52.0))
+    assert study.noise() < study.noise_prior  # the repeats agree to ~1 %: the prior gives way
+    assert study.best()[0] == a and study.needs_repeat(b) is (judged[key(b)][0] >= judged[key(a)][0])
+
+
+def test_the_study_stops_on_a_plateau_not_before_its_minimum_and_random_search_never():
+    rng = random.Random(0)
+    stopped = {}
+    for strategy in ("gp", "random"):
+        study = Study(synthetic_space(), strategy=strategy, seed=0)
+        for n in range(40):
+            if study.plateau() is not None:
+                stopped[strategy] = (n, study.plateau())
+                break
+            c = study.ask()
+            study.tell(c, 20.0 * (1 + rng.gauss(0, 0.01)))  # flat: nothing is worth another trial
+        if strategy == "gp":
+            assert study.best()[2] >= study.min_reps
+    n, why = stopped["gp"]
+    assert Study(synthetic_space()).plateau_min <= n < 40 and "expected improvement under" in why
+    assert "random" not in stopped

@@ -40,9 +40,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                     "journaled change. Exit code: 0 done, 1 nothing feasible, an error, or an apply refused, rolled back or "
                     "failed; 130 interrupted.")
     tune.add_argument("--trials", type=int, metavar="N", help="trials in the study (12; a resumed study: its own)")
-    tune.add_argument("--objective", choices=("tg", "pp", "ttft", "mix", "traffic"), default=None,
+    tune.add_argument("--objective", default=None, metavar="OBJ",
                       help="what to maximise: generation tok/s (tg, default), prompt tok/s (pp), time to first "
-                           "token (ttft), a weighted mix, or the mix of this operator's chat traffic")
+                           "token (ttft), a weighted mix, the mix of this operator's chat traffic (traffic), or a "
+                           "service level replaying the journal's request shapes, e.g. "
+                           "\"throughput@4 ttft_p99<=2s\" or \"tg ttft_p99<=500ms\" (a broken bound: infeasible)")
     tune.add_argument("--weights", metavar="pp=W,tg=W", help="weights of --objective mix (0.5 each)")
     tune.add_argument("--vram-budget", metavar="X", default=None, help="GPU memory budget: 90%% (default) or MiB")
     tune.add_argument("--rss-budget", metavar="X", default=None, help="host memory budget for CPU runs: %% or MiB")
@@ -62,6 +64,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     tune.add_argument("--reps", type=int, default=3, metavar="N", help="bench repetitions per trial (3)")
     tune.add_argument("--study-seed", type=int, default=0, metavar="N", help="optimiser seed (0)")
     tune.add_argument("--no-warm-start", action="store_true", help="ignore earlier trials in the journal")
+    tune.add_argument("--no-plateau-stop", action="store_true",
+                      help="run every trial of the budget (by default the study stops early on a plateau: "
+                           "when the expected improvement stays tiny, and says how many trials that saved)")
     tune.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     tune.set_defaults(func=cmd_tune)
 
@@ -115,7 +120,8 @@ def _study_config(args: argparse.Namespace,
                                    vram_budget=args.vram_budget, rss_budget=args.rss_budget, ctx=args.ctx,
                                    strategy=args.strategy, apply=args.apply, spec=spec, seed=args.study_seed,
                                    verify_rounds=args.rounds, min_gain=args.min_gain / 100,
-                                   warm_start=not args.no_warm_start, verify=not args.no_verify)
+                                   warm_start=not args.no_warm_start, verify=not args.no_verify,
+                                   stop_on_plateau=False if args.no_plateau_stop else None)
     if resume is None:  # a new study: the defaults where nothing was given
         options.update(objective=args.objective or "tg", strategy=args.strategy or "gp",
                        vram_budget=args.vram_budget or "90%")
@@ -236,6 +242,9 @@ def _final(report: "StudyReport", out: TextIO) -> None:
         print(f"  failed #{t.index} {t.outcome}: {_fmt_config(t.config)}: {t.reason[:120]}", file=out)
     for note in report.notes:
         print(f"  note: {note}", file=out)
+    if report.plateau:
+        p = report.plateau
+        print(f"  stopped on a plateau: {p['trials']} of {p['budget']} trials run, {p['saved']} saved", file=out)
     if report.verdict:
         v = report.verdict
         if v.get("estimate") is not None and v.get("ci_low") is not None:

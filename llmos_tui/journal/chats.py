@@ -100,3 +100,24 @@ class Chats:
         row = row or {}
         return {"replies": int(row.get("n") or 0), "prompt_tokens": int(row.get("prompt_tokens") or 0),
                 "gen_tokens": int(row.get("gen_tokens") or 0)}
+
+    def request_shapes(self, limit: int = 200) -> list[dict[str, Json]]:
+        """The shapes of the last ``limit`` answered requests, oldest first: prompt tokens, generated
+        tokens and where they came from (``serve`` for the daemon's API traffic, ``chat`` for the
+        cockpit's). The daemon's traffic first (a service-level objective replays what the API
+        served); the cockpit's chats only when the daemon has served nothing."""
+        rows = self.db.query(
+            "SELECT * FROM (SELECT id, COALESCE(json_extract(metrics, '$.prompt_tokens'),"
+            " json_extract(metrics, '$.prompt_eval_tokens')) AS p, json_extract(metrics, '$.gen_tokens') AS g,"
+            " COALESCE(json_extract(metrics, '$.source'), 'chat') AS source FROM messages"
+            " WHERE role = 'assistant' AND json_extract(metrics, '$.gen_tokens') > 0"
+            " AND COALESCE(json_extract(metrics, '$.source'), 'chat') = ?"
+            " ORDER BY id DESC LIMIT ?) ORDER BY id", ("serve", limit))
+        if not rows:
+            rows = self.db.query(
+                "SELECT * FROM (SELECT id, COALESCE(json_extract(metrics, '$.prompt_tokens'),"
+                " json_extract(metrics, '$.prompt_eval_tokens')) AS p, json_extract(metrics, '$.gen_tokens') AS g,"
+                " 'chat' AS source FROM messages WHERE role = 'assistant'"
+                " AND json_extract(metrics, '$.gen_tokens') > 0 ORDER BY id DESC LIMIT ?) ORDER BY id", (limit,))
+        return [{"prompt_tokens": int(r["p"] or 0), "gen_tokens": int(r["g"] or 0), "source": str(r["source"])}
+                for r in rows if int(r["g"] or 0) > 0]

@@ -283,6 +283,9 @@ class Journal:
     def chat_traffic(self, limit: int = 1000) -> dict[str, int]:
         return self.chats.chat_traffic(limit)
 
+    def request_shapes(self, limit: int = 200) -> list[dict[str, Json]]:
+        return self.chats.request_shapes(limit)
+
     # ---- telemetry history (journal.telemetry_log) --------------------------------------
     def record_telemetry(self, summary: Mapping[str, Json], *, ts: float | None = None) -> int:
         return self.telemetry_log.record_telemetry(summary, ts=ts)

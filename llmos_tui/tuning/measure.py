@@ -18,7 +18,7 @@ from llmos_tui.errors import ConfigError, EngineError, LlmosError, ModelError
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.engine.supervisor import Supervisor
 
-OUTCOMES = ("ok", "oom", "crash", "timeout", "error", "refused", "budget")
+OUTCOMES = ("ok", "oom", "crash", "timeout", "error", "refused", "budget", "slo")  # slo: broke its bound
 
 # llama.cpp's words for a failed allocation (CUDA, Metal, CPU buffers alike)
 

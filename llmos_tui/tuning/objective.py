@@ -7,6 +7,9 @@
   harmonic mean ``1 / (w_pp / pp + w_tg / tg)``, since a request's time is the sum of both phases
 - ``traffic``: ``mix`` with the weights this operator's chats really had (the prompt and generated
   tokens of the replies in the journal)
+- a service-level objective (``tuning.slo``), e.g. ``throughput@4 ttft_p99<=2s`` or
+  ``tg ttft_p99<=500ms``: measured by replaying the journal's request shapes with N clients; a
+  configuration that breaks the TTFT bound is infeasible
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping
 
 from llmos_tui.errors import ConfigError
+from llmos_tui.tuning.slo import ServiceObjective, is_service_objective
 
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.tuning.measure import TrialResult
@@ -27,10 +31,19 @@ class Objective:
     name: str = "tg"
     weights: Mapping[str, float] = field(default_factory=lambda: {"pp": 0.5, "tg": 0.5})
     note: str = ""  # where the weights came from (traffic)
+    service: ServiceObjective | None = None  # a service-level objective (name: its spelling)
 
     @property
     def maximize(self) -> bool:
         return self.name != "ttft"
+
+    @property
+    def prior_name(self) -> str:
+        """Which objective's llama.cpp prior (``tuning.prior``) fits: a service's throughput mixes
+        prompts and generation; its tg is generation."""
+        if self.service is not None:
+            return "tg" if self.service.metric == "tg" else "mix"
+        return self.name
 
     @property
     def unit(self) -> str:
@@ -58,13 +71,19 @@ class Objective:
         return (w_pp + w_tg) / ((w_pp / pp if w_pp else 0.0) + (w_tg / tg if w_tg else 0.0))
 
     def value(self, result: "TrialResult") -> float | None:
-        """The trial's value: the mean over its reps of the per-rep objective."""
+        """The trial's value: the mean over its reps of the per-rep objective (a service-level
+        objective: the replay's throughput or tg; None when it broke its bound)."""
+        if self.service is not None:
+            return _service_value(result)
         reps = self.rep_values(result)
         if reps:
             return sum(reps) / len(reps)
         return self.of(_means(result))
 
     def rep_values(self, result: "TrialResult") -> list[float]:
+        if self.service is not None:  # one replay is one value
+            v = _service_value(result)
+            return [v] if v is not None else []
         rows = result.get("rows") if isinstance(result, Mapping) else getattr(result, "rows", None)
         values = [self.of(r) for r in rows or []]
         return [v for v in values if v is not None]
@@ -77,7 +96,21 @@ class Objective:
         return new / old if self.maximize else old / new
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "weights": dict(self.weights), "maximize": self.maximize, "note": self.note}
+        out: dict[str, object] = {"name": self.name, "weights": dict(self.weights), "maximize": self.maximize,
+                                  "note": self.note}
+        if self.service is not None:
+            out["service"] = self.service.to_dict()
+        return out
+
+
+def _service_value(result: "TrialResult") -> float | None:
+    ok = result.get("ok", True) if isinstance(result, Mapping) else getattr(result, "ok", True)
+    facts = result.get("facts") if isinstance(result, Mapping) else getattr(result, "facts", None)
+    service = (facts or {}).get("service") if isinstance(facts, Mapping) else None
+    if not ok or not isinstance(service, Mapping):
+        return None
+    value = service.get("value")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def _means(result: "TrialResult") -> dict[str, object]:
@@ -109,7 +142,12 @@ def parse_weights(text: str | None) -> dict[str, float]:
 
 def make_objective(name: str, *, weights: Mapping[str, float] | None = None,
                    traffic: Mapping[str, object] | None = None) -> Objective:
-    """Build the objective; ``traffic`` is ``Journal.chat_traffic()`` for ``traffic``."""
+    """Build the objective; ``traffic`` is ``Journal.chat_traffic()`` for ``traffic``; a
+    service-level spelling (``throughput@4 ttft_p99<=2s``) is parsed (a bad one: one clear line)."""
+    if is_service_objective(name):
+        slo = ServiceObjective.parse(name)
+        return Objective(slo.spelling, {"pp": 0.5, "tg": 0.5}, service=slo,
+                         note=f"{slo.clients} client(s) replaying the journal's request shapes")
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown objective {name!r} (known: {', '.join(OBJECTIVES)})")
     if name == "traffic":

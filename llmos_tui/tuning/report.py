@@ -50,6 +50,8 @@ class StudyReport:
     notes: list[str] = field(default_factory=list)  # what the study adapted (a budget doubled, ...)
     message: str = ""
     error: str = ""
+    # the study stopped on a plateau: {"reason", "trials" run, "budget", "saved" = budget - trials}
+    plateau: JsonDict | None = None
 
     @property
     def exit_code(self) -> int:
@@ -68,7 +70,7 @@ class StudyReport:
                 "running": self.running, "baseline": self.baseline, "verdict": self.verdict, "applied": self.applied,
                 "apply_outcome": self.apply_outcome,
                 "warm_start": self.warm_start, "notes": list(self.notes), "message": self.message,
-                "error": self.error, "exit_code": self.exit_code}
+                "error": self.error, "plateau": self.plateau, "exit_code": self.exit_code}
 
 
 __all__ = ["TrialRecord", "StudyReport", "APPLY_FAILED"]

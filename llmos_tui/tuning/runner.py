@@ -37,6 +37,7 @@ from llmos_tui.errors import ConfigError, LlmosError
 from llmos_tui.journal.port import JournalPort
 from llmos_tui.tuning.measure import BenchSpec, TrialResult, default_timeout, llama_cpp_version, measure
 from llmos_tui.tuning.objective import Objective, make_objective
+from llmos_tui.tuning.slo import measure_service, plan
 from llmos_tui.tuning.report import StudyReport, TrialRecord
 from llmos_tui.tuning.study_config import StudyConfig
 from llmos_tui.tuning.verdict import Verdict, VerifyDesign, ab_verify
@@ -188,6 +189,8 @@ class Prepared:
     timeouts_doubled: int = 0
     # the measured fit: memory readings (newest first) of this model from the journal and this study
     memory: list[Mapping[str, object]] = field(default_factory=list)
+    # a service-level objective: the journal's request shapes its trials replay
+    shapes: list[Mapping[str, object]] = field(default_factory=list)
 
 
 class Tuner:
@@ -202,6 +205,7 @@ class Tuner:
         self.sampler = sampler
         self.config = config
         self.measure_fn = measure_fn if measure_fn is not None else measure  # looked up now: tests may swap it
+        self.service_fn = measure_service  # a service-level objective's trial (tuning.slo)
         self.state = "idle"  # idle | running | verifying | applying | stopping
         self.study_id: int | None = None
         self.report: StudyReport | None = None
@@ -336,6 +340,7 @@ class Tuner:
     def _result(report: StudyReport) -> JsonDict:
         return {"best": report.best, "verdict": report.verdict, "applied": report.apply_outcome,
                 "message": report.message, "warm_start": report.warm_start, "notes": list(report.notes),
+                **({"plateau": report.plateau} if report.plateau else {}),
                 **({"error": report.error} if report.error else {})}
 
     # ---- applying a finished study's best later (the tuning screen's "apply best") --------------
@@ -395,6 +400,11 @@ class Tuner:
         self._prior_origin = {}
         traffic = self._j(lambda j: j.chat_traffic()) if cfg.objective == "traffic" else None
         obj = make_objective(cfg.objective, weights=cfg.weights, traffic=traffic)  # type: ignore[arg-type]
+        shapes: list[Mapping[str, object]] = []
+        if obj.service is not None:  # what the daemon served: the load each trial replays
+            found = self._j(lambda j: j.request_shapes(), [])
+            shapes = list(found) if isinstance(found, list) else []
+            plan(shapes, obj.service.clients)  # none to replay: one clear line before any work
         spec = cfg.spec
         info = sup.model_info or read_model_info(running.model_path)
         n_ctx = int(cfg.ctx or running.n_ctx or info.context_length or 2048)
@@ -411,7 +421,7 @@ class Tuner:
         space = build_space(info, cpu_count=cpu_count, gpu=gpu, n_ctx=n_ctx, fixed={"n_ctx": n_ctx})
         self._space = space
         layers = space.dimension("n_gpu_layers")
-        preference = Preference.for_machine(obj.name, logical_cores=cpu_count, physical_cores=physical_cores(),
+        preference = Preference.for_machine(obj.prior_name, logical_cores=cpu_count, physical_cores=physical_cores(),
                                             gpu=layers is not None,
                                             max_gpu_layers=max(layers.values) if layers else None)  # type: ignore[type-var]
         build = llama_cpp_version()
@@ -435,8 +445,12 @@ class Tuner:
             rows = self._j(lambda j: j.trials(resume, kind="trial"), [])
             previous = list(rows) if isinstance(rows, list) else []
         timeout = cfg.trial_timeout or trial_budget(spec, int(info.size_bytes or 0))
+        if obj.service is not None and not cfg.trial_timeout:
+            timeout = max(timeout, 300.0)  # a replay of many requests, not one bench
+            settings["shapes"] = len(shapes)
         return Prepared(cfg, obj, spec, info, running, running.replace(n_ctx=n_ctx), n_ctx, gpu, space, preference,
-                        fp, vram_limit, rss_limit, settings, previous, timeout, memory=self._memory_readings())
+                        fp, vram_limit, rss_limit, settings, previous, timeout, memory=self._memory_readings(),
+                        shapes=shapes)
 
     def _memory_readings(self) -> list[Mapping[str, object]]:
         """What the journal has seen of real peak memory: trials' readings and loads' (newest first)."""
@@ -538,6 +552,13 @@ class Tuner:
     def _loop(self, prep: Prepared, study: "Study", seeds: list["Prior"], report: StudyReport) -> None:
         done = len(report.trials)
         while done < prep.cfg.trials and not self._stop.is_set():
+            why = study.plateau() if prep.cfg.stop_on_plateau and not seeds else None
+            if why is not None:  # the surrogate expects nothing more worth a trial: stop, say what it saved
+                report.plateau = {"reason": why, "trials": done, "budget": prep.cfg.trials,
+                                  "saved": prep.cfg.trials - done}
+                self._note(report, f"stopped on a plateau after {done} of {prep.cfg.trials} trials "
+                                   f"({prep.cfg.trials - done} saved): {why}")
+                break
             config, origin = self._next(study, seeds, report)
             if config is None:
                 report.message = "the space is exhausted: every allowed configuration was measured"
@@ -654,7 +675,7 @@ class Tuner:
             result = self._refusal(prep, params)
         if result is None and params is not None:
             started = time.monotonic()
-            result = self.measure_fn(params, prep.spec, timeout=prep.timeout, on_child=self._track_child)
+            result = self._measure(prep, params)
             self._child = None
             if self._stop.is_set() and not result.ok:
                 return None  # we stopped it: not the configuration's failure
@@ -687,6 +708,13 @@ class Tuner:
                                                     reason=final.reason))
         return TrialRecord(index, config, result.outcome, value if ok else None, result.reason, origin,
                            trial_id if isinstance(trial_id, int) else None, result.summary(), result.wall_s)
+
+    def _measure(self, prep: Prepared, params: EngineParams) -> TrialResult:
+        """One measurement: the bench, or for a service-level objective the replayed load."""
+        if prep.obj.service is not None:
+            return self.service_fn(params, prep.obj.service, prep.shapes, timeout=prep.timeout,
+                                   on_child=self._track_child)
+        return self.measure_fn(params, prep.spec, timeout=prep.timeout, on_child=self._track_child)
 
     def _record_memory(self, prep: Prepared, params: EngineParams, result: TrialResult) -> JsonDict | None:
         """The trial's real peak (VRAM on a GPU, the child's RSS on a CPU) beside the estimate, into
@@ -828,7 +856,7 @@ class Tuner:
         design = VerifyDesign.capped(prep.cfg.verify_rounds, min_gain=prep.cfg.min_gain)
 
         def once(params: EngineParams, label: str) -> float | None:
-            result = self.measure_fn(params, prep.spec, timeout=prep.timeout, on_child=self._track_child)
+            result = self._measure(prep, params)
             self._child = None
             if self._stop.is_set():
                 return None

@@ -12,6 +12,7 @@ from typing import Mapping
 
 from llmos_tui.errors import ConfigError
 from llmos_tui.tuning.measure import BenchSpec
+from llmos_tui.tuning.slo import ServiceObjective, is_service_objective
 
 STRATEGIES = ("gp", "rf", "et", "random", "grid")
 OBJECTIVES = ("tg", "pp", "ttft", "mix", "traffic")
@@ -37,6 +38,7 @@ class StudyConfig:
     n_initial: int | None = None
     warm_start: bool = True
     baseline: bool = True  # the running configuration is the first point measured
+    stop_on_plateau: bool = True  # stop before the budget when the expected improvement stays tiny
     start_points: tuple[Point, ...] = ()
 
     @classmethod
@@ -56,8 +58,11 @@ class StudyConfig:
     def checked(self) -> "StudyConfig":
         if not isinstance(self.trials, int) or self.trials < 1:
             raise ConfigError(f"trials must be at least 1, got {self.trials!r}")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"unknown objective {self.objective!r} (known: {', '.join(OBJECTIVES)})")
+        if is_service_objective(self.objective):
+            ServiceObjective.parse(self.objective)  # a bad spelling: its one line
+        elif self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r} (known: {', '.join(OBJECTIVES)}, "
+                              f"or a service level such as 'throughput@4 ttft_p99<=2s')")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r} (known: {', '.join(STRATEGIES)})")
         if self.ctx is not None and int(self.ctx) < 1:

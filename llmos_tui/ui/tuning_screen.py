@@ -195,6 +195,10 @@ class TuningScreen(Screen[None]):
                               f"{self.report.get('message')}")
                 if self.report.get("error"):
                     self.log_line(f"error: {self.report['error']}")
+                plateau = self.report.get("plateau")
+                if plateau:
+                    self.log_line(f"stopped on a plateau: {plateau.get('trials')} of {plateau.get('budget')} "
+                                  f"trials run, {plateau.get('saved')} saved")
         self.refresh_status()
         if kind in ("trial", "done", "study"):
             self.redraw_plots()
