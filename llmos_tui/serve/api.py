@@ -310,7 +310,7 @@ class OpenAIApi:
                 raise ApiError(400, "messages: at least one user message is needed", code="invalid_request",
                                param="messages")
             return wire, "\n".join(f"{m['role']}: {m['content']}" for m in wire)
-        # The engine speaks chat: a text prompt is sent as one user turn (see notes/serve.md).
+        # The engine speaks chat: a text prompt is sent as one user turn: the completions route keeps the OpenAI shape, the engine applies the chat template.
         text = body.text()
         return [{"role": "user", "content": text}], text
 

@@ -479,8 +479,15 @@ class Study:
         would then ask to repeat a point that is still running."""
         values = [statistics.fmean(vs) for vs in self._values.values() if vs] or \
             [v for vs in self._priors.values() for v, _ in vs]
-        lie = (max(values) if self.maximize else min(values)) if values else 1.0
+        import os
+        mode = os.environ.get("LLMOS_LIE", "best")
+        if mode == "mean" and values:
+            lie = statistics.fmean(values)
+        else:
+            lie = (max(values) if self.maximize else min(values)) if values else 1.0
         self.tell(config, lie)
+        if os.environ.get("LLMOS_LIE_NOREP"):
+            self.repeat_after = 10**9
 
     # ---- stopping on a plateau ---------------------------------------------------------
     def plateau(self) -> str | None:
