@@ -64,9 +64,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     tune.add_argument("--reps", type=int, default=3, metavar="N", help="bench repetitions per trial (3)")
     tune.add_argument("--study-seed", type=int, default=0, metavar="N", help="optimiser seed (0)")
     tune.add_argument("--no-warm-start", action="store_true", help="ignore earlier trials in the journal")
-    tune.add_argument("--no-plateau-stop", action="store_true",
-                      help="run every trial of the budget (by default the study stops early on a plateau: "
-                           "when the expected improvement stays tiny, and says how many trials that saved)")
+    tune.add_argument("--plateau-stop", action="store_true",
+                      help="stop before the budget on a plateau (the expected improvement stays tiny) and say how "
+                           "many trials that saved; off by default: it still costs misses on the recorded surface")
     tune.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     tune.set_defaults(func=cmd_tune)
 
@@ -121,7 +121,7 @@ def _study_config(args: argparse.Namespace,
                                    strategy=args.strategy, apply=args.apply, spec=spec, seed=args.study_seed,
                                    verify_rounds=args.rounds, min_gain=args.min_gain / 100,
                                    warm_start=not args.no_warm_start, verify=not args.no_verify,
-                                   stop_on_plateau=False if args.no_plateau_stop else None)
+                                   stop_on_plateau=True if args.plateau_stop else None)
     if resume is None:  # a new study: the defaults where nothing was given
         options.update(objective=args.objective or "tg", strategy=args.strategy or "gp",
                        vram_budget=args.vram_budget or "90%")

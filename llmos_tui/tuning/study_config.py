@@ -38,7 +38,10 @@ class StudyConfig:
     n_initial: int | None = None
     warm_start: bool = True
     baseline: bool = True  # the running configuration is the first point measured
-    stop_on_plateau: bool = True  # stop before the budget when the expected improvement stays tiny
+    # stop before the budget when the expected improvement stays tiny. Off by default: on the recorded
+    # surface (100 seeds, tg) stopping left the kept best outside the top 5 % in 7 runs against 1
+    # without it; `llmos-tui tune --plateau-stop` turns it on
+    stop_on_plateau: bool = False
     start_points: tuple[Point, ...] = ()
 
     @classmethod
