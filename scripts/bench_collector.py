@@ -34,16 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SERVE_ARGS = ["--listen", "127.0.0.1:0", "--n-ctx", "512", "--n-threads", "1", "--n-threads-batch", "1"]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+from bench_fleet import SERVE_ARGS, pct  # noqa: E402 - the same boxes and percentiles as bench_fleet
 
 
 def keys_at_head(path: Path) -> set[str]:

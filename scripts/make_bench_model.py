@@ -79,6 +79,24 @@ def add_llama_hparams(w, shape) -> None:  # w: a gguf.GGUFWriter
     w.add_vocab_size(shape.vocab_size)
 
 
+def add_attention(w, i: int, shape, rand, put) -> None:  # w: a gguf.GGUFWriter
+    """Block ``i``'s attention (norm, q, k, v, output) and its feed-forward norm, the weights drawn
+    by ``rand(*dims)`` and written by ``put(name, array)`` in this order (the seeded bytes depend on
+    it; shared with make_moe_model.py). The output projection leaves the constant channel alone."""
+    import numpy as np
+
+    e = shape.n_embd
+    kv = e // shape.n_head * shape.n_head_kv
+    w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(e, dtype=np.float32))
+    put(f"blk.{i}.attn_q.weight", rand(e, e))
+    put(f"blk.{i}.attn_k.weight", rand(kv, e))
+    put(f"blk.{i}.attn_v.weight", rand(kv, e))
+    out = rand(e, e)
+    out[0, :] = 0.0  # nothing writes to the constant channel
+    put(f"blk.{i}.attn_output.weight", out)
+    w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(e, dtype=np.float32))
+
+
 def add_tokenizer(w, pieces, scores, types, eos: int) -> None:  # w: a gguf.GGUFWriter
     """The SentencePiece-style vocabulary, its special ids and the ChatML template (shared)."""
     w.add_tokenizer_model("llama")
@@ -184,20 +202,12 @@ def write_model(path: Path, shape: Shape = Shape()) -> Path:
         w.add_tensor(name, quantize(arr, Q8), raw_dtype=Q8)
 
     e, ff = shape.n_embd, shape.n_ff
-    kv = e // shape.n_head * shape.n_head_kv
     emb = rand(shape.vocab_size, e)
     emb[:, 0] = 1.0  # the constant channel
     add_q8("token_embd.weight", emb)
     del emb
     for i in range(shape.n_layer):
-        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(e, dtype=np.float32))
-        add_q8(f"blk.{i}.attn_q.weight", rand(e, e))
-        add_q8(f"blk.{i}.attn_k.weight", rand(kv, e))
-        add_q8(f"blk.{i}.attn_v.weight", rand(kv, e))
-        out = rand(e, e)
-        out[0, :] = 0.0  # nothing writes to the constant channel
-        add_q8(f"blk.{i}.attn_output.weight", out)
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(e, dtype=np.float32))
+        add_attention(w, i, shape, rand, add_q8)
         add_q8(f"blk.{i}.ffn_gate.weight", rand(ff, e))
         add_q8(f"blk.{i}.ffn_up.weight", rand(ff, e))
         down = rand(e, ff)

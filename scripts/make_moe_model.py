@@ -91,7 +91,6 @@ def write_moe_model(path: str | os.PathLike[str], shape: MoeShape = MoeShape()) 
     bench.add_tokenizer(w, pieces, scores, types, eos)
 
     e, ff, ne = shape.n_embd, shape.n_ff, shape.n_expert
-    kv = e // shape.n_head * shape.n_head_kv
 
     def rand(*dims: int) -> "np.ndarray":
         return rng.standard_normal(dims, dtype=np.float32) * np.float32(shape.std)
@@ -103,14 +102,7 @@ def write_moe_model(path: str | os.PathLike[str], shape: MoeShape = MoeShape()) 
     emb[:, 0] = 1.0  # the constant channel
     f16("token_embd.weight", emb)
     for i in range(shape.n_layer):
-        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(e, dtype=np.float32))
-        f16(f"blk.{i}.attn_q.weight", rand(e, e))
-        f16(f"blk.{i}.attn_k.weight", rand(kv, e))
-        f16(f"blk.{i}.attn_v.weight", rand(kv, e))
-        out = rand(e, e)
-        out[0, :] = 0.0  # nothing writes to the constant channel
-        f16(f"blk.{i}.attn_output.weight", out)
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(e, dtype=np.float32))
+        bench.add_attention(w, i, shape, rand, f16)
         # numpy shapes are ggml's dimensions reversed: ffn_gate_inp is {n_embd, n_expert} in ggml
         w.add_tensor(f"blk.{i}.ffn_gate_inp.weight", rand(ne, e) * np.float32(4.0))
         f16(f"blk.{i}.ffn_gate_exps.weight", rand(ne, ff, e))

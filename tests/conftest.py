@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -124,3 +126,33 @@ def journal(tmp_path: Path):
     j = Journal(tmp_path / "journal.sqlite")
     yield j
     j.close()
+
+
+@contextlib.contextmanager
+def running_daemon(home: Path, overrides: dict, settings, *, name: str, **daemon_kwargs):
+    """A real daemon (``serve.daemon.Daemon``) on its own thread, with ``LLMOS_TUI_HOME`` = ``home``
+    while it runs, ready with its engine loaded; stopped and the variable put back on exit. The
+    module-scoped daemon fixtures of the serve, attach and fleet tests share it."""
+    from llmos_tui.config import load_config
+    from llmos_tui.engine.supervisor import EngineState
+    from llmos_tui.serve.daemon import Daemon
+
+    before = os.environ.get("LLMOS_TUI_HOME")
+    os.environ["LLMOS_TUI_HOME"] = str(home)
+    lines: list[str] = []
+    d = Daemon(load_config(overrides=overrides), settings, say=lines.append, **daemon_kwargs)
+    d.lines = lines  # type: ignore[attr-defined]
+    d.home = home  # type: ignore[attr-defined]
+    thread = threading.Thread(target=d.run, name=name, daemon=True)
+    thread.start()
+    try:
+        assert d.ready.wait(30), lines
+        assert wait_for(lambda: d.operator.supervisor.state == EngineState.READY, 60), lines
+        yield d
+    finally:
+        d.stop("test end")
+        thread.join(30)
+        if before is None:
+            os.environ.pop("LLMOS_TUI_HOME", None)
+        else:
+            os.environ["LLMOS_TUI_HOME"] = before

@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,7 @@ from llmos_tui.serve.attached import AttachedOperator
 from llmos_tui.serve.daemon import Daemon
 from llmos_tui.serve.settings import ServeSettings
 from llmos_tui.serve.sockets import attach_face
-from tests.conftest import cli_env, wait_for
+from tests.conftest import cli_env, running_daemon, wait_for
 
 CLI = [sys.executable, "-m", "llmos_tui.cli"]
 N_CTX = 1024
@@ -36,28 +35,11 @@ N_CTX = 1024
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
     """One daemon (doctor on, telemetry on) on its own home; every test attaches to it."""
-    home = tmp_path_factory.mktemp("attach-home")
-    before = os.environ.get("LLMOS_TUI_HOME")
-    os.environ["LLMOS_TUI_HOME"] = str(home)
-    lines: list[str] = []
-    config = load_config(overrides={"n_ctx": N_CTX, "n_threads": 2, "n_threads_batch": 2})
     # drain_s: a change waits this long for the reply in flight (generous: a loaded 2-core box)
-    d = Daemon(config, ServeSettings(listen="127.0.0.1:0", queue_size=4, wait_s=60, drain_s=60), say=lines.append)
-    d.lines = lines  # type: ignore[attr-defined]
-    d.home = home  # type: ignore[attr-defined]
-    thread = threading.Thread(target=d.run, name="attach-daemon", daemon=True)
-    thread.start()
-    try:
-        assert d.ready.wait(30), lines
-        assert wait_for(lambda: d.operator.supervisor.state == EngineState.READY, 60), lines
+    settings = ServeSettings(listen="127.0.0.1:0", queue_size=4, wait_s=60, drain_s=60)
+    with running_daemon(tmp_path_factory.mktemp("attach-home"), {"n_ctx": N_CTX, "n_threads": 2, "n_threads_batch": 2},
+                        settings, name="attach-daemon") as d:
         yield d
-    finally:
-        d.stop("test end")
-        thread.join(30)
-        if before is None:
-            os.environ.pop("LLMOS_TUI_HOME", None)
-        else:
-            os.environ["LLMOS_TUI_HOME"] = before
 
 
 def face_config(**overrides):

@@ -27,7 +27,7 @@ from llmos_tui.serve.daemon import Daemon
 from llmos_tui.serve.lock import DaemonRunning
 from llmos_tui.serve.settings import ServeSettings
 
-from tests.conftest import cli_env, wait_for
+from tests.conftest import cli_env, running_daemon, wait_for
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,28 +37,11 @@ N_CTX = 1024
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("serve-home")
-    before = os.environ.get("LLMOS_TUI_HOME")
-    os.environ["LLMOS_TUI_HOME"] = str(home)
-    lines: list[str] = []
-    config = load_config(overrides={"n_ctx": N_CTX, "n_threads": 2, "n_threads_batch": 2})
     settings = ServeSettings(listen="127.0.0.1:0", token=TOKEN, queue_size=2, wait_s=30, drain_s=60,
                              stall_s=3, max_tokens=2048)
-    d = Daemon(config, settings, doctor=False, say=lines.append)
-    d.lines = lines  # type: ignore[attr-defined]
-    thread = threading.Thread(target=d.run, name="test-daemon", daemon=True)
-    thread.start()
-    try:
-        assert d.ready.wait(30), lines
-        assert wait_for(lambda: d.operator.supervisor.state == EngineState.READY, 60), lines
+    with running_daemon(tmp_path_factory.mktemp("serve-home"), {"n_ctx": N_CTX, "n_threads": 2, "n_threads_batch": 2},
+                        settings, name="test-daemon", doctor=False) as d:
         yield d
-    finally:
-        d.stop("test end")
-        thread.join(30)
-        if before is None:
-            os.environ.pop("LLMOS_TUI_HOME", None)
-        else:
-            os.environ["LLMOS_TUI_HOME"] = before
 
 
 @pytest.fixture

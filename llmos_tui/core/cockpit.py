@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from llmos_tui.engine.params import EngineParams
     from llmos_tui.engine.supervisor import Json, Reply
 
-__all__ = ["Cockpit"]
+__all__ = ["Cockpit", "SharedVerbs"]
 
 
 class Cockpit(Protocol):
@@ -72,3 +72,33 @@ class Cockpit(Protocol):
     def tuner(self) -> Any: ...
 
     def close(self) -> None: ...
+
+
+class SharedVerbs:
+    """The verbs that read the same on an embedded core and an attached one: both hold a
+    ``chat`` session and a ``supervisor`` view, and start the engine through their own
+    ``try_start_engine`` (the attached one has nothing to start: the daemon runs the engine)."""
+
+    chat: Any
+    supervisor: Any
+
+    def try_start_engine(self) -> str | None:  # pragma: no cover - each core has its own
+        raise NotImplementedError
+
+    def start_engine_in_background(self, done: Callable[[str | None], object] | None = None) -> threading.Thread:
+        def run() -> None:
+            error = self.try_start_engine()
+            if done is not None:
+                done(error)
+
+        thread = threading.Thread(target=run, name="engine-start", daemon=True)
+        thread.start()
+        return thread
+
+    def send(self, prompt: str, **sampling: float | int | None) -> "Reply":
+        """Send a prompt in the current conversation; returns a streaming Reply at once."""
+        return self.chat.send(prompt, **sampling)
+
+    def cancel(self) -> None:
+        """Stop this face's reply (an attached face's: other clients' replies are theirs)."""
+        self.supervisor.cancel()

@@ -189,7 +189,7 @@ def read_endpoints(runtime_dir: Path, *, timeout: float = 2.0) -> list[dict[str,
         try:
             found.append({**_exchange(path, {"op": "status"}, timeout), "endpoint": str(path)})
         except (OSError, ValueError) as exc:
-            if pid is not None and not _alive(pid):
+            if pid is not None and not process_running(pid):
                 try:
                     path.unlink()
                 except OSError:
@@ -229,11 +229,14 @@ def request(endpoint: Path, message: dict[str, Json], *, timeout: float = 180.0)
     return _exchange(endpoint, message, timeout)
 
 
-def _alive(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """The process runs (a zombie, waiting for its parent to reap it, does not)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
     return True

@@ -24,7 +24,6 @@ goes through the change transaction's lock (:class:`~llmos_tui.core.changes.Chan
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -32,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Callable
 from llmos_tui.config import Config
 from llmos_tui.core.changes import ChangeResult, Changes, Json
 from llmos_tui.core.chat import ChatSession
+from llmos_tui.core.cockpit import SharedVerbs
 from llmos_tui.engine.gguf_info import ModelInfo
 from llmos_tui.engine.params import EngineParams
-from llmos_tui.engine.supervisor import EngineEvent, EngineState, Reply, Supervisor
+from llmos_tui.engine.supervisor import EngineEvent, EngineState, Supervisor
 from llmos_tui.errors import LlmosError
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ __all__ = ["Operator"]
 UNDO_WAIT_S = 5.0  # how long an undo sent by another process waits for the engine's holder
 
 
-class Operator:
+class Operator(SharedVerbs):
     """The wired core. Build it with ``build_core``; the attributes are the parts it was given."""
 
     attached: str | None = None  # an embedded core; a face of a daemon says which (serve.attached)
@@ -123,25 +123,7 @@ class Operator:
         result = self.changes.restart(source=self.face, reason=reason)
         return None if result.ok else result.message
 
-    def start_engine_in_background(self, done: Callable[[str | None], object] | None = None) -> threading.Thread:
-        def run() -> None:
-            error = self.try_start_engine()
-            if done is not None:
-                done(error)
-
-        thread = threading.Thread(target=run, name="engine-start", daemon=True)
-        thread.start()
-        return thread
-
-    # ---- chat -----------------------------------------------------------------------
-    def send(self, prompt: str, **sampling: float | int | None) -> Reply:
-        """Send a prompt in the current conversation; returns a streaming Reply at once."""
-        return self.chat.send(prompt, **sampling)
-
-    def cancel(self) -> None:
-        """Stop the reply being streamed."""
-        self.supervisor.cancel()
-
+    # ---- chat: send and cancel are SharedVerbs (core/cockpit.py) ---------------------------
     # ---- configuration changes (all through the change transaction) ------------------
     def apply(self, changes: EngineParams | dict[str, object], *, reason: str = "", source: str = "operator",
               verify: Callable[[], str | None] | None = None) -> ChangeResult:

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from llmos_tui.core.endpoint import process_running
 from llmos_tui.errors import LlmosError
 from llmos_tui.fleet import LABEL, NAMESPACE, agent_name
 
@@ -132,7 +133,7 @@ class BoxAgent:
         path = socket_path(self.runtime_dir, pid)
         deadline = time.time() + self.daemon_start_s
         while time.time() < deadline:
-            if not _running(pid):
+            if not process_running(pid):
                 self.problem = f"the daemon this agent started (pid {pid}) exited (see {log_path})"
                 return False
             if path.exists():
@@ -287,21 +288,6 @@ with open(sys.argv[1], "ab") as log:
                          start_new_session=True)
 print(p.pid)
 """
-
-
-def _running(pid: int) -> bool:
-    """The process runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def summarize(snap: Mapping[str, Json]) -> dict[str, Json]:

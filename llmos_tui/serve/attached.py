@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from llmos_tui.config import Config
 from llmos_tui.core.changes import ChangeResult
 from llmos_tui.core.chat import ChatSession
+from llmos_tui.core.cockpit import SharedVerbs
 from llmos_tui.doctor.api import Finding
 from llmos_tui.doctor.book import DoctorEvent
 from llmos_tui.engine.gguf_info import ModelInfo
@@ -526,7 +527,7 @@ class _AdaptView:
 
 
 # ---- the operator -------------------------------------------------------------------------------------
-class AttachedOperator:
+class AttachedOperator(SharedVerbs):
     """The Operator surface over a running daemon (see the module's docstring)."""
 
     mode = "attached"
@@ -663,12 +664,6 @@ class AttachedOperator:
             self.sampler.feed(sample)
 
     # ---- engine ---------------------------------------------------------------------------------------
-    def start_engine_in_background(self, done: Callable[[str | None], object] | None = None) -> threading.Thread:
-        """The daemon runs the engine: nothing to start here (its state comes with the events)."""
-        thread = threading.Thread(target=lambda: done(self.try_start_engine()) if done else None, daemon=True)
-        thread.start()
-        return thread
-
     def try_start_engine(self) -> str | None:
         return None
 
@@ -682,14 +677,7 @@ class AttachedOperator:
             return str(exc)
         return None if answer.get("ok") else str(answer.get("message") or answer.get("error"))
 
-    # ---- chat -----------------------------------------------------------------------------------------
-    def send(self, prompt: str, **sampling: float | int | None) -> Reply:
-        return self.chat.send(prompt, **sampling)
-
-    def cancel(self) -> None:
-        """Stop this face's reply (other clients' replies are theirs)."""
-        self.supervisor.cancel()
-
+    # ---- chat: send and cancel are SharedVerbs (core/cockpit.py) ---------------------------
     # ---- configuration changes --------------------------------------------------------------------------
     def apply(self, changes: EngineParams | dict[str, object], *, reason: str = "", source: str = "operator",
               verify: Callable[[], str | None] | None = None) -> ChangeResult:

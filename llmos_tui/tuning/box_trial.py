@@ -17,7 +17,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import LlmosError
@@ -127,11 +127,7 @@ def run_trial(supervisor: "Supervisor", changes: "ChangesPort", params: Mapping[
     if readonly:
         return done(outcome="refused", reason="read-only mode: this box runs no trials")
     try:
-        objective = make_objective(str(spec.get("objective") or "tg"))
-        bench = bench_spec(spec)
-        running = supervisor.params
-        n_ctx = int(spec.get("n_ctx") or running.n_ctx or 0)  # type: ignore[arg-type]
-        base = running.replace(n_ctx=n_ctx) if n_ctx else running
+        objective, bench, base = _trial_frame(supervisor, spec)
         trial_params = EngineParams.from_mapping(config, base=base)
     except (LlmosError, TypeError, ValueError) as exc:
         return done(outcome="refused", reason=str(exc))
@@ -159,6 +155,17 @@ def run_trial(supervisor: "Supervisor", changes: "ChangesPort", params: Mapping[
     return out
 
 
+def _trial_frame(supervisor: "Supervisor", spec: Mapping[str, object]) -> tuple[Any, Any, EngineParams]:
+    """What a spec asks of a trial or a verdict: its objective, its bench, and the running engine's
+    parameters with the spec's ``n_ctx`` (the base a configuration is a point over). Raises
+    LlmosError, TypeError or ValueError on a bad spec."""
+    objective = make_objective(str(spec.get("objective") or "tg"))
+    bench = bench_spec(spec)
+    running = supervisor.params
+    n_ctx = int(spec.get("n_ctx") or running.n_ctx or 0)  # type: ignore[arg-type]
+    return objective, bench, (running.replace(n_ctx=n_ctx) if n_ctx else running)
+
+
 def verify(supervisor: "Supervisor", changes: "ChangesPort", candidate: Mapping[str, object],
            spec: Mapping[str, object], *, readonly: bool = False, measure_fn: Measure | None = None) -> JsonDict:
     """The box's own A/B verdict (``tuning.verdict.ab_verify``): A is what runs on this box now, B
@@ -169,11 +176,7 @@ def verify(supervisor: "Supervisor", changes: "ChangesPort", candidate: Mapping[
     if readonly:
         return {"significant": False, "message": "read-only mode: this box verifies nothing"}
     try:
-        objective = make_objective(str(spec.get("objective") or "tg"))
-        bench = bench_spec(spec)
-        running = supervisor.params
-        n_ctx = int(spec.get("n_ctx") or running.n_ctx or 0)  # type: ignore[arg-type]
-        a = running.replace(n_ctx=n_ctx) if n_ctx else running
+        objective, bench, a = _trial_frame(supervisor, spec)
         b = EngineParams.from_mapping({str(k): v for k, v in candidate.items()}, base=a)
         design = VerifyDesign.capped(int(spec.get("verify_rounds") or 12),  # type: ignore[arg-type]
                                      min_gain=float(spec.get("min_gain") or 0.02))  # type: ignore[arg-type]
