@@ -26,7 +26,6 @@ exactly ``boxes4_speedup=S misses1=M1 misses4=M4``.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -38,27 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_tuner import KNOBS, SurfaceError, load_surface, preference_for  # noqa: E402
+from bench_tuner import SurfaceError, load_surface, preference_for  # noqa: E402
 
 DEFAULT_SURFACE = ROOT / "tests" / "data" / "surface_bench_2core.csv"
 BOX_COUNTS = (1, 2, 4)
 TARGET_SPEEDUP = 2.5
-
-
-def recorded_walls(path: Path) -> dict[tuple, float]:
-    """Each configuration's recorded trial wall time (the mean of its rows' ``wall_s``)."""
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-    walls: dict[tuple, list[float]] = {}
-    for row in csv.DictReader(lines):
-        fa = "on" if str(row["flash_attn"]).strip() in ("1", "on", "true") else "off"
-        config = {k: int(row[k]) if k in ("n_threads", "n_threads_batch", "n_batch", "n_ubatch") else row[k].strip()
-                  for k in KNOBS}
-        config["flash_attn"] = fa
-        try:
-            walls.setdefault(tuple(config[k] for k in KNOBS), []).append(float(row.get("wall_s") or 0.0))
-        except ValueError:
-            continue
-    return {k: statistics.fmean(v) for k, v in walls.items()}
 
 
 def surface_box(surface, objective: str, seed: int, **kwargs):
@@ -67,7 +50,7 @@ def surface_box(surface, objective: str, seed: int, **kwargs):
 
     reps = {k: [r[objective] for r in rows] for k, rows in surface.reps.items() if rows}
     space = Space.from_configs(surface.configs).to_dict()
-    return SurfaceBox(KNOBS, reps, surface.failed, recorded_walls(surface.path), space, seed=seed, **kwargs)
+    return SurfaceBox(surface.knobs, reps, surface.failed, surface.walls, space, seed=seed, **kwargs)
 
 
 def study_once(surface, objective: str, boxes: int, seed: int, budget: int, executor_factory=None,

@@ -23,7 +23,7 @@ bootstrap interval over the seeds says how much of a median ratio over 20 seeds 
 
 Targets (issue 22: a short tail), judged on the GP over the seeds (100 by default: a median over 20
 seeds moves by ±50 %): median <= 10 trials, p90 <= 20, misses <= 1 % of the seeds, mean <= half of
-random search's mean; and plateau stopping (``Study.plateau``, on by default in the tuner) adds no
+random search's mean; and plateau stopping (``Study.plateau``; ``tune --plateau-stop``, off by default) adds no
 misses: each GP run also goes on until the study would stop on a plateau, and the line
 ``gp with plateau stopping: ...`` says how many trials the study would have run of the budget and
 how many runs then missed (``--no-stopping`` skips it). The script exits 1 when a target is not
@@ -51,8 +51,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-KNOBS = ["n_threads", "n_threads_batch", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v"]
-INT_KNOBS = {"n_threads", "n_threads_batch", "n_batch", "n_ubatch"}
+KNOBS = ["n_threads", "n_threads_batch", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v"]  # a CPU surface's
+# what a surface row says about a run (not a knob): every other column before ``rep`` is a knob
+MEASURES = {"rep", "ok", "error", "pp_tok_s", "tg_tok_s", "peak_rss_mb", "peak_vram_mib", "load_ms", "ttft_ms",
+            "outcome", "config", "wall_s"}
 OBJECTIVES = ("tg", "pp", "gm")
 AT = 12
 
@@ -68,9 +70,11 @@ class Surface:
     reps: dict[tuple, list[dict[str, float]]]  # ok reps: {"tg":..., "pp":..., "gm":...}
     failed: dict[tuple, str]  # configurations whose every recorded run failed
     facts: dict = field(default_factory=dict)
+    knobs: list[str] = field(default_factory=lambda: list(KNOBS))  # the columns that are knobs, in file order
+    walls: dict[tuple, float] = field(default_factory=dict)  # each configuration's mean recorded wall_s
 
     def key(self, config: dict) -> tuple:
-        return tuple(config[k] for k in KNOBS)
+        return tuple(config[k] for k in self.knobs)
 
     def means(self, objective: str) -> dict[tuple, float]:
         return {k: statistics.fmean(r[objective] for r in rows) for k, rows in self.reps.items() if rows}
@@ -82,48 +86,77 @@ class Surface:
         return set(ranked[:n])
 
 
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
 def load_surface(path: str | Path) -> Surface:
+    """A recorded surface. Its knobs are the columns before ``rep`` (a file without ``rep``: every
+    column that is not a measurement), so a surface of other knobs (``n_gpu_layers``, ``n_cpu_moe``,
+    a GPU's batch sizes) replays as it was recorded; a knob whose every value is an integer is one."""
     p = Path(path)
     if not p.is_file():
         raise SurfaceError(f"no surface file {p}")
     facts: dict = {}
-    lines = p.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SurfaceError(f"{p}: cannot read it ({exc})") from None
     if lines and lines[0].startswith("#"):
         try:
             facts = json.loads(lines[0][1:].strip())
         except json.JSONDecodeError:
             facts = {"comment": lines[0][1:].strip()}
+        if not isinstance(facts, dict):
+            facts = {"comment": lines[0][1:].strip()}
     reader = csv.DictReader(line for line in lines if line.strip() and not line.startswith("#"))
-    missing = [c for c in KNOBS + ["ok", "pp_tok_s", "tg_tok_s"] if c not in (reader.fieldnames or [])]
-    if missing:
-        raise SurfaceError(f"{p}: missing columns {', '.join(missing)}")
+    fields = list(reader.fieldnames or [])
+    missing = [c for c in ["ok", "pp_tok_s", "tg_tok_s"] if c not in fields]
+    knobs = fields[: fields.index("rep")] if "rep" in fields else [c for c in fields if c not in MEASURES]
+    knobs = [k for k in knobs if k not in MEASURES]
+    if missing or not knobs:
+        raise SurfaceError(f"{p}: missing columns {', '.join(missing or ['(a knob)'])}")
+    rows = list(enumerate(reader, 2))
+    ints = {k for k in knobs if k != "flash_attn" and all(_is_int((row.get(k) or "").strip()) for _, row in rows)}
     configs: list[dict] = []
     reps: dict[tuple, list[dict[str, float]]] = {}
     errors: dict[tuple, str] = {}
-    for n, row in enumerate(reader, 2):
+    walls: dict[tuple, list[float]] = {}
+    for n, row in rows:
         try:
-            config = {k: int(row[k]) if k in INT_KNOBS else row[k].strip() for k in KNOBS}
-            config["flash_attn"] = "on" if str(row["flash_attn"]).strip() in ("1", "on", "true") else "off"
+            if any(row.get(k) is None for k in knobs):
+                raise ValueError("a short row")
+            config = {k: int(row[k]) if k in ints else row[k].strip() for k in knobs}
+            if "flash_attn" in config:
+                config["flash_attn"] = "on" if str(row["flash_attn"]).strip() in ("1", "on", "true") else "off"
             ok = str(row["ok"]).strip() == "1"
-            key = tuple(config[k] for k in KNOBS)
+            key = tuple(config[k] for k in knobs)
             if key not in reps:
                 reps[key] = []
                 configs.append(config)
             if ok:
                 tg, pp = float(row["tg_tok_s"]), float(row["pp_tok_s"])
-                if tg <= 0 or pp <= 0:
-                    raise ValueError("a successful run needs positive tok/s")
+                if not (tg > 0 and pp > 0 and math.isfinite(tg) and math.isfinite(pp)):
+                    raise ValueError("a successful run needs positive, finite tok/s")
                 reps[key].append({"tg": tg, "pp": pp, "gm": math.sqrt(tg * pp)})
             else:
                 errors.setdefault(key, (row.get("error") or "failed").strip() or "failed")
-        except (KeyError, ValueError, TypeError) as exc:
+            try:
+                walls.setdefault(key, []).append(float(row.get("wall_s") or 0.0))
+            except ValueError:
+                pass
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise SurfaceError(f"{p} line {n}: {exc}") from None
     if not configs:
         raise SurfaceError(f"{p}: no rows")
-    failed = {k: errors.get(k, "failed") for k, rows in reps.items() if not rows}
+    failed = {k: errors.get(k, "failed") for k, rows_ in reps.items() if not rows_}
     if len(failed) == len(reps):
         raise SurfaceError(f"{p}: every configuration failed")
-    return Surface(p, configs, reps, failed, facts)
+    return Surface(p, configs, reps, failed, facts, knobs, {k: statistics.fmean(v) for k, v in walls.items() if v})
 
 
 def perturbed(surface: Surface, seed: int, effect: float = 0.06, extra_noise: float = 0.03) -> Surface:
@@ -135,7 +168,7 @@ def perturbed(surface: Surface, seed: int, effect: float = 0.06, extra_noise: fl
     rng = random.Random(seed)
     factor: dict[tuple[str, str, object], float] = {}
     for config in surface.configs:
-        for knob in KNOBS:
+        for knob in surface.knobs:
             for obj in ("tg", "pp"):
                 factor.setdefault((obj, knob, config[knob]), math.exp(rng.gauss(0.0, effect)))
     reps: dict[tuple, list[dict[str, float]]] = {}
@@ -145,13 +178,14 @@ def perturbed(surface: Surface, seed: int, effect: float = 0.06, extra_noise: fl
         for rep in surface.reps[key]:
             vals = {}
             for obj in ("tg", "pp"):
-                f = math.prod(factor[(obj, knob, config[knob])] for knob in KNOBS)
+                f = math.prod(factor[(obj, knob, config[knob])] for knob in surface.knobs)
                 vals[obj] = rep[obj] * f * math.exp(rng.gauss(0.0, extra_noise))
             vals["gm"] = math.sqrt(vals["tg"] * vals["pp"])
             out.append(vals)
         reps[key] = out
     facts = dict(surface.facts, note=f"perturbed copy (seed {seed}) of {surface.path.name}")
-    return Surface(surface.path, list(surface.configs), reps, dict(surface.failed), facts)
+    return Surface(surface.path, list(surface.configs), reps, dict(surface.failed), facts, list(surface.knobs),
+                   dict(surface.walls))
 
 
 @dataclass
@@ -169,7 +203,8 @@ def preference_for(surface: Surface, objective: str):
     a surface that does not say how many are physical: all of them)."""
     from llmos_tui.tuning.prior import Preference
 
-    logical = int(surface.facts.get("cpu_count") or max(c["n_threads"] for c in surface.configs))
+    recorded = [c["n_threads"] for c in surface.configs if isinstance(c.get("n_threads"), int)]
+    logical = int(surface.facts.get("cpu_count") or max(recorded, default=0) or 1)
     physical = surface.facts.get("physical_cores")
     return Preference.for_machine({"gm": "mix"}.get(objective, objective), logical_cores=logical,
                                   physical_cores=int(physical) if physical else None,
@@ -286,7 +321,7 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
     top = surface.top(objective)
     space = Space.from_configs(surface.configs)
     static = [c for c in surface.configs if space.allowed(c) is not None]
-    failed_run = [k for k in surface.failed if space.allowed(dict(zip(KNOBS, k))) is None]
+    failed_run = [k for k in surface.failed if space.allowed(dict(zip(surface.knobs, k))) is None]
     print(f"\n== objective {objective}: {len(surface.configs)} configurations recorded, {len(static)} that "
           f"llama.cpp's static rules refuse (never proposed), {len(failed_run)} that failed when run (a trial); "
           f"top 5 % = {len(top)} configuration(s) >= {min(means[k] for k in top):.2f} tok/s "

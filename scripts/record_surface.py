@@ -14,6 +14,11 @@ and a rerun with the same --out continues where it stopped.
 
     nice -n 5 python scripts/record_surface.py --model bench --out tests/data/surface_bench_2core.csv
     nice -n 5 python scripts/record_surface.py --model demo --grid small --out tests/data/surface_demo_2core.csv
+    nice -n 5 python scripts/record_surface.py --model moe --out tests/data/surface_moe_2core.csv
+
+A grid may name more knobs than the CPU ones (``extra``: ``n_cpu_moe``, ``n_gpu_layers``...): they
+become columns before ``rep``, and ``bench_tuner.py`` replays every column before ``rep`` as a knob.
+``all`` as a value of ``n_cpu_moe`` is the model's expert-block count (from its GGUF header).
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = ["n_threads", "n_threads_batch", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v", "rep", "ok",
-           "error", "pp_tok_s", "tg_tok_s", "peak_rss_mb", "load_ms", "ttft_ms", "outcome", "config", "wall_s"]
+KNOBS = ["n_threads", "n_threads_batch", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v"]
+MEASURES = ["rep", "ok", "error", "pp_tok_s", "tg_tok_s", "peak_rss_mb", "load_ms", "ttft_ms", "outcome", "config",
+            "wall_s"]
 
 # (n_batch, n_ubatch) and (type_k, type_v) pairs: a subset of the tuner's space that fits ~30 min here
 GRIDS = {
@@ -51,7 +57,20 @@ GRIDS = {
         "flash_attn": ["on", "off"],
         "kv": [("f16", "f16"), ("q8_0", "f16"), ("f16", "q8_0")],
     },
+    # the synthetic MoE model (--model moe): the experts' matmuls (mul_mat_id) scale with threads and
+    # micro-batch otherwise than a dense model's; expert offload to the CPU (n_cpu_moe) is a knob too,
+    # where on a CPU-only build it moves the experts out of the mapped file into an allocated CPU buffer
+    "moe": {
+        "threads": [1, 2],
+        "batches": [(128, 32), (512, 128)],
+        "flash_attn": ["on", "off"],
+        "kv": [("f16", "f16"), ("q8_0", "q8_0"), ("q4_0", "f16")],
+        "extra": {"n_cpu_moe": [0, "all"]},
+    },
 }
+# the MoE model a "moe" surface is recorded on: big enough that its timings are the experts' (about
+# 120 MB of F16), small enough that a 96-configuration grid takes half an hour on two cores
+MOE_SHAPE = {"n_embd": 1024, "n_layer": 12, "n_ff": 1024, "n_expert": 8}
 
 
 def load_bench_maker():
@@ -61,19 +80,41 @@ def load_bench_maker():
     return mod
 
 
-def grid_configs(name: str) -> list[dict]:
+def load_moe_maker():
+    spec = importlib.util.spec_from_file_location("make_moe_model", ROOT / "scripts" / "make_moe_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def ensure_moe_bench_model() -> Path:
+    """The MoE model of ``MOE_SHAPE`` in the cache folder, written first when missing (seeded: the
+    same bytes every time)."""
+    mod = load_moe_maker()
+    shape = mod.MoeShape(**MOE_SHAPE)
+    path = mod.DEFAULT_PATH.with_name(f"moe-{shape.n_embd}x{shape.n_layer}x{shape.n_expert}.gguf")
+    if not path.is_file():
+        mod.write_moe_model(path, shape)
+    return path
+
+
+def grid_configs(name: str, n_expert_layers: int = 0) -> list[dict]:
+    """Every configuration of the grid; ``n_expert_layers`` resolves ``all`` in ``n_cpu_moe``."""
     g = GRIDS[name]
+    extra = {k: sorted({n_expert_layers if v == "all" else v for v in vals})
+             for k, vals in g.get("extra", {}).items()}
     out = []
-    for t, tb, (b, ub), fa, (tk, tv) in itertools.product(g["threads"], g["threads"], g["batches"], g["flash_attn"],
-                                                          g["kv"]):
+    for t, tb, (b, ub), fa, (tk, tv), *more in itertools.product(g["threads"], g["threads"], g["batches"],
+                                                                 g["flash_attn"], g["kv"], *extra.values()):
         out.append({"n_threads": t, "n_threads_batch": tb, "n_batch": b, "n_ubatch": ub, "flash_attn": fa,
-                    "type_k": tk, "type_v": tv})
+                    "type_k": tk, "type_v": tv, **dict(zip(extra, more))})
     return out
 
 
 def config_id(c: dict) -> str:
+    more = "".join(f" {k}={c[k]}" for k in c if k not in KNOBS)
     return (f"t{c['n_threads']}/{c['n_threads_batch']} b{c['n_batch']}/{c['n_ubatch']} fa={c['flash_attn']} "
-            f"kv={c['type_k']}/{c['type_v']}")
+            f"kv={c['type_k']}/{c['type_v']}{more}")
 
 
 def machine_facts() -> dict:
@@ -96,7 +137,8 @@ def machine_facts() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="bench", help="'bench' (scripts/make_bench_model.py), 'demo', or a GGUF path")
+    ap.add_argument("--model", default="bench", help="'bench' (scripts/make_bench_model.py), 'moe' (the synthetic "
+                                                     "MoE model of MOE_SHAPE), 'demo', or a GGUF path")
     ap.add_argument("--grid", default=None, choices=sorted(GRIDS), help="which subset (default: bench for the bench "
                                                                        "model, small otherwise)")
     ap.add_argument("--out", required=True)
@@ -116,13 +158,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.model == "bench":
         model = load_bench_maker().ensure_bench_model()
+    elif args.model == "moe":
+        model = ensure_moe_bench_model()
     elif args.model == "demo":
         model = ROOT / "llmos_tui" / "data" / "demo.gguf"
     else:
         model = Path(args.model).expanduser()
     info = read_model_info(model)
-    grid = args.grid or ("bench" if args.model == "bench" else "small")
-    configs = grid_configs(grid)
+    grid = args.grid or {"bench": "bench", "moe": "moe"}.get(args.model, "small")
+    configs = grid_configs(grid, int(getattr(info, "n_expert_layers", 0) or 0))
+    columns = [*configs[0], *MEASURES]
     random.Random(args.seed).shuffle(configs)
     spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth, reps=args.reps)
     if spec.tokens > args.n_ctx:
@@ -143,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             rows = csv.DictReader(line for line in fh if not line.startswith("#"))
             done = {r["config"] for r in rows}
         fh = out.open("a", newline="")
-        writer = csv.DictWriter(fh, COLUMNS)
+        writer = csv.DictWriter(fh, columns)
     else:
         fh = out.open("w", newline="")
         fh.write("# " + json.dumps(facts) + "\n")
-        writer = csv.DictWriter(fh, COLUMNS)
+        writer = csv.DictWriter(fh, columns)
         writer.writeheader()
     out.with_suffix(".json").write_text(json.dumps(facts, indent=2) + "\n")
     timeout = default_timeout(spec, info.size_bytes) * 2

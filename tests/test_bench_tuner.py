@@ -102,3 +102,43 @@ def test_the_replayed_prior_comes_from_the_surface_machine_facts():
     assert pref.objective == "mix"  # the geometric mean weighs both: every knob is relevant
     assert pref.logical_cores == int(surface.facts.get("cpu_count") or max(c["n_threads"] for c in surface.configs))
     assert pref.physical_cores <= pref.logical_cores and not pref.gpu
+
+
+def test_a_surface_of_other_knobs_replays_with_its_own_columns(tmp_path):
+    """A GPU box's surface (n_gpu_layers, expert offload, micro-batch; no thread columns) replays
+    with exactly its knobs: the columns before ``rep``. The values here are SYNTHETIC, made up for
+    the test: a smooth bowl over the knobs, best at 33 GPU layers, 4 expert blocks on the CPU."""
+    bt = load_bench()
+    path = tmp_path / "surface_gpu.csv"
+    lines = ['# {"kind": "llmos-tui response surface", "note": "SYNTHETIC test surface", "gpu": true}',
+             "n_gpu_layers,n_cpu_moe,n_ubatch,flash_attn,rep,ok,error,pp_tok_s,tg_tok_s,wall_s"]
+    for ngl in (0, 8, 16, 24, 33):
+        for moe in (0, 4, 8):
+            for ub in (128, 512):
+                for fa in (0, 1):
+                    if ngl == 33 and moe == 0 and ub == 512:  # "out of memory", every rep
+                        lines.append(f"{ngl},{moe},{ub},{fa},0,0,cudaMalloc failed: out of memory,,,1.0")
+                        continue
+                    for rep in range(3):
+                        tg = 20 + ngl - 2 * abs(moe - 4) + fa + 0.3 * rep
+                        lines.append(f"{ngl},{moe},{ub},{fa},{rep},1,,{5 * tg + ub / 64:.2f},{tg:.2f},2.5")
+    path.write_text("\n".join(lines) + "\n")
+    surface = bt.load_surface(path)
+    assert surface.knobs == ["n_gpu_layers", "n_cpu_moe", "n_ubatch", "flash_attn"]
+    assert len(surface.configs) == 60 and len(surface.failed) == 2
+    assert surface.configs[0] == {"n_gpu_layers": 0, "n_cpu_moe": 0, "n_ubatch": 128, "flash_attn": "off"}
+    assert surface.top("tg") == {(33, 4, 128, "on"), (33, 4, 512, "on"), (33, 4, 128, "off")}
+    assert surface.walls[(0, 0, 128, "off")] == 2.5
+    runs = bt.run_strategy(surface, "tg", "gp", seeds=2, budget=30)
+    assert all(r.hit for r in runs), [r.trials for r in runs]
+    told = {tuple(c[k] for k in surface.knobs) for r in runs for c, *_ in r.history}
+    assert told <= set(surface.reps), "only recorded configurations are proposed"
+    assert bt.preference_for(surface, "tg").logical_cores >= 1  # no thread column: the prior still builds
+
+
+def test_the_shipped_moe_surface_replays_expert_offload_as_a_knob():
+    bt = load_bench()
+    surface = bt.load_surface(ROOT / "tests" / "data" / "surface_moe_2core.csv")
+    assert surface.knobs[-1] == "n_cpu_moe" and {c["n_cpu_moe"] for c in surface.configs} == {0, 12}
+    assert surface.facts["model"].startswith("llmos moe") and surface.facts["physical_cores"] >= 1
+    assert len(surface.configs) == 96 and len(surface.top("tg")) == 4

@@ -39,7 +39,7 @@ def make_box(surface, seed: int = 0, **kwargs) -> SurfaceBox:
 
     reps = {k: [r["tg"] for r in rows] for k, rows in surface.reps.items() if rows}
     walls = {k: 10.0 for k in surface.reps}
-    return SurfaceBox(KNOBS, reps, surface.failed, walls, Space.from_configs(surface.configs).to_dict(), seed=seed,
+    return SurfaceBox(surface.knobs, reps, surface.failed, walls, Space.from_configs(surface.configs).to_dict(), seed=seed,
                       **kwargs)
 
 
@@ -328,31 +328,12 @@ def test_a_ray_box_that_dies_mid_trial_is_a_failed_trial(ray_cluster, surface) -
 # ---- one trial through a real daemon ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory):
-    from llmos_tui.config import load_config
-    from llmos_tui.engine.supervisor import EngineState
-    from llmos_tui.serve.daemon import Daemon
     from llmos_tui.serve.settings import ServeSettings
-    from tests.conftest import wait_for
+    from tests.conftest import running_daemon
 
-    home = tmp_path_factory.mktemp("fleet-daemon-home")
-    before = os.environ.get("LLMOS_TUI_HOME")
-    os.environ["LLMOS_TUI_HOME"] = str(home)
-    lines: list[str] = []
-    config = load_config(overrides={"n_ctx": 512, "n_threads": 1, "n_threads_batch": 2})
-    d = Daemon(config, ServeSettings(listen="127.0.0.1:0"), doctor=False, say=lines.append)
-    thread = threading.Thread(target=d.run, name="fleet-test-daemon", daemon=True)
-    thread.start()
-    try:
-        assert d.ready.wait(30), lines
-        assert wait_for(lambda: d.operator.supervisor.state == EngineState.READY, 60), lines
+    with running_daemon(tmp_path_factory.mktemp("fleet-daemon-home"), {"n_ctx": 512, "n_threads": 1, "n_threads_batch": 2},
+                        ServeSettings(listen="127.0.0.1:0"), name="fleet-test-daemon", doctor=False) as d:
         yield d
-    finally:
-        d.stop("test end")
-        thread.join(30)
-        if before is None:
-            os.environ.pop("LLMOS_TUI_HOME", None)
-        else:
-            os.environ["LLMOS_TUI_HOME"] = before
 
 
 def test_run_box_trial_measures_through_the_daemons_change_transaction(daemon) -> None:
