@@ -120,11 +120,11 @@ class LocalFleet:
                 pass
         t0 = time.time()
         deadline = t0 + 15
-        from llmos_tui.fleet.agent import _running
+        from llmos_tui.core.endpoint import process_running
 
         for pid in self.daemon_pids:
             while time.time() < deadline:
-                if not _running(pid):
+                if not process_running(pid):
                     break
                 time.sleep(0.1)
             else:
