@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_fleet import SERVE_ARGS, pct  # noqa: E402 - the same boxes and percentiles as bench_fleet
+from bench_fleet import local_boxes, pct  # noqa: E402 - the same boxes and percentiles as bench_fleet
 
 
 def keys_at_head(path: Path) -> set[str]:
@@ -60,22 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from llmos_tui.fleet.collector import collector_handle, collector_status, start_collector, stop_collector
-    from llmos_tui.fleet.local import LocalFleet
     from llmos_tui.journal import Journal
     from llmos_tui.journal.fleet import entries_after
-    from llmos_tui.serve.client import DaemonClient, find_daemons
 
-    boxes = [chr(ord("a") + i) for i in range(args.boxes)]
-    local = LocalFleet(boxes, gpus=2)
-    t0 = time.time()
-    local.start()
-    try:
-        local.start_agents(SERVE_ARGS)
-        print(f"cluster of {args.boxes} boxes with agents and daemons up in {time.time() - t0:.1f} s", flush=True)
+    with local_boxes(args.boxes) as (boxes, local, clients):
         head = local.root / "head.sqlite"
         status = start_collector(head, interval_s=args.interval)
         print(f"collector pid {status['pid']}, every {args.interval:g} s into {head}", flush=True)
-        clients = {box: DaemonClient(find_daemons(local.home(box) / "run")[0], timeout=30) for box in boxes}
         rng = random.Random(20)
         lags: list[float] = []
         misses = 0
@@ -117,13 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 copied = [r["entry_id"] for r in rows]
                 missing += len(own_ids - set(copied))
                 extra += len(copied) - len(set(copied)) + len(set(copied) - own_ids)
-        for client in clients.values():
-            client.close()
         stop_collector()
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        local.stop()
 
     p50, p99 = pct(lags, 0.5), pct(lags, 0.99)
     target = args.interval + 2.0

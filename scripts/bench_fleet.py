@@ -23,6 +23,7 @@ is missing). The last line is exactly
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import random
 import statistics
@@ -47,6 +48,34 @@ def pct(values: list[float], q: float) -> float:
     k = (len(ordered) - 1) * q
     lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@contextlib.contextmanager
+def local_boxes(n_boxes: int):
+    """``n_boxes`` boxes (a, b, …) on a local Ray cluster, each with its agent and its daemon up:
+    ``(names, LocalFleet, {box: DaemonClient})``. On exit the clients close, Ray shuts down and the
+    cluster stops (bench_fleet and bench_collector share it)."""
+    import ray
+
+    from llmos_tui.fleet.local import LocalFleet
+    from llmos_tui.serve.client import DaemonClient, find_daemons
+
+    boxes = [chr(ord("a") + i) for i in range(n_boxes)]
+    local = LocalFleet(boxes, gpus=2)
+    t0 = time.time()
+    local.start()
+    clients: dict[str, Any] = {}
+    try:
+        local.start_agents(SERVE_ARGS)
+        print(f"cluster of {n_boxes} boxes with agents and daemons up in {time.time() - t0:.1f} s", flush=True)
+        clients.update({box: DaemonClient(find_daemons(local.home(box) / "run")[0], timeout=30) for box in boxes})
+        yield boxes, local, clients
+    finally:
+        for client in clients.values():
+            client.close()
+        if ray.is_initialized():
+            ray.shutdown()
+        local.stop()
 
 
 class Watcher:
@@ -77,27 +106,16 @@ class Watcher:
 
 
 def view_part(n_boxes: int, samples: int, interval: float) -> dict[str, Any]:
-    import ray
-
-    from llmos_tui.fleet.local import LocalFleet
     from llmos_tui.fleet.view import Fleet
     from llmos_tui.journal import Journal
-    from llmos_tui.serve.client import DaemonClient, find_daemons
 
-    boxes = [chr(ord("a") + i) for i in range(n_boxes)]
-    local = LocalFleet(boxes, gpus=2)
-    t0 = time.time()
-    local.start()
-    try:
-        local.start_agents(SERVE_ARGS)
-        print(f"cluster of {n_boxes} boxes with agents and daemons up in {time.time() - t0:.1f} s", flush=True)
+    with local_boxes(n_boxes) as (boxes, local, clients):
         journal = Journal(local.root / "head.sqlite")
         fleet = Fleet(journal, call_timeout_s=1.5)
         watcher = Watcher(fleet, interval)
         watcher.thread.start()
         assert watcher.first(time.time(), lambda b: all(s == "alive" for s, _k in b.values()) and len(b) == n_boxes,
                              120) is not None, "not every box came up alive"
-        clients = {box: DaemonClient(find_daemons(local.home(box) / "run")[0], timeout=30) for box in boxes}
         lags: list[float] = []
         misses = 0
         rng = random.Random(20)
@@ -127,16 +145,10 @@ def view_part(n_boxes: int, samples: int, interval: float) -> dict[str, Any]:
         watcher.stop.set()
         watcher.thread.join(10)
         polls = [b - a for (a, _x), (b, _y) in zip(watcher.rounds, watcher.rounds[1:])]
-        for client in clients.values():
-            client.close()
         journal.close()
         return {"lags": lags, "misses": misses, "dead_detect_s": (marked - killed) if marked else None,
                 "back_s": (back - rejoined) if back else None, "round_s": statistics.median(polls) if polls else None,
                 "rounds": len(watcher.rounds)}
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        local.stop()
 
 
 def tune_part(seeds: int) -> dict[str, Any] | None:
