@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 KNOBS = ["n_threads", "n_threads_batch", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v"]  # a CPU surface's
 # what a surface row says about a run (not a knob): every other column before ``rep`` is a knob
-MEASURES = {"rep", "ok", "error", "pp_tok_s", "tg_tok_s", "peak_rss_mb", "peak_vram_mib", "load_ms", "ttft_ms",
+MEASURES = {"rep", "pass", "ok", "error", "pp_tok_s", "tg_tok_s", "peak_rss_mb", "peak_vram_mib", "load_ms", "ttft_ms",
             "outcome", "config", "wall_s"}
 OBJECTIVES = ("tg", "pp", "gm")
 AT = 12

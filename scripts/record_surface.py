@@ -9,8 +9,14 @@ a ``#`` comment with the recording's facts (machine, date, model, bench spec) an
 go to a sidecar ``.json``.
 
 Configurations are measured in a seeded random order, so that the load of a shared machine
-drifting over the recording does not line up with one parameter. The file is written as it goes
-and a rerun with the same --out continues where it stopped.
+drifting over the recording does not line up with one parameter, and in ``--passes`` passes over
+the whole grid (each in its own order, ``reps / passes`` repetitions per child): a configuration's
+runs then come from different times of the recording, so a drift in the machine's speed shows as
+noise within each configuration, not as a difference between configurations. With one pass (every
+rep in one child, back to back), the MoE surface's four best configurations for generation were
+four that happened to be measured one after another while the box ran fast (recording positions
+66-72 of 96): a "top" no tuner can learn from the knobs. The file is written as it goes and a rerun
+with the same --out continues where it stopped.
 
     nice -n 5 python scripts/record_surface.py --model bench --out tests/data/surface_bench_2core.csv
     nice -n 5 python scripts/record_surface.py --model demo --grid small --out tests/data/surface_demo_2core.csv
@@ -40,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 KNOBS = ["n_threads", "n_threads_batch", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v"]
-MEASURES = ["rep", "ok", "error", "pp_tok_s", "tg_tok_s", "peak_rss_mb", "load_ms", "ttft_ms", "outcome", "config",
+MEASURES = ["rep", "pass", "ok", "error", "pp_tok_s", "tg_tok_s", "peak_rss_mb", "load_ms", "ttft_ms", "outcome", "config",
             "wall_s"]
 
 # (n_batch, n_ubatch) and (type_k, type_v) pairs: a subset of the tuner's space that fits ~30 min here
@@ -142,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", default=None, choices=sorted(GRIDS), help="which subset (default: bench for the bench "
                                                                        "model, small otherwise)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=4)
+    ap.add_argument("--passes", type=int, default=None,
+                    help="passes over the grid, each in its own random order, the reps split between them "
+                         "(default: one per rep, fully interleaved)")
     ap.add_argument("--n-prompt", type=int, default=128)
     ap.add_argument("--n-gen", type=int, default=24)
     ap.add_argument("--depth", type=int, default=0, help="KV depth the generation runs at (llama-bench's -d)")
@@ -168,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     grid = args.grid or {"bench": "bench", "moe": "moe"}.get(args.model, "small")
     configs = grid_configs(grid, int(getattr(info, "n_expert_layers", 0) or 0))
     columns = [*configs[0], *MEASURES]
-    random.Random(args.seed).shuffle(configs)
-    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth, reps=args.reps)
+    passes = args.passes if args.passes is not None else args.reps
+    if args.reps < 1 or passes < 1 or args.reps % passes:
+        ap.error(f"--reps {args.reps} must be a positive multiple of --passes {passes}")
+    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth, reps=args.reps // passes)
     if spec.tokens > args.n_ctx:
         ap.error(f"depth + n_prompt + n_gen = {spec.tokens} does not fit --n-ctx {args.n_ctx}")
     out = Path(args.out)
@@ -177,16 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     facts = {"kind": "llmos-tui response surface", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "model": info.name, "model_file": model.name, "model_bytes": info.size_bytes, "n_params": info.n_params,
              "quantization": info.quantization, "n_layer": info.n_layer, "llama_cpp_python": llama_cpp_version(),
-             "bench": spec.to_dict(), "n_ctx": args.n_ctx, "grid": grid, "configurations": len(configs),
+             "bench": {**spec.to_dict(), "reps": args.reps, "reps_per_child": spec.reps, "passes": passes},
+             "n_ctx": args.n_ctx, "grid": grid, "configurations": len(configs),
              **machine_facts()}
     if args.note:
         facts["note"] = f"{args.note}; {facts['note']}"
 
-    done: set[str] = set()
+    done: set[tuple[int, str]] = set()  # (pass, configuration) already recorded
+    refused: set[str] = set()  # failed in an earlier pass: not run again
     if out.exists():
         with out.open(newline="") as fh:
             rows = csv.DictReader(line for line in fh if not line.startswith("#"))
-            done = {r["config"] for r in rows}
+            for r in rows:
+                done.add((int(r.get("pass") or 0), r["config"]))
+                if str(r.get("ok")).strip() != "1":
+                    refused.add(r["config"])
         fh = out.open("a", newline="")
         writer = csv.DictWriter(fh, columns)
     else:
@@ -198,28 +214,38 @@ def main(argv: list[str] | None = None) -> int:
     timeout = default_timeout(spec, info.size_bytes) * 2
     base = EngineParams(model_path=str(model), n_ctx=args.n_ctx, n_gpu_layers=0)
     started = time.time()
-    todo = [c for c in configs if config_id(c) not in done]
-    if args.limit:
-        todo = todo[: args.limit]
-    print(f"{model.name}: {len(configs)} configurations in grid {grid!r}, {len(done)} already recorded, "
-          f"{len(todo)} to measure, {args.reps} reps each", flush=True)
-    for i, c in enumerate(todo, 1):
+    if args.limit:  # the first configurations of the first pass's order, in every pass
+        order = list(configs)
+        random.Random(args.seed).shuffle(order)
+        configs = [c for c in configs if config_id(c) in {config_id(o) for o in order[: args.limit]}]
+    todo = []  # (pass, configuration): pass by pass, each pass in its own seeded order
+    for n in range(passes):
+        order = list(configs)
+        random.Random(args.seed + n).shuffle(order)
+        todo += [(n, c) for c in order if (n, config_id(c)) not in done]
+    print(f"{model.name}: {len(configs)} configurations in grid {grid!r}, {len(done)} runs of a configuration "
+          f"already recorded, {len(todo)} to run: {args.reps} reps each in {passes} passes", flush=True)
+    for i, (n, c) in enumerate(todo, 1):
         import dataclasses
 
+        if config_id(c) in refused:
+            continue  # it failed in an earlier pass (llama.cpp refused it): its one ok=0 row stands
         params = dataclasses.replace(base, **c)
         t = time.time()
         r = measure(params, spec, timeout=timeout)
-        base_row = {**c, "flash_attn": 1 if c["flash_attn"] == "on" else 0, "config": config_id(c),
+        base_row = {**c, "flash_attn": 1 if c["flash_attn"] == "on" else 0, "config": config_id(c), "pass": n,
                     "outcome": r.outcome, "wall_s": round(time.time() - t, 2)}
+        if not (r.ok and r.rows):
+            refused.add(config_id(c))
         if r.ok and r.rows:
             for row in r.rows:
-                writer.writerow({**base_row, "rep": row.get("rep"), "ok": 1, "error": "",
+                writer.writerow({**base_row, "rep": n * spec.reps + int(row.get("rep") or 0), "ok": 1, "error": "",
                                  "pp_tok_s": round(row.get("pp_tok_s") or 0.0, 3),
                                  "tg_tok_s": round(row.get("tg_tok_s") or 0.0, 3),
                                  "peak_rss_mb": r.peak_rss_mb, "load_ms": round(r.load_ms or 0.0, 1),
                                  "ttft_ms": round(row.get("ttft_ms") or 0.0, 1)})
         else:
-            writer.writerow({**base_row, "rep": 0, "ok": 0, "error": (r.reason or r.outcome)[:200]})
+            writer.writerow({**base_row, "rep": n * spec.reps, "ok": 0, "error": (r.reason or r.outcome)[:200]})
         fh.flush()
         print(f"[{i}/{len(todo)} {time.time() - started:.0f}s] {config_id(c)}: {r.summary()}", flush=True)
     fh.close()
