@@ -38,9 +38,9 @@ class StudyConfig:
     n_initial: int | None = None
     warm_start: bool = True
     baseline: bool = True  # the running configuration is the first point measured
-    # stop before the budget when the expected improvement stays tiny. Off by default: on the recorded
-    # surface (100 seeds, tg) stopping left the kept best outside the top 5 % in 7 runs against 1
-    # without it; `llmos-tui tune --plateau-stop` turns it on
+    # stop before the budget on a plateau (Study.plateau). Off by default: over 100 seeds it still adds
+    # misses on four of the six recorded cases (bench pp; the MoE surface's tg, pp and gm: README);
+    # `llmos-tui tune --plateau-stop` turns it on
     stop_on_plateau: bool = False
     start_points: tuple[Point, ...] = ()
 
