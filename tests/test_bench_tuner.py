@@ -142,3 +142,20 @@ def test_the_shipped_moe_surface_replays_expert_offload_as_a_knob():
     assert surface.knobs[-1] == "n_cpu_moe" and {c["n_cpu_moe"] for c in surface.configs} == {0, 12}
     assert surface.facts["model"].startswith("llmos moe") and surface.facts["physical_cores"] >= 1
     assert len(surface.configs) == 96 and len(surface.top("tg")) == 4
+    # recorded in interleaved passes (one run per child): each configuration's runs span the recording
+    assert surface.facts["bench"]["passes"] == 4 and surface.facts["bench"]["reps_per_child"] == 1
+    assert all(len(rows) == 4 for rows in surface.reps.values() if rows)
+
+
+def test_the_shipped_surfaces_in_passes_hold_each_configuration_from_every_pass():
+    import csv
+
+    for name in ("surface_moe_2core.csv", "surface_bench_2core_passes.csv"):
+        path = ROOT / "tests" / "data" / name
+        with path.open(newline="") as fh:
+            rows = [r for r in csv.DictReader(line for line in fh if not line.startswith("#")) if r["ok"] == "1"]
+        passes: dict[str, set[int]] = {}
+        for r in rows:
+            passes.setdefault(r["config"], set()).add(int(r["pass"]))
+        assert passes and all(p == {0, 1, 2, 3} for p in passes.values()), name
+        assert "pass" not in load_bench().load_surface(path).knobs
