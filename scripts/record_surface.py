@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():
         with out.open(newline="") as fh:
             rows = csv.DictReader(line for line in fh if not line.startswith("#"))
+            if rows.fieldnames and list(rows.fieldnames) != columns:
+                ap.error(f"{out} was recorded with other columns ({', '.join(rows.fieldnames)}): "
+                         f"continue it with the script that wrote it, or record to a new --out")
             for r in rows:
                 done.add((int(r.get("pass") or 0), r["config"]))
                 if str(r.get("ok")).strip() != "1":
@@ -214,15 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     timeout = default_timeout(spec, info.size_bytes) * 2
     base = EngineParams(model_path=str(model), n_ctx=args.n_ctx, n_gpu_layers=0)
     started = time.time()
-    if args.limit:  # the first configurations of the first pass's order, in every pass
-        order = list(configs)
-        random.Random(args.seed).shuffle(order)
-        configs = [c for c in configs if config_id(c) in {config_id(o) for o in order[: args.limit]}]
-    todo = []  # (pass, configuration): pass by pass, each pass in its own seeded order
-    for n in range(passes):
+
+    def pass_order(n: int) -> list[dict]:  # each pass in its own seeded order
         order = list(configs)
         random.Random(args.seed + n).shuffle(order)
-        todo += [(n, c) for c in order if (n, config_id(c)) not in done]
+        return order
+
+    if args.limit:  # the first configurations of the first pass's order, in every pass
+        keep = {config_id(c) for c in pass_order(0)[: args.limit]}
+        configs = [c for c in configs if config_id(c) in keep]
+    todo = [(n, c) for n in range(passes) for c in pass_order(n) if (n, config_id(c)) not in done]
     print(f"{model.name}: {len(configs)} configurations in grid {grid!r}, {len(done)} runs of a configuration "
           f"already recorded, {len(todo)} to run: {args.reps} reps each in {passes} passes", flush=True)
     for i, (n, c) in enumerate(todo, 1):
@@ -235,8 +239,6 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(params, spec, timeout=timeout)
         base_row = {**c, "flash_attn": 1 if c["flash_attn"] == "on" else 0, "config": config_id(c), "pass": n,
                     "outcome": r.outcome, "wall_s": round(time.time() - t, 2)}
-        if not (r.ok and r.rows):
-            refused.add(config_id(c))
         if r.ok and r.rows:
             for row in r.rows:
                 writer.writerow({**base_row, "rep": n * spec.reps + int(row.get("rep") or 0), "ok": 1, "error": "",
@@ -245,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "peak_rss_mb": r.peak_rss_mb, "load_ms": round(r.load_ms or 0.0, 1),
                                  "ttft_ms": round(row.get("ttft_ms") or 0.0, 1)})
         else:
+            refused.add(config_id(c))
             writer.writerow({**base_row, "rep": n * spec.reps, "ok": 0, "error": (r.reason or r.outcome)[:200]})
         fh.flush()
         print(f"[{i}/{len(todo)} {time.time() - started:.0f}s] {config_id(c)}: {r.summary()}", flush=True)
