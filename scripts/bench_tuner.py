@@ -144,7 +144,11 @@ def load_surface(path: str | Path) -> Surface:
                     raise ValueError("a successful run needs positive, finite tok/s")
                 reps[key].append({"tg": tg, "pp": pp, "gm": math.sqrt(tg * pp)})
             else:
-                errors.setdefault(key, (row.get("error") or "failed").strip() or "failed")
+                why = (row.get("error") or "").strip()
+                outcome = (row.get("outcome") or "").strip()
+                if outcome and outcome not in ("ok", "error") and outcome not in why:
+                    why = f"{outcome}: {why}" if why else outcome  # "oom": what the study learns from
+                errors.setdefault(key, why or "failed")
             try:
                 walls.setdefault(key, []).append(float(row.get("wall_s") or 0.0))
             except ValueError:

@@ -99,9 +99,79 @@ _TYPE_PATTERNS = [
 ]
 
 
+# bytes per element of a KV cache type (llama.cpp's ggml block sizes): the memory order of the types
+_CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.0625, "q5_1": 0.75, "q5_0": 0.6875,
+                "q4_1": 0.625, "iq4_nl": 0.5625, "q4_0": 0.5625}
+# a memory failure: the marks of llama.cpp's and our own words (engine.logreasons reads the same log)
+_MEMORY_WORDS = re.compile(r"out of memory|cudamalloc failed|failed to allocate|bad_alloc|unable to allocate|"
+                           r"erroroutofdevicememory|insufficient memory|over the budget|does not fit|\boom\b", re.I)
+_GPU_WORDS = re.compile(r"cuda|vram|\bgpu|\bdevice|vulkan|metal|rocm|\bhip\b", re.I)
+_HOST_WORDS = re.compile(r"\brss\b|\bhost\b|\bcpu\b|bad_alloc|\bram\b", re.I)
+MEMORY_RULE = "memory>="  # a learned rule: every configuration using at least this one's memory
+
+
+def memory_failure(config: Mapping[str, object], reason: str) -> str | None:
+    """"gpu" or "host" when the reason says the configuration ran out of memory (or over a memory
+    budget) there; None for any other failure. Without a word for where: the GPU when layers were
+    offloaded, else the host."""
+    text = reason or ""
+    if not _MEMORY_WORDS.search(text):
+        return None
+    if _GPU_WORDS.search(text):
+        return "gpu"
+    if _HOST_WORDS.search(text):
+        return "host"
+    try:
+        return "gpu" if int(config.get("n_gpu_layers") or 0) != 0 else "host"  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return "host"
+
+
+def _memory_order(name: str, value: object, where: str) -> float | None:
+    """Where ``value`` of knob ``name`` stands in memory use on ``where`` (larger: more); None for a
+    knob whose memory order is not known (two values then compare only when equal)."""
+    try:
+        if name in ("n_ubatch", "n_batch", "n_ctx"):
+            return float(value)  # type: ignore[arg-type]
+        if name == "n_gpu_layers":  # -1: every layer
+            layers = math.inf if int(value) < 0 else float(value)  # type: ignore[call-overload]
+            return layers if where == "gpu" else -layers
+        if name == "n_cpu_moe":  # expert layers kept in host memory
+            return -float(value) if where == "gpu" else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if name in ("type_k", "type_v"):
+        return _CACHE_BYTES.get(str(value).lower())
+    if name == "flash_attn":  # flash attention never materialises the attention matrix
+        return {"on": 0.0, "off": 1.0}.get(str(value).lower())
+    return None
+
+
+FREE_OF_MEMORY = ("n_threads", "n_threads_batch")  # knobs that do not move memory use
+
+
+def uses_at_least(config: Mapping[str, object], failed: Mapping[str, object], where: str) -> bool:
+    """True when ``config`` needs at least the memory that ``failed`` needed on ``where``: on every
+    knob of known memory order at least as much, every other knob (threads aside) the same. Memory
+    use is monotone in each of these knobs, so a configuration that ran out of memory rules out all
+    of these without running them."""
+    for name, bad in failed.items():
+        if name in FREE_OF_MEMORY or name not in config:
+            continue
+        value = config[name]
+        if value == bad:
+            continue
+        a, b = _memory_order(name, value, where), _memory_order(name, bad, where)
+        if a is None or b is None or a < b:
+            return False
+    return True
+
+
 def rule_from_reason(config: Mapping[str, object], reason: str) -> dict[str, object]:
     """The most general rule a failure supports: a cache type the model refuses is refused in every
-    configuration; a quantised V cache without flash attention likewise; otherwise the exact config."""
+    configuration; a quantised V cache without flash attention likewise; a configuration that ran out
+    of memory rules out every one that needs at least its memory (``uses_at_least``); otherwise the
+    exact config."""
     text = reason or ""
     low = text.lower()
     if "quantized v cache" in low or "quantised v cache" in low or ("v cache" in low and "flash" in low):
@@ -121,6 +191,9 @@ def rule_from_reason(config: Mapping[str, object], reason: str) -> dict[str, obj
                     if "does not divide" in low and config.get("flash_attn") is not None:
                         rule["flash_attn"] = config.get("flash_attn")
                     return rule
+    where = memory_failure(config, text)
+    if where is not None:
+        return {MEMORY_RULE: dict(config), "where": where}
     return dict(config)
 
 
@@ -162,6 +235,13 @@ class Space:
             if config[d.name] not in d.values:
                 return f"{d.name}={config[d.name]} is not in the space ({', '.join(map(str, d.values))})"
         for rule, why in zip(self.rules, self.reasons):
+            if MEMORY_RULE in rule:
+                failed = rule[MEMORY_RULE]
+                if isinstance(failed, Mapping) and uses_at_least(config, failed, str(rule.get("where") or "gpu")):
+                    shown = " ".join(f"{k}={v}" for k, v in failed.items() if k not in FREE_OF_MEMORY)
+                    return f"known infeasible (needs at least the memory of {shown}): {why}" if why else \
+                        f"known infeasible (needs at least the memory of {shown})"
+                continue
             if all(config.get(k) == v for k, v in rule.items()):
                 what = " ".join(f"{k}={v}" for k, v in rule.items())
                 return f"known infeasible ({what}): {why}" if why else f"known infeasible ({what})"
@@ -397,5 +477,6 @@ def build_space(model_info: "ModelInfo | None", *, cpu_count: int, gpu: Mapping[
     return space
 
 
-__all__ = ["Dimension", "Space", "build_space", "expert_layer_values", "plain", "rule_from_reason",
+__all__ = ["Dimension", "Space", "build_space", "expert_layer_values", "plain", "rule_from_reason", "memory_failure",
+           "uses_at_least", "MEMORY_RULE",
            "thread_values"]
