@@ -210,9 +210,12 @@ def preference_for(surface: Surface, objective: str):
     recorded = [c["n_threads"] for c in surface.configs if isinstance(c.get("n_threads"), int)]
     logical = int(surface.facts.get("cpu_count") or max(recorded, default=0) or 1)
     physical = surface.facts.get("physical_cores")
+    layers = [c["n_gpu_layers"] for c in surface.configs if isinstance(c.get("n_gpu_layers"), int)]
+    most = max(layers, default=0)  # the tuner's own: the largest offload in its space (-1: every layer)
     return Preference.for_machine({"gm": "mix"}.get(objective, objective), logical_cores=logical,
                                   physical_cores=int(physical) if physical else None,
-                                  gpu=bool(surface.facts.get("gpu")))
+                                  gpu=bool(surface.facts.get("gpu")) or most > 0 or -1 in layers,
+                                  max_gpu_layers=most if most > 0 else (1 if -1 in layers else None))
 
 
 def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: int,

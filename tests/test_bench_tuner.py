@@ -133,7 +133,19 @@ def test_a_surface_of_other_knobs_replays_with_its_own_columns(tmp_path):
     assert all(r.hit for r in runs), [r.trials for r in runs]
     told = {tuple(c[k] for k in surface.knobs) for r in runs for c, *_ in r.history}
     assert told <= set(surface.reps), "only recorded configurations are proposed"
-    assert bt.preference_for(surface, "tg").logical_cores >= 1  # no thread column: the prior still builds
+    pref = bt.preference_for(surface, "tg")
+    assert pref.logical_cores >= 1  # no thread column: the prior still builds
+    # the real tuner's prior on a GPU: every layer of its space offloaded (its largest value; -1 is all)
+    assert pref.gpu and pref.max_gpu_layers == 33
+    assert pref.factor("n_gpu_layers", 33) == pref.factor("n_gpu_layers", -1) == 1.0 > pref.factor("n_gpu_layers", 16)
+    # a recorded out-of-memory (its reason) rules out every later proposal that needs at least its memory
+    from llmos_tui.tuning.space import uses_at_least
+
+    for r in runs:
+        for i, (config, _, ok, why) in enumerate(r.history):
+            if not ok:
+                assert "out of memory" in why
+                assert not any(uses_at_least(later, config, "gpu") for later, *_ in r.history[i + 1:])
 
 
 def test_the_shipped_moe_surface_replays_expert_offload_as_a_knob():

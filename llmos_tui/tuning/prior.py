@@ -73,8 +73,8 @@ class Preference:
         if name == "n_threads_batch":
             return self._threads(value, self.logical_cores)
         if name == "n_gpu_layers" and self.max_gpu_layers:
-            try:
-                share = max(0.0, min(1.0, int(value) / self.max_gpu_layers))
+            try:  # -1: every layer
+                share = 1.0 if int(value) < 0 else max(0.0, min(1.0, int(value) / self.max_gpu_layers))
             except (TypeError, ValueError):
                 return 1.0
             return math.exp(-3.0 * (1.0 - share))
