@@ -94,18 +94,111 @@ def _is_int(text: str) -> bool:
     return True
 
 
+# llama-bench's parameters (its -o json / jsonl records): those that vary between the records are the knobs
+LLAMA_BENCH_PARAMS = ("n_threads", "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v", "n_gpu_layers", "n_cpu_moe",
+                      "split_mode", "main_gpu", "no_kv_offload", "tensor_split", "tensor_buft_overrides", "use_mmap",
+                      "cpu_mask", "cpu_strict", "poll", "defrag_thold", "embeddings", "no_op_offload", "use_direct_io")
+
+
+def _bench_value(name: str, value: object) -> object:
+    if name == "flash_attn":  # false/true, 0/1, -1 (auto)
+        return {"true": "on", "1": "on", "false": "off", "0": "off", "-1": "auto"}.get(str(value).lower(), str(value))
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) == int(value):
+        return int(value)
+    return str(value)
+
+
+def load_llama_bench(p: Path, text: str) -> Surface:
+    """A surface from llama-bench's own output (``-o json`` or ``-o jsonl``, one model): its knobs
+    are the parameters that vary between its records, a configuration's reps its ``samples_ts``
+    (the prompt test's i-th sample paired with the generation test's i-th). llama-bench writes no
+    record for a configuration that failed, so such a surface has no failures. A configuration
+    measured for only one of the two tests is left out (and counted in the facts)."""
+    try:
+        if text.lstrip().startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise SurfaceError(f"{p}: not llama-bench JSON ({exc})") from None
+    if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
+        raise SurfaceError(f"{p}: no llama-bench records")
+    models = {str(r.get("model_filename") or r.get("model_type") or "") for r in records}
+    if len(models) > 1:
+        raise SurfaceError(f"{p}: records of {len(models)} models ({', '.join(sorted(models))}): a surface is one model")
+    knobs = [k for k in LLAMA_BENCH_PARAMS if len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1]
+    if not knobs:
+        raise SurfaceError(f"{p}: no parameter varies between the records (nothing to tune)")
+    tests: dict[tuple, dict[str, list[float]]] = {}
+    shapes: dict[str, dict[tuple, int]] = {"pp": {}, "tg": {}}
+    for r in records:
+        n_prompt, n_gen = int(r.get("n_prompt") or 0), int(r.get("n_gen") or 0)
+        kind = "pp" if n_prompt > 0 and n_gen == 0 else "tg" if n_gen > 0 and n_prompt == 0 else None
+        if kind is None:
+            continue  # a -pg test (prompt and generation together): neither objective
+        shape = (n_prompt, n_gen, int(r.get("n_depth") or 0))
+        shapes[kind][shape] = shapes[kind].get(shape, 0) + 1
+    main = {kind: max(counts, key=counts.get) for kind, counts in shapes.items() if counts}
+    if set(main) != {"pp", "tg"}:
+        raise SurfaceError(f"{p}: llama-bench records need both a prompt (-p) and a generation (-n) test")
+    for r in records:
+        n_prompt, n_gen = int(r.get("n_prompt") or 0), int(r.get("n_gen") or 0)
+        shape = (n_prompt, n_gen, int(r.get("n_depth") or 0))
+        kind = "pp" if shape == main["pp"] else "tg" if shape == main["tg"] else None
+        if kind is None:
+            continue
+        samples = r.get("samples_ts") or ([r["avg_ts"]] if r.get("avg_ts") else [])
+        try:
+            values = [float(v) for v in samples]
+        except (TypeError, ValueError):
+            raise SurfaceError(f"{p}: a record's samples_ts are not numbers") from None
+        if not values or not all(v > 0 and math.isfinite(v) for v in values):
+            raise SurfaceError(f"{p}: a record without positive, finite samples_ts")
+        key = tuple(_bench_value(k, r.get(k)) for k in knobs)
+        tests.setdefault(key, {"pp": [], "tg": []})[kind].extend(values)
+    configs, reps = [], {}
+    one_sided = 0
+    for key, got in tests.items():
+        n = min(len(got["pp"]), len(got["tg"]))
+        if n == 0:
+            one_sided += 1
+            continue
+        configs.append(dict(zip(knobs, key)))
+        reps[key] = [{"tg": tg, "pp": pp, "gm": math.sqrt(tg * pp)} for pp, tg in zip(got["pp"][:n], got["tg"][:n])]
+    if not configs:
+        raise SurfaceError(f"{p}: no configuration has both a prompt and a generation test")
+    first = records[0]
+    backends = str(first.get("backends") or "")
+    threads = [c["n_threads"] for c in configs if isinstance(c.get("n_threads"), int)]
+    facts = {"kind": "llama-bench output", "model": first.get("model_type") or first.get("model_filename"),
+             "date": first.get("test_time"), "host_cpu": first.get("cpu_info"), "gpu_info": first.get("gpu_info"),
+             "backends": backends, "build": first.get("build_commit"),
+             "cpu_count": max(threads) if threads else int(first.get("n_threads") or 1),
+             "gpu": any(b in backends.upper() for b in ("CUDA", "METAL", "VULKAN", "ROCM", "HIP", "SYCL")),
+             "tests": {"pp": "pp%d@d%d" % (main["pp"][0], main["pp"][2]), "tg": "tg%d@d%d" % (main["tg"][1], main["tg"][2])},
+             "left_out_one_test_only": one_sided,
+             "note": f"llama-bench {p.suffix.lstrip('.') or 'json'} output; a rep is one of its samples"}
+    return Surface(p, configs, reps, {}, facts, knobs, {})
+
+
 def load_surface(path: str | Path) -> Surface:
     """A recorded surface. Its knobs are the columns before ``rep`` (a file without ``rep``: every
     column that is not a measurement), so a surface of other knobs (``n_gpu_layers``, ``n_cpu_moe``,
-    a GPU's batch sizes) replays as it was recorded; a knob whose every value is an integer is one."""
+    a GPU's batch sizes) replays as it was recorded; a knob whose every value is an integer is one.
+    llama-bench's own ``-o json`` / ``-o jsonl`` output is a surface too (``load_llama_bench``)."""
     p = Path(path)
     if not p.is_file():
         raise SurfaceError(f"no surface file {p}")
     facts: dict = {}
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SurfaceError(f"{p}: cannot read it ({exc})") from None
+    if text.lstrip().startswith(("[", "{")):
+        return load_llama_bench(p, text)
+    lines = text.splitlines()
     if lines and lines[0].startswith("#"):
         try:
             facts = json.loads(lines[0][1:].strip())

@@ -171,3 +171,64 @@ def test_the_shipped_surfaces_in_passes_hold_each_configuration_from_every_pass(
             passes.setdefault(r["config"], set()).add(int(r["pass"]))
         assert passes and all(p == {0, 1, 2, 3} for p in passes.values()), name
         assert "pass" not in load_bench().load_surface(path).knobs
+
+
+def llama_bench_records(model: str = "models/qwen3-30b-a3b-Q4_K_M.gguf") -> list[dict]:
+    """Records shaped as llama-bench's ``-o json`` writes them (its fields; SYNTHETIC values made up
+    for the test: faster with more layers on the GPU and flash attention on)."""
+    out = []
+    for ngl in (0, 24, 99):
+        for fa in (False, True):
+            for n_prompt, n_gen in ((512, 0), (0, 128)):
+                base = 100.0 + ngl + (10 if fa else 0)
+                samples = [base * (5 if n_prompt else 1) + i for i in range(3)]
+                out.append({"build_commit": "8cf427ff", "cpu_info": "AMD EPYC", "gpu_info": "NVIDIA H100",
+                            "backends": "CUDA", "model_filename": model, "model_type": "qwen3moe 30B.A3B Q4_K - Medium",
+                            "n_batch": 2048, "n_ubatch": 512, "n_threads": 8, "type_k": "f16", "type_v": "f16",
+                            "n_gpu_layers": ngl, "split_mode": "layer", "main_gpu": 0, "no_kv_offload": False,
+                            "flash_attn": fa, "tensor_split": "0.00", "use_mmap": True, "embeddings": False,
+                            "n_prompt": n_prompt, "n_gen": n_gen, "n_depth": 0, "test_time": "2026-12-06T12:00:00Z",
+                            "avg_ts": sum(samples) / 3, "stddev_ts": 1.0, "samples_ts": samples})
+    return out
+
+
+def test_llama_benchs_own_json_and_jsonl_output_is_a_surface(tmp_path):
+    import json
+
+    bt = load_bench()
+    records = llama_bench_records()
+    as_json, as_jsonl = tmp_path / "bench.json", tmp_path / "bench.jsonl"
+    as_json.write_text(json.dumps(records, indent=2))
+    as_jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    for path in (as_json, as_jsonl):
+        surface = bt.load_surface(path)
+        assert surface.knobs == ["flash_attn", "n_gpu_layers"]  # the parameters that vary, in llama-bench's order
+        assert {"flash_attn": "on", "n_gpu_layers": 99} in surface.configs and len(surface.configs) == 6
+        reps = surface.reps[("on", 99)]
+        assert [r["pp"] for r in reps] == [1045.0, 1046.0, 1047.0] and [r["tg"] for r in reps] == [209.0, 210.0, 211.0]
+        assert surface.top("tg") == {("on", 99)} and surface.facts["gpu"] and not surface.failed
+        assert bt.preference_for(surface, "tg").max_gpu_layers == 99
+    # the bench runs on it, end to end
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_tuner.py"), "--surface", str(as_jsonl),
+                          "--seeds", "3", "--budget", "8", "--strategies", "gp,random", "--no-warm", "--no-stopping"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode in (0, 1), out.stderr
+    assert LINE.match(out.stdout.strip().splitlines()[-1]), out.stdout[-300:]
+    assert "llama-bench" in out.stdout.splitlines()[0]
+
+
+def test_llama_bench_output_that_is_not_one_tunable_model_is_one_clear_line(tmp_path):
+    import json
+
+    bt = load_bench()
+    cases = {
+        "records of 2 models": llama_bench_records() + llama_bench_records("models/other.gguf"),
+        "no parameter varies": [r for r in llama_bench_records() if r["n_gpu_layers"] == 99 and r["flash_attn"]],
+        "need both a prompt": [r for r in llama_bench_records() if r["n_gen"]],
+        "not llama-bench JSON": None,
+    }
+    for words, records in cases.items():
+        path = tmp_path / "bench.json"
+        path.write_text(json.dumps(records) if records is not None else "[{not json")
+        with pytest.raises(bt.SurfaceError, match=words):
+            bt.load_surface(path)
