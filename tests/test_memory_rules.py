@@ -58,6 +58,13 @@ def test_a_gpu_out_of_memory_rules_out_every_configuration_that_needs_more_and_o
     assert list(again.configs()) == after
 
 
+def test_a_memory_failure_from_another_study_rules_out_only_its_own_configuration():
+    space = gpu_space()
+    space.learn_infeasible(FAILED, CUDA_OOM, memory_cone=False)  # its context and free VRAM were not ours
+    assert space.allowed(FAILED).startswith("known infeasible")
+    assert space.allowed(dict(FAILED, n_ubatch=1024)) is None and space.allowed(dict(FAILED, n_threads=4)) is None
+
+
 def test_host_memory_runs_the_other_way_for_the_offload():
     space = gpu_space()
     space.learn_infeasible(FAILED, "peak RSS 900 MiB over the budget of 800 MiB")

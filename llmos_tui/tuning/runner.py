@@ -506,7 +506,7 @@ class Tuner:
                     self._prior_origin.setdefault(_key(prior.config), prior.origin)
                     study.prior(prior.config, prior.value, ok=True, weight=prior.weight)
                 else:  # llama.cpp's reason teaches the space the most general rule it supports
-                    space.learn_infeasible(prior.config, prior.reason)
+                    space.learn_infeasible(prior.config, prior.reason, memory_cone=False)
                     self._learn(prior.reason, prior.config)
             seeds.extend(ws.seeds)
             if any(p.kind == "exact" for p in ws.told):

@@ -277,9 +277,13 @@ class Space:
             return None
         return vram.refusal(p, SimpleNamespace(**info), int(free * MIB))
 
-    def learn_infeasible(self, config: Mapping[str, object], reason: str) -> None:
-        """Never propose this configuration again, nor any other that the reason covers."""
+    def learn_infeasible(self, config: Mapping[str, object], reason: str, *, memory_cone: bool = True) -> None:
+        """Never propose this configuration again, nor any other that the reason covers.
+        ``memory_cone=False``: a memory failure rules out only its own configuration (a failure from
+        another study, whose context size and free memory may not have been this one's)."""
         rule = rule_from_reason(plain(config), reason)
+        if MEMORY_RULE in rule and not memory_cone:
+            rule = plain(config)
         if rule not in self.rules:
             self.rules.append(rule)
             self.reasons.append((reason or "")[:300])

@@ -6,7 +6,8 @@
 - The objective is modelled on a log scale (tok/s ratios are what matter, and the noise of these
   machines is multiplicative); the GP has a white-noise term (skopt's ``noise="gaussian"``).
 - A failed trial is kept out of the surrogate's objective (never scored 0): it teaches the space
-  what is infeasible (``Space.learn_infeasible``) and is never proposed again.
+  what is infeasible (``Space.learn_infeasible``; out of memory: every configuration that needs at
+  least its memory) and is never proposed again.
 - "Best" is judged on repeated means: the leader by mean is measured again until it has at least
   ``min_reps`` runs, and ``best()`` prefers a configuration with that many runs.
 - Priors (``prior``) warm-start the surrogate; a study with priors starts from the best of them.
