@@ -4,7 +4,9 @@
     python scripts/bench_tuner.py --surface tests/data/surface_bench_2core.csv [--objective tg|pp|gm|all]
                                   [--seeds 100] [--budget 60] [--strategies gp,rf,random,grid]
 
-A surface is a CSV with one row per measured run (see scripts/record_surface.py). The space of a
+A surface is a CSV with one row per measured run (see scripts/record_surface.py), or llama-bench's
+own ``-o json`` / ``-o jsonl`` output of one model (its varying parameters are the knobs, its
+``samples_ts`` the runs; ``scripts/make_synthetic_surface.py`` writes a SYNTHETIC GPU one). The space of a
 replayed study is exactly the configurations the surface holds. A trial of a configuration draws
 one of its recorded reps at random (so the tuner meets the real noise); a configuration that
 failed when recorded fails again (a trial, and the study learns from it). The goal is the top 5 %
