@@ -232,3 +232,26 @@ def test_llama_bench_output_that_is_not_one_tunable_model_is_one_clear_line(tmp_
         path.write_text(json.dumps(records) if records is not None else "[{not json")
         with pytest.raises(bt.SurfaceError, match=words):
             bt.load_surface(path)
+
+
+def test_the_synthetic_gpu_surface_says_so_and_has_a_memory_edge(tmp_path):
+    bt = load_bench()
+    path = tmp_path / "synthetic.csv"
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_synthetic_surface.py"), "--out", str(path),
+                          "--vram", "18000", "--reps", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "SYNTHETIC" in out.stdout, out.stderr
+    surface = bt.load_surface(path)
+    assert surface.facts["synthetic"] is True and "SYNTHETIC" in surface.facts["note"]
+    assert "n_cpu_moe" in surface.knobs and "n_gpu_layers" in surface.knobs
+    assert surface.failed and all(why.startswith("oom: ") and "out of memory" in why for why in surface.failed.values())
+    # the edge: every failure needs more memory than some configuration that ran, and the best runs sit just inside
+    from llmos_tui.tuning.space import uses_at_least
+
+    knobs = surface.knobs
+    ran = [dict(zip(knobs, k)) for k, reps in surface.reps.items() if reps]
+    assert all(any(uses_at_least(dict(zip(knobs, bad)), ok, "gpu") for ok in ran) for bad in surface.failed)
+    best = max(surface.means("tg"), key=surface.means("tg").get)
+    assert any(uses_at_least(dict(zip(knobs, bad)), dict(zip(knobs, best)), "gpu") for bad in surface.failed)
+    bad_args = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_synthetic_surface.py"), "--out",
+                               str(tmp_path / "x.csv"), "--reps", "0"], capture_output=True, text=True, timeout=60)
+    assert bad_args.returncode == 2 and not (tmp_path / "x.csv").exists()
