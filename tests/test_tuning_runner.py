@@ -268,3 +268,28 @@ def test_apply_best_later_applies_only_against_the_verdicts_baseline_and_journal
     assert applied["state"] == "applied", applied
     assert serving.params.n_batch == 64 and journal.active_config().source == "tuner"
     assert journal.get_study(report["study_id"])["result"]["applied"]["state"] == "applied"
+
+
+def test_a_memory_failure_rules_out_what_needs_more_and_a_study_with_nothing_left_says_so(serving, journal):
+    """On the real tuner: an RSS budget no configuration meets. Each refusal ("over the budget")
+    rules out every configuration that needs at least its memory (Space.learn_infeasible's memory
+    rule), so the study ends when nothing is left, with the reason, instead of trying the rest one
+    by one; nothing it refused was loaded."""
+    loads: list[EngineParams] = []
+
+    def counted(params: EngineParams, *args: object, **kw: object):
+        loads.append(params)
+        return measure(params, *args, **kw)
+
+    tuner = make_tuner(serving, journal, measure_fn=counted)
+    report = tuner.run(trials=40, **dict(FAST, baseline=False), rss_budget="1")
+    assert next(iter(tuner._space.configs()), None) is None  # every configuration ruled out
+    assert report.trials and all(t.outcome == "budget" for t in report.trials)
+    assert all("over the" in t.reason and "budget" in t.reason for t in report.trials)
+    assert len(report.trials) < 40
+    assert report.message.startswith("nothing left to try: every configuration of the space is ruled out")
+    assert any("memory>=" in rule for rule in tuner._space.rules)
+    assert loads == [], "a configuration the estimate refuses is never loaded"
+    rows = journal.trials(report.study_id, kind="trial")
+    assert [r["outcome"] for r in rows] == ["budget"] * len(report.trials)
+    assert serving.state == EngineState.READY and serving.params == BASE

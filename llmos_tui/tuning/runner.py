@@ -561,7 +561,10 @@ class Tuner:
                 break
             config, origin = self._next(study, seeds, report)
             if config is None:
-                report.message = "the space is exhausted: every allowed configuration was measured"
+                space = prep.space
+                last = space.reasons[-1] if space.reasons else ""
+                report.message = (f"nothing left to try: every configuration of the space is ruled out "
+                                  f"({len(space.rules)} learned rule(s)" + (f"; the last: {last}" if last else "") + ")")
                 break
             record = self._measure_trial(prep, study, config, origin, report)
             if record is None:  # stopped mid-trial: not a result

@@ -104,7 +104,7 @@ _CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.0625, "q5_1": 0.7
                 "q4_1": 0.625, "iq4_nl": 0.5625, "q4_0": 0.5625}
 # a memory failure: the marks of llama.cpp's and our own words (engine.logreasons reads the same log)
 _MEMORY_WORDS = re.compile(r"out of memory|cudamalloc failed|failed to allocate|bad_alloc|unable to allocate|"
-                           r"erroroutofdevicememory|insufficient memory|over the budget|does not fit|\boom\b", re.I)
+                           r"erroroutofdevicememory|insufficient memory|over the (?:\w+ )?budget|does not fit|\boom\b", re.I)
 _GPU_WORDS = re.compile(r"cuda|vram|\bgpu|\bdevice|vulkan|metal|rocm|\bhip\b", re.I)
 _HOST_WORDS = re.compile(r"\brss\b|\bhost\b|\bcpu\b|bad_alloc|\bram\b", re.I)
 MEMORY_RULE = "memory>="  # a learned rule: every configuration using at least this one's memory
