@@ -133,21 +133,26 @@ def load_llama_bench(p: Path, text: str) -> Surface:
     knobs = [k for k in LLAMA_BENCH_PARAMS if len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1]
     if not knobs:
         raise SurfaceError(f"{p}: no parameter varies between the records (nothing to tune)")
+    def test_shape(r: dict) -> tuple[int, int, int]:
+        try:
+            return int(r.get("n_prompt") or 0), int(r.get("n_gen") or 0), int(r.get("n_depth") or 0)
+        except (TypeError, ValueError):
+            raise SurfaceError(f"{p}: a record whose n_prompt / n_gen / n_depth is not a whole number") from None
+
     tests: dict[tuple, dict[str, list[float]]] = {}
     shapes: dict[str, dict[tuple, int]] = {"pp": {}, "tg": {}}
     for r in records:
-        n_prompt, n_gen = int(r.get("n_prompt") or 0), int(r.get("n_gen") or 0)
+        shape = test_shape(r)
+        n_prompt, n_gen = shape[0], shape[1]
         kind = "pp" if n_prompt > 0 and n_gen == 0 else "tg" if n_gen > 0 and n_prompt == 0 else None
         if kind is None:
             continue  # a -pg test (prompt and generation together): neither objective
-        shape = (n_prompt, n_gen, int(r.get("n_depth") or 0))
         shapes[kind][shape] = shapes[kind].get(shape, 0) + 1
     main = {kind: max(counts, key=counts.get) for kind, counts in shapes.items() if counts}
     if set(main) != {"pp", "tg"}:
         raise SurfaceError(f"{p}: llama-bench records need both a prompt (-p) and a generation (-n) test")
     for r in records:
-        n_prompt, n_gen = int(r.get("n_prompt") or 0), int(r.get("n_gen") or 0)
-        shape = (n_prompt, n_gen, int(r.get("n_depth") or 0))
+        shape = test_shape(r)
         kind = "pp" if shape == main["pp"] else "tg" if shape == main["tg"] else None
         if kind is None:
             continue
