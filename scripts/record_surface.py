@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--limit", type=int, default=0, help="measure at most this many configurations (0: all)")
     ap.add_argument("--note", default="", help="what else the machine was doing (kept in the facts)")
+    ap.add_argument("--trial-reps", type=int, default=0, metavar="K",
+                    help="a row is one trial as the tuner runs it: the mean of K reps in one engine child "
+                         "(then --reps rows per configuration, one per pass)")
     args = ap.parse_args(argv)
 
     from llmos_tui.engine.gguf_info import read_model_info
@@ -180,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     passes = args.passes if args.passes is not None else args.reps
     if args.reps < 1 or passes < 1 or args.reps % passes:
         ap.error(f"--reps {args.reps} must be a positive multiple of --passes {passes}")
-    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth, reps=args.reps // passes)
+    if args.trial_reps < 0 or (args.trial_reps and passes != args.reps):
+        ap.error(f"--trial-reps {args.trial_reps}: one row per child, so --passes must equal --reps")
+    spec = BenchSpec(n_prompt=args.n_prompt, n_gen=args.n_gen, depth=args.depth,
+                     reps=args.trial_reps or args.reps // passes)
     if spec.tokens > args.n_ctx:
         ap.error(f"depth + n_prompt + n_gen = {spec.tokens} does not fit --n-ctx {args.n_ctx}")
     out = Path(args.out)
@@ -188,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     facts = {"kind": "llmos-tui response surface", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
              "model": info.name, "model_file": model.name, "model_bytes": info.size_bytes, "n_params": info.n_params,
              "quantization": info.quantization, "n_layer": info.n_layer, "llama_cpp_python": llama_cpp_version(),
-             "bench": {**spec.to_dict(), "reps": args.reps, "reps_per_child": spec.reps, "passes": passes},
+             "bench": {**spec.to_dict(), "reps": args.reps, "reps_per_child": spec.reps, "passes": passes,
+                       **({"row": f"one trial: the mean of {args.trial_reps} reps in one engine child"}
+                          if args.trial_reps else {})},
              "n_ctx": args.n_ctx, "grid": grid, "configurations": len(configs),
              **machine_facts()}
     if args.note:
@@ -239,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         r = measure(params, spec, timeout=timeout)
         base_row = {**c, "flash_attn": 1 if c["flash_attn"] == "on" else 0, "config": config_id(c), "pass": n,
                     "outcome": r.outcome, "wall_s": round(time.time() - t, 2)}
-        if r.ok and r.rows:
+        if r.ok and r.rows and args.trial_reps:  # one row: the trial's means, as the tuner is told
+            writer.writerow({**base_row, "rep": n, "ok": 1, "error": "", "pp_tok_s": round(r.pp_tok_s or 0.0, 3),
+                             "tg_tok_s": round(r.tg_tok_s or 0.0, 3), "peak_rss_mb": r.peak_rss_mb,
+                             "load_ms": round(r.load_ms or 0.0, 1), "ttft_ms": round(r.ttft_ms or 0.0, 1)})
+        elif r.ok and r.rows:
             for row in r.rows:
                 writer.writerow({**base_row, "rep": n * spec.reps + int(row.get("rep") or 0), "ok": 1, "error": "",
                                  "pp_tok_s": round(row.get("pp_tok_s") or 0.0, 3),

@@ -162,7 +162,7 @@ def test_the_shipped_moe_surface_replays_expert_offload_as_a_knob():
 def test_the_shipped_surfaces_in_passes_hold_each_configuration_from_every_pass():
     import csv
 
-    for name in ("surface_moe_2core.csv", "surface_bench_2core_passes.csv"):
+    for name in ("surface_moe_2core.csv", "surface_bench_2core_passes.csv", "surface_bench_2core_trials.csv"):
         path = ROOT / "tests" / "data" / name
         with path.open(newline="") as fh:
             rows = [r for r in csv.DictReader(line for line in fh if not line.startswith("#")) if r["ok"] == "1"]
@@ -171,6 +171,8 @@ def test_the_shipped_surfaces_in_passes_hold_each_configuration_from_every_pass(
             passes.setdefault(r["config"], set()).add(int(r["pass"]))
         assert passes and all(p == {0, 1, 2, 3} for p in passes.values()), name
         assert "pass" not in load_bench().load_surface(path).knobs
+        if name.endswith("_trials.csv"):  # one row per child: a trial's mean, as the tuner is told
+            assert all(len([r for r in rows if r["config"] == c]) == 4 for c in passes), name
 
 
 def llama_bench_records(model: str = "models/qwen3-30b-a3b-Q4_K_M.gguf") -> list[dict]:

@@ -62,3 +62,28 @@ def test_reps_must_split_evenly_between_passes(tmp_path, capsys):
         raise AssertionError("--reps 3 --passes 2 was accepted")
     assert "multiple of --passes" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_row_can_be_one_trial_as_the_tuner_runs_it(tmp_path, capsys):
+    """--trial-reps K: one row per engine child, the mean of its K reps (what the tuner is told for a
+    trial), so a replay draws trials with a real trial's noise."""
+    rec = _load("record_surface")
+    out = tmp_path / "trials.csv"
+    assert rec.main(["--model", "demo", "--grid", "small", "--reps", "2", "--trial-reps", "3", "--limit", "2",
+                     "--out", str(out)]) == 0
+    rows = _rows(out)
+    for config in {r["config"] for r in rows}:
+        mine = [r for r in rows if r["config"] == config]
+        if mine[0]["ok"] == "1":  # one row per pass, however many reps the child ran
+            assert [(int(r["pass"]), int(r["rep"])) for r in mine] == [(0, 0), (1, 1)], mine
+            assert all(float(r["tg_tok_s"]) > 0 and float(r["pp_tok_s"]) > 0 for r in mine)
+    surface = _load("bench_tuner").load_surface(out)
+    assert surface.facts["bench"]["reps_per_child"] == 3 and "mean of 3 reps" in surface.facts["bench"]["row"]
+    try:  # two rows per child would not be one trial each
+        rec.main(["--model", "demo", "--reps", "4", "--passes", "2", "--trial-reps", "3",
+                  "--out", str(tmp_path / "bad.csv")])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:  # pragma: no cover
+        raise AssertionError("--trial-reps with two rows per child was accepted")
+    assert "--passes must equal --reps" in capsys.readouterr().err and not (tmp_path / "bad.csv").exists()
