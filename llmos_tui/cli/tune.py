@@ -67,7 +67,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     tune.add_argument("--plateau-stop", action="store_true",
                       help="stop before the budget on a plateau (the expected improvement stays tiny and nothing "
                            "measured is likely to beat the kept best) and say how many trials that saved; off by "
-                           "default: it still costs misses on four of the six recorded cases (README)")
+                           "default: it still costs misses on seven of the nine recorded cases (README)")
     tune.add_argument("--json", action="store_true", help="print the report as JSON at the end")
     tune.set_defaults(func=cmd_tune)
 

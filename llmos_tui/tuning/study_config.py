@@ -39,7 +39,8 @@ class StudyConfig:
     warm_start: bool = True
     baseline: bool = True  # the running configuration is the first point measured
     # stop before the budget on a plateau (Study.plateau). Off by default: over 100 seeds it still adds
-    # misses on four of the six recorded cases (bench pp; the MoE surface's tg, pp and gm: README);
+    # misses on seven of the nine recorded cases with stopping statistics (bench pp; the MoE and the
+    # "bench trials" surfaces' tg, pp and gm: README);
     # `llmos-tui tune --plateau-stop` turns it on
     stop_on_plateau: bool = False
     start_points: tuple[Point, ...] = ()
