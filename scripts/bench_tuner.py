@@ -105,9 +105,7 @@ LLAMA_BENCH_PARAMS = ("n_threads", "n_batch", "n_ubatch", "flash_attn", "type_k"
 def _bench_value(name: str, value: object) -> object:
     if name == "flash_attn":  # false/true, 0/1, -1 (auto)
         return {"true": "on", "1": "on", "false": "off", "0": "off", "-1": "auto"}.get(str(value).lower(), str(value))
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) == int(value):
+    if isinstance(value, (bool, int)) or (isinstance(value, float) and value.is_integer()):
         return int(value)
     return str(value)
 

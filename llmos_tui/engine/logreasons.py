@@ -3,7 +3,7 @@ load errors, the doctor and the tuner's trials)."""
 
 from __future__ import annotations
 
-_OOM_MARKS = ("out of memory", "cudamalloc failed", "failed to allocate", "bad_alloc", "unable to allocate",
+OOM_MARKS = ("out of memory", "cudamalloc failed", "failed to allocate", "bad_alloc", "unable to allocate",
               "erroroutofdevicememory", "insufficient memory")
 # lines that say why, in llama.cpp's log; an earlier mark beats a later one
 _WHY_MARKS = ("does not divide", "requires", "not supported", "unsupported", "out of memory", "failed to allocate",
@@ -25,6 +25,6 @@ def llama_reason(lines: list[str], fallback: str = "") -> str:
 
 def classify(message: str, lines: list[str], *, default: str) -> str:
     text = " ".join([message, *lines[-40:]]).lower()
-    if any(mark in text for mark in _OOM_MARKS):
+    if any(mark in text for mark in OOM_MARKS):
         return "oom"
     return default

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
+from llmos_tui.engine.logreasons import OOM_MARKS
+
 if TYPE_CHECKING:  # pragma: no cover
     from llmos_tui.engine.gguf_info import ModelInfo
     from llmos_tui.engine.params import EngineParams
@@ -102,9 +104,9 @@ _TYPE_PATTERNS = [
 # bytes per element of a KV cache type (llama.cpp's ggml block sizes): the memory order of the types
 _CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 1.0625, "q5_1": 0.75, "q5_0": 0.6875,
                 "q4_1": 0.625, "iq4_nl": 0.5625, "q4_0": 0.5625}
-# a memory failure: the marks of llama.cpp's and our own words (engine.logreasons reads the same log)
-_MEMORY_WORDS = re.compile(r"out of memory|cudamalloc failed|failed to allocate|bad_alloc|unable to allocate|"
-                           r"erroroutofdevicememory|insufficient memory|over the (?:\w+ )?budget|does not fit|\boom\b", re.I)
+# a memory failure: llama.cpp's and the drivers' words (engine.logreasons.OOM_MARKS, as the doctor
+# reads them), our own budget refusals, and a recorded outcome "oom"
+_OUR_MEMORY_WORDS = re.compile(r"over the (?:\w+ )?budget|does not fit|\boom\b", re.I)
 _GPU_WORDS = re.compile(r"cuda|vram|\bgpu|\bdevice|vulkan|metal|rocm|\bhip\b", re.I)
 _HOST_WORDS = re.compile(r"\brss\b|\bhost\b|\bcpu\b|bad_alloc|\bram\b", re.I)
 MEMORY_RULE = "memory>="  # a learned rule: every configuration using at least this one's memory
@@ -115,7 +117,7 @@ def memory_failure(config: Mapping[str, object], reason: str) -> str | None:
     budget) there; None for any other failure. Without a word for where: the GPU when layers were
     offloaded, else the host."""
     text = reason or ""
-    if not _MEMORY_WORDS.search(text):
+    if not (any(mark in text.lower() for mark in OOM_MARKS) or _OUR_MEMORY_WORDS.search(text)):
         return None
     if _GPU_WORDS.search(text):
         return "gpu"
