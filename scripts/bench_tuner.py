@@ -5,15 +5,19 @@
                                   [--seeds 100] [--budget 60] [--strategies gp,rf,random,grid]
 
 A surface is a CSV with one row per measured run (see scripts/record_surface.py), or llama-bench's
-own ``-o json`` / ``-o jsonl`` output of one model (its varying parameters are the knobs, its
-``samples_ts`` the runs; ``scripts/make_synthetic_surface.py`` writes a SYNTHETIC GPU one). The space of a
+own ``-o json`` / ``-o jsonl`` / ``-o csv`` output of one model (its varying parameters are the
+knobs, its ``samples_ts`` the runs, or in a CSV each record's ``avg_ts``;
+``scripts/make_synthetic_surface.py`` writes a SYNTHETIC GPU one). The space of a
 replayed study is exactly the configurations the surface holds. A trial of a configuration draws
 one of its recorded reps at random (so the tuner meets the real noise); a configuration that
 failed when recorded fails again (a trial, and the study learns from it). The goal is the top 5 %
 of the recorded configurations ranked by the mean of all their reps; a run counts the trials until
 the configuration the study would apply (``Study.best()``, its kept best, judged on repeated
 means) is in that set. A run that never gets there within the budget counts as budget + 1 and is
-a miss. Also: the fraction of the best mean that the kept configuration reaches after 12 trials,
+a miss. The top 5 % is itself a measurement: each configuration's recorded reps are bootstrapped to
+say how often a member stays in it (``top_stability``), and the hits against the wider set of
+configurations that the recording cannot tell from it are reported beside the target, not instead
+of it. Also: the fraction of the best mean that the kept configuration reaches after 12 trials,
 and a warm-started second study (its prior: the first study's trials) for the GP.
 
 GP, RF and ET use the prior the real tuner uses (``tuning.prior.Preference``: generation threads
@@ -88,6 +92,31 @@ class Surface:
         return set(ranked[:n])
 
 
+def top_stability(surface: Surface, objective: str, n: int = 200, seed: int = 0) -> dict | None:
+    """How well the recording itself knows its top 5 %: each configuration's recorded reps resampled
+    with replacement ``n`` times (a bootstrap of the recording), the top set ranked again each time.
+    ``stay``: the mean chance that a member of the recorded top set is in a resample's; ``contenders``:
+    the configurations in it in at least 20 % of the resamples (against ``places``). Near 1 and
+    ``places``: the target ranks what the recording measured; far below: part of the top set is the
+    recording's own noise, which no optimiser can find except by luck. ``wide``: the contenders and the
+    top set (a hit against it is reported beside the target, not instead). None where every configuration
+    has a single rep (nothing to resample)."""
+    if all(len(rows) < 2 for rows in surface.reps.values()):
+        return None
+    rng = random.Random(seed)
+    top = surface.top(objective)
+    keys = [k for k, rows in surface.reps.items() if rows]
+    places = len(top)
+    counts = dict.fromkeys(keys, 0)
+    for _ in range(n):
+        means = {k: statistics.fmean(rng.choice(surface.reps[k])[objective] for _ in surface.reps[k]) for k in keys}
+        for k in sorted(keys, key=means.get, reverse=True)[:places]:
+            counts[k] += 1
+    wide = {k for k in keys if counts[k] >= 0.2 * n} | top
+    return {"stay": statistics.fmean(counts[k] / n for k in top), "places": places,
+            "contenders": len(wide), "wide": wide, "n": n}
+
+
 def _is_int(text: str) -> bool:
     try:
         int(text)
@@ -102,33 +131,73 @@ LLAMA_BENCH_PARAMS = ("n_threads", "n_batch", "n_ubatch", "flash_attn", "type_k"
                       "cpu_mask", "cpu_strict", "poll", "defrag_thold", "embeddings", "no_op_offload", "use_direct_io")
 
 
+# what a llama-bench record says about the run, not a setting: never a knob (any other field that
+# varies between the records is one, so a newer llama-bench's new parameters are knobs too)
+LLAMA_BENCH_NOT_KNOBS = {"build_commit", "build_number", "cpu_info", "gpu_info", "backends", "model_filename",
+                         "model_type", "model_size", "model_n_params", "n_prompt", "n_gen", "n_depth", "test_time",
+                         "platform_ts"}
+_MEASURED = ("avg_", "stddev_", "samples_")
+
+
 def _bench_value(name: str, value: object) -> object:
     if name == "flash_attn":  # false/true, 0/1, -1 (auto)
         return {"true": "on", "1": "on", "false": "off", "0": "off", "-1": "auto"}.get(str(value).lower(), str(value))
     if isinstance(value, (bool, int)) or (isinstance(value, float) and value.is_integer()):
         return int(value)
+    if isinstance(value, str) and _is_int(value.strip()):  # llama-bench's CSV: every value is text
+        return int(value.strip())
     return str(value)
 
 
+def _llama_bench_records(p: Path, text: str) -> list[dict]:
+    """llama-bench's records from its ``-o json``, ``-o jsonl`` or ``-o csv`` output (CSV files
+    written one after another, each with its header, are one list)."""
+    stripped = text.lstrip()
+    if stripped.startswith(("[", "{")):
+        try:
+            if stripped.startswith("["):
+                return json.loads(text)
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise SurfaceError(f"{p}: not llama-bench JSON ({exc})") from None
+    rows = list(csv.reader(line for line in text.splitlines() if line.strip()))
+    header = rows[0]
+    records = []
+    for n, row in enumerate(rows[1:], 2):
+        if row == header:
+            continue
+        if len(row) != len(header):
+            raise SurfaceError(f"{p} line {n}: {len(row)} fields, the header has {len(header)}")
+        records.append(dict(zip(header, row)))
+    return records
+
+
+def is_llama_bench_csv(text: str) -> bool:
+    first = text.lstrip().split("\n", 1)[0]
+    fields = {f.strip().strip('"') for f in first.split(",")}
+    return {"avg_ts", "n_prompt", "n_gen"} <= fields
+
+
 def load_llama_bench(p: Path, text: str) -> Surface:
-    """A surface from llama-bench's own output (``-o json`` or ``-o jsonl``, one model): its knobs
-    are the parameters that vary between its records, a configuration's reps its ``samples_ts``
-    (the prompt test's i-th sample paired with the generation test's i-th). llama-bench writes no
-    record for a configuration that failed, so such a surface has no failures. A configuration
-    measured for only one of the two tests is left out (and counted in the facts)."""
-    try:
-        if text.lstrip().startswith("["):
-            records = json.loads(text)
-        else:
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise SurfaceError(f"{p}: not llama-bench JSON ({exc})") from None
+    """A surface from llama-bench's own output (``-o json``, ``-o jsonl`` or ``-o csv``, one model):
+    its knobs are the parameters that vary between its records (the known ones in llama-bench's
+    order, then any other field that varies and is not a measurement), a configuration's reps its
+    ``samples_ts`` (the prompt test's i-th sample paired with the generation test's i-th). The CSV
+    has no samples: a record's ``avg_ts`` is one rep, so a configuration benched once replays without
+    noise (the facts say so). llama-bench writes no record for a configuration that failed, so such a
+    surface has no failures. A configuration measured for only one of the two tests is left out (and
+    counted in the facts)."""
+    records = _llama_bench_records(p, text)
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         raise SurfaceError(f"{p}: no llama-bench records")
     models = {str(r.get("model_filename") or r.get("model_type") or "") for r in records}
     if len(models) > 1:
         raise SurfaceError(f"{p}: records of {len(models)} models ({', '.join(sorted(models))}): a surface is one model")
-    knobs = [k for k in LLAMA_BENCH_PARAMS if len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1]
+    fields = list(dict.fromkeys(f for r in records for f in r))
+    others = [f for f in fields if f not in LLAMA_BENCH_PARAMS and f not in LLAMA_BENCH_NOT_KNOBS
+              and not f.startswith(_MEASURED)]
+    knobs = [k for k in [*LLAMA_BENCH_PARAMS, *others]
+             if len({json.dumps(r.get(k), sort_keys=True) for r in records}) > 1]
     if not knobs:
         raise SurfaceError(f"{p}: no parameter varies between the records (nothing to tune)")
     def test_shape(r: dict) -> tuple[int, int, int]:
@@ -184,7 +253,10 @@ def load_llama_bench(p: Path, text: str) -> Surface:
              "gpu": any(b in backends.upper() for b in ("CUDA", "METAL", "VULKAN", "ROCM", "HIP", "SYCL")),
              "tests": {"pp": "pp%d@d%d" % (main["pp"][0], main["pp"][2]), "tg": "tg%d@d%d" % (main["tg"][1], main["tg"][2])},
              "left_out_one_test_only": one_sided,
-             "note": f"llama-bench {p.suffix.lstrip('.') or 'json'} output; a rep is one of its samples"}
+             "note": (f"llama-bench {p.suffix.lstrip('.') or 'json'} output; a rep is one of its samples"
+                      if any("samples_ts" in r for r in records) else
+                      f"llama-bench {p.suffix.lstrip('.') or 'csv'} output without samples: a rep is a record's "
+                      f"average, so a configuration benched once replays without noise")}
     return Surface(p, configs, reps, {}, facts, knobs, {})
 
 
@@ -201,7 +273,7 @@ def load_surface(path: str | Path) -> Surface:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SurfaceError(f"{p}: cannot read it ({exc})") from None
-    if text.lstrip().startswith(("[", "{")):
+    if text.lstrip().startswith(("[", "{")) or is_llama_bench_csv(text):
         return load_llama_bench(p, text)
     lines = text.splitlines()
     if lines and lines[0].startswith("#"):
@@ -298,6 +370,7 @@ class Run:
     history: list[tuple[dict, float | None, bool, str]]  # what the study was told
     used: int = 0  # trials run (with plateau stopping: until the study stopped)
     final_top: bool = False  # the kept best when the run ended is in the top set
+    wide_trials: int = 0  # as ``trials``, against the recording's contenders (``top_stability``'s wide set)
 
 
 def preference_for(surface: Surface, objective: str):
@@ -318,7 +391,7 @@ def preference_for(surface: Surface, objective: str):
 
 def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: int,
            priors: list[tuple[dict, float | None, bool, str]] | None = None, use_prior: bool = True,
-           stopping: bool = False) -> Run:
+           stopping: bool = False, wide: set[tuple] | None = None) -> Run:
     """One seeded study on the surface, ended at the first hit (run on to AT for the at12 fraction).
     ``stopping``: also run on until the study would stop on a plateau (``Study.plateau``, checked
     before each ask as the tuner does): ``used`` is the trials it would have run, and ``final_top``
@@ -337,6 +410,8 @@ def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: i
     best_mean = max(means.values())
     top = surface.top(objective)
     found, at12 = None, 0.0
+    wide = (wide or set()) | top
+    found_wide: int | None = None
     stop_at: int | None = None
     final_top = False
     history: list[tuple[dict, float | None, bool, str]] = []
@@ -363,11 +438,14 @@ def replay(surface: Surface, objective: str, strategy: str, seed: int, budget: i
             at12 = means[surface.key(kept[0])] / best_mean if kept else 0.0
         if found is None and kept is not None and surface.key(kept[0]) in top:
             found = trial
+        if found_wide is None and kept is not None and surface.key(kept[0]) in wide:
+            found_wide = trial
     if stop_at is None:
         kept = study.best()
         final_top = kept is not None and surface.key(kept[0]) in top
     used = stop_at if stop_at is not None else budget
-    return Run(found if found is not None else budget + 1, found is not None, at12, history, used, final_top)
+    return Run(found if found is not None else budget + 1, found is not None, at12, history, used, final_top,
+               found_wide if found_wide is not None else budget + 1)
 
 
 def stop_hit(run: Run) -> bool:
@@ -379,14 +457,14 @@ JOBS = 1  # worker processes for the seeds (--jobs)
 
 
 def _replay_args(args: tuple) -> Run:
-    surface, objective, strategy, seed, budget, use_prior, stopping = args
-    return replay(surface, objective, strategy, seed, budget, use_prior=use_prior, stopping=stopping)
+    surface, objective, strategy, seed, budget, use_prior, stopping, wide = args
+    return replay(surface, objective, strategy, seed, budget, use_prior=use_prior, stopping=stopping, wide=wide)
 
 
 def run_strategy(surface: Surface, objective: str, strategy: str, seeds: int, budget: int,
-                 use_prior: bool = True, stopping: bool = False) -> list[Run]:
+                 use_prior: bool = True, stopping: bool = False, wide: set[tuple] | None = None) -> list[Run]:
     """One replay per seed; with ``JOBS`` > 1 in that many processes (the same runs, in seed order)."""
-    work = [(surface, objective, strategy, seed, budget, use_prior, stopping) for seed in range(seeds)]
+    work = [(surface, objective, strategy, seed, budget, use_prior, stopping, wide) for seed in range(seeds)]
     if JOBS > 1 and seeds > 1:
         import multiprocessing
 
@@ -431,6 +509,13 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
           f"llama.cpp's static rules refuse (never proposed), {len(failed_run)} that failed when run (a trial); "
           f"top 5 % = {len(top)} configuration(s) >= {min(means[k] for k in top):.2f} tok/s "
           f"(best mean {max(means.values()):.2f}); {seeds} seeds, budget {budget}")
+    stable = top_stability(surface, objective)
+    if stable is None:
+        print("the recording's own noise on the top 5 %: unknown (one rep per configuration)")
+    else:
+        print(f"the recording's own noise on the top 5 % ({stable['n']} bootstraps of each configuration's reps): "
+              f"a member stays in it with probability {stable['stay']:.2f}; {stable['contenders']} configurations "
+              f"are in it in >= 20 % of the resamples, for {stable['places']} place(s)")
     if use_prior and any(s in ("gp", "rf", "et") for s in strategies):
         print(f"GP/RF/ET {preference_for(surface, objective).describe()} (random search and grid order: none)")
     print(f"{'strategy':<8} {'median':>6} {'mean':>6} {'p90':>5} {'misses':>6} {'at12':>6}  seconds")
@@ -443,7 +528,8 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
     for strategy in rows:
         t = time.time()
         runs = run_strategy(surface, objective, strategy.split("-")[0], seeds, budget,
-                            use_prior=use_prior and strategy != "gp-noprior", stopping=stopping and strategy == "gp")
+                            use_prior=use_prior and strategy != "gp-noprior", stopping=stopping and strategy == "gp",
+                            wide=stable["wide"] if stable else None)
         trials = sorted(r.trials for r in runs)
         p90 = trials[min(len(trials) - 1, math.ceil(0.9 * len(trials)) - 1)]
         res = {"median": median(trials), "mean": statistics.fmean(trials), "p90": p90,
@@ -470,6 +556,12 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
               f"of a budget of {budget} (mean saved {budget - statistics.fmean(used):.1f}; {gp['stopped']} of "
               f"{seeds} stopped early); misses {gp['stop_misses']} (without stopping {gp['misses']}); the kept best "
               f"at the end in the top set in {sum(1 for r in runs if r.final_top)} of {seeds}")
+    if stable and gp and rnd and stable["contenders"] > stable["places"]:
+        wide = sorted(r.wide_trials for r in gp["runs"])
+        print(f"against the recording's {stable['contenders']} contenders (reported, not a target): GP median "
+              f"{fmt(median(wide))} / mean {statistics.fmean(wide):.1f} / p90 "
+              f"{wide[min(len(wide) - 1, math.ceil(0.9 * len(wide)) - 1)]} / misses {sum(t > budget for t in wide)}; "
+              f"random mean {statistics.fmean(r.wide_trials for r in rnd['runs']):.1f}")
     speedup = rnd["median"] / gp["median"] if gp and rnd and gp["median"] else float("nan")
     met = targets(gp, rnd, seeds)
     for line, ok in met:

@@ -260,3 +260,70 @@ def test_the_synthetic_gpu_surface_says_so_and_has_a_memory_edge(tmp_path):
     bad_args = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_synthetic_surface.py"), "--out",
                                str(tmp_path / "x.csv"), "--reps", "0"], capture_output=True, text=True, timeout=60)
     assert bad_args.returncode == 2 and not (tmp_path / "x.csv").exists()
+
+
+def _surface_of(bt, reps_by_config: dict[int, list[float]]):
+    """A one-knob surface (``n_ubatch``) whose configurations have exactly these tg runs (pp = 2 tg)."""
+    configs = [{"n_ubatch": k} for k in reps_by_config]
+    reps = {(k,): [{"tg": v, "pp": 2 * v, "gm": v * 2 ** 0.5} for v in vals] for k, vals in reps_by_config.items()}
+    return bt.Surface(Path("made-up.csv"), configs, reps, {}, {}, ["n_ubatch"])
+
+
+def test_the_recordings_own_noise_on_its_top_set_is_measured():
+    """The top 5 % is itself a measurement: with reps that cannot be told apart (two configurations
+    whose runs overlap completely), the bootstrap says a member stays in it about half the time, and
+    widens the contenders to both; with reps far apart, it stays every time and nothing widens."""
+    bt = load_bench()
+    apart = _surface_of(bt, {k: [100.0 + k, 100.5 + k, 99.5 + k, 100.2 + k] for k in range(0, 2000, 100)})
+    assert apart.top("tg") == {(1900,)}
+    st = bt.top_stability(apart, "tg")
+    assert st["stay"] == 1.0 and st["contenders"] == st["places"] == 1 and st["wide"] == {(1900,)}
+    # the two best overlap: 150, 80, 120, 90 against 95, 140, 85, 125; the rest far below
+    overlap = _surface_of(bt, {**{k: [10.0 + k / 100] * 4 for k in range(0, 1800, 100)},
+                               1800: [150.0, 80.0, 120.0, 90.0], 1900: [95.0, 140.0, 85.0, 125.0]})
+    st = bt.top_stability(overlap, "tg", n=400)
+    assert 0.3 < st["stay"] < 0.7, st
+    assert st["wide"] == {(1800,), (1900,)} and st["contenders"] == 2 > st["places"] == 1
+    # one run per configuration: nothing to resample, so it is not claimed either way
+    assert bt.top_stability(_surface_of(bt, {1: [5.0], 2: [6.0]}), "tg") is None
+    # a replay counts its hit against the contenders too (never later than against the top set)
+    runs = bt.run_strategy(overlap, "tg", "random", seeds=30, budget=12, wide=st["wide"])
+    assert all(r.wide_trials <= r.trials for r in runs)
+    assert any(r.wide_trials < r.trials for r in runs), [(r.wide_trials, r.trials) for r in runs]
+
+
+def test_llama_benchs_csv_output_is_a_surface_too(tmp_path):
+    """``llama-bench -o csv``: every value quoted text, no samples (a record's avg_ts is one rep);
+    two runs written one after the other (each with its header) are two reps. A field a newer
+    llama-bench adds (here ``fit_target``) is a knob when it varies; measurements never are."""
+    import csv
+    import io
+
+    bt = load_bench()
+    records = [dict(r, fit_target=1024 if r["flash_attn"] else 2048) for r in llama_bench_records()]
+    fields = [f for f in records[0] if f != "samples_ts"]
+
+    def one_run(bump: float) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, quoting=csv.QUOTE_ALL)
+        w.writerow(fields)
+        for r in records:
+            w.writerow([int(r[f]) if isinstance(r[f], bool) else r[f] + bump if f == "avg_ts" else r[f] for f in fields])
+        return buf.getvalue()
+
+    path = tmp_path / "bench.csv"
+    path.write_text(one_run(0.0) + one_run(2.0))
+    surface = bt.load_surface(path)
+    assert surface.knobs == ["flash_attn", "n_gpu_layers", "fit_target"]
+    assert {"flash_attn": "on", "n_gpu_layers": 99, "fit_target": 1024} in surface.configs and len(surface.configs) == 6
+    reps = surface.reps[("on", 99, 1024)]
+    assert [r["tg"] for r in reps] == [210.0, 212.0] and [r["pp"] for r in reps] == [1046.0, 1048.0]
+    assert surface.facts["gpu"] and "without samples" in surface.facts["note"]
+    assert bt.top_stability(surface, "tg")["stay"] == 1.0
+    one = tmp_path / "once.csv"
+    one.write_text(one_run(0.0))
+    assert bt.top_stability(bt.load_surface(one), "tg") is None  # one rep each: the noise is not known
+    bad = tmp_path / "short.csv"
+    bad.write_text(one_run(0.0).rstrip("\n") + '\n"1","2"\n')
+    with pytest.raises(bt.SurfaceError, match="line 14: 2 fields"):
+        bt.load_surface(bad)
