@@ -49,3 +49,54 @@ def test_reading_model_info_imports_no_numpy() -> None:
             f"info = read_model_info({str(DEMO_MODEL)!r}); print(info.name, 'numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "llmos demo False"
+
+
+def _hybrid_gguf(path: Path, kv_heads: list[int] | int) -> Path:
+    """A header shaped as a hybrid model's (LFM2, Granite-H, Jamba): attention on some blocks and a
+    recurrent block (no KV cache: 0 KV heads) on the others, the KV head count given per layer."""
+    import gguf
+    import numpy as np
+
+    w = gguf.GGUFWriter(str(path), "lfm2")
+    w.add_block_count(4)
+    w.add_context_length(4096)
+    w.add_embedding_length(256)
+    w.add_head_count(8)
+    w.add_head_count_kv(kv_heads)  # an int, or one value per block
+    for i in range(4):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(256, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_a_hybrid_models_per_layer_kv_heads_are_read_and_counted(tmp_path: Path) -> None:
+    """A per-layer array (short and numeric) is read with its values, as the gguf package reads
+    it; the KV estimate then counts only the attention blocks' heads, and only of the blocks on the
+    GPU (the last ones). Read as one number for every block, it was 4x too large here."""
+    import gguf
+
+    from llmos_tui.engine import vram
+    from llmos_tui.engine.gguf_info import read_model_info
+    from llmos_tui.engine.params import EngineParams
+
+    hybrid = _hybrid_gguf(tmp_path / "hybrid.gguf", [0, 0, 2, 0])
+    field = read_header(str(hybrid)).fields["lfm2.attention.head_count_kv"]
+    assert isinstance(field, ArrayValue) and field.values == (0, 0, 2, 0)
+    ref = gguf.GGUFReader(str(hybrid), "r").get_field("lfm2.attention.head_count_kv")
+    assert list(field.values) == [int(v) for v in ref.contents()]
+    info = read_model_info(hybrid)
+    assert info.kv_heads_per_layer == [0, 0, 2, 0] and info.n_head_kv == 2 and info.n_head == 8
+    uniform = read_model_info(_hybrid_gguf(tmp_path / "uniform.gguf", 2))
+    assert uniform.kv_heads_per_layer == [] and uniform.n_head_kv == 2
+    params = EngineParams(model_path=str(hybrid), n_ctx=4096, n_gpu_layers=-1, type_k="f16", type_v="f16")
+    per_head = 4096 * 32 * (2 + 2)  # n_ctx x head size (256 / 8) x (K + V bytes in f16)
+    assert vram.estimate(params, info).kv_cache == 2 * per_head  # one attention block of 2 KV heads
+    assert vram.estimate(params, uniform).kv_cache == 4 * 2 * per_head
+    # n_gpu_layers counts the output too (llama.cpp's i_gpu_start): 3 puts the last two blocks on the
+    # GPU, with the attention block; 2 only the last block, which has no KV cache
+    assert vram.estimate(params.replace(n_gpu_layers=3), info).kv_cache == 2 * per_head
+    assert vram.estimate(params.replace(n_gpu_layers=2), info).kv_cache == 0
+    assert vram.estimate(params.replace(n_gpu_layers=3), uniform).kv_cache == 2 * 2 * per_head

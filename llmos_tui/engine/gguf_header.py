@@ -5,7 +5,8 @@ operator's process (the cockpit reads every model's header, and a cockpit that w
 hours must stay small). The header is a simple format (GGUF v2/v3): magic, version, tensor and
 key-value counts, typed key-value pairs, then per tensor its name, shape, type and offset; the
 data starts at the next multiple of ``general.alignment``. Arrays are skipped over (their
-length kept): the header facts need none of their values.
+length kept), except short numeric ones (at most ``SMALL_ARRAY`` values): a hybrid model's
+per-layer head counts (``<arch>.attention.head_count_kv``: 0 on a recurrent layer) are one.
 """
 
 from __future__ import annotations
@@ -44,12 +45,16 @@ class GGUFFormatError(ValueError):
     """The header is not readable GGUF (truncated, an unknown type, an unsupported version)."""
 
 
+SMALL_ARRAY = 4096  # numeric arrays up to this length are read (per-layer values); longer ones skipped
+
+
 @dataclass(frozen=True)
 class ArrayValue:
-    """A metadata array, skipped over: its element type and length."""
+    """A metadata array: its element type and length; the values of a short numeric one."""
 
     type: int
     count: int
+    values: tuple | None = None  # numeric arrays of at most SMALL_ARRAY elements; None: skipped
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,12 @@ class _Reader:
             if etype == _STRING:
                 for _ in range(count):
                     self.skip_string()
+            elif etype in _SCALARS and count <= SMALL_ARRAY:
+                fmt = self.order + str(count) + _SCALARS[etype]
+                data = self.fh.read(struct.calcsize(fmt))
+                if len(data) != struct.calcsize(fmt):
+                    raise GGUFFormatError("the file ends inside an array of its header")
+                return ArrayValue(etype, count, struct.unpack(fmt, data))
             elif etype in _SCALARS:
                 self.fh.seek(struct.calcsize(self.order + _SCALARS[etype]) * count, 1)
             else:

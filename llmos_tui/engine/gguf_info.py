@@ -45,6 +45,9 @@ class ModelInfo:
     n_expert: int | None = None  # <arch>.expert_count: a mixture-of-experts model when > 0
     n_expert_used: int | None = None
     expert_layer_bytes: list[int] = field(default_factory=list)  # bytes of expert tensors, per block
+    # a hybrid model's KV heads per block when the header gives them per layer (0: a recurrent
+    # block, no KV cache); empty: every block has n_head_kv (then n_head_kv is the largest of them)
+    kv_heads_per_layer: list[int] = field(default_factory=list)
 
     @property
     def is_moe(self) -> bool:
@@ -106,6 +109,18 @@ def _int(value: Json) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _per_layer(header: "GGUFHeader", key: str) -> list[int]:
+    """A count the header gives per layer (a short array of non-negative integers), else []."""
+    from llmos_tui.engine.gguf_header import ArrayValue
+
+    value = header.fields.get(key)
+    if not isinstance(value, ArrayValue) or not value.values:
+        return []
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value.values):
+        return []
+    return [int(v) for v in value.values]
+
+
 # the tensors llama.cpp's --n-cpu-moe moves (engine/loading.py EXPERT_TENSOR_RE), with their block
 _EXPERT_TENSOR = re.compile(r"blk\.(\d+)\..*ffn_(up|down|gate)_(ch|)exps")
 
@@ -152,8 +167,12 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         quant = type_counts.most_common(1)[0][0] if type_counts else "unknown"
 
     n_embd = _int(arch_key("embedding_length"))
-    n_head = _int(arch_key("attention.head_count"))
-    n_head_kv = _int(arch_key("attention.head_count_kv")) or n_head
+    heads_per_layer = _per_layer(header, f"{arch}.attention.head_count")
+    kv_per_layer = _per_layer(header, f"{arch}.attention.head_count_kv")
+    n_head = _int(arch_key("attention.head_count")) or max(heads_per_layer, default=0) or None
+    n_head_kv = _int(arch_key("attention.head_count_kv")) or max(kv_per_layer, default=0) or n_head
+    if not kv_per_layer and heads_per_layer and not _int(arch_key("attention.head_count_kv")):
+        kv_per_layer = heads_per_layer  # no KV count given: as many KV heads as heads, per layer
     head_k = _int(arch_key("attention.key_length"))
     head_v = _int(arch_key("attention.value_length"))
     if n_head and n_embd is not None:
@@ -181,4 +200,5 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         n_expert=_int(arch_key("expert_count")),
         n_expert_used=_int(arch_key("expert_used_count")),
         expert_layer_bytes=[expert_bytes.get(i, 0) for i in range(max(expert_bytes, default=-1) + 1)],
+        kv_heads_per_layer=kv_per_layer,
     )

@@ -1,7 +1,8 @@
 """Estimate the GPU memory a configuration needs, from the GGUF header alone, before loading it.
 
 weights (the offloaded share of the file, less the experts that n_cpu_moe keeps on the CPU) + KV cache
-(n_ctx × n_layer × n_head_kv × (head_dim_k × bytes(type_k) + head_dim_v × bytes(type_v)))
+(n_ctx × the KV heads of the offloaded blocks × (head_dim_k × bytes(type_k) + head_dim_v × bytes(type_v));
+a hybrid model's recurrent blocks have none)
 + a compute-buffer estimate + a fixed CUDA context overhead. It is an estimate meant to
 refuse what clearly cannot fit, not to squeeze the last megabyte.
 """
@@ -104,8 +105,15 @@ def estimate(params: EngineParams, info: ModelShape) -> VramEstimate:
     n_head_kv = int(info.n_head_kv or info.n_head or 1)
     hk = int(info.head_dim_k or 0) or (int(info.n_embd or 0) // max(1, int(info.n_head or 1)))
     hv = int(info.head_dim_v or 0) or hk
-    kv_layers = min(layers, n_layer)
-    kv = int(n_ctx * kv_layers * n_head_kv * (hk * TYPE_BYTES[params.type_k] + hv * TYPE_BYTES[params.type_v]))
+    # llama.cpp puts blocks n_layer + 1 - n_gpu_layers ... n_layer - 1 and the output on the GPU
+    # (i_gpu_start in llama-model.cpp): n_gpu_layers - 1 blocks, and with them their KV cache
+    kv_layers = min(n_layer, max(0, layers - 1))
+    per_layer = list(getattr(info, "kv_heads_per_layer", None) or ())  # a hybrid model: 0 on a recurrent block
+    if len(per_layer) == n_layer:  # the offloaded blocks are the last ones
+        kv_heads = sum(per_layer[n_layer - kv_layers:]) if kv_layers else 0
+    else:
+        kv_heads = kv_layers * n_head_kv
+    kv = int(n_ctx * kv_heads * (hk * TYPE_BYTES[params.type_k] + hv * TYPE_BYTES[params.type_v]))
     n_embd = int(info.n_embd or 0)
     n_vocab = int(info.vocab_size or 32000)
     n_head = int(info.n_head or 1)

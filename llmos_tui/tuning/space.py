@@ -427,7 +427,7 @@ def build_space(model_info: "ModelInfo | None", *, cpu_count: int, gpu: Mapping[
     info_d: dict[str, object] | None = None
     if model_info is not None:
         fields = ("size_bytes", "n_layer", "n_embd", "n_head", "n_head_kv", "head_dim_k", "head_dim_v",
-                  "vocab_size", "context_length", "expert_layer_bytes")
+                  "vocab_size", "context_length", "expert_layer_bytes", "kv_heads_per_layer")
         info_d = {f: getattr(model_info, f, None) for f in fields}
     if gpu and "n_gpu_layers" not in fixed and info_d and info_d.get("n_layer"):
         limits["model"] = info_d
