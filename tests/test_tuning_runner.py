@@ -125,11 +125,12 @@ def test_a_stopped_study_resumes_where_it_stopped(serving, journal):
 
 def test_a_verified_gain_is_applied_journaled_and_undone(serving, journal):
     """SYNTHETIC speeds: n_batch=64 twice as fast, so the gain is certain; the apply, reload,
-    canary, journal and undo are real. A two-round cap is raised to the first look (4 rounds)."""
+    canary, journal and undo are real. A two-round cap is raised to the first look (4 rounds). The
+    objective is a mix (a tg study does not search n_batch: a one-token decode has no batch)."""
     fast = synthetic_speeds(lambda p, n: 200.0 if p.n_batch == 64 else 100.0)
     tuner = make_tuner(serving, journal, measure_fn=fast)
     report = tuner.run(trials=2, spec=SPEC, strategy="random", vram_budget=None, verify_rounds=2, apply=True,
-                       start_points=[{"n_batch": 64, "n_ubatch": 64}])
+                       start_points=[{"n_batch": 64, "n_ubatch": 64}], objective="mix")
     assert report.verdict["significant"] and report.verdict["rounds"] == 4, report.verdict
     assert report.verdict["orders"] == ["AB", "BA", "BA", "AB"]
     assert report.applied["state"] == "applied", report.applied
@@ -156,6 +157,9 @@ def test_a_lucky_run_is_re_measured_before_the_study_ends_whatever_the_budget(se
                        start_points=[{"n_threads": 1, "n_threads_batch": 1}])
     origins = [t.origin for t in report.trials]
     assert len(report.trials) == 3 and origins[2].startswith("confirm"), origins
+    # a tg study holds the prompt's threads at the running value, and says it left that out
+    assert any(n.startswith("start point: n_threads_batch=1 left out") for n in report.notes), report.notes
+    assert all("n_threads_batch" not in t.config for t in report.trials)
     assert report.trials[2].config["n_threads"] == 1
     assert report.best["config"]["n_threads"] == 1 and report.best["n"] == 2 and report.best["unconfirmed_faster"] == 0
     assert report.verdict is not None and report.verdict["rounds"] >= 4 and not report.verdict["significant"]
@@ -180,7 +184,7 @@ def test_apply_re_verifies_when_the_verdicts_baseline_no_longer_runs(serving, jo
 
     tuner.subscribe(on_event)
     report = tuner.run(trials=2, spec=SPEC, strategy="random", vram_budget=None, verify_rounds=4, apply=True,
-                       start_points=[{"n_batch": 64, "n_ubatch": 64}])
+                       start_points=[{"n_batch": 64, "n_ubatch": 64}], objective="mix")
     assert any("verifying again" in n for n in notes), notes
     verify_rows = journal.trials(report.study_id, kind="verify")
     assert len(verify_rows) == 16  # two verifications of 4 rounds
@@ -257,7 +261,7 @@ def test_apply_best_later_applies_only_against_the_verdicts_baseline_and_journal
     fast = synthetic_speeds(lambda p, n: 200.0 if p.n_batch == 64 else 100.0)
     tuner = make_tuner(serving, journal, measure_fn=fast)
     report = tuner.run(trials=2, spec=SPEC, strategy="random", vram_budget=None, verify_rounds=4,
-                       start_points=[{"n_batch": 64, "n_ubatch": 64}]).to_dict()
+                       start_points=[{"n_batch": 64, "n_ubatch": 64}], objective="mix").to_dict()
     assert report["verdict"]["significant"] and report["applied"] is None
     serving.params = serving.params.replace(n_threads=1)  # another configuration runs now
     refused = tuner.apply_best(report)
@@ -293,3 +297,32 @@ def test_a_memory_failure_rules_out_what_needs_more_and_a_study_with_nothing_lef
     rows = journal.trials(report.study_id, kind="trial")
     assert [r["outcome"] for r in rows] == ["budget"] * len(report.trials)
     assert serving.state == EngineState.READY and serving.params == BASE
+
+
+def test_a_study_does_not_search_the_knobs_its_objective_never_touches(serving, journal):
+    """A one-token decode runs on n_threads and has no batch to split; a prompt runs on
+    n_threads_batch. So a tg study keeps the prompt's knobs at the running values, and a pp study
+    the generation threads: every trial (journal rows too) has them as the engine ran them."""
+    untouched = {"tg": ("n_threads_batch", "n_batch", "n_ubatch"), "pp": ("n_threads",)}
+    for objective, knobs in untouched.items():
+        loads: list[EngineParams] = []
+
+        def counted(params: EngineParams, *args: object, **kw: object):
+            loads.append(params)
+            return measure(params, *args, **kw)
+
+        tuner = make_tuner(serving, journal, measure_fn=counted)
+        report = tuner.run(trials=2, objective=objective, **FAST)
+        assert report.status == "done", report.message
+        names = tuner._space.names
+        assert not set(knobs) & set(names), names
+        assert "flash_attn" in names  # what the objective depends on is still searched (the demo: f16 caches only)
+        searched = {"tg": "n_threads", "pp": "n_threads_batch"}[objective]
+        assert searched in names or searched in tuner._space.fixed  # one core: a single value, fixed
+        assert len(loads) >= 2 and all(getattr(p, k) == getattr(BASE, k) for p in loads for k in knobs), loads
+        fixed = journal.get_study(report.study_id)["space"]["fixed"]  # the journal says what was held
+        assert {k: fixed[k] for k in knobs} == {k: getattr(BASE, k) for k in knobs}
+    # a mix depends on everything: nothing is held back
+    tuner = make_tuner(serving, journal)
+    assert tuner.run(trials=1, objective="mix", **FAST).status == "done"
+    assert {"n_batch", "n_ubatch"} <= set(tuner._space.names)

@@ -32,6 +32,10 @@ from typing import Mapping
 _GEN = ("n_threads", "n_gpu_layers", "flash_attn")
 _PROMPT = ("n_threads_batch", "n_gpu_layers", "flash_attn", "n_ubatch")
 RELEVANT = {"tg": _GEN, "pp": _PROMPT, "ttft": _PROMPT}
+# the knobs an objective's own measurement never touches (llama.cpp: a one-token decode runs on
+# n_threads with no batch to split; a prompt on n_threads_batch): a study of that objective keeps
+# them at the running values instead of spending trials on them
+UNTOUCHED = {"tg": ("n_threads_batch", "n_batch", "n_ubatch"), "pp": ("n_threads",), "ttft": ("n_threads",)}
 
 
 @dataclass
@@ -115,4 +119,4 @@ def physical_cores() -> int | None:
         return None
 
 
-__all__ = ["Preference", "RELEVANT", "physical_cores"]
+__all__ = ["Preference", "RELEVANT", "UNTOUCHED", "physical_cores"]

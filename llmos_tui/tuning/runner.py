@@ -390,7 +390,7 @@ class Tuner:
     def _prepare(self, cfg: StudyConfig, resume: int | None) -> Prepared:
         from llmos_tui.engine.gguf_info import read_model_info
         from llmos_tui.tuning import warmstart as WS
-        from llmos_tui.tuning.prior import Preference, physical_cores
+        from llmos_tui.tuning.prior import UNTOUCHED, Preference, physical_cores
         from llmos_tui.tuning.space import build_space
 
         sup = self.supervisor
@@ -418,7 +418,10 @@ class Tuner:
         if gpu and vram_limit is not None:
             vram_limit = min(vram_limit, float(gpu["vram_free_mib"]) + self._own_vram_mib())  # type: ignore[arg-type]
         rss_limit = parse_budget(cfg.rss_budget, _host_total_mib()) if cfg.rss_budget is not None else None
-        space = build_space(info, cpu_count=cpu_count, gpu=gpu, n_ctx=n_ctx, fixed={"n_ctx": n_ctx})
+        fixed: dict[str, object] = {"n_ctx": n_ctx}
+        if obj.service is None:  # a service's TTFT bound depends on the prompt's knobs too
+            fixed.update({k: getattr(running, k) for k in UNTOUCHED.get(obj.name, ())})
+        space = build_space(info, cpu_count=cpu_count, gpu=gpu, n_ctx=n_ctx, fixed=fixed)
         self._space = space
         layers = space.dimension("n_gpu_layers")
         preference = Preference.for_machine(obj.prior_name, logical_cores=cpu_count, physical_cores=physical_cores(),
@@ -488,8 +491,19 @@ class Tuner:
             defaults = plain_config(space.defaults(prep.base))
         except Exception:  # noqa: BLE001 - a space without defaults: start points as given
             defaults = {}
-        seeds = [WS.Prior({**defaults, **plain_config(c)}, None, True, "", 1.0, "asked for", "start")
-                 for c in cfg.start_points]
+        from llmos_tui.tuning.prior import UNTOUCHED
+
+        untouched = UNTOUCHED.get(prep.obj.name, ()) if prep.obj.service is None else ()
+        seeds = []
+        for c in cfg.start_points:
+            point = plain_config(c)
+            held = {k: v for k, v in point.items() if k in untouched and v != space.fixed.get(k, v)}
+            if held:  # e.g. a tg study holds the prompt's knobs at the running values (prior.UNTOUCHED)
+                self._note(report, "start point: " + " ".join(f"{k}={v}" for k, v in held.items())
+                           + f" left out: this study holds {'them' if len(held) > 1 else 'it'} at "
+                           + " ".join(f"{k}={space.fixed[k]}" for k in held))
+            point = {k: v for k, v in point.items() if k not in held}
+            seeds.append(WS.Prior({**defaults, **point}, None, True, "", 1.0, "asked for", "start"))
         baseline_seed = None
         if cfg.baseline and not prep.previous and defaults and space.allowed(defaults) is None:
             exact = all(getattr(prep.base, k, None) == v for k, v in defaults.items())
