@@ -117,6 +117,44 @@ def top_stability(surface: Surface, objective: str, n: int = 200, seed: int = 0)
             "contenders": len(wide), "wide": wide, "n": n}
 
 
+def untouched_effect(surface: Surface, objective: str) -> dict | None:
+    """Does the recording agree that the knobs a study of ``objective`` holds fixed
+    (``tuning.prior.UNTOUCHED``: a tg study the prompt's, a pp study the generation threads) do not
+    move it? Configurations that differ only in those knobs form a group; a one-way analysis of
+    variance on log values, pooled over the groups, compares the spread of their means with the
+    spread of their reps. F near 1: no effect beyond the recorded noise. None where the surface lacks
+    those knobs or repeated reps. (Reps recorded back to back in one child understate the noise
+    between children, so F is then inflated.)"""
+    from llmos_tui.tuning.prior import UNTOUCHED
+
+    held = [k for k in UNTOUCHED.get(objective, ()) if k in surface.knobs]
+    if not held:
+        return None
+    keep = [i for i, k in enumerate(surface.knobs) if k not in held]
+    groups: dict[tuple, list[list[float]]] = {}
+    for key, rows in surface.reps.items():
+        if len(rows) >= 2:
+            groups.setdefault(tuple(key[i] for i in keep), []).append([math.log(r[objective]) for r in rows])
+    ssb = ssw = 0.0
+    dfb = dfw = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        grand = statistics.fmean(v for runs in members for v in runs)
+        for runs in members:
+            m = statistics.fmean(runs)
+            ssb += len(runs) * (m - grand) ** 2
+            ssw += sum((v - m) ** 2 for v in runs)
+            dfw += len(runs) - 1
+        dfb += len(members) - 1
+    if dfb == 0 or dfw == 0 or ssw <= 0:
+        return None
+    from scipy.stats import f as f_dist
+
+    F = (ssb / dfb) / (ssw / dfw)
+    return {"held": held, "F": F, "df": (dfb, dfw), "p": float(f_dist.sf(F, dfb, dfw))}
+
+
 def _is_int(text: str) -> bool:
     try:
         int(text)
@@ -516,6 +554,12 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
         print(f"the recording's own noise on the top 5 % ({stable['n']} bootstraps of each configuration's reps): "
               f"a member stays in it with probability {stable['stay']:.2f}; {stable['contenders']} configurations "
               f"are in it in >= 20 % of the resamples, for {stable['places']} place(s)")
+    held = untouched_effect(surface, objective)
+    if held is not None:
+        print(f"knobs the real tuner holds for {objective} ({' '.join(held['held'])}): their effect here, "
+              f"F={held['F']:.2f} (df {held['df'][0]}, {held['df'][1]}), p={held['p']:.3f}: "
+              + ("none beyond the recorded noise" if held["p"] >= 0.01 else
+                 "beyond the recorded noise (or reps that understate it; the replay searches them anyway)"))
     if use_prior and any(s in ("gp", "rf", "et") for s in strategies):
         print(f"GP/RF/ET {preference_for(surface, objective).describe()} (random search and grid order: none)")
     print(f"{'strategy':<8} {'median':>6} {'mean':>6} {'p90':>5} {'misses':>6} {'at12':>6}  seconds")

@@ -327,3 +327,24 @@ def test_llama_benchs_csv_output_is_a_surface_too(tmp_path):
     bad.write_text(one_run(0.0).rstrip("\n") + '\n"1","2"\n')
     with pytest.raises(bt.SurfaceError, match="line 14: 2 fields"):
         bt.load_surface(bad)
+
+
+def test_the_knobs_a_study_holds_are_checked_against_the_recording():
+    """tg does not depend on the prompt's knobs in a recording whose runs are fresh children (F near
+    1); a made-up surface where n_batch doubles tg is flagged (a tiny p); a surface without those
+    knobs has nothing to check."""
+    bt = load_bench()
+    trials = bt.load_surface(ROOT / "tests" / "data" / "surface_bench_2core_trials.csv")
+    tg = bt.untouched_effect(trials, "tg")
+    assert tg["held"] == ["n_threads_batch", "n_batch", "n_ubatch"] and tg["p"] > 0.05 and 0.3 < tg["F"] < 2, tg
+    assert bt.untouched_effect(trials, "pp")["held"] == ["n_threads"]
+    reps = {}
+    for key, rows in trials.reps.items():
+        batch = key[trials.knobs.index("n_batch")]
+        reps[key] = [dict(r, tg=r["tg"] * (2.0 if batch == max(k[trials.knobs.index("n_batch")] for k in trials.reps)
+                                           else 1.0)) for r in rows]
+    made_up = bt.Surface(trials.path, trials.configs, reps, {}, {}, trials.knobs)
+    assert bt.untouched_effect(made_up, "tg")["p"] < 1e-6
+    one = bt.untouched_effect(_surface_of(bt, {1: [5.0, 5.1], 2: [6.0, 6.1]}), "tg")  # n_ubatch alone: one group
+    assert one["held"] == ["n_ubatch"] and one["df"] == (1, 2) and one["p"] < 0.05
+    assert bt.untouched_effect(trials, "gm") is None  # a mix holds nothing
