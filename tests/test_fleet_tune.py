@@ -352,6 +352,9 @@ def test_run_box_trial_measures_through_the_daemons_change_transaction(daemon) -
             described = describe_box(client, spec)
             assert described["hardware"]["model_key"].startswith("demo.gguf:")
             assert "n_threads" in [d["name"] for d in described["space"]["dimensions"]]
+            # a tg study holds the prompt's knobs at what the box runs, as the tuner on one box does
+            assert described["space"]["fixed"]["n_batch"] == serving["n_batch"]
+            assert "n_batch" not in [d["name"] for d in described["space"]["dimensions"]]
             result = run_box_trial(client, {"n_threads": 1, "n_batch": 128, "n_ubatch": 64}, spec)
             assert result["ok"], result["reason"]
             assert result["box"] == "demo" and result["value"] > 0 and result["values"]["tg"] == result["value"]
