@@ -228,6 +228,8 @@ def load_llama_bench(p: Path, text: str) -> Surface:
     records = _llama_bench_records(p, text)
     if not isinstance(records, list) or not records or not all(isinstance(r, dict) for r in records):
         raise SurfaceError(f"{p}: no llama-bench records")
+    if not any("n_prompt" in r or "n_gen" in r for r in records):
+        raise SurfaceError(f"{p}: not llama-bench records (none has n_prompt or n_gen)")
     models = {str(r.get("model_filename") or r.get("model_type") or "") for r in records}
     if len(models) > 1:
         raise SurfaceError(f"{p}: records of {len(models)} models ({', '.join(sorted(models))}): a surface is one model")

@@ -228,6 +228,7 @@ def test_llama_bench_output_that_is_not_one_tunable_model_is_one_clear_line(tmp_
         "no parameter varies": [r for r in llama_bench_records() if r["n_gpu_layers"] == 99 and r["flash_attn"]],
         "need both a prompt": [r for r in llama_bench_records() if r["n_gen"]],
         "not llama-bench JSON": None,
+        "not llama-bench records": [{"a": 1}, {"a": 2}],
         "not a whole number": [dict(r, n_prompt="a") if i == 0 else r for i, r in enumerate(llama_bench_records())],
         "are not numbers": [dict(r, samples_ts=7) if i == 0 else r for i, r in enumerate(llama_bench_records())],
         "without positive, finite": [dict(r, samples_ts=[-1.0]) if i == 0 else r for i, r in enumerate(llama_bench_records())],
