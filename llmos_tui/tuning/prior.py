@@ -38,6 +38,12 @@ RELEVANT = {"tg": _GEN, "pp": _PROMPT, "ttft": _PROMPT}
 UNTOUCHED = {"tg": ("n_threads_batch", "n_batch", "n_ubatch"), "pp": ("n_threads",), "ttft": ("n_threads",)}
 
 
+def held_knobs(objective: str, *, service: bool = False) -> tuple[str, ...]:
+    """The knobs a study of ``objective`` keeps at the running values (``UNTOUCHED``); none for a
+    service-level objective, whose TTFT bound depends on the prompt's knobs as well."""
+    return () if service else UNTOUCHED.get(objective, ())
+
+
 @dataclass
 class Preference:
     """A soft prior: ``weight(config)`` in (0, 1], the product of one factor per knob."""
@@ -119,4 +125,4 @@ def physical_cores() -> int | None:
         return None
 
 
-__all__ = ["Preference", "RELEVANT", "UNTOUCHED", "physical_cores"]
+__all__ = ["Preference", "RELEVANT", "UNTOUCHED", "held_knobs", "physical_cores"]

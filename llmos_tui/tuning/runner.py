@@ -390,7 +390,7 @@ class Tuner:
     def _prepare(self, cfg: StudyConfig, resume: int | None) -> Prepared:
         from llmos_tui.engine.gguf_info import read_model_info
         from llmos_tui.tuning import warmstart as WS
-        from llmos_tui.tuning.prior import UNTOUCHED, Preference, physical_cores
+        from llmos_tui.tuning.prior import Preference, held_knobs, physical_cores
         from llmos_tui.tuning.space import build_space
 
         sup = self.supervisor
@@ -418,9 +418,8 @@ class Tuner:
         if gpu and vram_limit is not None:
             vram_limit = min(vram_limit, float(gpu["vram_free_mib"]) + self._own_vram_mib())  # type: ignore[arg-type]
         rss_limit = parse_budget(cfg.rss_budget, _host_total_mib()) if cfg.rss_budget is not None else None
-        fixed: dict[str, object] = {"n_ctx": n_ctx}
-        if obj.service is None:  # a service's TTFT bound depends on the prompt's knobs too
-            fixed.update({k: getattr(running, k) for k in UNTOUCHED.get(obj.name, ())})
+        held = held_knobs(obj.name, service=obj.service is not None)  # what the objective never touches
+        fixed: dict[str, object] = {"n_ctx": n_ctx, **{k: getattr(running, k) for k in held}}
         space = build_space(info, cpu_count=cpu_count, gpu=gpu, n_ctx=n_ctx, fixed=fixed)
         self._space = space
         layers = space.dimension("n_gpu_layers")
@@ -491,14 +490,14 @@ class Tuner:
             defaults = plain_config(space.defaults(prep.base))
         except Exception:  # noqa: BLE001 - a space without defaults: start points as given
             defaults = {}
-        from llmos_tui.tuning.prior import UNTOUCHED
+        from llmos_tui.tuning.prior import held_knobs
 
-        untouched = UNTOUCHED.get(prep.obj.name, ()) if prep.obj.service is None else ()
+        untouched = held_knobs(prep.obj.name, service=prep.obj.service is not None)
         seeds = []
         for c in cfg.start_points:
             point = plain_config(c)
             held = {k: v for k, v in point.items() if k in untouched and v != space.fixed.get(k, v)}
-            if held:  # e.g. a tg study holds the prompt's knobs at the running values (prior.UNTOUCHED)
+            if held:  # e.g. a tg study holds the prompt's knobs at the running values
                 self._note(report, "start point: " + " ".join(f"{k}={v}" for k, v in held.items())
                            + f" left out: this study holds {'them' if len(held) > 1 else 'it'} at "
                            + " ".join(f"{k}={space.fixed[k]}" for k in held))
