@@ -322,7 +322,11 @@ def test_a_study_does_not_search_the_knobs_its_objective_never_touches(serving, 
         assert len(loads) >= 2 and all(getattr(p, k) == getattr(BASE, k) for p in loads for k in knobs), loads
         fixed = journal.get_study(report.study_id)["space"]["fixed"]  # the journal says what was held
         assert {k: fixed[k] for k in knobs} == {k: getattr(BASE, k) for k in knobs}
+        assert journal.get_study(report.study_id)["settings"]["held"] == {k: getattr(BASE, k) for k in knobs}
+        said = [n for n in report.notes if n.startswith("held at the running values")]  # and the operator is told
+        assert len(said) == 1 and all(f"{k}={getattr(BASE, k)}" in said[0] for k in knobs), report.notes
     # a mix depends on everything: nothing is held back
     tuner = make_tuner(serving, journal)
-    assert tuner.run(trials=1, objective="mix", **FAST).status == "done"
+    mixed = tuner.run(trials=1, objective="mix", **FAST)
+    assert mixed.status == "done" and not any(n.startswith("held") for n in mixed.notes)
     assert {"n_batch", "n_ubatch"} <= set(tuner._space.names)

@@ -313,6 +313,11 @@ class Tuner:
         self._emit("study", resumed=resume is not None, objective=prep.obj.to_dict(), trials=cfg.trials,
                    space=prep.space.to_dict(), strategy=cfg.strategy, note=prep.obj.note,
                    prior=study.preference.describe() if study.preference is not None else "")
+        held = prep.settings.get("held") or {}
+        if isinstance(held, dict) and held:
+            why = "a one-token decode does not use them" if prep.obj.name == "tg" else "a prompt runs on n_threads_batch"
+            self._note(report, f"held at the running values ({prep.obj.name}: {why}): "
+                               + " ".join(f"{k}={v}" for k, v in held.items()))
         fix = self.memory_correction(prep, prep.base)
         if fix is not None and (prep.rss_limit is not None or prep.vram_limit is not None):
             self._note(report, f"pre-flight: {fix.describe()}")
@@ -433,7 +438,7 @@ class Tuner:
                               "vram_budget_arg": cfg.vram_budget, "rss_budget_arg": cfg.rss_budget,
                               "vram_budget_mib": vram_limit, "rss_budget_mib": rss_limit,
                               "features": dict(fp.features), "running": running.to_dict(),
-                              "prior": preference.to_dict()}
+                              "prior": preference.to_dict(), "held": {k: fixed[k] for k in held}}
         previous: list[JsonDict] = []
         if resume is None:
             name = f"{obj.label} {os.path.basename(running.model_path)}"
