@@ -37,6 +37,8 @@ async def test_f6_runs_a_three_trial_study_live_and_the_engine_comes_back() -> N
             # the log wraps long lines to the screen's width: compare with the whitespace folded
             log_text = " ".join(" ".join(str(line.text) for line in screen.query_one("#tune-log", RichLog).lines).split())
             assert f"std:{screen.report['study_id']}" in log_text
+            # the study's notes show here as in the CLI: a tg study holds the prompt's knobs
+            assert "held at the running values (tg: a one-token decode does not use them)" in log_text, log_text
             for trial in screen.trials:
                 if trial["outcome"] != "ok":
                     assert trial["reason"] and " ".join(trial["reason"][:30].split()) in log_text  # with reasons

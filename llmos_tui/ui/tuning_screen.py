@@ -175,6 +175,8 @@ class TuningScreen(Screen[None]):
                 self.log_line(ev["note"])
         elif kind == "warmstart":
             self.log_line(ev.get("summary", ""))
+        elif kind == "note":  # what the study decided and why (held knobs, a pre-flight correction, ...)
+            self.log_line(ev.get("text", ""))
         elif kind == "trial":
             self.add_trial(ev["trial"])
             self.best = ev.get("best")
