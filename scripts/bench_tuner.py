@@ -513,6 +513,11 @@ def run_strategy(surface: Surface, objective: str, strategy: str, seeds: int, bu
     return [_replay_args(w) for w in work]
 
 
+def tenth_worst(ordered: list[int]) -> int:
+    """The p90 of sorted trial counts (nearest rank: 90 % of the runs needed at most this many)."""
+    return ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -577,7 +582,7 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
                             use_prior=use_prior and strategy != "gp-noprior", stopping=stopping and strategy == "gp",
                             wide=stable["wide"] if stable else None)
         trials = sorted(r.trials for r in runs)
-        p90 = trials[min(len(trials) - 1, math.ceil(0.9 * len(trials)) - 1)]
+        p90 = tenth_worst(trials)
         res = {"median": median(trials), "mean": statistics.fmean(trials), "p90": p90,
                "misses": sum(1 for r in runs if not r.hit), "at12": median([r.at12 for r in runs]), "runs": runs}
         out[strategy] = res
@@ -606,7 +611,7 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
         wide = sorted(r.wide_trials for r in gp["runs"])
         print(f"against the recording's {stable['contenders']} contenders (reported, not a target): GP median "
               f"{fmt(median(wide))} / mean {statistics.fmean(wide):.1f} / p90 "
-              f"{wide[min(len(wide) - 1, math.ceil(0.9 * len(wide)) - 1)]} / misses {sum(t > budget for t in wide)}; "
+              f"{tenth_worst(wide)} / misses {sum(t > budget for t in wide)}; "
               f"random mean {statistics.fmean(r.wide_trials for r in rnd['runs']):.1f}")
     speedup = rnd["median"] / gp["median"] if gp and rnd and gp["median"] else float("nan")
     met = targets(gp, rnd, seeds)

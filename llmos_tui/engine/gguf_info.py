@@ -169,9 +169,10 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     n_embd = _int(arch_key("embedding_length"))
     heads_per_layer = _per_layer(header, f"{arch}.attention.head_count")
     kv_per_layer = _per_layer(header, f"{arch}.attention.head_count_kv")
+    kv_count = _int(arch_key("attention.head_count_kv"))
     n_head = _int(arch_key("attention.head_count")) or max(heads_per_layer, default=0) or None
-    n_head_kv = _int(arch_key("attention.head_count_kv")) or max(kv_per_layer, default=0) or n_head
-    if not kv_per_layer and heads_per_layer and not _int(arch_key("attention.head_count_kv")):
+    n_head_kv = kv_count or max(kv_per_layer, default=0) or n_head
+    if not kv_per_layer and heads_per_layer and not kv_count:
         kv_per_layer = heads_per_layer  # no KV count given: as many KV heads as heads, per layer
     head_k = _int(arch_key("attention.key_length"))
     head_v = _int(arch_key("attention.value_length"))

@@ -50,7 +50,7 @@ def describe(supervisor: "Supervisor", spec: Mapping[str, object]) -> JsonDict:
     from llmos_tui.engine.gguf_info import read_model_info
     from llmos_tui.journal.studies import model_key
     from llmos_tui.tuning.runner import gpu_info
-    from llmos_tui.tuning.prior import held_knobs
+    from llmos_tui.tuning.prior import held_values
     from llmos_tui.tuning.slo import is_service_objective
     from llmos_tui.tuning.space import build_space
 
@@ -61,8 +61,8 @@ def describe(supervisor: "Supervisor", spec: Mapping[str, object]) -> JsonDict:
     gpu = gpu_info()
     cpu_count = os.cpu_count() or 1
     objective = str(spec.get("objective") or "")
-    held = held_knobs(objective, service=is_service_objective(objective))  # as the tuner on one box does
-    fixed: dict[str, object] = {"n_ctx": n_ctx, **{k: getattr(running, k) for k in held}}
+    held = held_values(objective, running, service=is_service_objective(objective))  # as the tuner on one box
+    fixed: dict[str, object] = {"n_ctx": n_ctx, **held}
     space = build_space(info, cpu_count=cpu_count, gpu=gpu, n_ctx=n_ctx, fixed=fixed)
     return {
         "hardware": {"gpu_name": (gpu or {}).get("name") or "", "gpu_count": gpu_count(),

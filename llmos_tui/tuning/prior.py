@@ -44,6 +44,11 @@ def held_knobs(objective: str, *, service: bool = False) -> tuple[str, ...]:
     return () if service else UNTOUCHED.get(objective, ())
 
 
+def held_values(objective: str, params: object, *, service: bool = False) -> dict[str, object]:
+    """``held_knobs`` with their values in ``params`` (the running EngineParams)."""
+    return {k: getattr(params, k) for k in held_knobs(objective, service=service)}
+
+
 @dataclass
 class Preference:
     """A soft prior: ``weight(config)`` in (0, 1], the product of one factor per knob."""
@@ -125,4 +130,4 @@ def physical_cores() -> int | None:
         return None
 
 
-__all__ = ["Preference", "RELEVANT", "UNTOUCHED", "held_knobs", "physical_cores"]
+__all__ = ["Preference", "RELEVANT", "UNTOUCHED", "held_knobs", "held_values", "physical_cores"]

@@ -395,7 +395,7 @@ class Tuner:
     def _prepare(self, cfg: StudyConfig, resume: int | None) -> Prepared:
         from llmos_tui.engine.gguf_info import read_model_info
         from llmos_tui.tuning import warmstart as WS
-        from llmos_tui.tuning.prior import Preference, held_knobs, physical_cores
+        from llmos_tui.tuning.prior import Preference, held_values, physical_cores
         from llmos_tui.tuning.space import build_space
 
         sup = self.supervisor
@@ -423,8 +423,8 @@ class Tuner:
         if gpu and vram_limit is not None:
             vram_limit = min(vram_limit, float(gpu["vram_free_mib"]) + self._own_vram_mib())  # type: ignore[arg-type]
         rss_limit = parse_budget(cfg.rss_budget, _host_total_mib()) if cfg.rss_budget is not None else None
-        held = held_knobs(obj.name, service=obj.service is not None)  # what the objective never touches
-        fixed: dict[str, object] = {"n_ctx": n_ctx, **{k: getattr(running, k) for k in held}}
+        held = held_values(obj.name, running, service=obj.service is not None)  # what the objective never touches
+        fixed: dict[str, object] = {"n_ctx": n_ctx, **held}
         space = build_space(info, cpu_count=cpu_count, gpu=gpu, n_ctx=n_ctx, fixed=fixed)
         self._space = space
         layers = space.dimension("n_gpu_layers")
@@ -438,7 +438,7 @@ class Tuner:
                               "vram_budget_arg": cfg.vram_budget, "rss_budget_arg": cfg.rss_budget,
                               "vram_budget_mib": vram_limit, "rss_budget_mib": rss_limit,
                               "features": dict(fp.features), "running": running.to_dict(),
-                              "prior": preference.to_dict(), "held": {k: fixed[k] for k in held}}
+                              "prior": preference.to_dict(), "held": held}
         previous: list[JsonDict] = []
         if resume is None:
             name = f"{obj.label} {os.path.basename(running.model_path)}"
@@ -495,17 +495,15 @@ class Tuner:
             defaults = plain_config(space.defaults(prep.base))
         except Exception:  # noqa: BLE001 - a space without defaults: start points as given
             defaults = {}
-        from llmos_tui.tuning.prior import held_knobs
-
-        untouched = held_knobs(prep.obj.name, service=prep.obj.service is not None)
+        untouched = prep.settings.get("held") or {}  # what the objective never touches (_prepare)
         seeds = []
         for c in cfg.start_points:
             point = plain_config(c)
-            held = {k: v for k, v in point.items() if k in untouched and v != space.fixed.get(k, v)}
+            held = {k: v for k, v in point.items() if k in untouched and v != untouched[k]}
             if held:  # e.g. a tg study holds the prompt's knobs at the running values
                 self._note(report, "start point: " + " ".join(f"{k}={v}" for k, v in held.items())
                            + f" left out: this study holds {'them' if len(held) > 1 else 'it'} at "
-                           + " ".join(f"{k}={space.fixed[k]}" for k in held))
+                           + " ".join(f"{k}={untouched[k]}" for k in held))
             point = {k: v for k, v in point.items() if k not in held}
             seeds.append(WS.Prior({**defaults, **point}, None, True, "", 1.0, "asked for", "start"))
         baseline_seed = None
