@@ -653,7 +653,8 @@ def last_line(objective: str, gp: dict | None, rnd: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--surface", required=True, help="a recorded surface CSV")
+    ap.add_argument("--surface", required=True,
+                    help="a recorded surface CSV (scripts/record_surface.py), or llama-bench's -o json / jsonl / csv output")
     ap.add_argument("--objective", default="tg", choices=[*OBJECTIVES, "all"])
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--budget", type=int, default=60)

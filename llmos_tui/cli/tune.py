@@ -44,7 +44,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                       help="what to maximise: generation tok/s (tg, default), prompt tok/s (pp), time to first "
                            "token (ttft), a weighted mix, the mix of this operator's chat traffic (traffic), or a "
                            "service level replaying the journal's request shapes, e.g. "
-                           "\"throughput@4 ttft_p99<=2s\" or \"tg ttft_p99<=500ms\" (a broken bound: infeasible)")
+                           "\"throughput@4 ttft_p99<=2s\" or \"tg ttft_p99<=500ms\" (a broken bound: infeasible). tg keeps "
+                           "n_threads_batch, n_batch and n_ubatch at the running values (a one-token decode does not "
+                           "use them); pp and ttft keep n_threads")
     tune.add_argument("--weights", metavar="pp=W,tg=W", help="weights of --objective mix (0.5 each)")
     tune.add_argument("--vram-budget", metavar="X", default=None, help="GPU memory budget: 90%% (default) or MiB")
     tune.add_argument("--rss-budget", metavar="X", default=None, help="host memory budget for CPU runs: %% or MiB")
