@@ -76,8 +76,30 @@ def test_the_header_refuses_a_cache_type_before_any_load_and_no_trial_is_refused
     first = journal.trials(report.study_id)[0]
     assert first["outcome"] == "refused" and "head size of 40" in first["reason"] and "not run" in first["reason"]
     assert first["value"] is None and first["metrics"]["wall_s"] < 1.0  # no child was started
+    # a refusal took no time, so it does not count: the budget's 4 trials all ran an engine
+    assert first["metrics"]["ran"] is False and not report.trials[0].ran
+    assert sum(t.ran for t in report.trials) == 4 and len(report.trials) == 5
     for row in journal.trials(report.study_id)[1:]:  # the search itself: nothing refused for a cache type
         assert "cache" not in (row["reason"] or "") and row["outcome"] != "refused", row
+
+
+def test_refusals_before_loading_stop_at_their_cap_with_a_reason_and_nothing_loaded(serving, journal):
+    """Refusals do not count against the budget, so a pre-flight that refuses everything it is shown
+    must still end the study: at ``refusal_cap`` refusals, saying so, with no engine loaded."""
+    loads: list[EngineParams] = []
+
+    def counted(params: EngineParams, *args: object, **kw: object):
+        loads.append(params)
+        return measure(params, *args, **kw)
+
+    tuner = make_tuner(serving, journal, measure_fn=counted)
+    tuner._refusal = lambda prep, params: TrialResult(False, "refused", "refused by the test (not run)")  # type: ignore[method-assign]
+    report = tuner.run(trials=3, **dict(FAST, baseline=False, objective="pp"))  # a space of more than the cap
+    cap = tuner.refusal_cap(3)
+    assert len(report.trials) == cap and not any(t.ran for t in report.trials)
+    assert report.message.startswith(f"stopped after {cap} configurations refused before loading"), report.message
+    assert loads == [] and report.best is None
+    assert [r["metrics"]["ran"] for r in journal.trials(report.study_id, kind="trial")] == [False] * cap
 
 
 def test_a_learned_rule_generalises_llamas_refusal():

@@ -39,7 +39,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                     "running configuration (A/B rounds) and, with --apply, apply a significant gain as a "
                     "journaled change. Exit code: 0 done, 1 nothing feasible, an error, or an apply refused, rolled back or "
                     "failed; 130 interrupted.")
-    tune.add_argument("--trials", type=int, metavar="N", help="trials in the study (12; a resumed study: its own)")
+    tune.add_argument("--trials", type=int, metavar="N", help="trials in the study (12; a resumed study: its own); a configuration refused before "
+                           "loading (the memory estimate, the model's header) takes no time and does not count")
     tune.add_argument("--objective", default=None, metavar="OBJ",
                       help="what to maximise: generation tok/s (tg, default), prompt tok/s (pp), time to first "
                            "token (ttft), a weighted mix, the mix of this operator's chat traffic (traffic), or a "
@@ -234,8 +235,11 @@ def _final(report: "StudyReport", out: TextIO) -> None:
     unit = {"tg": "tok/s", "pp": "tok/s", "ttft": "ms"}.get(obj.get("name"), "tok/s")
     print("", file=out)
     failed = [t for t in report.trials if not t.ok]
-    print(f"study std:{report.study_id}: {report.status}, {len(report.trials)} trials "
-          f"({len(failed)} failed), objective {obj.get('name')} in {unit}", file=out)
+    ran = [t for t in report.trials if t.ran]
+    refused = len(report.trials) - len(ran)
+    print(f"study std:{report.study_id}: {report.status}, {len(ran)} trials "
+          f"({sum(not t.ok for t in ran)} failed" + (f"; {refused} more refused before loading" if refused else "")
+          + f"), objective {obj.get('name')} in {unit}", file=out)
     if report.ranking:
         print(f"  {'#':>2} {'mean':>10} {'n':>3} {'spread':>7}  configuration", file=out)
         for i, row in enumerate(report.ranking, 1):

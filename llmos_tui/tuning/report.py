@@ -21,6 +21,7 @@ class TrialRecord:
     trial_id: int | None = None  # trl:N
     summary: str = ""
     wall_s: float = 0.0
+    ran: bool = True  # False: refused before any load (the header, the memory estimate): no engine ran
 
     @property
     def ok(self) -> bool:
@@ -29,7 +30,7 @@ class TrialRecord:
     def to_dict(self) -> JsonDict:
         return {"index": self.index, "config": self.config, "outcome": self.outcome, "value": self.value,
                 "reason": self.reason, "origin": self.origin, "trial_id": self.trial_id, "summary": self.summary,
-                "wall_s": self.wall_s}
+                "wall_s": self.wall_s, "ran": self.ran}
 
 
 @dataclass

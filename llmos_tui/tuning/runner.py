@@ -235,6 +235,11 @@ class Tuner:
         self.state = state
         self._emit("state", state=state)
 
+    @staticmethod
+    def refusal_cap(trials: int) -> int:
+        """How many configurations refused before loading a study may meet before it stops."""
+        return max(20, 2 * trials)
+
     def _note(self, report: StudyReport, text: str) -> None:
         report.notes.append(text)
         self._emit("note", text=text)
@@ -490,7 +495,8 @@ class Tuner:
             report.trials.append(TrialRecord(len(report.trials) + 1, config, str(row["outcome"]),
                                              float(value) if ok else None, reason, "resumed",
                                              row.get("id"),  # type: ignore[arg-type]
-                                             str(metrics.get("summary", "")) if isinstance(metrics, dict) else ""))
+                                             str(metrics.get("summary", "")) if isinstance(metrics, dict) else "",
+                                             ran=bool(metrics.get("ran", True)) if isinstance(metrics, dict) else True))
         try:
             defaults = plain_config(space.defaults(prep.base))
         except Exception:  # noqa: BLE001 - a space without defaults: start points as given
@@ -566,8 +572,18 @@ class Tuner:
 
     # ---- step 3: the loop -------------------------------------------------------------
     def _loop(self, prep: Prepared, study: "Study", seeds: list["Prior"], report: StudyReport) -> None:
-        done = len(report.trials)
+        """Trials until the budget: a configuration refused before any load (the model's header, the
+        memory estimate) takes no time and does not count, up to ``refusal_cap`` of them (each one
+        also rules out what it implies, so a finite space runs out sooner or later)."""
+        done = sum(1 for t in report.trials if t.ran)
+        refused = len(report.trials) - done
+        cap = self.refusal_cap(prep.cfg.trials)
         while done < prep.cfg.trials and not self._stop.is_set():
+            if refused >= cap:
+                report.message = (f"stopped after {refused} configurations refused before loading (the memory "
+                                  f"estimate or the model's header; at most {cap} for a budget of "
+                                  f"{prep.cfg.trials} trials)")
+                break
             why = study.plateau() if prep.cfg.stop_on_plateau and not seeds else None
             if why is not None:  # the surrogate expects nothing more worth a trial: stop, say what it saved
                 report.plateau = {"reason": why, "trials": done, "budget": prep.cfg.trials,
@@ -585,7 +601,10 @@ class Tuner:
             record = self._measure_trial(prep, study, config, origin, report)
             if record is None:  # stopped mid-trial: not a result
                 break
-            done += 1
+            if record.ran:
+                done += 1
+            else:
+                refused += 1
             self._emit("trial", trial=record.to_dict(), done=done, total=prep.cfg.trials,
                        best=self._best_of(prep, study))
 
@@ -692,7 +711,8 @@ class Tuner:
             result: TrialResult | None = TrialResult(False, "refused", str(exc))
         else:
             result = self._refusal(prep, params)
-        if result is None and params is not None:
+        ran = result is None and params is not None
+        if ran:
             started = time.monotonic()
             result = self._measure(prep, params)
             self._child = None
@@ -717,7 +737,7 @@ class Tuner:
         except (ValueError, KeyError) as exc:  # a start point outside the space: journaled, not modelled
             log.info("trial %s not told to the surrogate: %s", index, exc)
         self._learn(result.reason, config)
-        metrics = {**result.metrics(), "summary": result.summary(), "origin": origin,
+        metrics = {**result.metrics(), "summary": result.summary(), "origin": origin, "ran": ran,
                    "engine_params": params.to_dict() if params is not None else None, "budget_s": prep.timeout}
         if memory is not None:
             metrics["memory"] = memory  # the measured peak beside the estimate
@@ -726,7 +746,7 @@ class Tuner:
                                                     value=value if ok else None, metrics=metrics,
                                                     reason=final.reason))
         return TrialRecord(index, config, result.outcome, value if ok else None, result.reason, origin,
-                           trial_id if isinstance(trial_id, int) else None, result.summary(), result.wall_s)
+                           trial_id if isinstance(trial_id, int) else None, result.summary(), result.wall_s, ran)
 
     def _measure(self, prep: Prepared, params: EngineParams) -> TrialResult:
         """One measurement: the bench, or for a service-level objective the replayed load."""
