@@ -145,6 +145,18 @@ def test_a_stopped_study_resumes_where_it_stopped(serving, journal):
     assert journal.get_study(stopped.study_id)["status"] == "done"
 
 
+def test_a_resumed_study_still_does_not_count_its_refusals(serving, journal):
+    tuner = make_tuner(serving, journal)
+    tuner.subscribe(lambda ev: ev["kind"] == "trial" and ev["done"] == 1 and tuner.stop())
+    refused = {"type_v": "q8_0", "flash_attn": "on"}  # head size 40: refused from the header
+    stopped = tuner.run(trials=3, start_points=[refused], **dict(FAST, baseline=False))
+    assert [t.ran for t in stopped.trials] == [False, True]
+    resumed = make_tuner(serving, journal).resume(stopped.study_id, verify=False)
+    assert [t.ran for t in resumed.trials[:2]] == [False, True]  # read back from the journal
+    searched = [t for t in resumed.trials if not t.origin.startswith("confirm")]
+    assert sum(t.ran for t in searched) == 3 and len(searched) == 4
+
+
 def test_a_verified_gain_is_applied_journaled_and_undone(serving, journal):
     """SYNTHETIC speeds: n_batch=64 twice as fast, so the gain is certain; the apply, reload,
     canary, journal and undo are real. A two-round cap is raised to the first look (4 rounds). The
