@@ -116,6 +116,39 @@ def test_bad_input_gets_400_before_the_engine(daemon: Daemon, http: httpx.Client
     assert error(http.post("/v1/chat/completions", json={**long, "stream": True})) == "context_length_exceeded"
 
 
+def test_response_format_constrains_the_reply_to_json_and_to_a_schema(daemon: Daemon, http: httpx.Client) -> None:
+    """As llama-server: json_schema makes the reply an instance of the schema (llama.cpp's grammar,
+    so even the tiny demo model's reply parses), json_object makes it a JSON object; a format the
+    server cannot honour is a 400 naming response_format, never silently dropped."""
+    client = openai.OpenAI(base_url=daemon.url + "/v1", api_key=TOKEN, max_retries=0)
+    schema = {"type": "object", "properties": {"gpu": {"type": "string", "maxLength": 8},
+                                               "vram_gb": {"type": "integer"}},
+              "required": ["gpu", "vram_gb"], "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model="demo", messages=CHAT["messages"], max_tokens=128,
+        response_format={"type": "json_schema", "json_schema": {"name": "gpu", "schema": schema}})
+    assert reply.choices[0].finish_reason == "stop", reply
+    value = json.loads(reply.choices[0].message.content)
+    assert set(value) == {"gpu", "vram_gb"} and isinstance(value["gpu"], str) and isinstance(value["vram_gb"], int)
+    assert len(value["gpu"]) <= 8
+    with http.stream("POST", "/v1/chat/completions",
+                     json={**CHAT, "max_tokens": 8, "stream": True, "response_format": {"type": "json_object"}}) as r:
+        text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                       for line in r.iter_lines() if line.startswith("data: {") and '"choices": [{' in line)
+    assert text.lstrip().startswith("{"), text
+    served = daemon.operator.supervisor.requests
+    for bad in ({"type": "json_schema"}, {"type": "xml"}, {"type": "json_schema", "json_schema": {"schema": "x"}}):
+        r = http.post("/v1/chat/completions", json={**CHAT, "response_format": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"].startswith("response_format"), r.text
+    assert daemon.operator.supervisor.requests == served, "a refused format reached the engine"
+    # a schema the grammar converter cannot take: refused by the engine's process, as a 400
+    r = http.post("/v1/chat/completions", json={**CHAT, "response_format": {
+        "type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {"a": {"$ref": "#/nope"}}}}}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "response_format", r.text
+    assert "grammar" in r.json()["error"]["message"]
+    assert http.post("/v1/chat/completions", json=CHAT).status_code == 200  # the engine serves on
+
+
 def test_concurrent_clients_are_queued_and_all_answered_and_a_full_queue_gets_429(
         daemon: Daemon, http: httpx.Client) -> None:
     slow(daemon, 40)  # 12 tokens: about half a second each

@@ -47,6 +47,22 @@ def log(line: str) -> None:
     sys.stderr.flush()
 
 
+
+def response_grammar(fmt: JsonDict) -> object:
+    """llama.cpp's grammar for an API request's ``response_format``: any JSON value's object for
+    ``json_object``, the schema's for a schema (llama-cpp-python's converter, as llama-server's)."""
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    schema = fmt.get("schema")
+    if schema is None:
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+    if not isinstance(schema, dict):
+        raise ValueError("the JSON schema must be an object")
+    try:
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as exc:  # noqa: BLE001 - the converter raises whatever it meets
+        raise ValueError(f"this JSON schema cannot be turned into a grammar ({type(exc).__name__}: {exc})") from None
+
 class Worker:
     def __init__(self) -> None:
         self.llm: Llama | None = None
@@ -273,6 +289,13 @@ class Worker:
         if rid in self.cancelled_ids:
             self.cancel.set()
         sampling = dict(cmd.get("sampling") or {})
+        fmt = sampling.pop("response_format", None)
+        if fmt is not None:
+            try:
+                sampling["grammar"] = response_grammar(fmt)
+            except Exception as exc:  # noqa: BLE001 - a schema the converter cannot take: the request's fault
+                emit({"ev": P.EV_ERROR, "id": rid, "message": f"response_format: {exc}"})
+                return
         first_token_at: list[float] = []
         n_sampled = 0
         last_emit = [time.perf_counter()]  # when the parent last heard of this request's progress

@@ -2,13 +2,15 @@
 
 Unknown fields are ignored (clients send many); the ones we cannot honour (``n`` > 1, ``echo``,
 ``suffix``, ``logprobs``, tools) are refused with a 400 that names them, never silently dropped.
+``response_format`` is honoured as llama-server does: ``json_object`` constrains the reply to JSON,
+``json_schema`` to the given schema (llama.cpp's grammar, built in the engine's process).
 """
 
 from __future__ import annotations
 
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Stop = Union[str, list[str], None]
 
@@ -40,6 +42,36 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str | None = None
+    schema_: dict[str, object] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's ``response_format``; ``json_object`` may carry a ``schema`` too (llama-server's and
+    llama-cpp-python's form)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+    schema_: dict[str, object] | None = Field(default=None, alias="schema")
+
+    @model_validator(mode="after")
+    def _has_schema(self) -> "ResponseFormat":
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
+            raise ValueError("type json_schema needs json_schema.schema (a JSON Schema object)")
+        return self
+
+    def engine(self) -> dict[str, object] | None:
+        """What the engine constrains the reply by (None: free text)."""
+        if self.type == "text":
+            return None
+        schema = self.json_schema.schema_ if self.type == "json_schema" and self.json_schema else self.schema_
+        return {"type": self.type, "schema": schema}
+
+
 class Sampling(BaseModel):
     """What both routes share."""
 
@@ -59,6 +91,7 @@ class Sampling(BaseModel):
     stop: Stop = None
     n: int = Field(default=1, ge=1)
     logprobs: bool | int | None = None
+    response_format: ResponseFormat | None = None
 
     @field_validator("stop")
     @classmethod
@@ -81,10 +114,14 @@ class Sampling(BaseModel):
         return None
 
     def engine_sampling(self, max_tokens: int) -> dict[str, float | int | None]:
-        return {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, "min_p": self.min_p, "presence_penalty": self.presence_penalty,
-                "frequency_penalty": self.frequency_penalty, "repeat_penalty": self.repeat_penalty,
-                "seed": self.seed}
+        out = {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+               "top_k": self.top_k, "min_p": self.min_p, "presence_penalty": self.presence_penalty,
+               "frequency_penalty": self.frequency_penalty, "repeat_penalty": self.repeat_penalty,
+               "seed": self.seed}
+        fmt = self.response_format.engine() if self.response_format is not None else None
+        if fmt is not None:
+            out["response_format"] = fmt  # type: ignore[assignment]
+        return out
 
 
 class ChatRequest(Sampling):
