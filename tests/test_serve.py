@@ -149,6 +149,30 @@ def test_response_format_constrains_the_reply_to_json_and_to_a_schema(daemon: Da
     assert http.post("/v1/chat/completions", json=CHAT).status_code == 200  # the engine serves on
 
 
+def test_logit_bias_moves_those_tokens_and_an_id_outside_the_vocabulary_is_a_400(daemon: Daemon,
+                                                                                   http: httpx.Client) -> None:
+    import llama_cpp
+
+    from llmos_tui.paths import DEMO_MODEL
+
+    vocab = llama_cpp.Llama(model_path=str(DEMO_MODEL), vocab_only=True, verbose=False)
+    token = vocab.tokenize(b" GPU", add_bos=False)[0]
+    piece = vocab.detokenize([token]).decode()
+    greedy = {**CHAT, "max_tokens": 3, "temperature": 0}
+    plain = http.post("/v1/chat/completions", json=greedy).json()["choices"][0]["message"]["content"]
+    boosted = http.post("/v1/chat/completions", json={**greedy, "logit_bias": {str(token): 100}})
+    assert boosted.status_code == 200, boosted.text
+    text = boosted.json()["choices"][0]["message"]["content"]
+    assert text.count(piece.strip()) == 3 and text != plain, (text, plain, piece)
+    # an id past the vocabulary: found in the engine's process, a 400, and the engine serves on
+    r = http.post("/v1/chat/completions", json={**greedy, "logit_bias": {str(vocab.n_vocab()): -100}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias", r.text
+    for bad in ({"x": 1}, {"5": 500}):
+        assert http.post("/v1/chat/completions", json={**greedy, "logit_bias": bad}).status_code == 400
+    assert http.post("/v1/chat/completions", json={**greedy, "functions": [{"name": "f"}]}).status_code == 400
+    assert http.post("/v1/chat/completions", json=greedy).json()["choices"][0]["message"]["content"] == plain
+
+
 def test_concurrent_clients_are_queued_and_all_answered_and_a_full_queue_gets_429(
         daemon: Daemon, http: httpx.Client) -> None:
     slow(daemon, 40)  # 12 tokens: about half a second each

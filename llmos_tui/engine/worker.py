@@ -289,6 +289,15 @@ class Worker:
         if rid in self.cancelled_ids:
             self.cancel.set()
         sampling = dict(cmd.get("sampling") or {})
+        bias = sampling.pop("logit_bias", None)
+        if bias:
+            n_vocab = llm.n_vocab()
+            outside = [t for t in bias if not 0 <= int(t) < n_vocab]
+            if outside:  # llama-cpp-python would index past the logits
+                emit({"ev": P.EV_ERROR, "id": rid,
+                      "message": f"logit_bias: token id {outside[0]} is not in this model's vocabulary (0..{n_vocab - 1})"})
+                return
+            sampling["logit_bias"] = {int(t): float(b) for t, b in bias.items()}
         fmt = sampling.pop("response_format", None)
         if fmt is not None:
             try:

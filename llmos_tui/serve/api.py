@@ -173,8 +173,9 @@ class Exchange:
                                           "restarting: retry", code="engine_crashed", kind="server_error",
                                           retry_after=5), "crashed")
         message = reply.error or "the engine failed this request"
-        if message.startswith("response_format:"):  # the request's schema, refused by the grammar converter
-            return Outcome(None, ApiError(400, message, code="invalid_request", param="response_format"), "error")
+        for param in ("response_format", "logit_bias"):  # the request's own fault, found in the engine's process
+            if message.startswith(param + ":"):
+                return Outcome(None, ApiError(400, message, code="invalid_request", param=param), "error")
         if any(word in message for word in CONTEXT_WORDS):
             return Outcome(None, ApiError(400, f"the prompt does not fit the context: {message}",
                                           code="context_length_exceeded", param="messages"), "error")

@@ -1,9 +1,10 @@
 """The OpenAI-compatible request bodies, checked by pydantic before anything reaches the engine.
 
 Unknown fields are ignored (clients send many); the ones we cannot honour (``n`` > 1, ``echo``,
-``suffix``, ``logprobs``, tools) are refused with a 400 that names them, never silently dropped.
+``suffix``, ``logprobs``, tools, functions) are refused with a 400 that names them, never silently dropped.
 ``response_format`` is honoured as llama-server does: ``json_object`` constrains the reply to JSON,
-``json_schema`` to the given schema (llama.cpp's grammar, built in the engine's process).
+``json_schema`` to the given schema (llama.cpp's grammar, built in the engine's process);
+``logit_bias`` is added to the logits of those token ids, as OpenAI and llama-server do.
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ class Sampling(BaseModel):
     n: int = Field(default=1, ge=1)
     logprobs: bool | int | None = None
     response_format: ResponseFormat | None = None
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.strip().isdigit():
+                raise ValueError(f"a token id must be a non-negative integer, not {token!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"a bias must lie in -100..100, not {bias}")
+        if value is not None and len(value) > 1024:
+            raise ValueError("at most 1024 biased tokens")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -118,6 +132,8 @@ class Sampling(BaseModel):
                "top_k": self.top_k, "min_p": self.min_p, "presence_penalty": self.presence_penalty,
                "frequency_penalty": self.frequency_penalty, "repeat_penalty": self.repeat_penalty,
                "seed": self.seed}
+        if self.logit_bias:
+            out["logit_bias"] = {str(int(k)): float(v) for k, v in self.logit_bias.items()}  # type: ignore[assignment]
         fmt = self.response_format.engine() if self.response_format is not None else None
         if fmt is not None:
             out["response_format"] = fmt  # type: ignore[assignment]
@@ -128,6 +144,7 @@ class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[object] | None = None
+    functions: list[object] | None = None
 
     def requested_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -135,6 +152,8 @@ class ChatRequest(Sampling):
     def unsupported(self) -> str | None:
         if self.tools:
             return "tools: tool calls are not served by this daemon"
+        if self.functions:
+            return "functions: function calls are not served by this daemon"
         return super().unsupported()
 
 
