@@ -110,6 +110,9 @@ def test_bad_input_gets_400_before_the_engine(daemon: Daemon, http: httpx.Client
     assert error(http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 2_000_000}]}),
                  413) == "request_too_large"
     assert daemon.operator.supervisor.requests == served, "a refused request reached the engine"
+    # a route or method it does not serve: OpenAI's error shape, not plain text
+    assert error(http.post("/v1/embeddings", json={"input": "x"}), 404) == "not_found"
+    assert error(http.get("/v1/chat/completions"), 405) == "method_not_allowed"
     # too long for the context: the engine's refusal comes back as a 400, streamed or not
     long = {"messages": [{"role": "user", "content": "GPU memory bandwidth " * 600}], "max_tokens": 4}
     assert error(http.post("/v1/chat/completions", json=long)) == "context_length_exceeded"

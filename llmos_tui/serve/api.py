@@ -452,8 +452,18 @@ def create_app(api: OpenAIApi, *, lifespan: "Callable[[Starlette], AbstractAsync
         Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
         Route("/v1/completions", api.completions, methods=["POST"]),
         Route("/metrics", api.metrics, methods=["GET"]),
-    ], lifespan=lifespan)
+    ], lifespan=lifespan, exception_handlers={404: _not_served, 405: _not_served})
     return BearerAuth(app, token)
+
+
+async def _not_served(request: Request, exc: Exception) -> Response:
+    """An unknown route or method in OpenAI's error shape (clients read ``error.message``), not
+    Starlette's plain text."""
+    status = getattr(exc, "status_code", 404)
+    what = "this method" if status == 405 else "this route"
+    return ApiError(status, f"{request.method} {request.url.path}: {what} is not served by this daemon "
+                    "(it serves /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics)",
+                    code="not_found" if status == 404 else "method_not_allowed").response()
 
 
 __all__ = ["ApiError", "BearerAuth", "OpenAIApi", "create_app"]
