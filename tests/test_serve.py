@@ -296,6 +296,48 @@ def test_kill_9_mid_request_errors_that_client_and_the_next_request_waits_for_th
     assert wait_for(lambda: sup.state == EngineState.READY, 30)
 
 
+def test_a_request_that_crashes_the_engine_twice_is_not_sent_a_third_time(daemon: Daemon, http: httpx.Client) -> None:
+    """A poison request (llama.cpp aborts on it: SIGABRT) crashes the engine each time it is sent, and
+    the OpenAI client retries a 503 by itself. After two crashes in the engine's own code the same
+    request is a 422 that never reaches the engine; other requests, and a request the engine died
+    under from outside (SIGKILL: the OOM killer, an operator), are served as before."""
+    sup = daemon.operator.supervisor
+    poison = {"messages": [{"role": "user", "content": "poison request 7f3a"}], "max_tokens": 200}
+
+    def crash_during(body: dict, sig: signal.Signals) -> httpx.Response:
+        assert wait_for(lambda: sup.state == EngineState.READY, 30)
+        slow(daemon, 50)
+        got: list[httpx.Response] = []
+        thread = threading.Thread(target=lambda: got.append(http.post("/v1/chat/completions", json=body)))
+        thread.start()
+        assert wait_for(lambda: daemon.gate.active is not None and daemon.gate.active.reply is not None
+                        and daemon.gate.active.reply.text != "", 10)
+        os.kill(sup.pid, sig)
+        thread.join(40)
+        assert wait_for(lambda: sup.state == EngineState.READY, 30)
+        return got[0]
+
+    killed = {**poison, "messages": [{"role": "user", "content": "killed from outside 7f3a"}]}
+    for _ in range(2):
+        assert crash_during(killed, signal.SIGKILL).status_code == 503
+    assert http.post("/v1/chat/completions", json={**killed, "max_tokens": 4}).status_code == 200  # not the same body
+    for _ in range(2):
+        r = crash_during(poison, signal.SIGABRT)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "engine_crashed", r.text
+    served = sup.requests
+    refused = http.post("/v1/chat/completions", json=poison)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "request_crashed_engine" and "SIGABRT, SIGABRT" in error["message"]
+    assert sup.requests == served, "the quarantined request reached the engine"
+    assert http.post("/v1/chat/completions", json={**poison, "max_tokens": 4}).status_code == 200
+    slow(daemon, 0)
+    killed_again = crash_during(killed, signal.SIGKILL)  # SIGKILL is never the request's fault
+    assert killed_again.status_code == 503
+    slow(daemon, 0)
+    assert 'outcome="quarantined"' in http.get("/metrics").text
+
+
 def test_a_hung_engine_cuts_the_reply_and_the_daemon_restarts_it(daemon: Daemon, http: httpx.Client) -> None:
     sup = daemon.operator.supervisor
     old_pid = sup.pid

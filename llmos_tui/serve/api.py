@@ -14,10 +14,12 @@ engine (503) and a full queue (429) are real HTTP statuses, not errors inside a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, Callable, Union
 
@@ -51,6 +53,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.code, self.kind, self.param = status, message, code, kind, param
         self.retry_after = retry_after
+        self.label = "refused"  # what the traffic record calls it
 
     def body(self) -> dict[str, Json]:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
@@ -185,7 +188,15 @@ class Exchange:
 Body = Union[ChatRequest, CompletionRequest]
 
 
+# how the engine's own code dies (an assert, a bad access): a crash a request's content can cause,
+# unlike SIGKILL / SIGTERM, which come from outside (the OOM killer, an operator)
+IN_ENGINE_SIGNALS = frozenset({"SIGABRT", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL"})
+
+
 class OpenAIApi:
+    QUARANTINE_AFTER = 2  # crashes of the engine by the same request before it is no longer sent
+    QUARANTINE_KEEP = 256  # requests remembered
+
     def __init__(self, operator: "Operator", gate: Gate, traffic: Traffic, settings: "ServeSettings") -> None:
         self.operator = operator
         self.supervisor = operator.supervisor
@@ -193,6 +204,33 @@ class OpenAIApi:
         self.traffic = traffic
         self.settings = settings
         self.started = int(time.time())
+        # a request that crashed the engine (its messages and sampling, hashed) -> the signals it died of
+        self.crashes: "OrderedDict[str, list[str]]" = OrderedDict()
+
+    @staticmethod
+    def fingerprint(messages: list[dict[str, str]], sampling: dict[str, object]) -> str:
+        """What reaches the engine, hashed: the same request sent again (a client's retry) is equal."""
+        return hashlib.sha256(json.dumps([messages, sampling], sort_keys=True, default=str).encode()).hexdigest()
+
+    def note_crash(self, fingerprint: str) -> None:
+        """The engine died during this request: count it when it died in its own code (a poison
+        request crashes it every time; the OpenAI client retries a 503 by itself)."""
+        exit_info = self.supervisor.last_exit or {}
+        sig = exit_info.get("signal")
+        if sig not in IN_ENGINE_SIGNALS:
+            return
+        self.crashes.setdefault(fingerprint, []).append(str(sig))
+        self.crashes.move_to_end(fingerprint)
+        while len(self.crashes) > self.QUARANTINE_KEEP:
+            self.crashes.popitem(last=False)
+
+    def quarantined(self, fingerprint: str) -> ApiError | None:
+        died = self.crashes.get(fingerprint) or []
+        if len(died) < self.QUARANTINE_AFTER:
+            return None
+        return ApiError(422, f"this request crashed the engine {len(died)} times ({', '.join(died)}); it is not "
+                        "sent again (the engine was restarted; other requests are served)",
+                        code="request_crashed_engine")
 
     @property
     def model_id(self) -> str:
@@ -241,8 +279,13 @@ class OpenAIApi:
             body = await self._parse(request, schema)
             messages, prompt_text = self._messages(body)
             sampling = body.engine_sampling(self._max_tokens(body))
+            fingerprint = self.fingerprint(messages, sampling)
+            poison = self.quarantined(fingerprint)
+            if poison is not None:
+                poison.label = "quarantined"
+                raise poison
         except ApiError as exc:
-            self.traffic.record(RequestRecord(route, exc.status, "refused", False, wall_s=time.monotonic() - t0))
+            self.traffic.record(RequestRecord(route, exc.status, exc.label, False, wall_s=time.monotonic() - t0))
             return exc.response()
         deadline = t0 + self.gate.wait_s
         while True:
@@ -273,7 +316,7 @@ class OpenAIApi:
                 await asyncio.sleep(0.1)  # the supervisor sees the exit within moments
                 continue
             break
-        call = _Call(self, route, body, exchange, prompt_text, t0)
+        call = _Call(self, route, body, exchange, prompt_text, t0, fingerprint)
         if body.stream:
             return await call.stream(first)
         return await call.whole(request, first)
@@ -335,13 +378,17 @@ class OpenAIApi:
 class _Call:
     """One answered request: its reply as one JSON body or as server-sent events."""
 
-    def __init__(self, api: OpenAIApi, route: str, body: Body, exchange: Exchange, prompt: str, t0: float) -> None:
+    def __init__(self, api: OpenAIApi, route: str, body: Body, exchange: Exchange, prompt: str, t0: float,
+                 fingerprint: str = "") -> None:
         self.api, self.route, self.body, self.exchange, self.prompt, self.t0 = api, route, body, exchange, prompt, t0
+        self.fingerprint = fingerprint
         self.id = ("chatcmpl-" if route == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.model = api.model_id
 
     def _record(self, status: int, label: str) -> None:
+        if label == "crashed" and self.fingerprint:
+            self.api.note_crash(self.fingerprint)
         reply = self.exchange.reply
         self.api.traffic.record(RequestRecord(
             self.route, status, label, self.body.stream, self.exchange.turn.queued_s, time.monotonic() - self.t0,

@@ -39,7 +39,7 @@ class RequestRecord:
 
     route: str  # chat or completion
     status: int  # the HTTP status the client saw (200 even when a stream ended in an error event)
-    outcome: str  # done, stop, length, cancelled (client gone), cut, crashed, error, refused
+    outcome: str  # done, stop, length, cancelled (client gone), cut, crashed, error, refused, quarantined
     stream: bool
     queued_s: float = 0.0
     wall_s: float = 0.0
@@ -93,7 +93,7 @@ class Traffic:
         """Count one request and queue its journal row (never blocks: the writer has its own thread)."""
         self.requests.labels(rec.route, str(rec.status), rec.outcome).inc()
         self.duration.observe(rec.wall_s)
-        if rec.outcome != "refused":
+        if rec.outcome not in ("refused", "quarantined"):  # never queued
             self.queue_wait.observe(rec.queued_s)
         m = rec.metrics
         prompt, gen = _number(m.get("prompt_tokens")), _number(m.get("gen_tokens"))
