@@ -332,6 +332,11 @@ def test_a_request_that_crashes_the_engine_twice_is_not_sent_a_third_time(daemon
     assert sup.requests == served, "the quarantined request reached the engine"
     assert http.post("/v1/chat/completions", json={**poison, "max_tokens": 4}).status_code == 200
     slow(daemon, 0)
+    # the quarantine belongs to the configuration it crashed under: under another one it is sent again
+    assert daemon.operator.apply({"n_ctx": 768}, reason="test: another configuration").ok
+    assert http.post("/v1/chat/completions", json=poison).status_code == 200
+    assert daemon.operator.apply({"n_ctx": N_CTX}, reason="test: back").ok
+    assert http.post("/v1/chat/completions", json=poison).status_code == 422
     killed_again = crash_during(killed, signal.SIGKILL)  # SIGKILL is never the request's fault
     assert killed_again.status_code == 503
     slow(daemon, 0)

@@ -207,10 +207,12 @@ class OpenAIApi:
         # a request that crashed the engine (its messages and sampling, hashed) -> the signals it died of
         self.crashes: "OrderedDict[str, list[str]]" = OrderedDict()
 
-    @staticmethod
-    def fingerprint(messages: list[dict[str, str]], sampling: dict[str, object]) -> str:
-        """What reaches the engine, hashed: the same request sent again (a client's retry) is equal."""
-        return hashlib.sha256(json.dumps([messages, sampling], sort_keys=True, default=str).encode()).hexdigest()
+    def fingerprint(self, messages: list[dict[str, str]], sampling: dict[str, object]) -> str:
+        """What reaches the engine and what it runs with, hashed: the same request sent again (a
+        client's retry) is equal; after a change of the engine's configuration it is a new one (the
+        crash may have been the configuration's)."""
+        engine = self.supervisor.params.to_dict()
+        return hashlib.sha256(json.dumps([messages, sampling, engine], sort_keys=True, default=str).encode()).hexdigest()
 
     def note_crash(self, fingerprint: str) -> None:
         """The engine died during this request: count it when it died in its own code (a poison
