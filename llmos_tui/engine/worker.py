@@ -47,10 +47,10 @@ def log(line: str) -> None:
     sys.stderr.flush()
 
 
-
 def response_grammar(fmt: JsonDict) -> object:
-    """llama.cpp's grammar for an API request's ``response_format``: any JSON value's object for
-    ``json_object``, the schema's for a schema (llama-cpp-python's converter, as llama-server's)."""
+    """llama.cpp's grammar for an API request's ``response_format``: a JSON object for
+    ``json_object``, an instance of the schema where one is given (llama-cpp-python's converter,
+    the same as llama-server's)."""
     from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
     schema = fmt.get("schema")
@@ -62,6 +62,7 @@ def response_grammar(fmt: JsonDict) -> object:
         return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
     except Exception as exc:  # noqa: BLE001 - the converter raises whatever it meets
         raise ValueError(f"this JSON schema cannot be turned into a grammar ({type(exc).__name__}: {exc})") from None
+
 
 class Worker:
     def __init__(self) -> None:

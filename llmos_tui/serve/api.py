@@ -204,7 +204,7 @@ class OpenAIApi:
         self.traffic = traffic
         self.settings = settings
         self.started = int(time.time())
-        # a request that crashed the engine (its messages and sampling, hashed) -> the signals it died of
+        # a request that crashed the engine (``fingerprint``) -> the signals the engine died of
         self.crashes: "OrderedDict[str, list[str]]" = OrderedDict()
 
     def fingerprint(self, messages: list[dict[str, str]], sampling: dict[str, object]) -> str:
