@@ -330,6 +330,15 @@ def test_a_request_that_crashes_the_engine_twice_is_not_sent_a_third_time(daemon
     error = refused.json()["error"]
     assert error["code"] == "request_crashed_engine" and "SIGABRT, SIGABRT" in error["message"]
     assert sup.requests == served, "the quarantined request reached the engine"
+    writer = daemon.operator.journal_writer
+    assert writer is not None and writer.flush(10)
+    journal = Journal(daemon.operator.config.journal_file, readonly=True)
+    try:
+        quarantined = journal.events("serve_quarantine")
+    finally:
+        journal.close()
+    assert len(quarantined) == 1 and quarantined[0]["data"]["signals"] == ["SIGABRT", "SIGABRT"], quarantined
+    assert "poison" not in json.dumps(quarantined[0]["data"]), "the prompt text journaled without log_prompts"
     assert http.post("/v1/chat/completions", json={**poison, "max_tokens": 4}).status_code == 200
     slow(daemon, 0)
     # the quarantine belongs to the configuration it crashed under: under another one it is sent again

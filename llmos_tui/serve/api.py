@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -188,9 +189,12 @@ class Exchange:
 Body = Union[ChatRequest, CompletionRequest]
 
 
+log = logging.getLogger(__name__)
+
 # how the engine's own code dies (an assert, a bad access): a crash a request's content can cause,
 # unlike SIGKILL / SIGTERM, which come from outside (the OOM killer, an operator)
 IN_ENGINE_SIGNALS = frozenset({"SIGABRT", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL"})
+QUARANTINE_EVENT = "serve_quarantine"  # the journal's event when a request is no longer sent
 
 
 class OpenAIApi:
@@ -221,10 +225,23 @@ class OpenAIApi:
         sig = exit_info.get("signal")
         if sig not in IN_ENGINE_SIGNALS:
             return
-        self.crashes.setdefault(fingerprint, []).append(str(sig))
+        died = self.crashes.setdefault(fingerprint, [])
+        died.append(str(sig))
         self.crashes.move_to_end(fingerprint)
         while len(self.crashes) > self.QUARANTINE_KEEP:
             self.crashes.popitem(last=False)
+        if len(died) == self.QUARANTINE_AFTER:  # from now on refused: the operator reads why in the journal
+            data: dict[str, Json] = {"request": fingerprint[:16], "signals": list(died),
+                                     "last_logs": list(exit_info.get("last_logs") or [])[-5:],
+                                     "engine": self.supervisor.params.to_dict()}
+            log.warning("serve: request %s crashed the engine %d times (%s): not sent again",
+                        fingerprint[:16], len(died), ", ".join(died))
+            writer = self.traffic.writer
+            if writer is not None:
+                try:
+                    writer.record_event(QUARANTINE_EVENT, data)
+                except Exception:  # noqa: BLE001 - the journal's trouble never fails a request
+                    log.exception("journaling the quarantine failed")
 
     def quarantined(self, fingerprint: str) -> ApiError | None:
         died = self.crashes.get(fingerprint) or []
