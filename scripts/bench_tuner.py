@@ -125,9 +125,9 @@ def untouched_effect(surface: Surface, objective: str) -> dict | None:
     spread of their reps. F near 1: no effect beyond the recorded noise. None where the surface lacks
     those knobs or repeated reps. (Reps recorded back to back in one child understate the noise
     between children, so F is then inflated.)"""
-    from llmos_tui.tuning.prior import UNTOUCHED
+    from llmos_tui.tuning.prior import held_knobs
 
-    held = [k for k in UNTOUCHED.get(objective, ()) if k in surface.knobs]
+    held = [k for k in held_knobs(objective) if k in surface.knobs]
     if not held:
         return None
     keep = [i for i, k in enumerate(surface.knobs) if k not in held]

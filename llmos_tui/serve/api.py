@@ -398,7 +398,7 @@ class _Call:
     """One answered request: its reply as one JSON body or as server-sent events."""
 
     def __init__(self, api: OpenAIApi, route: str, body: Body, exchange: Exchange, prompt: str, t0: float,
-                 fingerprint: str = "") -> None:
+                 fingerprint: str) -> None:
         self.api, self.route, self.body, self.exchange, self.prompt, self.t0 = api, route, body, exchange, prompt, t0
         self.fingerprint = fingerprint
         self.id = ("chatcmpl-" if route == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
@@ -406,7 +406,7 @@ class _Call:
         self.model = api.model_id
 
     def _record(self, status: int, label: str) -> None:
-        if label == "crashed" and self.fingerprint:
+        if label == "crashed":
             self.api.note_crash(self.fingerprint)
         reply = self.exchange.reply
         self.api.traffic.record(RequestRecord(

@@ -36,6 +36,8 @@ RELEVANT = {"tg": _GEN, "pp": _PROMPT, "ttft": _PROMPT}
 # n_threads with no batch to split; a prompt on n_threads_batch): a study of that objective keeps
 # them at the running values instead of spending trials on them
 UNTOUCHED = {"tg": ("n_threads_batch", "n_batch", "n_ubatch"), "pp": ("n_threads",), "ttft": ("n_threads",)}
+WHY_UNTOUCHED = {"tg": "a one-token decode does not use them", "pp": "a prompt runs on n_threads_batch",
+                 "ttft": "a prompt runs on n_threads_batch"}  # the note a study prints for its held knobs
 
 
 def held_knobs(objective: str, *, service: bool = False) -> tuple[str, ...]:
@@ -130,4 +132,4 @@ def physical_cores() -> int | None:
         return None
 
 
-__all__ = ["Preference", "RELEVANT", "UNTOUCHED", "held_knobs", "held_values", "physical_cores"]
+__all__ = ["Preference", "RELEVANT", "UNTOUCHED", "WHY_UNTOUCHED", "held_knobs", "held_values", "physical_cores"]

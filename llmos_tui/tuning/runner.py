@@ -320,8 +320,9 @@ class Tuner:
                    prior=study.preference.describe() if study.preference is not None else "")
         held = prep.settings.get("held") or {}
         if isinstance(held, dict) and held:
-            why = "a one-token decode does not use them" if prep.obj.name == "tg" else "a prompt runs on n_threads_batch"
-            self._note(report, f"held at the running values ({prep.obj.name}: {why}): "
+            from llmos_tui.tuning.prior import WHY_UNTOUCHED
+
+            self._note(report, f"held at the running values ({prep.obj.name}: {WHY_UNTOUCHED[prep.obj.name]}): "
                                + " ".join(f"{k}={v}" for k, v in held.items()))
         fix = self.memory_correction(prep, prep.base)
         if fix is not None and (prep.rss_limit is not None or prep.vram_limit is not None):
@@ -491,12 +492,12 @@ class Tuner:
             reason = str(row.get("reason") or "")
             study.tell(config, float(value) if ok else None, ok=ok, reason=reason)  # type: ignore[arg-type]
             self._learn(reason, config)
-            metrics = row.get("metrics") or {}
+            metrics = row.get("metrics")
+            metrics = metrics if isinstance(metrics, dict) else {}
             report.trials.append(TrialRecord(len(report.trials) + 1, config, str(row["outcome"]),
                                              float(value) if ok else None, reason, "resumed",
                                              row.get("id"),  # type: ignore[arg-type]
-                                             str(metrics.get("summary", "")) if isinstance(metrics, dict) else "",
-                                             ran=bool(metrics.get("ran", True)) if isinstance(metrics, dict) else True))
+                                             str(metrics.get("summary", "")), ran=bool(metrics.get("ran", True))))
         try:
             defaults = plain_config(space.defaults(prep.base))
         except Exception:  # noqa: BLE001 - a space without defaults: start points as given
