@@ -616,7 +616,7 @@ def bench_objective(surface: Surface, objective: str, strategies: list[str], see
     speedup = rnd["median"] / gp["median"] if gp and rnd and gp["median"] else float("nan")
     met = targets(gp, rnd, seeds)
     for line, ok in met:
-        print(f"target {line}: {'met' if ok else 'not met'}")
+        print(f"target {line}: {'met' if ok else 'NOT MET'}")
     if gp and rnd:
         lo, hi = speedup_interval([r.trials for r in gp["runs"]], [r.trials for r in rnd["runs"]])
         print(f"GP vs random, median ratio {speedup:.2f}x (95 % bootstrap interval over these seeds {lo:.2f}-{hi:.2f}x)")

@@ -35,7 +35,8 @@ def test_the_last_line_has_the_exact_format():
     assert [re.sub(r" \(.*", "", t) for t in targets] == [
         "target GP median <= 10 trials", "target GP p90 <= 20 trials", "target GP misses <= 1 % of 2 seeds",
         "target GP mean <= half of random's", "target plateau stopping adds no misses"], targets
-    not_met = [ln for ln in targets if ln.endswith(": not met")]
+    not_met = [ln for ln in targets if ln.endswith(": NOT MET")]
+    assert all(ln.endswith((": met", ": NOT MET")) for ln in targets), targets
     assert out.returncode == (1 if not_met else 0), (out.returncode, not_met, out.stderr)
     # the numbers of the last line are the table's
     gp_row = next(ln for ln in lines if ln.startswith("gp "))
