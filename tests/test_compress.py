@@ -219,6 +219,21 @@ def test_compare_cli_measures_and_picks_within_a_budget(tmp_path):
     assert strict.returncode == 1 and "no measured variant fits" in strict.stdout
 
 
+def test_compare_exits_1_when_a_variant_could_not_be_measured_and_still_measures_the_rest(tmp_path):
+    import json as _json
+
+    bad = tmp_path / "broken-Q4_0.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00garbage")
+    proc = subprocess.run([sys.executable, "-m", "llmos_tui.cli", "compare", "--model", str(DEMO), str(bad),
+                           "--no-speed", "--chunks", "2", "--json", "--journal", str(tmp_path / "j.db")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    rows = _json.loads(proc.stdout)["variants"]
+    assert rows[0]["perplexity"] and not rows[0]["error"], rows[0]  # the source is measured all the same
+    assert rows[1]["error"] and rows[1]["perplexity"] is None
+    assert "1 of 2 variants not measured" in proc.stderr and "broken-Q4_0.gguf" in proc.stderr
+
+
 def test_compare_apply_switches_the_model_through_the_change_transaction_and_undo_reverts(tmp_path):
     import json as _json
 

@@ -259,12 +259,16 @@ def _compare(args: argparse.Namespace, config: "Config") -> int:
         if applied is not None:
             print(f"apply: {applied['state']}: {applied['message']}")
             print(_holds_line(holds))
+    failed = [v for v in rows if v.error]
+    if failed:  # a row of dashes is not a measurement: the exit code says so, as the table does
+        print(f"llmos-tui: error: {len(failed)} of {len(rows)} variants not measured: "
+              + "; ".join(f"{Path(v.path).name}: {v.error}" for v in failed), file=sys.stderr)
     if budget and choice is None:
         return 1
     if applied is not None and choice is not None:
         runs_pick = holds is not None and holds.get("model_path") == str(Path(choice.path).resolve())
-        return 0 if applied.get("ok") and runs_pick else 1
-    return 0
+        return 0 if applied.get("ok") and runs_pick and not failed else 1
+    return 1 if failed else 0
 
 
 def _apply(config: "Config", choice: "Variant", why: str) -> dict[str, object]:
