@@ -106,6 +106,12 @@ def test_bad_input_gets_400_before_the_engine(daemon: Daemon, http: httpx.Client
     assert error(http.post("/v1/chat/completions", json={**CHAT, "max_tokens": 5000})) == "max_tokens_too_large"
     assert error(http.post("/v1/chat/completions", json={**CHAT, "max_tokens": N_CTX})) == "context_length_exceeded"
     assert error(http.post("/v1/chat/completions", json={**CHAT, "n": 2})) == "unsupported"
+    image = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}]})
+    assert error(image) == "invalid_request"
+    assert "'image_url' is not served" in image.json()["error"]["message"], image.text  # named, not "not a string"
+    ids = http.post("/v1/completions", json={"prompt": [1, 2, 3], "max_tokens": 4})
+    assert error(ids) == "invalid_request" and "token-id prompts are not served" in ids.json()["error"]["message"]
     assert error(http.post("/v1/completions", json={"prompt": "x", "temperature": 9})) == "invalid_request"
     assert error(http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x" * 2_000_000}]}),
                  413) == "request_too_large"

@@ -27,6 +27,19 @@ class Message(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[TextPart], None] = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value: object) -> object:
+        """Name the part that is not text (an image, audio, a file): pydantic's own error for the
+        union would only say that the content is not a string."""
+        if isinstance(value, list):
+            for part in value:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                if kind != "text":
+                    raise ValueError(f"a content part of type {kind!r} is not served: "
+                                     "this model takes text parts only")
+        return value
+
     def text(self) -> str:
         if self.content is None:
             return ""
@@ -162,6 +175,15 @@ class CompletionRequest(Sampling):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _text_prompt(cls, value: object) -> object:
+        """OpenAI also takes token ids (a list of ints, or lists of them): say that text is served,
+        rather than pydantic's "prompt.str: Input should be a valid string"."""
+        if isinstance(value, list) and value and not all(isinstance(v, str) for v in value):
+            raise ValueError("token-id prompts are not served; send the prompt as text")
+        return value
 
     def requested_tokens(self) -> int | None:
         return self.max_tokens
