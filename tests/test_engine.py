@@ -191,3 +191,68 @@ def test_a_load_timeout_is_a_failed_load_not_a_crash(demo_params: EngineParams) 
     time.sleep(0.3)
     assert sup.state is EngineState.FAILED and not crashes
     sup.stop()
+
+
+STRICT_TEMPLATE = (  # Gemma 2's rules (Mistral's and Llama 2's are alike): no system turn, turns must alternate
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{{ '<start_of_turn>' + message['role'] + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+
+
+def _with_template(demo_params: EngineParams, tmp_path, template: str) -> EngineParams:
+    import subprocess
+    import sys
+
+    out = tmp_path / "strict.gguf"
+    subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--chat-template", template,
+                    demo_params.model_path, str(out), "--force"], check=True, capture_output=True, timeout=60)
+    return demo_params.replace(model_path=str(out))
+
+
+def test_a_template_without_a_system_role_gets_the_system_prompt_in_the_first_user_turn(demo_params, tmp_path) -> None:
+    """As llama.cpp polyfills it: a chat with a system prompt (the cockpit's default) or two user turns
+    in a row (after a reply that failed) must not fail on Gemma's or Mistral's template."""
+    sup = Supervisor(_with_template(demo_params, tmp_path, STRICT_TEMPLATE))
+    sup.start(timeout=60)
+    try:
+        bare = sup.chat(ASK, max_tokens=4, temperature=0.0)
+        list(bare)
+        assert bare.status == "done", bare.error
+        told = sup.chat([{"role": "system", "content": "Answer in one short sentence, please."}, *ASK],
+                        max_tokens=4, temperature=0.0)
+        list(told)
+        assert told.status == "done", told.error
+        assert told.metrics["prompt_tokens"] > bare.metrics["prompt_tokens"], "the system prompt was dropped"
+        twice = sup.chat([{"role": "system", "content": "Be brief."}, *ASK, *ASK], max_tokens=4, temperature=0.0)
+        list(twice)
+        assert twice.status == "done", twice.error
+        assert any("chat template refused" in line.text for line in sup.logs())
+    finally:
+        sup.stop()
+
+
+def test_a_template_that_refuses_every_conversation_is_a_reply_error_not_a_crash(demo_params, tmp_path) -> None:
+    sup = Supervisor(_with_template(demo_params, tmp_path, "{{ raise_exception('this template serves nobody') }}"))
+    sup.start(timeout=60)
+    try:
+        reply = sup.chat(ASK, max_tokens=4)
+        list(reply)
+        # "messages:" first: the daemon answers it as the request's fault (400, param messages), not a 500
+        assert reply.status == "error" and reply.error.startswith(
+            "messages: the model's chat template refused the conversation: this template serves nobody"), reply.error
+        assert sup.state is EngineState.READY
+    finally:
+        sup.stop()
+
+
+def test_folding_for_strict_templates() -> None:
+    from llmos_tui.engine.worker import fold_for_strict_templates as fold
+
+    assert fold([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]) == \
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    assert fold([{"role": "system", "content": "S"}, {"role": "user", "content": "a"},
+                 {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]) == \
+        [{"role": "user", "content": "S\n\na\n\nb"}, {"role": "assistant", "content": "c"}]
+    assert fold([{"role": "system", "content": "S"}]) == [{"role": "user", "content": "S"}]

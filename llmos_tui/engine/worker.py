@@ -64,6 +64,30 @@ def response_grammar(fmt: JsonDict) -> object:
         raise ValueError(f"this JSON schema cannot be turned into a grammar ({type(exc).__name__}: {exc})") from None
 
 
+
+def fold_for_strict_templates(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation as the strict chat templates take it (Gemma's, Mistral's and Llama 2's raise on
+    a system turn or on two turns of one role in a row): the system prompts folded into the first
+    user turn (llama.cpp's polyfill for templates without a system role), consecutive turns of one
+    role joined. Unchanged when there is nothing to fold."""
+    system = [m["content"] for m in messages if m.get("role") == "system" and m.get("content")]
+    out: list[dict[str, str]] = []
+    for m in messages:
+        if m.get("role") == "system":
+            continue
+        if out and out[-1]["role"] == m.get("role"):
+            out[-1] = {**out[-1], "content": f"{out[-1]['content']}\n\n{m.get('content', '')}"}
+        else:
+            out.append(dict(m))
+    if system:
+        text = "\n\n".join(system)
+        first = next((i for i, m in enumerate(out) if m.get("role") == "user"), None)
+        if first is None:
+            out.insert(0, {"role": "user", "content": text})
+        else:
+            out[first] = {**out[first], "content": f"{text}\n\n{out[first]['content']}"}
+    return out
+
 class Worker:
     def __init__(self) -> None:
         self.llm: Llama | None = None
@@ -73,6 +97,7 @@ class Worker:
         self.slow_ms = 0.0  # injected per-token delay (fault "slow")
         self.stall = threading.Event()  # injected: decode stops for good (fault "stall")
         self.formatter: ChatFormatter | None = None
+        self.strict_template = False  # the template raised on a system turn or on two turns of one role: fold first
         self.cancelled_ids: set[int] = set()
         self.current_id: int | None = None
         self.repack: tuple[bool, str] = (True, "")  # may llama.cpp repack the weights, and why
@@ -242,7 +267,21 @@ class Worker:
                 )
             else:  # no template in the GGUF: ChatML is what most instruct models expect
                 self.formatter = F.format_chatml
-        result = self.formatter(messages=messages)
+        if self.strict_template:
+            messages = fold_for_strict_templates(messages)
+        try:
+            result = self.formatter(messages=messages)
+        except Exception as exc:  # noqa: BLE001 - a template's raise_exception, or a render error
+            plain = fold_for_strict_templates(messages)
+            if plain == messages:
+                raise ValueError(f"messages: the model's chat template refused the conversation: {exc}") from exc
+            try:  # as llama.cpp's templates polyfill: the system prompt folded into the first user turn
+                result = self.formatter(messages=plain)
+            except Exception as again:  # noqa: BLE001
+                raise ValueError(f"messages: the model's chat template refused the conversation: {again}") from again
+            self.strict_template = True  # from now on folded before rendering, without a failed render first
+            log(f"chat template refused the conversation ({exc}): from now on the system prompt goes into "
+                "the first user turn and turns of one role in a row are joined")
         tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return tokens, stop
@@ -265,6 +304,7 @@ class Worker:
 
     def unload(self) -> None:
         self.formatter = None
+        self.strict_template = False
         if self.llm is not None:
             self.llm.close()
             self.llm = None

@@ -177,7 +177,7 @@ class Exchange:
                                           "restarting: retry", code="engine_crashed", kind="server_error",
                                           retry_after=5), "crashed")
         message = reply.error or "the engine failed this request"
-        for param in ("response_format", "logit_bias"):  # the request's own fault, found in the engine's process
+        for param in ("response_format", "logit_bias", "messages"):  # the request's own fault, found in the engine's process
             if message.startswith(param + ":"):
                 return Outcome(None, ApiError(400, message, code="invalid_request", param=param), "error")
         if any(word in message for word in CONTEXT_WORDS):
