@@ -256,3 +256,17 @@ def test_folding_for_strict_templates() -> None:
                  {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]) == \
         [{"role": "user", "content": "S\n\na\n\nb"}, {"role": "assistant", "content": "c"}]
     assert fold([{"role": "system", "content": "S"}]) == [{"role": "user", "content": "S"}]
+
+
+def test_a_chat_template_jinja_cannot_parse_loads_and_chats_in_chatml(demo_params, tmp_path) -> None:
+    """llama-cpp-python compiles the GGUF's templates at load and raised, so the model did not load at
+    all; llama-server falls back to ChatML and says so. So does the engine (the demo model speaks ChatML)."""
+    sup = Supervisor(_with_template(demo_params, tmp_path, "{% if messages %}{{ messages[0].content }"))
+    sup.start(timeout=60)
+    try:
+        reply = sup.chat(ASK, max_tokens=24, temperature=0.0)
+        list(reply)
+        assert reply.status == "done" and "KV cache" in reply.text, (reply.status, reply.error, reply.text)
+        assert any("chat template does not parse" in line.text and "ChatML" in line.text for line in sup.logs())
+    finally:
+        sup.stop()

@@ -100,8 +100,34 @@ def llama_defaults(*, flash_attn: str = "auto", repack: bool = True,
     C.llama_model_default_params = model_defaults
     if flash_attn == "auto":
         C.LLAMA_FLASH_ATTN_TYPE_DISABLED = C.LLAMA_FLASH_ATTN_TYPE_AUTO
+    from llama_cpp import llama_chat_format as F
+
+    original_formatter = F.Jinja2ChatFormatter
+    F.Jinja2ChatFormatter = _tolerant_formatter(original_formatter)
     try:
         yield
     finally:
         C.llama_model_default_params = original_defaults
         C.LLAMA_FLASH_ATTN_TYPE_DISABLED = original_disabled
+        F.Jinja2ChatFormatter = original_formatter
+
+
+def _tolerant_formatter(base: type) -> type:
+    """``Llama(...)`` compiles every chat template in the GGUF and raises on one that Jinja cannot
+    parse, so the whole model fails to load over a template. For the length of a load the binding gets
+    this subclass, which keeps such a template as one that says why when used (the worker formats
+    prompts itself and falls back to ChatML there, as llama-server does)."""
+    import jinja2
+
+    class Tolerant(base):  # type: ignore[misc, valid-type]
+        def __init__(self, template: str, *args: object, **kwargs: object) -> None:
+            try:
+                super().__init__(template, *args, **kwargs)
+            except jinja2.TemplateError as exc:
+                super().__init__("{{ raise_exception(why) }}", *args, **kwargs)
+                self.template, self.broken = template, f"the chat template does not parse: {exc}"
+
+        def __call__(self, **kwargs: object) -> object:
+            return super().__call__(**{"why": getattr(self, "broken", ""), **kwargs})
+
+    return Tolerant

@@ -256,15 +256,22 @@ class Worker:
         if self.formatter is None:
             from llama_cpp import llama_chat_format as F
 
+            import jinja2
+
             template = llm.metadata.get("tokenizer.chat_template")
             if template:
                 eos_id, bos_id = llm.token_eos(), llm.token_bos()
-                self.formatter = F.Jinja2ChatFormatter(
-                    template=template,
-                    eos_token=llm._model.token_get_text(eos_id) if eos_id != -1 else "",
-                    bos_token=llm._model.token_get_text(bos_id) if bos_id != -1 else "",
-                    stop_token_ids=[eos_id],
-                )
+                try:
+                    self.formatter = F.Jinja2ChatFormatter(
+                        template=template,
+                        eos_token=llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+                        bos_token=llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+                        stop_token_ids=[eos_id],
+                    )
+                except jinja2.TemplateError as exc:  # as llama-server: ChatML, and say so
+                    log(f"the model's chat template does not parse ({exc}): falling back to ChatML, "
+                        "which may not be the format this model was trained on")
+                    self.formatter = F.format_chatml
             else:  # no template in the GGUF: ChatML is what most instruct models expect
                 self.formatter = F.format_chatml
         if self.strict_template:
