@@ -56,7 +56,19 @@ def test_n_cpu_moe_is_validated() -> None:
     with pytest.raises(ConfigError, match="n_cpu_moe must be"):
         EngineParams.from_mapping({"n_cpu_moe": -1})
     assert "cpu_moe=2" in EngineParams(n_cpu_moe=2).summary()
-    assert expert_patterns(2) == [r"blk\.0\.ffn_(up|down|gate)_(ch|)exps", r"blk\.1\.ffn_(up|down|gate)_(ch|)exps"]
+    assert expert_patterns(2) == [r"blk\.0\.ffn_(up|down|gate|gate_up)_(ch|)exps",
+                                  r"blk\.1\.ffn_(up|down|gate|gate_up)_(ch|)exps"]
+    import re
+
+    from llmos_tui.engine.gguf_info import _EXPERT_TENSOR
+
+    # as llama.cpp's regex: the experts (fused gate_up and the chunked "chexps" too), never the router
+    # or the shared expert, which stay with their layer
+    for name in ("blk.1.ffn_up_exps.weight", "blk.1.ffn_gate_up_exps.weight", "blk.1.ffn_down_chexps.weight"):
+        assert any(re.search(p, name) for p in expert_patterns(2)) and _EXPERT_TENSOR.search(name), name
+    for name in ("blk.1.ffn_gate_inp.weight", "blk.1.ffn_up_shexp.weight", "blk.2.ffn_up_exps.weight"):
+        assert not any(re.search(p, name) for p in expert_patterns(2)), name
+    assert not _EXPERT_TENSOR.search("blk.1.ffn_gate_inp.weight") and not _EXPERT_TENSOR.search("blk.1.ffn_up_shexp.weight")
 
 
 def test_the_estimate_drops_by_the_experts_bytes(moe_model: Path, moe_script) -> None:

@@ -122,7 +122,7 @@ def _per_layer(header: "GGUFHeader", key: str) -> list[int]:
 
 
 # the tensors llama.cpp's --n-cpu-moe moves (engine/loading.py EXPERT_TENSOR_RE), with their block
-_EXPERT_TENSOR = re.compile(r"blk\.(\d+)\..*ffn_(up|down|gate)_(ch|)exps")
+_EXPERT_TENSOR = re.compile(r"blk\.(\d+)\..*ffn_(up|down|gate|gate_up)_(ch|)exps")
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from llama_cpp.llama_cpp import llama_model_params
 
 
-EXPERT_TENSOR_RE = r"ffn_(up|down|gate)_(ch|)exps"  # llama.cpp's LLM_FFN_EXPS_REGEX
+EXPERT_TENSOR_RE = r"ffn_(up|down|gate|gate_up)_(ch|)exps"  # llama.cpp's LLM_FFN_EXPS_REGEX (gate_up: fused experts)
 
 
 class TensorBuftOverride(ctypes.Structure):
