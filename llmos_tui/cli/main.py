@@ -137,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None) or _cmd_tui
+    streams = sys.stdout, sys.stderr
+    if getattr(func, "__name__", "") not in INTERACTIVE:  # they draw the terminal themselves, model text sanitized
+        from llmos_tui.textsafe import TerminalGuard
+
+        sys.stdout, sys.stderr = (TerminalGuard(s) if _is_tty(s) else s for s in streams)
     try:
         return int(func(args) or 0)
     except LlmosError as exc:
@@ -146,6 +151,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+# the faces that own the terminal (Textual, prompt_toolkit): they sanitize what they show themselves
+INTERACTIVE = frozenset({"_cmd_tui", "_cmd_chat"})
+
+
+def _is_tty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
 
 
 if __name__ == "__main__":

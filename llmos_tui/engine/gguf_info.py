@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from llmos_tui.errors import ModelError
 from llmos_tui.jsontypes import Json, JsonDict
+from llmos_tui.textsafe import sanitize
 
 if TYPE_CHECKING:
     from llmos_tui.engine.gguf_header import GGUFHeader
@@ -183,10 +184,10 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     name = _field_value(header, "general.name") or p.stem
     return ModelInfo(
         path=str(p),
-        name=str(name),
-        architecture=str(arch),
+        name=sanitize(str(name)),  # shown in every face: a header's escapes never reach a terminal
+        architecture=sanitize(str(arch)),
         size_bytes=size,
-        quantization=str(quant),
+        quantization=sanitize(str(quant)),
         context_length=_int(arch_key("context_length")),
         n_params=n_params,
         n_layer=_int(arch_key("block_count")),
@@ -197,7 +198,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         head_dim_v=head_v,
         vocab_size=tokens.count if isinstance(tokens, ArrayValue) else None,
         has_chat_template="tokenizer.chat_template" in header.fields,
-        description=str(_field_value(header, "general.description") or ""),
+        description=sanitize(str(_field_value(header, "general.description") or "")),
         n_expert=_int(arch_key("expert_count")),
         n_expert_used=_int(arch_key("expert_used_count")),
         expert_layer_bytes=[expert_bytes.get(i, 0) for i in range(max(expert_bytes, default=-1) + 1)],

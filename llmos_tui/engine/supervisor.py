@@ -26,6 +26,7 @@ from llmos_tui.engine.gguf_info import ModelInfo, read_model_info
 from llmos_tui.engine.params import EngineParams
 from llmos_tui.errors import EngineError, ModelError
 from llmos_tui.observers import Observers
+from llmos_tui.textsafe import sanitize
 
 
 log = logging.getLogger("llmos_tui.engine")
@@ -236,7 +237,8 @@ class Supervisor:
             self._emit("state", state=state.value, prev=prev.value, **data)
 
     def _log(self, text: str) -> None:
-        self._logs.append(LogLine(time.time(), text))
+        # llama.cpp prints the model's metadata (general.name, ...): whatever escapes they carry stay here
+        self._logs.append(LogLine(time.time(), sanitize(text)))
 
     def logs(self, n: int | None = None) -> list[LogLine]:
         lines = list(self._logs)

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from llmos_tui.jsontypes import JsonScalar
 from llmos_tui.telemetry.sample import GpuProcess, GpuSample, Sample
+from llmos_tui.textsafe import sanitize
 
 log = logging.getLogger(__name__)
 
@@ -615,7 +616,7 @@ class NvmlSource:
         try:
             import psutil
 
-            name = psutil.Process(pid).name()
+            name = sanitize(psutil.Process(pid).name())  # anyone can name a process ESC ] 52 ...
         except Exception:  # noqa: BLE001 - gone, in another container, or no permission
             name = None
         if len(self._proc_names) > 512:  # pids come and go; keep the cache small
