@@ -29,6 +29,7 @@ from textual.worker import get_current_worker
 from llmos_tui.errors import LlmosError
 from llmos_tui.telemetry import format as fmt
 from llmos_tui.telemetry import names
+from llmos_tui.textsafe import sanitize
 from llmos_tui.ui import keymap
 
 if TYPE_CHECKING:
@@ -355,7 +356,7 @@ class JournalScreen(Screen[None]):
         selected = self.selected_id()
         table.clear()
         for e in entries:
-            table.add_row(e.id, e.time, e.type, e.kind, e.summary, key=e.id)
+            table.add_row(e.id, e.time, e.type, sanitize(e.kind), sanitize(e.summary), key=e.id)  # a prompt's, a log's escapes
         if selected is not None:
             try:
                 table.move_cursor(row=table.get_row_index(selected), animate=False)
@@ -387,7 +388,7 @@ class JournalScreen(Screen[None]):
     def _details(self, entry_id: str) -> None:
         worker = get_current_worker()
         try:
-            text = json.dumps(self._open_reader().show(entry_id), indent=2, default=str, ensure_ascii=False)
+            text = sanitize(json.dumps(self._open_reader().show(entry_id), indent=2, default=str, ensure_ascii=False))
         except Exception as exc:
             text = f"could not read {entry_id}: {exc}"
         if not worker.is_cancelled:
