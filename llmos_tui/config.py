@@ -139,6 +139,8 @@ def load_config(
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{where}: not valid TOML ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start}); a config file is TOML") from None
         except OSError as exc:
             raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
     elif overrides and overrides.get("config_explicit"):

@@ -69,6 +69,7 @@ def test_config_file_defaults_to_demo_model_and_applies_overrides(tmp_path: Path
         ("[hooks]\ntimeout_s = 0\n", "[hooks] timeout_s must be a number of seconds above 0"),
         ("[hooks]\nmax_per_min = 2.5\n", "[hooks] max_per_min must be a whole number"),
         ("hooks = 'x'\n", "[hooks] must be a table"),
+        ("[engine]\nmodel_path = 7\n", "model_path must be a file path (a string), got 7"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, fragment: str) -> None:
@@ -77,6 +78,35 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, fragment: str)
     with pytest.raises(ConfigError) as info:
         load_config(cfg)
     assert fragment in str(info.value) and str(cfg) in str(info.value)
+
+
+def test_a_config_that_is_not_text_is_a_config_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_bytes(b"[engine]\nn_ctx = \xfc\xfe\x00\x01\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(cfg)
+
+
+def test_config_check_knows_the_sections_that_are_read_and_checks_serve(tmp_path: Path, llmos_home: Path) -> None:
+    """--check called [hooks], [rollups] and [serve] unknown ("ignored") though they are read, and
+    passed [tuning] (read by nothing) silently; [serve]'s values were never checked before `serve`."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "config.toml"
+
+    def check(text: str) -> subprocess.CompletedProcess:
+        cfg.write_text(text)
+        return subprocess.run([sys.executable, "-m", "llmos_tui.cli", "--config", str(cfg), "config", "--check"],
+                              capture_output=True, text=True, timeout=60)
+
+    good = check('[hooks]\non_finding = "true"\n[rollups]\nkeep_10s_hours = 2\n[serve]\nlisten = "127.0.0.1:8181"\n')
+    assert good.returncode == 0 and "unknown section" not in good.stdout + good.stderr, good.stdout + good.stderr
+    odd = check("[tuning]\ntrials = -1\n")
+    assert odd.returncode == 0 and "unknown section [tuning] (ignored)" in odd.stdout + odd.stderr
+    bad = check('[serve]\nlisten = "0.0.0.0:99999"\n')
+    assert bad.returncode == 1 and str(cfg) in bad.stderr and "serve.listen" in bad.stderr, bad.stderr
+    assert check("[serve]\nbogus = 1\n").returncode == 1
 
 
 def test_rollups_and_hooks_sections_are_read(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_config_init_writes_every_key_and_check_validates(llmos_home: Path) -> N
     every = re.sub(r'^# ("[a-z_.]+"|[a-z_]+) = ', r"\1 = ", sample, flags=re.M)
     uncommented = re.findall(r'^("[a-z_.]+"|[a-z_]+) = ', every, flags=re.M)
     assert {"n_ctx", "max_tokens", "interval", "theme", '"app.dashboard"', '"doctor.explain"', "listen",
-            "kill_switch"} <= set(uncommented)
+            "kill_switch", "mode", "on_finding", "max_per_min", "queue_size", "stall_s", "log_prompts"} <= set(uncommented)
     path.write_text(every)
     checked = cli("--check")
     assert checked.returncode == 0, checked.stderr

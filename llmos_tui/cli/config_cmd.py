@@ -25,8 +25,9 @@ from llmos_tui.cli.support import guarded
 if TYPE_CHECKING:
     from llmos_tui.config import Config
 
-KNOWN_SECTIONS = ("engine", "chat", "telemetry", "journal", "ui", "doctor", "exporter", "tuner", "tuning",
-                  "adapt", "plugins", "compress")
+# the sections something reads (config.load_config, and serve.settings for [serve]): another is a note
+KNOWN_SECTIONS = ("engine", "chat", "telemetry", "journal", "rollups", "ui", "doctor", "exporter", "adapt", "hooks",
+                  "serve")
 UI_KEYS = ("theme", "keys")
 
 
@@ -153,8 +154,37 @@ def sample_config() -> str:
         f"# listen = {_toml(DEFAULT_LISTEN)}                # the TUI serves Prometheus /metrics here too; "
         "0.0.0.0:9464 for every interface",
         "",
+        "[adapt]",
+        '# mode = "off"                             # off | shadow | on: the online thread learner while chatting',
+        "",
+        "[hooks]                                    # commands run on events, the event as JSON on stdin",
+        '# on_finding = "logger -t llmos-tui"       # also on_action, on_change',
+        "# timeout_s = 10                           # a hook running longer is killed",
+        "# max_per_min = 20                         # per event kind; more in a minute are dropped and counted",
+        "",
+        *_serve_sample(),
     ]
     return "\n".join(out)
+
+
+def _serve_sample() -> list[str]:
+    """``[serve]``, the daemon's table (serve/settings.py), at its defaults."""
+    from llmos_tui.serve.settings import ServeSettings
+
+    d = ServeSettings()
+    rows = [
+        ("listen", _toml(d.listen), "loopback; another address needs a token (token_file or $LLMOS_TUI_SERVE_TOKEN)"),
+        ("queue_size", d.queue_size, "requests waiting for the engine; one more gets 429"),
+        ("wait_s", d.wait_s, "a queued request waits this long for its turn or a restart, then 503"),
+        ("drain_s", d.drain_s, "a change or shutdown lets replies finish this long, then cuts them"),
+        ("stall_s", d.stall_s, "a reply with no new text this long is cut and the engine restarted"),
+        ("max_body_bytes", d.max_body_bytes, "a larger request body gets 413"),
+        ("max_tokens", d.max_tokens, "the most a request may ask for (never more than the context)"),
+        ("default_max_tokens", d.default_max_tokens, "when a request names none"),
+        ("log_prompts", _toml(d.log_prompts), "journal prompt and reply text (metrics always)"),
+    ]
+    return ["[serve]                                    # `llmos-tui serve`, the daemon",
+            *(f"# {f'{k} = {v}':<40} # {why}" for k, v, why in rows), ""]
 
 
 def _bindings() -> list[tuple[str, str, str]]:
@@ -220,7 +250,13 @@ def check_file(path: Path) -> tuple[list[str], list[str]]:
 
         Policy.from_config(config.doctor)
     except LlmosError as exc:
-        errors.append(f"{path}: [doctor] {exc}")
+        errors.append(f"{path}: {exc}")  # the policy names [doctor] and the key itself
+    try:
+        from llmos_tui.serve.settings import load_settings
+
+        load_settings(config)  # [serve] is read by the daemon alone: checked here all the same
+    except LlmosError as exc:
+        errors.append(str(exc))
     errors += _check_ui(config)
     return errors, notes
 

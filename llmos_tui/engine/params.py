@@ -178,6 +178,8 @@ def _coerce(key: str, raw: object, current: object) -> object:
         except ValueError:
             raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
     if isinstance(current, str):
+        if key == "model_path" and not isinstance(raw, (str, os.PathLike)):
+            raise ConfigError(f"model_path must be a file path (a string), got {raw!r}")
         if not isinstance(raw, (str, int, float)) or isinstance(raw, bool) and key not in ("flash_attn", "repack"):
             raise ConfigError(f"{key} must be a string, got {raw!r}")
         if key in ("flash_attn", "repack") and isinstance(raw, bool):

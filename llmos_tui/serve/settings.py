@@ -92,7 +92,7 @@ def load_settings(config: Config) -> ServeSettings:
     if config.source is not None:
         try:
             data = tomllib.loads(Path(config.source).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{where}: {exc}") from None
         section = data.get("serve", {})
         if not isinstance(section, dict):
@@ -101,7 +101,10 @@ def load_settings(config: Config) -> ServeSettings:
     values: dict[str, object] = {}
     for key, value in table.items():
         if key == "listen":
-            parse_listen(str(value))
+            try:
+                parse_listen(str(value))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: serve.listen: {exc}") from None
             values["listen"] = str(value)
         elif key == "token":
             values["token"] = str(value)
