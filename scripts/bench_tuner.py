@@ -78,6 +78,7 @@ class Surface:
     facts: dict = field(default_factory=dict)
     knobs: list[str] = field(default_factory=lambda: list(KNOBS))  # the columns that are knobs, in file order
     walls: dict[tuple, float] = field(default_factory=dict)  # each configuration's mean recorded wall_s
+    objectives: tuple[str, ...] = OBJECTIVES  # what its runs measured (a tg-only surface: ("tg",))
 
     def key(self, config: dict) -> tuple:
         return tuple(config[k] for k in self.knobs)
@@ -325,7 +326,10 @@ def load_surface(path: str | Path) -> Surface:
             facts = {"comment": lines[0][1:].strip()}
     reader = csv.DictReader(line for line in lines if line.strip() and not line.startswith("#"))
     fields = list(reader.fieldnames or [])
-    missing = [c for c in ["ok", "pp_tok_s", "tg_tok_s"] if c not in fields]
+    # tg and pp, or one of them (then only its objective); without ``ok`` a run is ok when it has its values
+    measured = [m for m in ("tg", "pp") if f"{m}_tok_s" in fields]
+    objectives = tuple(o for o in OBJECTIVES if o in measured or (o == "gm" and len(measured) == 2))
+    missing = [] if measured else ["tg_tok_s or pp_tok_s"]
     knobs = fields[: fields.index("rep")] if "rep" in fields else [c for c in fields if c not in MEASURES]
     knobs = [k for k in knobs if k not in MEASURES]
     if missing or not knobs:
@@ -343,16 +347,21 @@ def load_surface(path: str | Path) -> Surface:
             config = {k: int(row[k]) if k in ints else row[k].strip() for k in knobs}
             if "flash_attn" in config:
                 config["flash_attn"] = "on" if str(row["flash_attn"]).strip() in ("1", "on", "true") else "off"
-            ok = str(row["ok"]).strip() == "1"
+            if "ok" in fields:
+                ok = str(row["ok"]).strip() == "1"
+            else:
+                ok = all((row.get(f"{m}_tok_s") or "").strip() not in ("", "0", "nan") for m in measured)
             key = tuple(config[k] for k in knobs)
             if key not in reps:
                 reps[key] = []
                 configs.append(config)
             if ok:
-                tg, pp = float(row["tg_tok_s"]), float(row["pp_tok_s"])
-                if not (tg > 0 and pp > 0 and math.isfinite(tg) and math.isfinite(pp)):
+                values = {m: float(row[f"{m}_tok_s"]) for m in measured}
+                if not all(v > 0 and math.isfinite(v) for v in values.values()):
                     raise ValueError("a successful run needs positive, finite tok/s")
-                reps[key].append({"tg": tg, "pp": pp, "gm": math.sqrt(tg * pp)})
+                if "gm" in objectives:
+                    values["gm"] = math.sqrt(values["tg"] * values["pp"])
+                reps[key].append(values)
             else:
                 why = (row.get("error") or "").strip()
                 outcome = (row.get("outcome") or "").strip()
@@ -370,7 +379,8 @@ def load_surface(path: str | Path) -> Surface:
     failed = {k: errors.get(k, "failed") for k, rows_ in reps.items() if not rows_}
     if len(failed) == len(reps):
         raise SurfaceError(f"{p}: every configuration failed")
-    return Surface(p, configs, reps, failed, facts, knobs, {k: statistics.fmean(v) for k, v in walls.items() if v})
+    return Surface(p, configs, reps, failed, facts, knobs, {k: statistics.fmean(v) for k, v in walls.items() if v},
+                   objectives)
 
 
 def perturbed(surface: Surface, seed: int, effect: float = 0.06, extra_noise: float = 0.03) -> Surface:
@@ -690,7 +700,11 @@ def main(argv: list[str] | None = None) -> int:
     facts = surface.facts
     print(f"surface {surface.path}: model {facts.get('model', '?')}, recorded {facts.get('date', '?')}, "
           f"{facts.get('cpu_count', '?')} cores; {facts.get('note', '')}".rstrip("; "))
-    objectives = list(OBJECTIVES) if args.objective == "all" else [args.objective]
+    objectives = list(surface.objectives) if args.objective == "all" else [args.objective]
+    if args.objective != "all" and args.objective not in surface.objectives:
+        print(f"bench_tuner: {surface.path} measured {', '.join(surface.objectives)}, not {args.objective}",
+              file=sys.stderr)
+        return 2
     all_met = True
     for objective in objectives:
         out = bench_objective(surface, objective, strategies, args.seeds, args.budget, warm=not args.no_warm,

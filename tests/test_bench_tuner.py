@@ -105,6 +105,30 @@ def test_the_replayed_prior_comes_from_the_surface_machine_facts():
     assert pref.physical_cores <= pref.logical_cores and not pref.gpu
 
 
+def test_a_surface_that_measured_one_speed_and_has_no_ok_column_replays_that_objective(tmp_path):
+    """A measured surface from elsewhere may hold only generation speed, and an empty cell for a run
+    that failed: it replays tg (``all`` means tg alone), and asking for pp says what it measured.
+    The values are SYNTHETIC, made up for the test."""
+    bt = load_bench()
+    path = tmp_path / "tg_only.csv"
+    rows = ["n_gpu_layers,flash_attn,rep,tg_tok_s"]
+    for ngl in (0, 16, 33):
+        for fa in (0, 1):
+            for rep in range(2):
+                rows.append(f"{ngl},{fa},{rep},{'' if (ngl, fa) == (33, 0) else 10 + ngl + 3 * fa + rep}")
+    path.write_text("\n".join(rows) + "\n")
+    surface = bt.load_surface(path)
+    assert surface.objectives == ("tg",) and surface.knobs == ["n_gpu_layers", "flash_attn"]
+    assert surface.failed == {(33, "off"): "failed"} and surface.top("tg") == {(33, "on")}
+    script = [sys.executable, str(ROOT / "scripts" / "bench_tuner.py"), "--surface", str(path), "--seeds", "3",
+              "--strategies", "gp,random", "--no-warm", "--no-compare-prior", "--no-stopping"]
+    every = subprocess.run([*script, "--objective", "all"], capture_output=True, text=True, timeout=120)
+    assert every.returncode in (0, 1), every.stderr
+    assert [ln.split()[0] for ln in every.stdout.splitlines() if ln.startswith("objective=")] == ["objective=tg"]
+    pp = subprocess.run([*script, "--objective", "pp"], capture_output=True, text=True, timeout=60)
+    assert pp.returncode == 2 and "measured tg, not pp" in pp.stderr
+
+
 def test_a_surface_of_other_knobs_replays_with_its_own_columns(tmp_path):
     """A GPU box's surface (n_gpu_layers, expert offload, micro-batch; no thread columns) replays
     with exactly its knobs: the columns before ``rep``. The values here are SYNTHETIC, made up for
