@@ -46,6 +46,29 @@ def test_a_truncated_or_foreign_header_is_a_format_error(tmp_path: Path) -> None
         read_header(str(v1))
 
 
+def test_hostile_lengths_and_counts_are_format_errors_not_allocations(tmp_path: Path) -> None:
+    """A header that claims a 2**50-byte string raised MemoryError (Python tried to allocate it);
+    counts past the file end stop at its end. Each is one GGUFFormatError."""
+    import struct
+
+    def header(n_tensors: int, n_kv: int, kvs: bytes = b"") -> bytes:
+        return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, n_kv) + kvs + b"\0" * 64
+
+    def key(name: bytes) -> bytes:
+        return struct.pack("<Q", len(name)) + name
+
+    cases = {
+        "string": header(0, 1, key(b"general.name") + struct.pack("<IQ", 8, 2**50)),
+        "counts": header(2**62, 2**62),
+        "array": header(0, 1, key(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 2**55)),
+    }
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(data)
+        with pytest.raises(GGUFFormatError):
+            read_header(str(path))
+
+
 def test_reading_model_info_imports_no_numpy() -> None:
     code = ("import sys; from llmos_tui.engine.gguf_info import read_model_info; "
             f"info = read_model_info({str(DEMO_MODEL)!r}); print(info.name, 'numpy' in sys.modules)")

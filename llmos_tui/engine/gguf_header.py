@@ -11,6 +11,7 @@ per-layer head counts (``<arch>.attention.head_count_kv``: 0 on a recurrent laye
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -77,6 +78,7 @@ class GGUFHeader:
 class _Reader:
     def __init__(self, fh: BinaryIO, order: str) -> None:
         self.fh, self.order = fh, order
+        self.size = os.fstat(fh.fileno()).st_size  # a length past it is damage, never an allocation
 
     def take(self, fmt: str) -> object:
         size = struct.calcsize(self.order + fmt)
@@ -87,6 +89,8 @@ class _Reader:
 
     def string(self) -> str:
         n = int(self.take("Q"))  # type: ignore[arg-type]
+        if n > self.size - self.fh.tell():
+            raise GGUFFormatError(f"a string of its header claims {n} bytes, past the end of the file")
         data = self.fh.read(n)
         if len(data) != n:
             raise GGUFFormatError("the file ends inside a string of its header")
