@@ -90,7 +90,8 @@ class _Reader:
     def string(self) -> str:
         n = int(self.take("Q"))  # type: ignore[arg-type]
         if n > self.size - self.fh.tell():
-            raise GGUFFormatError(f"a string of its header claims {n} bytes, past the end of the file")
+            raise GGUFFormatError(f"the file ends inside a string of its header (it claims {n} bytes, "
+                                  f"{self.size - self.fh.tell()} are left)")
         data = self.fh.read(n)
         if len(data) != n:
             raise GGUFFormatError("the file ends inside a string of its header")
