@@ -270,3 +270,23 @@ def test_a_chat_template_jinja_cannot_parse_loads_and_chats_in_chatml(demo_param
         assert any("chat template does not parse" in line.text and "ChatML" in line.text for line in sup.logs())
     finally:
         sup.stop()
+
+
+def test_the_prompt_starts_with_one_bos_whether_or_not_the_template_writes_it(supervisor, demo_params, tmp_path) -> None:
+    """As llama-server: the vocabulary's BOS (the demo model was trained with one) is added unless the
+    template wrote it. The demo's own template has no bos_token, and the prompt went without a BOS."""
+    own = supervisor.chat(ASK, max_tokens=1, temperature=0.0)
+    list(own)
+    import llama_cpp
+
+    template = llama_cpp.Llama(model_path=demo_params.model_path, vocab_only=True, verbose=False) \
+        .metadata["tokenizer.chat_template"]
+    sup = Supervisor(_with_template(demo_params, tmp_path, "{{ bos_token }}" + template))
+    sup.start(timeout=60)
+    try:
+        written = sup.chat(ASK, max_tokens=1, temperature=0.0)
+        list(written)
+    finally:
+        sup.stop()
+    assert own.status == written.status == "done"
+    assert own.metrics["prompt_tokens"] == written.metrics["prompt_tokens"], "one BOS in both, never two or none"

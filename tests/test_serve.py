@@ -67,8 +67,26 @@ def test_openai_client_streams_and_answers(daemon: Daemon) -> None:
     whole = client.chat.completions.create(model=model, messages=CHAT["messages"], max_tokens=12)
     assert whole.choices[0].message.content.strip()
     assert whole.usage.completion_tokens > 0 and whole.usage.prompt_tokens > 0
-    text = client.completions.create(model=model, prompt="Say OK.", max_tokens=6)
+    text = client.completions.create(model=model, prompt="<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+                                     max_tokens=6)  # a completion sees the text as written: here a ChatML turn
     assert text.choices[0].text and text.object == "text_completion"
+
+
+def test_completions_continue_the_prompt_as_written(daemon: Daemon) -> None:
+    """/v1/completions is text completion (OpenAI's, llama-server's): no chat template around the
+    prompt. It was sent as a chat turn, so a base model or a code-completion client got an assistant."""
+    client = openai.OpenAI(base_url=daemon.url + "/v1", api_key=TOKEN, max_retries=0)
+    bare = client.completions.create(model="x", prompt="VRAM", max_tokens=4, temperature=0.0)
+    chat = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "VRAM"}], max_tokens=4,
+                                          temperature=0.0)
+    # BOS + the text's own tokens, against the template's turn markers around it
+    assert bare.usage.prompt_tokens <= 4 < chat.usage.prompt_tokens, (bare.usage, chat.usage)
+    # written out in the demo model's own ChatML, a completion is the chat's answer: the text is all it sees
+    turn = "<|im_start|>user\nWhat is VRAM?<|im_end|>\n<|im_start|>assistant\n"
+    raw = client.completions.create(model="x", prompt=turn, max_tokens=24, temperature=0.0)
+    asked = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "What is VRAM?"}],
+                                           max_tokens=24, temperature=0.0)
+    assert raw.choices[0].text == asked.choices[0].message.content and "memory" in raw.choices[0].text
 
 
 def test_raw_http_sse_health_models_metrics_and_token(daemon: Daemon, http: httpx.Client) -> None:

@@ -289,7 +289,13 @@ class Worker:
             self.strict_template = True  # from now on folded before rendering, without a failed render first
             log(f"chat template refused the conversation ({exc}): from now on the system prompt goes into "
                 "the first user turn and turns of one role in a row are joined")
-        tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        # as llama-server: the model's own special tokens (BOS where its vocabulary asks for one), unless the
+        # template wrote the BOS itself. Trusting the formatter's added_special left out the BOS of every
+        # model whose template has no bos_token but whose vocabulary adds one (the demo model is one)
+        bos_id = llm.token_bos()
+        bos_text = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+        has_bos = bool(bos_text) and result.prompt.startswith(bos_text)
+        tokens = llm.tokenize(result.prompt.encode("utf-8"), add_bos=not has_bos, special=True)
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return tokens, stop
 
@@ -337,6 +343,7 @@ class Worker:
         if rid in self.cancelled_ids:
             self.cancel.set()
         sampling = dict(cmd.get("sampling") or {})
+        raw = bool(sampling.pop("raw_prompt", False))  # /v1/completions: the text as written, no chat template
         bias = sampling.pop("logit_bias", None)
         if bias:
             n_vocab = llm.n_vocab()
@@ -381,7 +388,10 @@ class Worker:
         finish = None
         tokens: list[int] = []
         try:
-            tokens, stop = self.format_prompt(cmd["messages"])
+            if raw:  # as llama-server: the model's special tokens (its BOS), special tokens in the text parsed
+                tokens, stop = llm.tokenize(cmd["messages"][0]["content"].encode("utf-8"), add_bos=True, special=True), []
+            else:
+                tokens, stop = self.format_prompt(cmd["messages"])
             emit({"ev": P.EV_PREFILL, "id": rid, "prompt_tokens": len(tokens)})
             stream = llm.create_completion(
                 prompt=tokens,

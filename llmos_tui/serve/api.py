@@ -375,7 +375,8 @@ class OpenAIApi:
                 raise ApiError(400, "messages: at least one user message is needed", code="invalid_request",
                                param="messages")
             return wire, "\n".join(f"{m['role']}: {m['content']}" for m in wire)
-        # The engine speaks chat: a text prompt is sent as one user turn: the completions route keeps the OpenAI shape, the engine applies the chat template.
+        # a text prompt travels as one turn; its sampling says raw_prompt, so the engine continues the text as
+        # written (no chat template), as OpenAI's and llama-server's /v1/completions do
         text = body.text()
         return [{"role": "user", "content": text}], text
 

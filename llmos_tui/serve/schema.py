@@ -191,6 +191,11 @@ class CompletionRequest(Sampling):
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else "".join(self.prompt)
 
+    def engine_sampling(self, max_tokens: int) -> dict[str, float | int | None]:
+        """A completion continues its prompt as written (OpenAI's and llama-server's /v1/completions):
+        the engine applies no chat template to it."""
+        return {**super().engine_sampling(max_tokens), "raw_prompt": True}
+
     def unsupported(self) -> str | None:
         if isinstance(self.prompt, list) and len(self.prompt) != 1:
             return "prompt: one prompt per request (a list of one string, or a string)"
