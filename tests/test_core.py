@@ -119,6 +119,35 @@ def test_readonly_core_refuses_every_change(tmp_path: Path) -> None:
         op.close()
 
 
+def test_a_chat_longer_than_the_context_keeps_going_without_its_oldest_turns(tmp_path: Path) -> None:
+    """Past the context every message failed ("Requested tokens exceed context window") until a reset.
+    The cockpit's chat now leaves out the oldest turns (llama-cli's, LM Studio's rolling window) and
+    says how many; the session keeps them all. The API does not: a client gets the context error."""
+    from llmos_tui.engine.metrics import format_metrics
+
+    op = build_core(config(tmp_path, n_ctx=256), "oneshot", telemetry=False, doctor=False)
+    try:
+        op.start_engine()
+        ask = "What is the KV cache? Explain in detail please."
+        replies = []
+        for _ in range(6):
+            reply = op.send(ask, temperature=0.0)
+            list(reply.batches())
+            replies.append(reply)
+        assert [r.status for r in replies] == ["done"] * 6, [r.error for r in replies]
+        dropped = [r.metrics.get("dropped_messages", 0) for r in replies]
+        assert dropped[0] == 0 and dropped[-1] >= 2 and dropped[-1] % 2 == 0, dropped  # whole turns
+        assert all(r.metrics["prompt_tokens"] <= 256 - 64 for r in replies)  # room for a reply
+        assert "earlier messages left out to fit the context" in format_metrics(replies[-1].metrics)
+        assert sum(m.role == "user" for m in op.chat.messages) == 6, "the conversation itself keeps every turn"
+        messages = op.chat.wire_messages() + [{"role": "user", "content": ask}]
+        raw = op.supervisor.chat(messages, max_tokens=8)  # without fit_context: the context error, as before
+        list(raw)
+        assert raw.status == "error" and "exceed context window" in raw.error
+    finally:
+        op.close()
+
+
 def test_context_requirement_is_vetted(tmp_path: Path) -> None:
     op = build_core(config(tmp_path), "oneshot", telemetry=False, doctor=False)
     try:

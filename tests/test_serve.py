@@ -89,6 +89,20 @@ def test_completions_continue_the_prompt_as_written(daemon: Daemon) -> None:
     assert raw.choices[0].text == asked.choices[0].message.content and "memory" in raw.choices[0].text
 
 
+def test_fit_context_leaves_out_the_oldest_turns_only_when_asked(daemon: Daemon, http: httpx.Client) -> None:
+    """The attached cockpit's conversation keeps going past the context (the extension field
+    fit_context, which OpenAI clients never send); a plain request that does not fit is a 400."""
+    turn = [{"role": "user", "content": "What is the KV cache? " * 8},
+            {"role": "assistant", "content": "The KV cache stores keys and values. " * 8}]
+    long = {"messages": turn * (N_CTX // 60) + [{"role": "user", "content": "And VRAM?"}], "max_tokens": 8}
+    plain = http.post("/v1/chat/completions", json=long)
+    assert plain.status_code == 400 and plain.json()["error"]["code"] == "context_length_exceeded"
+    fitted = http.post("/v1/chat/completions", json={**long, "fit_context": True})
+    assert fitted.status_code == 200, fitted.text
+    usage = fitted.json()["usage"]
+    assert usage["dropped_messages"] >= 2 and usage["prompt_tokens"] < N_CTX, usage
+
+
 def test_raw_http_sse_health_models_metrics_and_token(daemon: Daemon, http: httpx.Client) -> None:
     assert httpx.get(daemon.url + "/health").json()["status"] == "ok"  # no token needed for the probe
     refused = httpx.get(daemon.url + "/v1/models")

@@ -71,8 +71,10 @@ class ChatSession:
                 self.before_send(prompt, self.messages)
             except Exception:  # noqa: BLE001 - a learner must never stop a chat
                 log.exception("before_send hook failed")
+        # a conversation longer than the context keeps going: the engine leaves out the oldest turns
+        # (the journal and this session keep them all) and the reply's metrics say how many
         reply = self.supervisor.chat(self.wire_messages() + [{"role": "user", "content": prompt}],
-                                     on_piece=on_piece, **args)
+                                     on_piece=on_piece, fit_context=True, **args)
         self._record(user)
         generation = self._generation
         reply.add_done_callback(lambda r: self._on_reply_done(r, generation))

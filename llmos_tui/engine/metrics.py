@@ -23,4 +23,6 @@ def format_metrics(m: Mapping[str, Json]) -> str:
     ]
     if m.get("n_ctx"):
         parts.append(f"ctx {m.get('ctx_used', 0)}/{m['n_ctx']}")
+    if m.get("dropped_messages"):
+        parts.append(f"{m['dropped_messages']} earlier messages left out to fit the context")
     return " · ".join(parts)

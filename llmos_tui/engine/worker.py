@@ -299,6 +299,30 @@ class Worker:
         stop = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return tokens, stop
 
+    def fit_context(self, messages: list[dict[str, str]], tokens: list[int], stop: list[str],
+                    max_tokens: object) -> tuple[list[int], list[str], int]:
+        """A conversation longer than the context, as llama-cli and LM Studio's rolling window treat it:
+        the oldest turns (after the system prompt) are left out until the prompt fits with room for a
+        reply (``max_tokens``, at most a quarter of the context). The newest message always stays; if it
+        alone does not fit, the caller's context error follows. Returns the tokens, stops and how many
+        messages were left out (the conversation itself keeps them)."""
+        import llama_cpp.llama_cpp as C
+
+        n_ctx = int(C.llama_n_ctx(self.llm.ctx))
+        room = min(int(max_tokens) if isinstance(max_tokens, int) and max_tokens > 0 else 256, n_ctx // 4)
+        kept, dropped = list(messages), 0
+        head = 1 if kept and kept[0].get("role") == "system" else 0
+        while len(tokens) > n_ctx - room and len(kept) - head > 1:
+            del kept[head]
+            dropped += 1
+            if len(kept) - head > 1 and kept[head].get("role") == "assistant":  # its reply goes with it
+                del kept[head]
+                dropped += 1
+            tokens, stop = self.format_prompt(kept)
+        if dropped:
+            log(f"chat: {dropped} earlier messages left out to fit the {n_ctx}-token context")
+        return tokens, stop, dropped
+
     def set_threads(self, cmd: JsonDict) -> None:
         """Change generation / prompt threads without a reload (queued: applies to the next request)."""
         import llama_cpp.llama_cpp as C
@@ -344,6 +368,7 @@ class Worker:
             self.cancel.set()
         sampling = dict(cmd.get("sampling") or {})
         raw = bool(sampling.pop("raw_prompt", False))  # /v1/completions: the text as written, no chat template
+        fit = bool(sampling.pop("fit_context", False))  # the cockpit's chat: drop the oldest turns to fit
         bias = sampling.pop("logit_bias", None)
         if bias:
             n_vocab = llm.n_vocab()
@@ -387,11 +412,14 @@ class Worker:
         t0 = time.perf_counter()
         finish = None
         tokens: list[int] = []
+        dropped = 0
         try:
             if raw:  # as llama-server: the model's special tokens (its BOS), special tokens in the text parsed
                 tokens, stop = llm.tokenize(cmd["messages"][0]["content"].encode("utf-8"), add_bos=True, special=True), []
             else:
                 tokens, stop = self.format_prompt(cmd["messages"])
+            if fit and not raw:
+                tokens, stop, dropped = self.fit_context(cmd["messages"], tokens, stop, sampling.get("max_tokens"))
             emit({"ev": P.EV_PREFILL, "id": rid, "prompt_tokens": len(tokens)})
             stream = llm.create_completion(
                 prompt=tokens,
@@ -440,6 +468,8 @@ class Worker:
             "ctx_used": int(llm.n_tokens),
             "n_ctx": int(C.llama_n_ctx(llm.ctx)),
         }
+        if dropped:
+            metrics["dropped_messages"] = dropped
         emit(
             {
                 "ev": P.EV_DONE,

@@ -418,7 +418,10 @@ class _Call:
         m = self.exchange.reply.metrics if self.exchange.reply is not None else {}
         prompt = int(m.get("prompt_tokens") or 0) if isinstance(m.get("prompt_tokens"), (int, float)) else 0
         gen = int(m.get("gen_tokens") or 0) if isinstance(m.get("gen_tokens"), (int, float)) else 0
-        return {"prompt_tokens": prompt, "completion_tokens": gen, "total_tokens": prompt + gen}
+        usage = {"prompt_tokens": prompt, "completion_tokens": gen, "total_tokens": prompt + gen}
+        if isinstance(m.get("dropped_messages"), int) and m["dropped_messages"]:  # fit_context's (an extension)
+            usage["dropped_messages"] = int(m["dropped_messages"])
+        return usage
 
     # ---- one body -------------------------------------------------------------------------------
     async def whole(self, request: Request, first: str | None) -> Response:

@@ -239,6 +239,8 @@ class RemoteEngine:
         end = time.perf_counter()
         gen = usage.get("completion_tokens")
         metrics: dict[str, Json] = {"prompt_tokens": usage.get("prompt_tokens", 0), "gen_tokens": gen or 0}
+        if usage.get("dropped_messages"):
+            metrics["dropped_messages"] = usage["dropped_messages"]
         if first is not None:
             metrics["ttft_ms"] = round((first - started) * 1000, 1)
             if isinstance(gen, int) and gen > 1 and end > first:

@@ -158,9 +158,18 @@ class ChatRequest(Sampling):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     tools: list[object] | None = None
     functions: list[object] | None = None
+    # an extension (as llama-server has its own): leave out the oldest turns when the conversation is longer
+    # than the context, instead of the 400. The attached cockpit sends it; OpenAI clients never do
+    fit_context: bool = False
 
     def requested_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def engine_sampling(self, max_tokens: int) -> dict[str, float | int | None]:
+        out = super().engine_sampling(max_tokens)
+        if self.fit_context:
+            out["fit_context"] = True
+        return out
 
     def unsupported(self) -> str | None:
         if self.tools:
