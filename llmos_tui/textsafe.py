@@ -46,8 +46,8 @@ def _caret(match: re.Match[str]) -> str:
 # APC strings, cursor movement (it can overwrite what was printed), resets and lone escapes.
 _TERMINAL_UNSAFE = re.compile(
     r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"
-    r"|(?:\x1b\[|\x9b)(?![0-9;]*[mHJK])[0-?]*[ -/]*[@-~]"
-    r"|\x1b(?!\[[0-9;]*[mHJK])",
+    r"|(?:\x1b\[|\x9b)(?![0-9;]*m|H|[0-3]?J|[0-2]?K)[0-?]*[ -/]*[@-~]"
+    r"|\x1b(?!\[(?:[0-9;]*m|H|[0-3]?J|[0-2]?K))",
     re.DOTALL,
 )
 _TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")

@@ -21,7 +21,7 @@ def test_terminal_safe_keeps_colours_and_erases_and_drops_the_rest() -> None:
     assert terminal_safe(f"{ESC}]52;c;ZXZpbA=={BEL}x") == "x"  # clipboard write (OSC 52)
     assert terminal_safe(f"{ESC}]8;;http://x{BEL}link{ESC}]8;;{BEL}") == "link"  # hyperlink
     assert terminal_safe(f"{ESC}Pq#0{ESC}\\ok") == "ok"  # DCS (sixel and friends)
-    assert terminal_safe(f"{ESC}[2A{ESC}[10;1fup") == "up"  # cursor movement
+    assert terminal_safe(f"{ESC}[2A{ESC}[10;1fup{ESC}[5;10H") == "up"  # cursor movement (a home with a place too)
     assert terminal_safe(f"{ESC}c reset") == "c reset" and terminal_safe(f"lone{ESC}") == "lone"
     assert terminal_safe("back\x08space\x00") == "back^Hspace^@"
     kept = f"{ESC}[1;31mred{ESC}[0m {ESC}[H{ESC}[2J{ESC}[K tab\tcr\rnl\n"

@@ -64,7 +64,6 @@ def response_grammar(fmt: JsonDict) -> object:
         raise ValueError(f"this JSON schema cannot be turned into a grammar ({type(exc).__name__}: {exc})") from None
 
 
-
 def fold_for_strict_templates(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """The conversation as the strict chat templates take it (Gemma's, Mistral's and Llama 2's raise on
     a system turn or on two turns of one role in a row): the system prompts folded into the first
@@ -87,6 +86,7 @@ def fold_for_strict_templates(messages: list[dict[str, str]]) -> list[dict[str, 
         else:
             out[first] = {**out[first], "content": f"{text}\n\n{out[first]['content']}"}
     return out
+
 
 class Worker:
     def __init__(self) -> None:
@@ -254,9 +254,8 @@ class Worker:
         stopping criteria, and those give us per-token timing and instant cancel."""
         llm = self.llm
         if self.formatter is None:
-            from llama_cpp import llama_chat_format as F
-
             import jinja2
+            from llama_cpp import llama_chat_format as F
 
             template = llm.metadata.get("tokenizer.chat_template")
             if template:
