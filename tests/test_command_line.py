@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from textual.widgets import Input, OptionList
 
 from llmos_tui.config import load_config
@@ -187,3 +188,21 @@ async def test_reset_limit_command_resets_the_doctors_start_limit_through_the_op
         assert calls == ["op"]
         assert not isinstance(app.screen, Confirm)  # it does not change the engine: no question
     app.operator.close()
+
+
+async def test_a_toast_with_markup_in_its_words_does_not_take_the_cockpit_down(tmp_path: Path) -> None:
+    """"model not found: …/x[/]y[b.gguf" as a toast raised MarkupError in Textual's renderer and the
+    cockpit died. Toasts are plain text now."""
+    config = load_config(overrides={"n_threads": 2, "n_threads_batch": 2, "model_path": str(tmp_path / "x[/]y[b.gguf")})
+    operator = build_core(config, "oneshot", telemetry=False, doctor=False, endpoint=False)
+    app = LlmosApp(operator, start_screen="chat", start_engine=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: any("x[/]y[b.gguf" in n for n in notices(app)), timeout=30)
+        notification = next(n for n in app._notifications if "x[/]y[b.gguf" in str(n.message))
+        assert notification.markup is False
+        from textual.content import Content
+        from textual.markup import MarkupError
+
+        with pytest.raises(MarkupError):  # what the toast drew with markup on (headless runs draw no toasts)
+            Content.from_markup(notification.message)
+        assert app.is_running and app.return_code is None

@@ -181,3 +181,21 @@ async def test_the_flight_recorder_steps_back_and_forward_through_the_rollups(tm
         await wait_for(pilot, lambda: screen.recorder is not back and screen.recorder.until_asked is None)
         assert screen.recorder_until is None and "live" in screen.recorder.head.plain
         assert 70.0 in {row["gpu0.temp"] for _, row in screen.recorder.rows}
+
+
+async def test_markup_in_what_the_journal_holds_is_shown_as_written(tmp_path: Path) -> None:
+    """A model named "evil[/]name" made the journal screen raise MarkupError (a DataTable parses a str
+    cell as markup), and "[warning]" in a finding's summary vanished. Cells are text now."""
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as journal:
+        journal.record_config(EngineParams(model_path="/m/x[b]y.gguf", n_threads=2, n_threads_batch=2), ts=100.0)
+        journal.record_event("loaded", {"load_ms": 12.0, "model": "evil[/]name [b]x"}, ts=101.0)
+    screen = JournalScreen(path, refresh_interval=0.1)
+    async with Host(screen).run_test(size=(160, 30)) as pilot:
+        await wait_for(pilot, lambda: screen.loads >= 1)
+        table = screen.query_one("#journal-table", DataTable)
+        cells = [str(table.get_cell_at((i, 4))) for i in range(table.row_count)]
+        assert any("model=evil[/]name [b]x" in c for c in cells), cells
+        assert any("x[b]y.gguf" in c for c in cells), cells  # markup would have swallowed the [b]
+        await pilot.pause(0.2)  # rendered without an exception: the app still runs
+        assert screen.is_attached

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -13,10 +13,14 @@ from textual.widgets import Input, TextArea
 
 from llmos_tui.config import Config
 from llmos_tui.core.cockpit import Cockpit
+from llmos_tui.textsafe import sanitize
 from llmos_tui.ui import command_line, keymap, themes
 from llmos_tui.ui.help_screen import HelpScreen, collect_bindings
 from llmos_tui.ui.messages import DoctorToast, EngineChanged, EngineStartFinished
 from llmos_tui.ui.status import EngineStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from textual.notifications import SeverityLevel
 
 
 def _chat_screen() -> Screen[None]:
@@ -46,6 +50,13 @@ class LlmosApp(App[int]):
         self.doctor_toasts = False
         self._clashes_told: set[str] = set()
         self.saved_theme: str | None = None  # the theme the config file holds (themes.install keeps it)
+
+    def notify(self, message: str, *, title: str = "", severity: "SeverityLevel" = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every toast as plain text: its words come from error messages, file names, log lines and
+        findings, and one with ``[/]`` in it (a path, a key like ``[ui.keys]``) made Textual's markup
+        parser raise and took the cockpit down. No toast here uses markup."""
+        super().notify(sanitize(message), title=sanitize(title), severity=severity, timeout=timeout, markup=False)
 
     def on_mount(self) -> None:
         config = self.operator.config

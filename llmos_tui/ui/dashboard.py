@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Footer, Static
 from llmos_tui.telemetry import format as fmt
 from llmos_tui.telemetry.nvml import CLOCK_REASONS, THROTTLING_MASK
 from llmos_tui.telemetry.sample import GpuSample, HostSample, Sample
+from llmos_tui.textsafe import sanitize
 from llmos_tui.ui.status import EngineStatus
 
 if TYPE_CHECKING:
@@ -431,8 +432,9 @@ class DashboardScreen(Screen):
         table = self.query_one("#dash-procs", DataTable)
         table.clear()
         if rows:
+            # Text cells, not str: a DataTable parses a str as markup, and a process may be named "[/]"
             table.add_rows(
-                [row[:5] + (Text(row[5], style="bold green"),) for row in rows]
+                [tuple(Text(sanitize(str(c))) for c in row[:5]) + (Text(row[5], style="bold green"),) for row in rows]
             )
         title = self.query_one("#dash-procs-title", Static)
         title.update("GPU processes" if rows else "GPU processes: none")

@@ -100,7 +100,8 @@ class DoctorScreen(Screen[None]):
             style = SEVERITY_STYLE.get(f.severity, "")
             title = Text("REPLAY ", style="bold black on yellow") if self.doctor.replayed else Text()
             title.append(sanitize(f.title) + (f"  ×{f.count}" if f.count > 1 else ""))
-            table.add_row(str(f.id), Text(f.severity, style=style), f.detector, f.state, title, key=str(f.id))
+            table.add_row(Text(str(f.id)), Text(f.severity, style=style), Text(sanitize(f.detector)), Text(f.state), title,
+                          key=str(f.id))  # Text cells: a plugin's detector id is not markup
             self._rows.append(f.id)
         if selected in self._rows:
             table.move_cursor(row=self._rows.index(selected))

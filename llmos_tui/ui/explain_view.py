@@ -48,7 +48,7 @@ class ExplainScreen(ModalScreen[None]):
                     yield Static("", id="explain-note", markup=False)
                 with VerticalScroll(classes="explain-side", id="explain-model-side"):
                     yield Static(f"THE MODEL'S WORDS — {self._model_name()}, not a measurement",
-                                 classes="explain-label", id="explain-model-label")
+                                 classes="explain-label", id="explain-model-label", markup=False)
                     yield ReplyView()
             yield Footer()
 

@@ -20,6 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -144,7 +145,7 @@ class FleetScreen(Screen[None]):
         self.rounds += 1
         self.problem = problem
         if problem:
-            self.query_one("#fleet-status", Static).update(f"fleet: {problem}")
+            self.query_one("#fleet-status", Static).update(Text(sanitize(f"fleet: {problem}")))  # not markup
             return
         self.views = views
         if isinstance(self.app.screen, BoxScreen) and self.app.screen.source is self:
@@ -154,9 +155,9 @@ class FleetScreen(Screen[None]):
             series = self.history.setdefault(v.box, deque(maxlen=20))
             series.append(float(tps) if isinstance(tps, (int, float)) and v.alive else 0.0)
         alive = sum(v.alive for v in views)
-        self.query_one("#fleet-status", Static).update(
+        self.query_one("#fleet-status", Static).update(Text(sanitize(
             f"fleet: {len(views)} boxes, {alive} alive · sort: {self.sort} (s) · "
-            + (f"filter: {self.filter_text}" if self.filter_text else "/ filters"))
+            + (f"filter: {self.filter_text}" if self.filter_text else "/ filters"))))
         self._fill()
 
     def shown_views(self) -> "list[BoxView]":
@@ -181,11 +182,13 @@ class FleetScreen(Screen[None]):
             findings = info.get("findings") or []
             change = info.get("last_change") or {}
             gpus = info.get("gpus") or []
-            table.add_row(v.box, v.state, ago(v.since, now), str(len(gpus) or f"{v.ray_gpus:g}"),
-                          str(info.get("engine") or "-"), str(info.get("model") or "-")[:24],
-                          f"{tps:.1f}" if isinstance(tps, (int, float)) else "-",
-                          sparkline(list(self.history.get(v.box, []))), str(len(findings)),
-                          str(change.get("message") or "-")[:40], key=v.box)
+            cells = (v.box, v.state, ago(v.since, now), str(len(gpus) or f"{v.ray_gpus:g}"),
+                     str(info.get("engine") or "-"), str(info.get("model") or "-")[:24],
+                     f"{tps:.1f}" if isinstance(tps, (int, float)) else "-",
+                     sparkline(list(self.history.get(v.box, []))), str(len(findings)),
+                     str(change.get("message") or "-")[:40])
+            # Text cells: a DataTable parses a str as markup, and a box's names and messages are its own
+            table.add_row(*(Text(sanitize(c)) for c in cells), key=v.box)
         if selected is not None:
             for index, v in enumerate(self.shown_views()):
                 if v.box == selected:
@@ -295,9 +298,9 @@ class BoxScreen(Screen[None]):
         self.redraws += 1
         self.shown_round = self.source.rounds
         now = time.time()
-        self.query_one("#box-title", Static).update(
+        self.query_one("#box-title", Static).update(Text(sanitize(
             f"box {self.box} · round {self.source.rounds} · {time.strftime('%H:%M:%S', time.localtime(now))}"
-            + (f" · {self.source.problem}" if self.source.problem else "") + " · Esc: back")
+            + (f" · {self.source.problem}" if self.source.problem else "") + " · Esc: back")))
         self.query_one("#box-body", TextArea).text = sanitize("\n".join(box_lines(self.view(), self.source.fleet,
                                                                                   self.box, now)))
 

@@ -160,8 +160,8 @@ class ConfirmUndo(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(f"Undo [b]{self.entry_id}[/b]?\n{self.summary}\n\n"
-                         "The previous configuration becomes active again; the undo is journaled too.")
+            yield Static(Text.assemble("Undo ", (self.entry_id, "bold"), f"?\n{sanitize(self.summary)}\n\n"
+                         "The previous configuration becomes active again; the undo is journaled too."))
             with Horizontal():
                 yield Button("Undo (y)", variant="warning", id="yes")
                 yield Button("Cancel (n)", id="no")
@@ -334,7 +334,7 @@ class JournalScreen(Screen[None]):
     def _show(self, entries: "list[Entry]", status: str, recorder: RecorderBody | None = None) -> None:
         self._loading = False
         self.loads += 1
-        self.query_one("#journal-status", Static).update(status)
+        self.query_one("#journal-status", Static).update(Text(sanitize(status)))  # the filter's words are not markup
         if recorder is not None:
             self.recorder = recorder
             if recorder.until_asked is None and recorder.rows:
@@ -356,7 +356,9 @@ class JournalScreen(Screen[None]):
         selected = self.selected_id()
         table.clear()
         for e in entries:
-            table.add_row(e.id, e.time, e.type, sanitize(e.kind), sanitize(e.summary), key=e.id)  # a prompt's, a log's escapes
+            # Text cells, sanitized: a DataTable parses a str as markup ("[/]" in a model's name raised), and a
+            # prompt or a log line may carry escapes
+            table.add_row(*(Text(sanitize(c)) for c in (e.id, e.time, e.type, e.kind, e.summary)), key=e.id)
         if selected is not None:
             try:
                 table.move_cursor(row=table.get_row_index(selected), animate=False)
