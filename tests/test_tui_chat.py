@@ -260,3 +260,23 @@ async def test_streaming_renders_at_most_one_frame_per_budget_not_one_per_token(
         assert rate > 2 / chat_screen.FRAME_S, f"the demo model made only {rate:.1f} tokens/s"  # not a skip
         assert streamed < tokens / 2, "several tokens share a frame when they come faster than frames"
     app.operator.close()
+
+
+async def test_the_chat_picker_shows_titles_and_models_as_written() -> None:
+    """A chat's title is the operator's first prompt: "[/]" in it raised MarkupError, and the model's
+    name in brackets ("[llmos demo]") vanished as a style tag."""
+    from textual.app import App
+    from textual.widgets import OptionList
+
+    from llmos_tui.ui.chat_screen import ChatPicker
+
+    picker = ChatPicker([{"id": 7, "title": "why [/] and [b]?", "model": "llmos demo", "updated": 0.0}])
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(picker)
+
+    async with Host().run_test(size=(100, 20)) as pilot:
+        await pilot.pause(0.1)
+        prompt = str(picker.query_one(OptionList).get_option_at_index(0).prompt)
+        assert "why [/] and [b]?" in prompt and prompt.endswith("[llmos demo]"), prompt

@@ -122,8 +122,10 @@ class ChatPicker(ModalScreen[int | None]):
         import time as _time
 
         options = [
-            Option(f"{_time.strftime('%Y-%m-%d %H:%M', _time.localtime(c['updated']))}  {c['title']}  [{c['model']}]",
-                   id=str(c["id"]))
+            # Text, not a str: a title is the operator's first prompt, and a str here is markup ("[/]" raised,
+            # "[llmos demo]" vanished)
+            Option(Text(sanitize(f"{_time.strftime('%Y-%m-%d %H:%M', _time.localtime(c['updated']))}  {c['title']}  "
+                                 f"[{c['model']}]")), id=str(c["id"]))
             for c in self.chats
         ]
         yield OptionList(*options)
