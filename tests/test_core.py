@@ -77,6 +77,9 @@ def test_console_resumes_a_journaled_chat(tmp_path: Path) -> None:
     with Journal(journal, readonly=True) as j:
         assert len(j.list_chats()) == 1
         assert [m.role for m in j.chat_messages(1)] == ["user", "assistant", "user", "assistant"]
+    missing = run_cli(["--journal", str(journal), "chat", "--n-threads", "2"], "/resume 99\n")
+    assert missing.returncode == 1 and "resumed" not in missing.stdout  # it claimed "resumed chat:99 (0 messages)"
+    assert "no chat chat:99" in missing.stderr
 
 
 # ---- the change transaction ----------------------------------------------------------------

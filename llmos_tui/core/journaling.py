@@ -94,7 +94,9 @@ def _same(a: EngineParams | None, b: EngineParams) -> bool:
 
 
 def resume_messages(journal: Journal, chat_id: int) -> list[ChatMessage]:
-    """A chat from the journal as ChatSession messages, to reopen and continue it."""
+    """A chat from the journal as ChatSession messages, to reopen and continue it (JournalError: no
+    such chat; "resumed chat:99999 (0 messages)" claimed a chat that does not exist)."""
+    journal.get_chat(chat_id)
     return [
         ChatMessage(m.role, m.content, status=m.status, metrics=dict(m.metrics or {}), ts=m.ts)
         for m in journal.chat_messages(chat_id)
