@@ -39,6 +39,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
                          str(i.context_length or "?"), str(f.path)))
         else:
             rows.append((f.label, f.source, "-", "-", "-", "-", f"{f.path}  ({f.error})"))
+    from llmos_tui.textsafe import terminal_safe
+
+    rows = [tuple(terminal_safe(c) for c in r) for r in rows]  # file names are anyone's: aligned as shown
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(r[c].ljust(widths[c]) for c in range(len(widths))) + "  " + r[-1])
