@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Iterable, TextIO
 
-# CSI, OSC, DCS/SOS/PM/APC strings and lone two-byte escapes (7-bit and 8-bit forms)
-_ESCAPES = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"
-    r"|\x1b[@-Z\\-_]"
-    r"|\x1b",
-    re.DOTALL,
-)
+# the pieces of an escape sequence (7-bit and 8-bit forms)
+_CSI = r"(?:\x1b\[|\x9b)"  # control sequence introducer; its parameters and final byte follow:
+_CSI_BODY = r"[0-?]*[ -/]*[@-~]"
+_STRING = r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"  # OSC, DCS, SOS, PM, APC
+# CSI, OSC/DCS/SOS/PM/APC strings and lone two-byte escapes
+_ESCAPES = re.compile(rf"{_CSI}{_CSI_BODY}|{_STRING}|\x1b[@-Z\\-_]|\x1b", re.DOTALL)
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -44,12 +42,8 @@ def _caret(match: re.Match[str]) -> str:
 # erases its own live views use. Everything else that reaches a terminal from a file name, a GGUF's
 # metadata or a log line is dropped: OSC (window title, clipboard writes, hyperlinks), DCS / SOS / PM /
 # APC strings, cursor movement (it can overwrite what was printed), resets and lone escapes.
-_TERMINAL_UNSAFE = re.compile(
-    r"(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"
-    r"|(?:\x1b\[|\x9b)(?![0-9;]*m|H|[0-3]?J|[0-2]?K)[0-?]*[ -/]*[@-~]"
-    r"|\x1b(?!\[(?:[0-9;]*m|H|[0-3]?J|[0-2]?K))",
-    re.DOTALL,
-)
+_KEPT = r"(?:[0-9;]*m|H|[0-3]?J|[0-2]?K)"  # the CSI bodies kept: colours, a bare home, erases
+_TERMINAL_UNSAFE = re.compile(rf"{_STRING}|{_CSI}(?!{_KEPT}){_CSI_BODY}|\x1b(?!\[{_KEPT})", re.DOTALL)
 _TERMINAL_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
 
 
